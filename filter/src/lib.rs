@@ -1,0 +1,266 @@
+//! proxy-wasm HTTP filter answering ACME HTTP-01 challenges for Envoy.
+//!
+//! Requests under `/.well-known/acme-challenge/` are validated and answered
+//! with the key authorization fetched from the proxy-acme sidecar (an
+//! Envoy cluster) through `dispatch_http_call`; everything else passes
+//! after a single `:path` read.
+//!
+//! The decision logic lives in plain modules ([`config`], [`challenge`],
+//! [`host`], [`reply`]) that are unit-tested natively; only this file
+//! talks to proxy-wasm. It never panics on its own: all host calls go
+//! through the `Result`-returning [`proxy_wasm::hostcalls`] functions,
+//! because a panic aborts the wasm VM of the whole Envoy worker.
+
+pub mod challenge;
+pub mod config;
+pub mod host;
+pub mod reply;
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::challenge::{decide, is_challenge_path, sidecar_path, Decision};
+use crate::config::FilterConfig;
+use crate::reply::{LocalReply, SidecarAnswer, CONTENT_TYPE, MAX_KEY_AUTHORIZATION_LEN};
+
+/// Prefix of every log line, so the filter's lines are easy to grep.
+const LOG_PREFIX: &str = "proxy-acme-filter";
+/// Header telling the sidecar which host the challenge is for.
+const HOST_HEADER: &str = "x-proxy-acme-host";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AcmeRoot::default()) });
+}}
+
+/// Logs through the host; a failed log call is not worth failing over.
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+/// Reads a request header as bytes; absent or unreadable both mean `None`.
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// Sends a local reply; returns false (after logging) if the host refused.
+fn send_reply(reply: &LocalReply) -> bool {
+    match hostcalls::send_http_response(reply.status, vec![CONTENT_TYPE], Some(&reply.body)) {
+        Ok(()) => true,
+        Err(status) => {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "{LOG_PREFIX}: cannot send local reply {}: {status:?}",
+                    reply.status
+                ),
+            );
+            false
+        }
+    }
+}
+
+// === impl AcmeRoot ===
+
+/// Root context: owns the parsed configuration for the plugin.
+#[derive(Debug, Default)]
+struct AcmeRoot {
+    /// `None` until a configuration was accepted.
+    config: Option<Rc<FilterConfig>>,
+}
+
+impl Context for AcmeRoot {}
+
+impl RootContext for AcmeRoot {
+    /// Parses the plugin configuration. On error, logs one line naming the
+    /// problem and returns false, so Envoy rejects the plugin; a previously
+    /// accepted configuration (if any) is left in place.
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(bytes) => bytes,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("{LOG_PREFIX}: cannot read configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        match FilterConfig::parse(bytes.as_deref()) {
+            Ok(config) => {
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(err) => {
+                log(
+                    LogLevel::Error,
+                    &format!("{LOG_PREFIX}: invalid configuration: {err}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Must never return None: the SDK panics on it.
+        Some(Box::new(AcmeHttp {
+            config: self.config.clone(),
+            pending: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+// === impl AcmeHttp ===
+
+/// Per-stream context.
+#[derive(Debug)]
+struct AcmeHttp {
+    /// Shared configuration; `None` only if the plugin was never configured,
+    /// in which case the filter passes everything through.
+    config: Option<Rc<FilterConfig>>,
+    /// The outstanding sidecar call, if the stream is paused on one.
+    pending: Option<Pending>,
+}
+
+/// A sidecar call in flight, with what is needed to check and log its answer.
+#[derive(Debug)]
+struct Pending {
+    call: u32,
+    token: String,
+    host: String,
+}
+
+impl AcmeHttp {
+    /// Sends `reply` and tells Envoy to stop processing the request.
+    fn reply_now(reply: &LocalReply) -> Action {
+        if send_reply(reply) {
+            Action::Pause
+        } else {
+            // No reply went out: fail open rather than hang the stream.
+            Action::Continue
+        }
+    }
+
+    /// Dispatches the sidecar call and pauses the request until it answers.
+    fn ask_sidecar(&mut self, config: &FilterConfig, token: String, host: String) -> Action {
+        let path = sidecar_path(&token);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.authority.as_str()),
+            (HOST_HEADER, host.as_str()),
+        ];
+        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout)
+        {
+            Ok(call) => {
+                self.pending = Some(Pending { call, token, host });
+                Action::Pause
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{LOG_PREFIX}: cannot call sidecar cluster {:?} for token {token} host {host}: {status:?}",
+                        config.cluster
+                    ),
+                );
+                Self::reply_now(&LocalReply::unavailable())
+            }
+        }
+    }
+}
+
+impl Context for AcmeHttp {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(Pending { token, host, .. }) = self.pending.take_if(|p| p.call == token_id) else {
+            return;
+        };
+        // Zero headers is how Envoy reports connect failure or timeout.
+        let has_headers = num_headers > 0;
+        let status = if has_headers {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let body = if status.as_deref() == Some(b"200") && body_size > 0 {
+            let max = body_size.min(MAX_KEY_AUTHORIZATION_LEN);
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let answer =
+            SidecarAnswer::from_response(&token, has_headers, status.as_deref(), body_size, body);
+        match &answer {
+            SidecarAnswer::KeyAuthorization(_) => log(
+                LogLevel::Debug,
+                &format!("{LOG_PREFIX}: answered challenge token {token} for host {host}"),
+            ),
+            SidecarAnswer::NotFound => log(
+                LogLevel::Debug,
+                &format!("{LOG_PREFIX}: no challenge for token {token} host {host}"),
+            ),
+            SidecarAnswer::Failed(why) => log(
+                LogLevel::Warn,
+                &format!("{LOG_PREFIX}: sidecar failed for token {token} host {host}: {why}"),
+            ),
+        }
+        if !send_reply(&answer.into_reply()) {
+            // Nothing was sent, so the request is still paused: let it
+            // continue upstream rather than hang until the client gives up.
+            if let Err(status) = hostcalls::resume_http_request() {
+                log(
+                    LogLevel::Error,
+                    &format!("{LOG_PREFIX}: cannot resume request: {status:?}"),
+                );
+            }
+        }
+    }
+}
+
+impl HttpContext for AcmeHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Hot path: one header read and one prefix compare for all traffic.
+        let Ok(Some(path)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
+        else {
+            return Action::Continue;
+        };
+        if !is_challenge_path(&path) {
+            return Action::Continue;
+        }
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
+
+        let method = request_header(":method");
+        let authority = request_header(":authority");
+        match decide(&path, method.as_deref(), authority.as_deref(), &config) {
+            Decision::Pass => Action::Continue,
+            Decision::Reply(reply) => Self::reply_now(&reply),
+            Decision::AskSidecar { token, host } => self.ask_sidecar(&config, token, host),
+        }
+    }
+}
