@@ -41,12 +41,7 @@ pub fn is_challenge_path(path: &[u8]) -> bool {
 /// Checks, in order: the path prefix (else [`Decision::Pass`]), the method
 /// (only GET: else 404, as the ACME server only ever GETs), the token
 /// (else 400) and the host (else 400).
-pub fn decide(
-    path: &[u8],
-    method: Option<&[u8]>,
-    authority: Option<&[u8]>,
-    config: &FilterConfig,
-) -> Decision {
+pub fn decide(path: &[u8], method: Option<&[u8]>, authority: Option<&[u8]>, config: &FilterConfig) -> Decision {
     let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) else {
         return Decision::Pass;
     };
@@ -72,9 +67,7 @@ pub fn sidecar_path(token: &str) -> String {
 fn valid_token(token: &[u8], max_len: usize) -> Option<String> {
     let ok = !token.is_empty()
         && token.len() <= max_len
-        && token
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && token.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
         return None;
     }

@@ -23,10 +23,7 @@ fn challenge(token: &[u8]) -> Vec<u8> {
 }
 
 fn ask(token: &str, host: &str) -> Decision {
-    Decision::AskSidecar {
-        token: token.to_owned(),
-        host: host.to_owned(),
-    }
+    Decision::AskSidecar { token: token.to_owned(), host: host.to_owned() }
 }
 
 fn bad_request() -> Decision {
@@ -54,20 +51,14 @@ fn ordinary_paths_pass() {
 #[test]
 fn pass_even_without_other_headers() {
     assert_eq!(decide(b"/", None, None, &config()), Decision::Pass);
-    assert_eq!(
-        decide(b"/x", Some(b"POST"), Some(b"\xff"), &config()),
-        Decision::Pass
-    );
+    assert_eq!(decide(b"/x", Some(b"POST"), Some(b"\xff"), &config()), Decision::Pass);
 }
 
 #[test]
 fn good_challenge_asks_sidecar() {
     let path = challenge(b"evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr_oA");
     assert!(is_challenge_path(&path));
-    assert_eq!(
-        get(&path),
-        ask("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr_oA", "example.com")
-    );
+    assert_eq!(get(&path), ask("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr_oA", "example.com"));
 }
 
 #[test]
@@ -111,20 +102,14 @@ fn bad_token_chars_are_bad_request() {
 #[test]
 fn token_length_limit() {
     let at_max = "a".repeat(128);
-    assert_eq!(
-        get(&challenge(at_max.as_bytes())),
-        ask(&at_max, "example.com")
-    );
+    assert_eq!(get(&challenge(at_max.as_bytes())), ask(&at_max, "example.com"));
     let over = "a".repeat(129);
     assert_eq!(get(&challenge(over.as_bytes())), bad_request());
 
     let mut small = config();
     small.max_token_length = 16;
     let path = challenge(&[b'a'; 17]);
-    assert_eq!(
-        decide(&path, Some(b"GET"), Some(b"h"), &small),
-        bad_request()
-    );
+    assert_eq!(decide(&path, Some(b"GET"), Some(b"h"), &small), bad_request());
 }
 
 #[test]
@@ -139,12 +124,7 @@ fn huge_paths() {
 #[test]
 fn host_is_normalized() {
     let path = challenge(b"tok");
-    let d = decide(
-        &path,
-        Some(b"GET"),
-        Some(b"WWW.Example.COM.:8080"),
-        &config(),
-    );
+    let d = decide(&path, Some(b"GET"), Some(b"WWW.Example.COM.:8080"), &config());
     assert_eq!(d, ask("tok", "www.example.com"));
     let d = decide(&path, Some(b"GET"), Some(b"[::1]:8080"), &config());
     assert_eq!(d, ask("tok", "::1"));

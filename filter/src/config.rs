@@ -63,10 +63,7 @@ pub enum ConfigError {
 /// Raw shape: every field is an optional untyped value so that validation
 /// below can name the field in its error; unknown fields are refused here.
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a JSON object with a \"cluster\" field"
-)]
+#[serde(deny_unknown_fields, expecting = "a JSON object with a \"cluster\" field")]
 struct RawConfig {
     cluster: Option<Value>,
     timeout_ms: Option<Value>,
@@ -78,10 +75,7 @@ struct RawConfig {
 
 impl ConfigError {
     fn field(field: &'static str, problem: impl Into<String>) -> Self {
-        Self::Field {
-            field,
-            problem: problem.into(),
-        }
+        Self::Field { field, problem: problem.into() }
     }
 }
 
@@ -123,12 +117,7 @@ impl FilterConfig {
         })?;
 
         let cluster = required_string("cluster", raw.cluster)?;
-        let timeout_ms = ranged_int(
-            "timeout_ms",
-            raw.timeout_ms,
-            DEFAULT_TIMEOUT_MS,
-            TIMEOUT_MS_RANGE,
-        )?;
+        let timeout_ms = ranged_int("timeout_ms", raw.timeout_ms, DEFAULT_TIMEOUT_MS, TIMEOUT_MS_RANGE)?;
         let authority = match raw.authority {
             None => DEFAULT_AUTHORITY.to_owned(),
             Some(v) => authority_string(v)?,
@@ -142,12 +131,7 @@ impl FilterConfig {
         let max_token_length = usize::try_from(max_token_length)
             .map_err(|_| ConfigError::field("max_token_length", "does not fit in usize"))?;
 
-        Ok(Self {
-            cluster,
-            timeout: Duration::from_millis(timeout_ms),
-            authority,
-            max_token_length,
-        })
+        Ok(Self { cluster, timeout: Duration::from_millis(timeout_ms), authority, max_token_length })
     }
 }
 
@@ -155,14 +139,9 @@ impl FilterConfig {
 fn required_string(field: &'static str, value: Option<Value>) -> Result<String, ConfigError> {
     match value {
         None => Err(ConfigError::field(field, "is required")),
-        Some(Value::String(s)) if s.is_empty() => {
-            Err(ConfigError::field(field, "must not be empty"))
-        }
+        Some(Value::String(s)) if s.is_empty() => Err(ConfigError::field(field, "must not be empty")),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ConfigError::field(
-            field,
-            format!("must be a string, got {other}"),
-        )),
+        Some(other) => Err(ConfigError::field(field, format!("must be a string, got {other}"))),
     }
 }
 
@@ -173,10 +152,7 @@ fn authority_string(value: Value) -> Result<String, ConfigError> {
     if s.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(s)
     } else {
-        Err(ConfigError::field(
-            "authority",
-            "must contain only visible ASCII characters (no spaces)",
-        ))
+        Err(ConfigError::field("authority", "must contain only visible ASCII characters (no spaces)"))
     }
 }
 
@@ -192,14 +168,8 @@ fn ranged_int(
     };
     match value.as_u64() {
         Some(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ if value.is_number() => Err(ConfigError::field(
-            field,
-            format!("must be between {lo} and {hi}, got {value}"),
-        )),
-        _ => Err(ConfigError::field(
-            field,
-            format!("must be an integer between {lo} and {hi}, got {value}"),
-        )),
+        _ if value.is_number() => Err(ConfigError::field(field, format!("must be between {lo} and {hi}, got {value}"))),
+        _ => Err(ConfigError::field(field, format!("must be an integer between {lo} and {hi}, got {value}"))),
     }
 }
 

@@ -32,9 +32,8 @@ fn minimal_config_gets_defaults() -> Result<(), ConfigError> {
 
 #[test]
 fn full_config() -> Result<(), ConfigError> {
-    let cfg = parse(
-        r#"{"cluster": "c", "timeout_ms": 60000, "authority": "acme.local:8080", "max_token_length": 16}"#,
-    )?;
+    let cfg =
+        parse(r#"{"cluster": "c", "timeout_ms": 60000, "authority": "acme.local:8080", "max_token_length": 16}"#)?;
     assert_eq!(cfg.cluster, "c");
     assert_eq!(cfg.timeout, Duration::from_millis(60_000));
     assert_eq!(cfg.authority, "acme.local:8080");
@@ -71,74 +70,35 @@ fn cluster_wrong_type() -> Result<(), String> {
 
 #[test]
 fn timeout_out_of_range() -> Result<(), String> {
-    rejected(
-        r#"{"cluster": "c", "timeout_ms": 0}"#,
-        "timeout_ms must be between 1 and 60000, got 0",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "timeout_ms": 60001}"#,
-        "timeout_ms must be between 1 and 60000, got 60001",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "timeout_ms": -1}"#,
-        "timeout_ms must be between",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "timeout_ms": 1.5}"#,
-        "timeout_ms must be between",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "timeout_ms": "1000"}"#,
-        "timeout_ms must be an integer",
-    )
+    rejected(r#"{"cluster": "c", "timeout_ms": 0}"#, "timeout_ms must be between 1 and 60000, got 0")?;
+    rejected(r#"{"cluster": "c", "timeout_ms": 60001}"#, "timeout_ms must be between 1 and 60000, got 60001")?;
+    rejected(r#"{"cluster": "c", "timeout_ms": -1}"#, "timeout_ms must be between")?;
+    rejected(r#"{"cluster": "c", "timeout_ms": 1.5}"#, "timeout_ms must be between")?;
+    rejected(r#"{"cluster": "c", "timeout_ms": "1000"}"#, "timeout_ms must be an integer")
 }
 
 #[test]
 fn max_token_length_out_of_range() -> Result<(), String> {
-    rejected(
-        r#"{"cluster": "c", "max_token_length": 15}"#,
-        "max_token_length must be between 16 and 1024, got 15",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "max_token_length": 1025}"#,
-        "max_token_length must be between 16 and 1024, got 1025",
-    )
+    rejected(r#"{"cluster": "c", "max_token_length": 15}"#, "max_token_length must be between 16 and 1024, got 15")?;
+    rejected(r#"{"cluster": "c", "max_token_length": 1025}"#, "max_token_length must be between 16 and 1024, got 1025")
 }
 
 #[test]
 fn bad_authority() -> Result<(), String> {
-    rejected(
-        r#"{"cluster": "c", "authority": ""}"#,
-        "authority must not be empty",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "authority": "a b"}"#,
-        "authority must contain",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "authority": "a\nb"}"#,
-        "authority must contain",
-    )?;
-    rejected(
-        r#"{"cluster": "c", "authority": true}"#,
-        "authority must be a string",
-    )
+    rejected(r#"{"cluster": "c", "authority": ""}"#, "authority must not be empty")?;
+    rejected(r#"{"cluster": "c", "authority": "a b"}"#, "authority must contain")?;
+    rejected(r#"{"cluster": "c", "authority": "a\nb"}"#, "authority must contain")?;
+    rejected(r#"{"cluster": "c", "authority": true}"#, "authority must be a string")
 }
 
 #[test]
 fn unknown_field() -> Result<(), String> {
-    rejected(
-        r#"{"cluster": "c", "clutser": "d"}"#,
-        "unknown field `clutser`",
-    )
+    rejected(r#"{"cluster": "c", "clutser": "d"}"#, "unknown field `clutser`")
 }
 
 #[test]
 fn duplicate_field() -> Result<(), String> {
-    rejected(
-        r#"{"cluster": "c", "cluster": "d"}"#,
-        "duplicate field `cluster`",
-    )
+    rejected(r#"{"cluster": "c", "cluster": "d"}"#, "duplicate field `cluster`")
 }
 
 #[test]
@@ -164,8 +124,5 @@ fn missing_or_blank() {
 
 #[test]
 fn non_utf8() {
-    assert_eq!(
-        FilterConfig::parse(Some(b"{\"cluster\": \"\xff\"}")),
-        Err(ConfigError::NotUtf8)
-    );
+    assert_eq!(FilterConfig::parse(Some(b"{\"cluster\": \"\xff\"}")), Err(ConfigError::NotUtf8));
 }

@@ -65,9 +65,7 @@ fn valid_port(port: &[u8]) -> bool {
 
 /// True when the last label is all digits (an IPv4 literal, or an attempt).
 fn is_numeric_last_label(host: &str) -> bool {
-    host.rsplit('.')
-        .next()
-        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+    host.rsplit('.').next().is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Lowercase LDH name: labels of `[a-z0-9-]`, 1..=63 bytes, no leading or
@@ -81,9 +79,7 @@ fn is_label(label: &str) -> bool {
     (1..=MAX_LABEL_LEN).contains(&bytes.len())
         && !label.starts_with('-')
         && !label.ends_with('-')
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -102,10 +98,7 @@ mod tests {
     fn plain_names() {
         assert_eq!(norm(b"example.com"), some("example.com"));
         assert_eq!(norm(b"localhost"), some("localhost"));
-        assert_eq!(
-            norm(b"xn--bcher-kva.example"),
-            some("xn--bcher-kva.example")
-        );
+        assert_eq!(norm(b"xn--bcher-kva.example"), some("xn--bcher-kva.example"));
         assert_eq!(norm(b"a-b.c0"), some("a-b.c0"));
     }
 

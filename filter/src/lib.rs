@@ -42,9 +42,7 @@ fn log(level: LogLevel, message: &str) {
 
 /// Reads a request header as bytes; absent or unreadable both mean `None`.
 fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
 /// Sends a local reply; returns false (after logging) if the host refused.
@@ -52,13 +50,7 @@ fn send_reply(reply: &LocalReply) -> bool {
     match hostcalls::send_http_response(reply.status, vec![CONTENT_TYPE], Some(&reply.body)) {
         Ok(()) => true,
         Err(status) => {
-            log(
-                LogLevel::Error,
-                &format!(
-                    "{LOG_PREFIX}: cannot send local reply {}: {status:?}",
-                    reply.status
-                ),
-            );
+            log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot send local reply {}: {status:?}", reply.status));
             false
         }
     }
@@ -80,17 +72,10 @@ impl RootContext for AcmeRoot {
     /// problem and returns false, so Envoy rejects the plugin; a previously
     /// accepted configuration (if any) is left in place.
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
             Ok(bytes) => bytes,
             Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("{LOG_PREFIX}: cannot read configuration: {status:?}"),
-                );
+                log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot read configuration: {status:?}"));
                 return false;
             }
         };
@@ -100,10 +85,7 @@ impl RootContext for AcmeRoot {
                 true
             }
             Err(err) => {
-                log(
-                    LogLevel::Error,
-                    &format!("{LOG_PREFIX}: invalid configuration: {err}"),
-                );
+                log(LogLevel::Error, &format!("{LOG_PREFIX}: invalid configuration: {err}"));
                 false
             }
         }
@@ -111,10 +93,7 @@ impl RootContext for AcmeRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Must never return None: the SDK panics on it.
-        Some(Box::new(AcmeHttp {
-            config: self.config.clone(),
-            pending: None,
-        }))
+        Some(Box::new(AcmeHttp { config: self.config.clone(), pending: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -162,8 +141,7 @@ impl AcmeHttp {
             (":authority", config.authority.as_str()),
             (HOST_HEADER, host.as_str()),
         ];
-        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout)
-        {
+        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout) {
             Ok(call) => {
                 self.pending = Some(Pending { call, token, host });
                 Action::Pause
@@ -183,59 +161,41 @@ impl AcmeHttp {
 }
 
 impl Context for AcmeHttp {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(Pending { token, host, .. }) = self.pending.take_if(|p| p.call == token_id) else {
             return;
         };
         // Zero headers is how Envoy reports connect failure or timeout.
         let has_headers = num_headers > 0;
         let status = if has_headers {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()
         } else {
             None
         };
         let body = if status.as_deref() == Some(b"200") && body_size > 0 {
             let max = body_size.min(MAX_KEY_AUTHORIZATION_LEN);
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max).ok().flatten().unwrap_or_default()
         } else {
             Vec::new()
         };
 
-        let answer =
-            SidecarAnswer::from_response(&token, has_headers, status.as_deref(), body_size, body);
+        let answer = SidecarAnswer::from_response(&token, has_headers, status.as_deref(), body_size, body);
         match &answer {
-            SidecarAnswer::KeyAuthorization(_) => log(
-                LogLevel::Debug,
-                &format!("{LOG_PREFIX}: answered challenge token {token} for host {host}"),
-            ),
-            SidecarAnswer::NotFound => log(
-                LogLevel::Debug,
-                &format!("{LOG_PREFIX}: no challenge for token {token} host {host}"),
-            ),
-            SidecarAnswer::Failed(why) => log(
-                LogLevel::Warn,
-                &format!("{LOG_PREFIX}: sidecar failed for token {token} host {host}: {why}"),
-            ),
+            SidecarAnswer::KeyAuthorization(_) => {
+                log(LogLevel::Debug, &format!("{LOG_PREFIX}: answered challenge token {token} for host {host}"))
+            }
+            SidecarAnswer::NotFound => {
+                log(LogLevel::Debug, &format!("{LOG_PREFIX}: no challenge for token {token} host {host}"))
+            }
+            SidecarAnswer::Failed(why) => {
+                log(LogLevel::Warn, &format!("{LOG_PREFIX}: sidecar failed for token {token} host {host}: {why}"))
+            }
         }
         if !send_reply(&answer.into_reply()) {
             // Nothing was sent, so the request is still paused: let it
             // continue upstream rather than hang until the client gives up.
             if let Err(status) = hostcalls::resume_http_request() {
-                log(
-                    LogLevel::Error,
-                    &format!("{LOG_PREFIX}: cannot resume request: {status:?}"),
-                );
+                log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot resume request: {status:?}"));
             }
         }
     }
@@ -244,8 +204,7 @@ impl Context for AcmeHttp {
 impl HttpContext for AcmeHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Hot path: one header read and one prefix compare for all traffic.
-        let Ok(Some(path)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
-        else {
+        let Ok(Some(path)) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path") else {
             return Action::Continue;
         };
         if !is_challenge_path(&path) {

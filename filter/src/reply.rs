@@ -76,17 +76,11 @@ impl LocalReply {
     /// 200 carrying exactly the key authorization (no trailing newline:
     /// the ACME server compares the body byte for byte).
     pub fn key_authorization(body: Vec<u8>) -> Self {
-        Self {
-            status: 200,
-            body: Cow::Owned(body),
-        }
+        Self { status: 200, body: Cow::Owned(body) }
     }
 
     const fn fixed(status: u32, body: &'static [u8]) -> Self {
-        Self {
-            status,
-            body: Cow::Borrowed(body),
-        }
+        Self { status, body: Cow::Borrowed(body) }
     }
 }
 
@@ -129,11 +123,7 @@ impl SidecarAnswer {
 }
 
 /// A key authorization is `token "." thumbprint` in visible ASCII.
-fn check_key_authorization(
-    token: &str,
-    body_size: usize,
-    body: &[u8],
-) -> Result<(), SidecarFailure> {
+fn check_key_authorization(token: &str, body_size: usize, body: &[u8]) -> Result<(), SidecarFailure> {
     if body_size > MAX_KEY_AUTHORIZATION_LEN || body.len() > MAX_KEY_AUTHORIZATION_LEN {
         return Err(SidecarFailure::BodyTooLarge(body_size.max(body.len())));
     }
@@ -146,9 +136,7 @@ fn check_key_authorization(
     if !body.iter().all(u8::is_ascii_graphic) {
         return Err(SidecarFailure::BodyNotPrintable);
     }
-    let thumbprint = body
-        .strip_prefix(token.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"."));
+    let thumbprint = body.strip_prefix(token.as_bytes()).and_then(|rest| rest.strip_prefix(b"."));
     match thumbprint {
         Some(t) if !t.is_empty() => Ok(()),
         _ => Err(SidecarFailure::WrongToken),
@@ -168,10 +156,7 @@ impl fmt::Display for SidecarFailure {
         match self {
             Self::NoResponse => f.write_str("no response (connection failure or timeout)"),
             Self::MissingStatus => f.write_str("response without :status"),
-            Self::Status(s) => write!(
-                f,
-                "unexpected status {s} (503/504 usually mean unreachable or timed out)"
-            ),
+            Self::Status(s) => write!(f, "unexpected status {s} (503/504 usually mean unreachable or timed out)"),
             Self::BodyTooLarge(n) => write!(f, "key authorization too large ({n} bytes)"),
             Self::BodyTruncated => f.write_str("key authorization body truncated"),
             Self::EmptyBody => f.write_str("empty key authorization"),

@@ -33,49 +33,27 @@ fn ok_with_good_body() {
 #[test]
 fn ok_body_for_another_token() {
     let body = format!("other-token.{THUMB}");
-    assert_eq!(
-        failed(Some(b"200"), body.as_bytes()),
-        Some(SidecarFailure::WrongToken)
-    );
+    assert_eq!(failed(Some(b"200"), body.as_bytes()), Some(SidecarFailure::WrongToken));
     // A longer token that merely starts with ours is not ours.
     let body = format!("{TOKEN}x.{THUMB}");
-    assert_eq!(
-        failed(Some(b"200"), body.as_bytes()),
-        Some(SidecarFailure::WrongToken)
-    );
+    assert_eq!(failed(Some(b"200"), body.as_bytes()), Some(SidecarFailure::WrongToken));
     // Token without the separating dot, or without a thumbprint.
-    assert_eq!(
-        failed(Some(b"200"), TOKEN.as_bytes()),
-        Some(SidecarFailure::WrongToken)
-    );
+    assert_eq!(failed(Some(b"200"), TOKEN.as_bytes()), Some(SidecarFailure::WrongToken));
     let body = format!("{TOKEN}.");
-    assert_eq!(
-        failed(Some(b"200"), body.as_bytes()),
-        Some(SidecarFailure::WrongToken)
-    );
+    assert_eq!(failed(Some(b"200"), body.as_bytes()), Some(SidecarFailure::WrongToken));
 }
 
 #[test]
 fn ok_body_not_printable() {
     for bad in [" ", "\n", "\r\n", "\t", "\u{e9}", "\0"] {
         let body = format!("{TOKEN}.{THUMB}{bad}");
-        assert_eq!(
-            failed(Some(b"200"), body.as_bytes()),
-            Some(SidecarFailure::BodyNotPrintable),
-            "suffix {bad:?}"
-        );
+        assert_eq!(failed(Some(b"200"), body.as_bytes()), Some(SidecarFailure::BodyNotPrintable), "suffix {bad:?}");
     }
     let body = format!("{TOKEN}. {THUMB}");
-    assert_eq!(
-        failed(Some(b"200"), body.as_bytes()),
-        Some(SidecarFailure::BodyNotPrintable)
-    );
+    assert_eq!(failed(Some(b"200"), body.as_bytes()), Some(SidecarFailure::BodyNotPrintable));
     let mut body = good_body();
     body.push(0xff);
-    assert_eq!(
-        failed(Some(b"200"), &body),
-        Some(SidecarFailure::BodyNotPrintable)
-    );
+    assert_eq!(failed(Some(b"200"), &body), Some(SidecarFailure::BodyNotPrintable));
 }
 
 #[test]
@@ -88,19 +66,10 @@ fn ok_body_too_large() {
     let big = format!("{TOKEN}.{}", "a".repeat(MAX_KEY_AUTHORIZATION_LEN));
     let read: Vec<u8> = big.bytes().take(MAX_KEY_AUTHORIZATION_LEN).collect();
     let a = SidecarAnswer::from_response(TOKEN, true, Some(b"200"), big.len(), read);
-    assert_eq!(
-        a,
-        SidecarAnswer::Failed(SidecarFailure::BodyTooLarge(big.len()))
-    );
+    assert_eq!(a, SidecarAnswer::Failed(SidecarFailure::BodyTooLarge(big.len())));
     // Exactly at the limit is fine.
-    let max = format!(
-        "{TOKEN}.{}",
-        "a".repeat(MAX_KEY_AUTHORIZATION_LEN - TOKEN.len() - 1)
-    );
-    assert!(matches!(
-        answer(Some(b"200"), max.as_bytes()),
-        SidecarAnswer::KeyAuthorization(_)
-    ));
+    let max = format!("{TOKEN}.{}", "a".repeat(MAX_KEY_AUTHORIZATION_LEN - TOKEN.len() - 1));
+    assert!(matches!(answer(Some(b"200"), max.as_bytes()), SidecarAnswer::KeyAuthorization(_)));
 }
 
 #[test]
@@ -119,21 +88,9 @@ fn not_found() {
 
 #[test]
 fn other_statuses() {
-    for status in [
-        &b"500"[..],
-        b"503",
-        b"201",
-        b"302",
-        b"400",
-        b"2000",
-        b"",
-        b"\xff",
-    ] {
+    for status in [&b"500"[..], b"503", b"201", b"302", b"400", b"2000", b"", b"\xff"] {
         let a = answer(Some(status), &good_body());
-        assert!(
-            matches!(a, SidecarAnswer::Failed(SidecarFailure::Status(_))),
-            "{status:?}"
-        );
+        assert!(matches!(a, SidecarAnswer::Failed(SidecarFailure::Status(_))), "{status:?}");
         assert_eq!(a.into_reply(), LocalReply::unavailable());
     }
 }
