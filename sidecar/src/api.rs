@@ -1,0 +1,164 @@
+//! The sidecar's HTTP endpoint (hyper): challenge answers for the Envoy
+//! filter and for nginx `proxy_pass`, and `/healthz`. No business logic: it
+//! looks tokens up in `Http01Tokens` and answers.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /v1/http-01/<token>` + `x-proxy-acme-host: <host>` | the filter's call |
+//! | `GET /.well-known/acme-challenge/<token>` + `Host` | the public path, for nginx |
+//! | `GET /healthz` | `ok` |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::names;
+use crate::solvers::http01::Http01Tokens;
+
+/// The header the filter passes the validated request's host in.
+pub const HOST_HEADER: &str = "x-proxy-acme-host";
+const FILTER_PREFIX: &str = "/v1/http-01/";
+const PUBLIC_PREFIX: &str = "/.well-known/acme-challenge/";
+const MAX_TOKEN_LEN: usize = 256;
+
+/// Answers one request. Pure apart from reading `tokens`.
+pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    let (token, host_header) = if let Some(token) = path.strip_prefix(FILTER_PREFIX) {
+        (token, req.headers().get(HOST_HEADER))
+    } else if let Some(token) = path.strip_prefix(PUBLIC_PREFIX) {
+        (token, req.headers().get(header::HOST))
+    } else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    if !valid_token(token) {
+        return text(StatusCode::BAD_REQUEST, "malformed token\n");
+    }
+    let host = host_header.and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).and_then(names::normalize_host);
+    let Some(host) = host else {
+        return text(StatusCode::BAD_REQUEST, "missing or invalid host\n");
+    };
+    match tokens.answer(token, &host) {
+        Some(key_authorization) => {
+            tracing::debug!(token, host, "answered http-01 challenge");
+            text(StatusCode::OK, key_authorization)
+        }
+        None => {
+            tracing::debug!(token, host, "unknown http-01 token");
+            text(StatusCode::NOT_FOUND, "unknown token\n")
+        }
+    }
+}
+
+fn valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(body.into()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    rsp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    rsp
+}
+
+/// Binds `address` and serves until the task is dropped or aborted.
+pub async fn serve(address: SocketAddr, tokens: Http01Tokens) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "challenge API listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let tokens = tokens.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let rsp = handle(&tokens, &req);
+                    async move { Ok::<_, Infallible>(rsp) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(16 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "challenge API connection error");
+                }
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut req = Request::builder().method(Method::GET).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap_or_else(|e| panic!("bad test request: {e}"))
+    }
+
+    async fn body(rsp: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let status = rsp.status();
+        let bytes = rsp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn filter_path_answers_for_the_right_host_only() {
+        let tokens = Http01Tokens::new();
+        let _g = tokens.publish("abc_-1", "example.com", "abc_-1.thumb");
+        let ok = handle(&tokens, &get("/v1/http-01/abc_-1", &[(HOST_HEADER, "Example.com:80")]));
+        assert_eq!(body(ok).await, (StatusCode::OK, "abc_-1.thumb".into()));
+        let other = handle(&tokens, &get("/v1/http-01/abc_-1", &[(HOST_HEADER, "evil.example")]));
+        assert_eq!(other.status(), StatusCode::NOT_FOUND);
+        let missing = handle(&tokens, &get("/v1/http-01/abc_-1", &[]));
+        assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn public_path_uses_the_host_header() {
+        let tokens = Http01Tokens::new();
+        let _g = tokens.publish("tok", "example.com", "tok.thumb");
+        let ok = handle(&tokens, &get("/.well-known/acme-challenge/tok", &[("host", "example.com")]));
+        assert_eq!(body(ok).await, (StatusCode::OK, "tok.thumb".into()));
+    }
+
+    #[test]
+    fn hostile_requests_get_4xx() {
+        let tokens = Http01Tokens::new();
+        let long = format!("/v1/http-01/{}", "a".repeat(MAX_TOKEN_LEN + 1));
+        for path in ["/v1/http-01/", "/v1/http-01/a.b", "/v1/http-01/a%2Fb", long.as_str()] {
+            let rsp = handle(&tokens, &get(path, &[(HOST_HEADER, "example.com")]));
+            assert_eq!(rsp.status(), StatusCode::BAD_REQUEST, "{path}");
+        }
+        let bad_host = handle(&tokens, &get("/v1/http-01/tok", &[(HOST_HEADER, "a..b")]));
+        assert_eq!(bad_host.status(), StatusCode::BAD_REQUEST);
+        let mut post = get("/v1/http-01/tok", &[(HOST_HEADER, "example.com")]);
+        *post.method_mut() = Method::POST;
+        assert_eq!(handle(&tokens, &post).status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(handle(&tokens, &get("/other", &[])).status(), StatusCode::NOT_FOUND);
+    }
+}

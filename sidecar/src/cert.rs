@@ -1,0 +1,183 @@
+//! Certificates and keys as values: generate a key and CSR, and check a
+//! downloaded chain (parses, covers the names, matches the key) before it may
+//! replace the last good one. Pure: no I/O.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::KeyType;
+
+/// PEM text of a private key. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretPem(String);
+
+impl SecretPem {
+    pub fn new(pem: String) -> Self {
+        Self(pem)
+    }
+
+    /// The PEM text, for writing to a 0600 file or an SDS secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretPem(...)")
+    }
+}
+
+/// A certificate chain and its private key, as deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// Leaf first, then intermediates.
+    pub fullchain_pem: String,
+    pub key_pem: SecretPem,
+}
+
+/// What a verified bundle says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub serial_hex: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// DNS and IP subject alternative names of the leaf.
+    pub names: Vec<String>,
+    /// The leaf alone (`cert.pem`).
+    pub leaf_pem: String,
+    /// The intermediates (`chain.pem`); may be empty.
+    pub chain_pem: String,
+}
+
+/// Why a certificate or key was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("no certificate in the PEM chain")]
+    Empty,
+    #[error("certificate does not parse: {0}")]
+    Parse(String),
+    #[error("private key does not parse: {0}")]
+    Key(String),
+    #[error("certificate's public key does not match the private key")]
+    KeyMismatch,
+    #[error("certificate does not cover {0}")]
+    MissingName(String),
+    #[error("cannot build key or CSR: {0}")]
+    Generate(String),
+}
+
+/// Parses `bundle`, checks the key belongs to the leaf and, when given, that
+/// the leaf covers every one of `domains`.
+pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, CertError> {
+    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.fullchain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Parse(e.to_string()))?;
+    let leaf_der = ders.first().ok_or(CertError::Empty)?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| CertError::Parse(e.to_string()))?;
+    for der in &ders[1..] {
+        X509Certificate::from_der(der).map_err(|e| CertError::Parse(format!("chain: {e}")))?;
+    }
+
+    let key = KeyPair::from_pem(bundle.key_pem.expose()).map_err(|e| CertError::Key(e.to_string()))?;
+    if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(CertError::KeyMismatch);
+    }
+
+    let names = subject_alt_names(&leaf);
+    if let Some(domains) = domains {
+        if let Some(missing) = domains.iter().find(|d| !names.iter().any(|n| n.eq_ignore_ascii_case(d))) {
+            return Err(CertError::MissingName(missing.clone()));
+        }
+    }
+
+    let pem_of = |der: &CertificateDer<'_>| pem_encode("CERTIFICATE", der);
+    Ok(CertInfo {
+        serial_hex: leaf.raw_serial_as_string().replace(':', ""),
+        not_before: to_system_time(leaf.validity().not_before.timestamp()),
+        not_after: to_system_time(leaf.validity().not_after.timestamp()),
+        names,
+        leaf_pem: pem_of(leaf_der),
+        chain_pem: ders[1..].iter().map(pem_of).collect(),
+    })
+}
+
+fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => ip_from_bytes(bytes).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
+fn to_system_time(unix: i64) -> SystemTime {
+    match u64::try_from(unix) {
+        Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+}
+
+/// Generates a fresh private key of `key_type`.
+pub fn generate_key(key_type: KeyType) -> Result<KeyPair, CertError> {
+    let alg = match key_type {
+        KeyType::Ec256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::Ec384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+    };
+    KeyPair::generate_for(alg).map_err(|e| CertError::Generate(e.to_string()))
+}
+
+/// A DER CSR for `domains` (first one is the subject CN), signed by `key`.
+pub fn csr_der(domains: &[String], key: &KeyPair) -> Result<Vec<u8>, CertError> {
+    let mut params = CertificateParams::new(domains.to_vec()).map_err(|e| CertError::Generate(e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    if let Some(first) = domains.first() {
+        dn.push(DnType::CommonName, first.clone());
+    }
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(key).map_err(|e| CertError::Generate(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
+
+/// A self-signed certificate for `domains`, valid for a day, served until the
+/// real one is issued. Never stored.
+pub fn placeholder(domains: &[String]) -> Result<Bundle, CertError> {
+    let key = generate_key(KeyType::Ec256)?;
+    let mut params = CertificateParams::new(domains.to_vec()).map_err(|e| CertError::Generate(e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "proxy-acme placeholder (not issued yet)");
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(1);
+    let cert = params.self_signed(&key).map_err(|e| CertError::Generate(e.to_string()))?;
+    Ok(Bundle { fullchain_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) })
+}
+
+#[cfg(test)]
+#[path = "cert_tests.rs"]
+mod tests;

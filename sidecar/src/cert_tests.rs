@@ -1,0 +1,59 @@
+use super::*;
+
+fn issued(domains: &[&str]) -> Bundle {
+    let domains: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
+    placeholder(&domains).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn inspect_reads_names_validity_and_splits_the_chain() {
+    let bundle = issued(&["example.com", "www.example.com"]);
+    let info = inspect(&bundle, Some(&["www.example.com".to_owned()])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.names, vec!["example.com", "www.example.com"]);
+    assert!(info.not_after > info.not_before);
+    assert!(info.leaf_pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert!(info.chain_pem.is_empty());
+    assert!(!info.serial_hex.contains(':'));
+}
+
+#[test]
+fn a_key_from_another_certificate_is_refused() {
+    let a = issued(&["a.example"]);
+    let b = issued(&["a.example"]);
+    let mixed = Bundle { fullchain_pem: a.fullchain_pem, key_pem: b.key_pem };
+    assert!(matches!(inspect(&mixed, None), Err(CertError::KeyMismatch)));
+}
+
+#[test]
+fn missing_names_and_garbage_are_refused() {
+    let bundle = issued(&["a.example"]);
+    assert!(
+        matches!(inspect(&bundle, Some(&["b.example".to_owned()])), Err(CertError::MissingName(n)) if n == "b.example")
+    );
+    let empty = Bundle { fullchain_pem: String::new(), key_pem: bundle.key_pem.clone() };
+    assert!(matches!(inspect(&empty, None), Err(CertError::Empty)));
+    let truncated = Bundle { fullchain_pem: bundle.fullchain_pem[..100].to_owned(), key_pem: bundle.key_pem.clone() };
+    assert!(inspect(&truncated, None).is_err());
+    let bad_key = Bundle { fullchain_pem: bundle.fullchain_pem, key_pem: SecretPem::new("nope".into()) };
+    assert!(matches!(inspect(&bad_key, None), Err(CertError::Key(_))));
+}
+
+#[test]
+fn debug_never_shows_the_private_key() {
+    let bundle = issued(&["a.example"]);
+    let shown = format!("{bundle:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(shown.contains("SecretPem(...)"));
+}
+
+#[test]
+fn csr_carries_the_names_and_key_types_generate() {
+    for key_type in [KeyType::Ec256, KeyType::Ec384] {
+        let key = generate_key(key_type).unwrap_or_else(|e| panic!("{e}"));
+        let csr = csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key).unwrap_or_else(|e| panic!("{e}"));
+        let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("{:?}", parsed.requested_extensions().map(|e| e.collect::<Vec<_>>()));
+        assert!(text.contains("a.example") && text.contains("b.example"), "{text}");
+    }
+}

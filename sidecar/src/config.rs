@@ -1,0 +1,301 @@
+//! Configuration: read (`Config::load`), parse (`Config::from_str`), validate
+//! (`Config::validate`) as three separate steps.
+//!
+//! The vocabulary follows Traefik's `certificatesResolvers` so a Traefik user
+//! recognises every option: named resolvers carry `email`, `ca_server`,
+//! `key_type` and a challenge block; `[[certificates]]` name the domains and
+//! the resolver that obtains them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::names;
+
+/// Let's Encrypt's production directory: the default `ca_server`, as in Traefik.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub listen: Listen,
+    /// Named resolvers, like Traefik's `certificatesResolvers.<name>.acme`.
+    #[serde(default)]
+    pub resolvers: BTreeMap<String, Resolver>,
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+    #[serde(default)]
+    pub envoy: Envoy,
+}
+
+/// Where accounts and certificates live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// State directory; created with mode 0700 when missing, refused when
+    /// readable by group or others.
+    #[serde(default = "default_storage_dir")]
+    pub directory: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { directory: default_storage_dir() }
+    }
+}
+
+fn default_storage_dir() -> PathBuf {
+    PathBuf::from("/var/lib/proxy-acme")
+}
+
+/// Addresses the sidecar listens on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// HTTP endpoint that answers challenges (for the Envoy filter and for
+    /// nginx `proxy_pass`) and serves `/healthz`.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { http: default_http() }
+    }
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8555))
+}
+
+/// Deployment to Envoy over SDS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envoy {
+    /// Unix socket for the SDS gRPC server (created with mode 0600); `""`
+    /// disables it.
+    #[serde(default = "default_sds_socket")]
+    pub sds_socket: Option<PathBuf>,
+    /// Optional TCP address for the SDS gRPC server, for Envoys that cannot
+    /// share a socket with the sidecar.
+    #[serde(default)]
+    pub sds_address: Option<SocketAddr>,
+    /// Serve a self-signed placeholder for certificates not issued yet, so
+    /// Envoy's TLS listener (which stays closed until its SDS secret exists)
+    /// opens at once and the HTTP-01 listener beside it can start.
+    #[serde(default = "default_true")]
+    pub placeholder: bool,
+}
+
+impl Default for Envoy {
+    fn default() -> Self {
+        Self { sds_socket: default_sds_socket(), sds_address: None, placeholder: true }
+    }
+}
+
+impl Envoy {
+    /// The SDS socket, unless disabled with `sds_socket = ""`.
+    pub fn socket(&self) -> Option<&Path> {
+        self.sds_socket.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
+fn default_sds_socket() -> Option<PathBuf> {
+    Some(PathBuf::from("/run/proxy-acme/sds.sock"))
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One named ACME resolver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    /// Contact address registered with the account.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// ACME directory URL.
+    #[serde(default = "default_ca_server")]
+    pub ca_server: String,
+    /// PEM file with the root that signs the CA server's own HTTPS
+    /// certificate, for private CAs and Pebble (lego's `LEGO_CA_CERTIFICATES`).
+    #[serde(default)]
+    pub ca_certificate: Option<PathBuf>,
+    /// Key type of issued certificates.
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Solve HTTP-01 through the Envoy filter or nginx `proxy_pass`.
+    #[serde(default)]
+    pub http_challenge: Option<HttpChallenge>,
+}
+
+fn default_ca_server() -> String {
+    LETS_ENCRYPT_PRODUCTION.to_owned()
+}
+
+/// HTTP-01 settings; present (even empty) means HTTP-01 is enabled.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpChallenge {}
+
+/// Key types for certificate keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// ECDSA P-256 (Traefik's `EC256`), the default.
+    #[default]
+    Ec256,
+    /// ECDSA P-384 (Traefik's `EC384`).
+    Ec384,
+}
+
+/// One certificate to obtain and keep valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Name of the certificate: the SDS secret name and the store directory.
+    pub name: String,
+    /// First is the main name (subject), the rest are SANs.
+    pub domains: Vec<String>,
+    /// Name of the resolver in `[resolvers]`.
+    pub resolver: String,
+}
+
+/// A configuration error: the field's path and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl FromStr for Config {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // toml's error already names the key path and the line.
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+    }
+}
+
+impl Config {
+    /// Reads and parses a file; does not validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        text.parse()
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load_valid(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::load(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without I/O. The first problem
+    /// found is returned, with the field's path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, resolver) in &self.resolvers {
+            validate_resolver(name, resolver)?;
+        }
+        if self.envoy.socket().is_none() && self.envoy.sds_address.is_none() {
+            return Err(ConfigError::invalid(
+                "envoy.sds_socket",
+                "neither sds_socket nor sds_address is set: Envoy would get no certificates",
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, cert) in self.certificates.iter().enumerate() {
+            let field = format!("certificates[{i}]");
+            validate_certificate_name(&format!("{field}.name"), &cert.name)?;
+            if let Some(first) = seen.insert(cert.name.as_str(), i) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    format!("'{}' is already used by certificates[{first}]", cert.name),
+                ));
+            }
+            if cert.domains.is_empty() {
+                return Err(ConfigError::invalid(format!("{field}.domains"), "must name at least one domain"));
+            }
+            for (j, domain) in cert.domains.iter().enumerate() {
+                if let Err(why) = names::validate_dns_name(domain) {
+                    return Err(ConfigError::invalid(format!("{field}.domains[{j}]"), format!("'{domain}' {why}")));
+                }
+                if domain.starts_with("*.") {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.domains[{j}]"),
+                        format!("'{domain}' is a wildcard, which needs DNS-01; resolver has only http_challenge"),
+                    ));
+                }
+            }
+            if !self.resolvers.contains_key(&cert.resolver) {
+                let known: Vec<&str> = self.resolvers.keys().map(String::as_str).collect();
+                return Err(ConfigError::invalid(
+                    format!("{field}.resolver"),
+                    format!("no resolver named '{}' (known: {})", cert.resolver, known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError> {
+    let field = format!("resolvers.{name}");
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ConfigError::invalid(&field, "resolver names use letters, digits, '-' and '_' only"));
+    }
+    if !resolver.ca_server.starts_with("https://") {
+        return Err(ConfigError::invalid(
+            format!("{field}.ca_server"),
+            format!("'{}' must be an https:// ACME directory URL", resolver.ca_server),
+        ));
+    }
+    if let Some(email) = &resolver.email {
+        let (local, domain) = email.split_once('@').unwrap_or(("", ""));
+        if local.is_empty() || names::validate_dns_name(domain).is_err() {
+            return Err(ConfigError::invalid(format!("{field}.email"), format!("'{email}' is not an email address")));
+        }
+    }
+    if resolver.http_challenge.is_none() {
+        return Err(ConfigError::invalid(
+            format!("{field}.http_challenge"),
+            "no challenge configured: add `http_challenge = {}`",
+        ));
+    }
+    Ok(())
+}
+
+/// Certificate names become directory names and SDS secret names.
+fn validate_certificate_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with('.') {
+        return Err(ConfigError::invalid(
+            field,
+            format!("'{name}' must be 1-128 of letters, digits, '-', '_', '.', not starting with '.'"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,82 @@
+use super::*;
+
+const VALID: &str = r#"
+[storage]
+directory = "/tmp/state"
+
+[resolvers.le]
+email = "ops@example.com"
+ca_server = "https://acme.example/dir"
+http_challenge = {}
+
+[[certificates]]
+name = "web"
+domains = ["example.com", "www.example.com"]
+resolver = "le"
+"#;
+
+fn invalid(text: &str) -> String {
+    let config: Config = match text.parse() {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    match config.validate() {
+        Ok(()) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn valid_config_gets_defaults() {
+    let config: Config = VALID.parse().unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.validate().is_ok());
+    let le = &config.resolvers["le"];
+    assert_eq!(le.key_type, KeyType::Ec256);
+    assert_eq!(config.listen.http, SocketAddr::from(([127, 0, 0, 1], 8555)));
+    assert_eq!(config.envoy.sds_socket.as_deref(), Some(Path::new("/run/proxy-acme/sds.sock")));
+    assert!(config.envoy.placeholder);
+}
+
+#[test]
+fn defaults_to_lets_encrypt() {
+    let text = VALID.replace("ca_server = \"https://acme.example/dir\"\n", "");
+    let config: Config = text.parse().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.resolvers["le"].ca_server, LETS_ENCRYPT_PRODUCTION);
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (VALID.replace("\"www.example.com\"", "\"www..example.com\""), "certificates[0].domains[1]"),
+        (VALID.replace("\"www.example.com\"", "\"*.example.com\""), "certificates[0].domains[1]"),
+        (VALID.replace("resolver = \"le\"", "resolver = \"nope\""), "certificates[0].resolver"),
+        (VALID.replace("name = \"web\"", "name = \"../etc\""), "certificates[0].name"),
+        (VALID.replace("https://acme.example/dir", "http://acme.example/dir"), "resolvers.le.ca_server"),
+        (VALID.replace("ops@example.com", "not-an-email"), "resolvers.le.email"),
+        (VALID.replace("http_challenge = {}\n", ""), "resolvers.le.http_challenge"),
+        (VALID.replace("domains = [\"example.com\", \"www.example.com\"]", "domains = []"), "certificates[0].domains"),
+        (
+            format!("{VALID}\n[[certificates]]\nname = \"web\"\ndomains = [\"a.example\"]\nresolver = \"le\"\n"),
+            "certificates[1].name",
+        ),
+        (format!("{VALID}\n[envoy]\nsds_socket = \"\"\n"), "envoy"),
+    ];
+    for (text, field) in cases {
+        let message = invalid(&text);
+        assert!(message.contains(field), "{field:?} not named in: {message}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_parse_errors_with_the_key() {
+    let typo = invalid(&VALID.replace("email =", "emial ="));
+    assert!(typo.contains("emial"), "{typo}");
+    let key_type = invalid(&VALID.replace("http_challenge = {}", "http_challenge = {}\nkey_type = \"dsa\""));
+    assert!(key_type.contains("key_type") || key_type.contains("dsa"), "{key_type}");
+}
+
+#[test]
+fn load_reports_a_missing_file() {
+    let err = Config::load(Path::new("/nonexistent/proxy-acme.toml")).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/proxy-acme.toml"), "{err}");
+}

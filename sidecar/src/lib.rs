@@ -1,0 +1,17 @@
+//! proxy-acme: ACME certificates for Envoy and nginx.
+//!
+//! A certificate request from the configuration becomes an order ([`acme`]),
+//! is proven by a solver ([`solvers`]), lands in the [`store`] and is
+//! deployed ([`deploy`]) to every proxy. [`schedule`] decides when; [`api`]
+//! answers the CA's validator through the proxy; [`daemon`] wires it up.
+
+pub mod acme;
+pub mod api;
+pub mod cert;
+pub mod config;
+pub mod daemon;
+pub mod deploy;
+pub mod names;
+pub mod schedule;
+pub mod solvers;
+pub mod store;

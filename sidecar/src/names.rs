@@ -1,0 +1,101 @@
+//! Domain names: validation of configured names and normalisation of the
+//! `Host` a validation request arrives with.
+
+/// Checks a configured domain: LDH labels, 1-63 bytes each, 253 in all,
+/// lower case ASCII (IDNs must be given in their `xn--` form). A leading
+/// `*.` is allowed here; whether a wildcard can be issued is the caller's call.
+pub fn validate_dns_name(name: &str) -> Result<(), &'static str> {
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    if rest.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 253 {
+        return Err("is longer than 253 bytes");
+    }
+    if rest.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("must be lower case");
+    }
+    if !rest.contains('.') {
+        return Err("must have at least two labels");
+    }
+    for label in rest.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty label or one longer than 63 bytes");
+        }
+        if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err("may contain only a-z, 0-9 and '-' (use the xn-- form for IDNs)");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("has a label starting or ending with '-'");
+        }
+    }
+    Ok(())
+}
+
+/// Normalises a request's `Host`: strips a `:port`, lower-cases, strips one
+/// trailing dot. Returns `None` for anything that is not a plausible host.
+pub fn normalize_host(host: &str) -> Option<String> {
+    let host = host.trim();
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        let (addr, rest) = v6.split_once(']')?;
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return addr.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name.parse::<std::net::Ipv4Addr>().is_ok() || validate_dns_name(&name).is_ok() {
+        Some(name)
+    } else {
+        None
+    }
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        assert_eq!(validate_dns_name("example.com"), Ok(()));
+        assert_eq!(validate_dns_name("a-b.c0.example"), Ok(()));
+        assert_eq!(validate_dns_name("*.example.com"), Ok(()));
+        assert_eq!(validate_dns_name("xn--bcher-kva.example"), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in ["", "*.", "localhost", "Example.com", "a..b", "-a.b", "a-.b", "a_b.c", "a b.c", "ü.de"] {
+            assert!(validate_dns_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_dns_name(&format!("{}.com", "a".repeat(64))).is_err());
+        assert!(validate_dns_name(&format!("{}.com", "a.".repeat(126))).is_err());
+    }
+
+    #[test]
+    fn normalizes_hosts() {
+        assert_eq!(normalize_host("Example.COM:8080").as_deref(), Some("example.com"));
+        assert_eq!(normalize_host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(normalize_host("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn refuses_hostile_hosts() {
+        for bad in ["", ":80", "example.com:http", "a..b", "[::1", "[nope]", "exa mple.com", "a/b.com", "x.com:123456"]
+        {
+            assert_eq!(normalize_host(bad), None, "{bad:?} accepted");
+        }
+    }
+}

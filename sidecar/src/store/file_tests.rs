@@ -1,0 +1,111 @@
+use super::*;
+use crate::cert::placeholder;
+
+fn bundle(domain: &str) -> Bundle {
+    placeholder(&[domain.to_owned()]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+#[test]
+fn refuses_a_state_directory_others_can_read() {
+    let dir = private_dir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+    let err = FileStore::open(dir.path()).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StoreError::InsecurePermissions { mode: 0o755, .. }), "{err}");
+}
+
+#[test]
+fn creates_a_missing_state_directory_private() {
+    let dir = private_dir();
+    let state = dir.path().join("state");
+    FileStore::open(&state).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::metadata(&state).map(|m| m.mode() & 0o777).unwrap_or(0), 0o700);
+}
+
+#[tokio::test]
+async fn writes_certbot_names_key_0600_and_reads_back() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let b = bundle("a.example");
+    store.save_certificate("web", &b).await.unwrap_or_else(|e| panic!("{e}"));
+    let live = store.live_dir("web");
+    for file in ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"] {
+        assert!(live.join(file).is_file(), "{file}");
+    }
+    assert_eq!(fs::metadata(live.join("privkey.pem")).map(|m| m.mode() & 0o777).unwrap_or(0), 0o600);
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(b));
+    assert_eq!(store.load_certificate("other").await.unwrap_or_else(|e| panic!("{e}")), None);
+}
+
+#[tokio::test]
+async fn keeps_the_previous_version_and_prunes_older_ones() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..4 {
+        store.save_certificate("web", &bundle(&format!("v{i}.example"))).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let versions = version_dirs(&dir.path().join("certificates/web")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let loaded = store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}"));
+    let names = loaded.and_then(|b| cert::inspect(&b, None).ok()).map(|i| i.names);
+    assert_eq!(names, Some(vec!["v3.example".to_owned()]));
+}
+
+#[tokio::test]
+async fn a_refused_certificate_leaves_the_last_good_one() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let good = bundle("a.example");
+    store.save_certificate("web", &good).await.unwrap_or_else(|e| panic!("{e}"));
+    let other = bundle("a.example");
+    let mismatched = Bundle { fullchain_pem: good.fullchain_pem.clone(), key_pem: other.key_pem };
+    assert!(matches!(store.save_certificate("web", &mismatched).await, Err(StoreError::InvalidCertificate { .. })));
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(good));
+}
+
+#[tokio::test]
+async fn a_torn_live_version_falls_back_to_the_last_good_one() {
+    // What a crash mid-write (or a disk error) can leave: `live` pointing at a
+    // version whose key was truncated.
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let first = bundle("a.example");
+    store.save_certificate("web", &first).await.unwrap_or_else(|e| panic!("{e}"));
+    store.save_certificate("web", &bundle("b.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    fs::write(store.live_dir("web").join("privkey.pem"), "-----BEGIN PRIVATE KEY-----\ntrunc")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(first));
+}
+
+#[tokio::test]
+async fn an_interrupted_write_is_invisible() {
+    // A crash before the rename leaves only a temp directory behind.
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let good = bundle("a.example");
+    store.save_certificate("web", &good).await.unwrap_or_else(|e| panic!("{e}"));
+    let tmp = dir.path().join("certificates/web/.tmp-v999");
+    fs::create_dir(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(tmp.join("fullchain.pem"), "half").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(good.clone()));
+    // and the next save cleans it up
+    store.save_certificate("web", &bundle("c.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!tmp.exists());
+}
+
+#[tokio::test]
+async fn accounts_are_private_and_keys_cannot_escape() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    store.save_account("le", b"{}").await.unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("accounts/le.json");
+    assert_eq!(fs::metadata(&path).map(|m| m.mode() & 0o777).unwrap_or(0), 0o600);
+    assert_eq!(store.load_account("le").await.unwrap_or_else(|e| panic!("{e}")), Some(b"{}".to_vec()));
+    assert!(matches!(store.save_account("../x", b"{}").await, Err(StoreError::InvalidKey(_))));
+    assert!(matches!(store.load_certificate("").await, Err(StoreError::InvalidKey(_))));
+}

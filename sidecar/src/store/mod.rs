@@ -1,0 +1,60 @@
+//! Where accounts and certificates live. One small trait, a file backend (the
+//! embedded default) and an in-memory one for unit tests. Shared backends
+//! (etcd) implement the same trait.
+
+mod file;
+mod memory;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+
+use crate::cert::{Bundle, CertError};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("state directory {path} is accessible by group or others (mode {mode:o}); run `chmod 700 {path}`")]
+    InsecurePermissions { path: std::path::PathBuf, mode: u32 },
+    #[error("refusing to store certificate {name}: {source}")]
+    InvalidCertificate { name: String, source: CertError },
+    #[error("invalid store key {0:?}")]
+    InvalidKey(String),
+}
+
+impl StoreError {
+    /// A permanent error needs an operator; a retryable one may pass.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Io { .. })
+    }
+}
+
+/// Accounts and certificates by name.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The serialized account for `key` (resolver name), if any.
+    async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Saves account credentials; they hold a private key, so 0600.
+    async fn save_account(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
+    /// The last good bundle stored under `name`, if any.
+    async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError>;
+    /// Stores `bundle` as the new last good one. Implementations check that it
+    /// parses and matches its key first, and keep the previous one on failure.
+    async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError>;
+}
+
+/// Keys become path components: refuse anything that could escape.
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && !key.starts_with('.')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey(key.to_owned()))
+    }
+}
