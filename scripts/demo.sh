@@ -12,7 +12,9 @@ domain=demo.proxy-acme.test
 sidecar_bin=${PROXY_ACME_BIN:-$root/target/release/proxy-acme}
 wasm=$root/target/wasm32-wasip1/release/proxy_acme_filter.wasm
 
-for bin in pebble pebble-challtestsrv envoy openssl curl python3 "$sidecar_bin"; do
+envoy=${PROXY_ACME_ENVOY:-envoy}
+[ -x "$envoy" ] || envoy=envoy
+for bin in pebble pebble-challtestsrv "$envoy" openssl curl python3 "$sidecar_bin"; do
   command -v "$bin" >/dev/null 2>&1 || { echo "demo: $bin is missing; run 'make demo' (it installs and builds)" >&2; exit 1; }
 done
 [ -f "$wasm" ] || { echo "demo: $wasm is missing; run 'make wasm'" >&2; exit 1; }
@@ -88,7 +90,7 @@ start challtestsrv pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" -d
   -http01 "" -https01 "" -tlsalpn01 "" -management 127.0.0.1:8055
 start pebble env PEBBLE_VA_NOSLEEP=1 pebble -config pebble.json -dnsserver 127.0.0.1:8053
 start app python3 -m http.server 8081 --bind 127.0.0.1 --directory www
-start envoy envoy -c envoy.yaml --concurrency 1 --disable-hot-restart --log-level warn
+start envoy "$envoy" -c envoy.yaml --concurrency 1 --disable-hot-restart --log-level warn
 wait_for() { # what, command...
   local what=$1; shift
   for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done

