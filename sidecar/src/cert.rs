@@ -142,13 +142,26 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
 }
 
-/// Generates a fresh private key of `key_type`.
+/// Generates a fresh private key of `key_type`. RSA generation takes up to
+/// seconds: call it off the async executor.
 pub fn generate_key(key_type: KeyType) -> Result<KeyPair, CertError> {
     let alg = match key_type {
         KeyType::Ec256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyType::Ec384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Rsa2048 => return generate_rsa(2048),
+        KeyType::Rsa4096 => return generate_rsa(4096),
     };
     KeyPair::generate_for(alg).map_err(|e| CertError::Generate(e.to_string()))
+}
+
+/// ring signs with RSA but cannot generate RSA keys; RustCrypto's `rsa` does.
+fn generate_rsa(bits: usize) -> Result<KeyPair, CertError> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key =
+        rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).map_err(|e| CertError::Generate(e.to_string()))?;
+    let der = key.to_pkcs8_der().map_err(|e| CertError::Generate(e.to_string()))?;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes());
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).map_err(|e| CertError::Generate(e.to_string()))
 }
 
 /// A DER CSR for `domains` (first one is the subject CN), signed by `key`.

@@ -48,7 +48,7 @@ fn debug_never_shows_the_private_key() {
 
 #[test]
 fn csr_carries_the_names_and_key_types_generate() {
-    for key_type in [KeyType::Ec256, KeyType::Ec384] {
+    for key_type in [KeyType::Ec256, KeyType::Ec384, KeyType::Rsa2048] {
         let key = generate_key(key_type).unwrap_or_else(|e| panic!("{e}"));
         let csr = csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key).unwrap_or_else(|e| panic!("{e}"));
         let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)

@@ -132,9 +132,88 @@ pub struct Resolver {
     /// Key type of issued certificates.
     #[serde(default)]
     pub key_type: KeyType,
+    /// External account binding (ZeroSSL, Google, step-ca, ...).
+    #[serde(default)]
+    pub eab: Option<Eab>,
+    /// Prefer the alternate chain whose topmost issuer has this common name.
+    #[serde(default)]
+    pub preferred_chain: Option<String>,
+    /// Certificate profile, when the CA's directory advertises profiles.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// Solve HTTP-01 through the Envoy filter or nginx `proxy_pass`.
     #[serde(default)]
     pub http_challenge: Option<HttpChallenge>,
+    /// Self-imposed ACME rate limits, below the CA's.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+/// External account binding: the key id and HMAC key the CA gave you.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eab {
+    pub kid: String,
+    /// Base64url HMAC key (Traefik's `hmacEncoded`); or use `hmac_key_file`.
+    #[serde(default)]
+    pub hmac_key: Option<String>,
+    /// File holding the base64url HMAC key (the `_FILE` form for secrets).
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Eab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eab").field("kid", &self.kid).field("hmac_key", &"...").finish_non_exhaustive()
+    }
+}
+
+impl Eab {
+    /// The decoded HMAC key. `Config::load` has already read `hmac_key_file`
+    /// into `hmac_key`, and `validate` has checked it decodes.
+    pub fn hmac(&self) -> Option<Vec<u8>> {
+        self.hmac_key.as_deref().and_then(decode_base64url)
+    }
+}
+
+fn decode_base64url(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = text.trim().trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok().filter(|k| !k.is_empty())
+}
+
+/// Limits the sidecar keeps to so a misconfiguration cannot drain the CA's.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// New orders per account in `order_window_hours` (Let's Encrypt: 300 in 3 h).
+    #[serde(default = "default_orders")]
+    pub orders: u32,
+    #[serde(default = "default_order_window_hours")]
+    pub order_window_hours: u32,
+    /// Failed authorizations per identifier per hour (Let's Encrypt: 5).
+    #[serde(default = "default_failed_authorizations")]
+    pub failed_authorizations_per_hour: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            orders: default_orders(),
+            order_window_hours: default_order_window_hours(),
+            failed_authorizations_per_hour: default_failed_authorizations(),
+        }
+    }
+}
+
+fn default_orders() -> u32 {
+    300
+}
+fn default_order_window_hours() -> u32 {
+    3
+}
+fn default_failed_authorizations() -> u32 {
+    5
 }
 
 fn default_ca_server() -> String {
@@ -146,15 +225,23 @@ fn default_ca_server() -> String {
 #[serde(deny_unknown_fields)]
 pub struct HttpChallenge {}
 
-/// Key types for certificate keys.
+/// Key types for certificate keys; Traefik's spellings are accepted too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyType {
     /// ECDSA P-256 (Traefik's `EC256`), the default.
     #[default]
+    #[serde(alias = "EC256")]
     Ec256,
     /// ECDSA P-384 (Traefik's `EC384`).
+    #[serde(alias = "EC384")]
     Ec384,
+    /// RSA 2048 (Traefik's `RSA2048`).
+    #[serde(alias = "RSA2048")]
+    Rsa2048,
+    /// RSA 4096 (Traefik's `RSA4096`).
+    #[serde(alias = "RSA4096")]
+    Rsa4096,
 }
 
 /// One certificate to obtain and keep valid.
@@ -196,11 +283,32 @@ impl FromStr for Config {
 }
 
 impl Config {
-    /// Reads and parses a file; does not validate.
+    /// Reads and parses a file and the secret files it names (`*_file`);
+    /// does not validate.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        text.parse()
+        let mut config: Self = text.parse()?;
+        config.read_secret_files()?;
+        Ok(config)
+    }
+
+    /// Replaces each `*_file` secret with the file's contents, so secrets can
+    /// come from Kubernetes or Docker secret mounts rather than the config.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        for (name, resolver) in &mut self.resolvers {
+            let Some(eab) = &mut resolver.eab else { continue };
+            if let Some(file) = &eab.hmac_key_file {
+                let field = format!("resolvers.{name}.eab.hmac_key_file");
+                if eab.hmac_key.is_some() {
+                    return Err(ConfigError::invalid(field, "set either hmac_key or hmac_key_file, not both"));
+                }
+                let key = std::fs::read_to_string(file)
+                    .map_err(|e| ConfigError::invalid(&field, format!("{}: {e}", file.display())))?;
+                eab.hmac_key = Some(key.trim().to_owned());
+            }
+        }
+        Ok(())
     }
 
     /// Reads, parses and validates a file.
@@ -236,6 +344,9 @@ impl Config {
                 return Err(ConfigError::invalid(format!("{field}.domains"), "must name at least one domain"));
             }
             for (j, domain) in cert.domains.iter().enumerate() {
+                if domain.parse::<std::net::IpAddr>().is_ok() {
+                    continue; // RFC 8738 IP identifier
+                }
                 if let Err(why) = names::validate_dns_name(domain) {
                     return Err(ConfigError::invalid(format!("{field}.domains[{j}]"), format!("'{domain}' {why}")));
                 }
@@ -274,6 +385,21 @@ fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError>
         if local.is_empty() || names::validate_dns_name(domain).is_err() {
             return Err(ConfigError::invalid(format!("{field}.email"), format!("'{email}' is not an email address")));
         }
+    }
+    if let Some(eab) = &resolver.eab {
+        if eab.kid.trim().is_empty() {
+            return Err(ConfigError::invalid(format!("{field}.eab.kid"), "must not be empty"));
+        }
+        if eab.hmac_key.is_none() {
+            return Err(ConfigError::invalid(format!("{field}.eab.hmac_key"), "set hmac_key or hmac_key_file"));
+        }
+        if eab.hmac().is_none() {
+            return Err(ConfigError::invalid(format!("{field}.eab.hmac_key"), "is not base64url"));
+        }
+    }
+    let limits = &resolver.rate_limit;
+    if limits.orders == 0 || limits.order_window_hours == 0 || limits.failed_authorizations_per_hour == 0 {
+        return Err(ConfigError::invalid(format!("{field}.rate_limit"), "limits must be positive"));
     }
     if resolver.http_challenge.is_none() {
         return Err(ConfigError::invalid(
