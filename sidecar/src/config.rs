@@ -33,6 +33,46 @@ pub struct Config {
     pub certificates: Vec<Certificate>,
     #[serde(default)]
     pub envoy: Envoy,
+    #[serde(default)]
+    pub admin: Admin,
+    /// Served when a certificate has never been issued and no placeholder is
+    /// wanted, like Traefik's `tls.stores.default.defaultCertificate`.
+    #[serde(default)]
+    pub default_certificate: Option<DefaultCertificate>,
+}
+
+/// The admin API socket (list, renew, revoke, account rollover).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Unix socket, mode 0600; `""` disables the admin API.
+    #[serde(default = "default_admin_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { socket: default_admin_socket() }
+    }
+}
+
+impl Admin {
+    /// The socket, unless disabled with `socket = ""`.
+    pub fn socket(&self) -> Option<&Path> {
+        Some(self.socket.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("/run/proxy-acme/admin.sock")
+}
+
+/// PEM files of a certificate to serve when nothing better exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Where accounts and certificates live.

@@ -164,7 +164,13 @@ async fn order(shared: &Shared, certificate: &Certificate) -> Result<Bundle, Acm
     };
     let account =
         cell.get_or_try_init(|| acme::account(shared.store.as_ref(), &certificate.resolver, resolver)).await?;
-    let bundle = acme::issue(account, &certificate.domains, resolver.key_type, &shared.tokens).await?;
+    let request = acme::OrderRequest {
+        domains: &certificate.domains,
+        key_type: resolver.key_type,
+        profile: resolver.profile.as_deref(),
+        replaces: None,
+    };
+    let bundle = acme::issue(account, &request, &shared.tokens).await?;
     shared.store.save_certificate(&certificate.name, &bundle).await?;
     deploy(shared, &certificate.name, &bundle).await;
     Ok(bundle)

@@ -6,6 +6,7 @@
 //! answers the CA's validator through the proxy; [`daemon`] wires it up.
 
 pub mod acme;
+pub mod admin;
 pub mod api;
 pub mod cert;
 pub mod config;

@@ -11,7 +11,8 @@
 //! `privkey.pem` 0600), renamed into place, then `live` is swapped with one
 //! `rename(2)` of a fresh symlink and the directory fsynced. A crash at any
 //! point leaves `live` on the previous complete version. The previous version
-//! is kept as the last good one; older ones are removed.
+//! is kept as the last good one; older ones are removed. A `REVOKED` file
+//! beside `live` records an operator's revocation (the serial).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -26,6 +27,7 @@ use super::{check_key, Store, StoreError};
 use crate::cert::{self, Bundle, SecretPem};
 
 const LIVE: &str = "live";
+const REVOKED: &str = "REVOKED";
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Certificates and accounts under one state directory.
@@ -149,6 +151,38 @@ impl Store for FileStore {
         check_key(name)?;
         let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
         blocking(move || this.save_certificate_sync(&name, &bundle)).await
+    }
+
+    async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        let dir = self.root.join("certificates").join(name);
+        let (path, serial) = (dir.join(REVOKED), format!("{serial}\n"));
+        blocking(move || {
+            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+            write_atomic(&path, serial.as_bytes(), 0o600)
+        })
+        .await
+    }
+
+    async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_key(name)?;
+        let path = self.root.join("certificates").join(name).join(REVOKED);
+        blocking(move || match fs::read_to_string(&path) {
+            Ok(serial) => Ok(Some(serial.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        })
+        .await
+    }
+
+    async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        let path = self.root.join("certificates").join(name).join(REVOKED);
+        blocking(move || match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+            _ => Ok(()),
+        })
+        .await
     }
 }
 

@@ -109,3 +109,15 @@ async fn accounts_are_private_and_keys_cannot_escape() {
     assert!(matches!(store.save_account("../x", b"{}").await, Err(StoreError::InvalidKey(_))));
     assert!(matches!(store.load_certificate("").await, Err(StoreError::InvalidKey(_))));
 }
+
+#[tokio::test]
+async fn revocation_mark_survives_and_clears() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.revoked("web").await.unwrap_or_else(|e| panic!("{e}")), None);
+    store.mark_revoked("web", "0abc").await.unwrap_or_else(|e| panic!("{e}"));
+    let reopened = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reopened.revoked("web").await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("0abc"));
+    reopened.clear_revoked("web").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reopened.revoked("web").await.unwrap_or_else(|e| panic!("{e}")), None);
+}

@@ -13,6 +13,7 @@ use crate::cert::{self, Bundle};
 pub struct MemoryStore {
     accounts: Mutex<HashMap<String, Vec<u8>>>,
     certificates: Mutex<HashMap<String, Bundle>>,
+    revoked: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -44,6 +45,23 @@ impl Store for MemoryStore {
         cert::inspect(bundle, None)
             .map_err(|source| StoreError::InvalidCertificate { name: name.to_owned(), source })?;
         self.certificates.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), bundle.clone());
+        Ok(())
+    }
+
+    async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), serial.to_owned());
+        Ok(())
+    }
+
+    async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_key(name)?;
+        Ok(self.revoked.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())
+    }
+
+    async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         Ok(())
     }
 }

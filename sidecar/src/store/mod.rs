@@ -44,6 +44,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores `bundle` as the new last good one. Implementations check that it
     /// parses and matches its key first, and keep the previous one on failure.
     async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError>;
+    /// Records that the certificate with `serial` was revoked by the
+    /// operator: it must not be deployed again, nor silently re-ordered.
+    async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError>;
+    /// The serial recorded by `mark_revoked`, if any.
+    async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Forgets the revocation mark (a forced renewal replaces the certificate).
+    async fn clear_revoked(&self, name: &str) -> Result<(), StoreError>;
 }
 
 /// Keys become path components: refuse anything that could escape.

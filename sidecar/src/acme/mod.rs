@@ -1,0 +1,106 @@
+//! ACME through instant-acme: accounts, orders, revocation, key rollover and
+//! renewal information. No storage decisions and no scheduling here: `daemon`
+//! calls these when the schedule says so, and stores what comes back.
+
+mod account;
+mod order;
+
+pub use account::{account, rollover};
+pub use order::{issue, renewal_info, revoke, OrderRequest};
+
+use std::time::SystemTime;
+
+use instant_acme::OrderStatus;
+
+use crate::cert::CertError;
+use crate::store::StoreError;
+
+/// Why an account or an order failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("ACME request failed: {0}")]
+    Protocol(#[from] instant_acme::Error),
+    #[error("cannot read CA certificate {path}: {source}")]
+    CaCertificate { path: String, source: instant_acme::Error },
+    #[error("authorization for {identifier} is {status}: {detail}")]
+    Authorization { identifier: String, status: String, detail: String },
+    #[error("the CA offered no {0} challenge for {1}")]
+    NoChallenge(&'static str, String),
+    #[error("order ended {0:?}")]
+    OrderStatus(OrderStatus),
+    #[error("issued certificate rejected: {0}")]
+    Certificate(#[from] CertError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored account is unreadable: {0}")]
+    StoredAccount(serde_json::Error),
+    #[error("no resolver named {0}")]
+    UnknownResolver(String),
+    #[error("the CA does not offer profile '{wanted}' (it offers: {offered})")]
+    UnknownProfile { wanted: String, offered: String },
+    #[error("the EAB HMAC key does not decode")]
+    EabKey,
+    #[error("self-imposed rate limit: {0}")]
+    RateLimited(String),
+}
+
+const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+
+impl AcmeError {
+    /// Permanent errors will fail again the same way until config changes;
+    /// the rest (network, CA outage, rate limits) are worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Protocol(instant_acme::Error::Api(problem)) => matches!(
+                problem.r#type.as_deref(),
+                Some(
+                    "urn:ietf:params:acme:error:rejectedIdentifier"
+                        | "urn:ietf:params:acme:error:unsupportedIdentifier"
+                        | "urn:ietf:params:acme:error:malformed"
+                        | "urn:ietf:params:acme:error:externalAccountRequired"
+                        | "urn:ietf:params:acme:error:invalidProfile"
+                )
+            ),
+            Self::Protocol(_)
+            | Self::Authorization { .. }
+            | Self::OrderStatus(_)
+            | Self::NoChallenge(..)
+            | Self::RateLimited(_) => false,
+            Self::Store(e) => e.is_permanent(),
+            Self::CaCertificate { .. }
+            | Self::Certificate(_)
+            | Self::StoredAccount(_)
+            | Self::UnknownResolver(_)
+            | Self::UnknownProfile { .. }
+            | Self::EabKey => true,
+        }
+    }
+
+    /// Whether the CA (or our own budget) said to slow down.
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            Self::Protocol(instant_acme::Error::Api(problem)) => problem.r#type.as_deref() == Some(RATE_LIMITED),
+            Self::RateLimited(_) => true,
+            _ => false,
+        }
+    }
+
+    /// When the CA said to come back, if it did.
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        match self {
+            Self::Protocol(instant_acme::Error::Timeout(Some(at))) => {
+                let wait = at.saturating_duration_since(std::time::Instant::now());
+                Some(SystemTime::now() + wait)
+            }
+            _ => None,
+        }
+    }
+
+    /// The identifier of a failed authorization, for the per-identifier limit.
+    pub fn failed_identifier(&self) -> Option<&str> {
+        match self {
+            Self::Authorization { identifier, .. } => Some(identifier),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Orders (HTTP-01, RFC 8555 §7.4), revocation and renewal information (ARI,
+//! RFC 9773).
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    RevocationReason, RevocationRequest,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::AcmeError;
+use crate::cert::{self, Bundle, CertError, SecretPem};
+use crate::config::KeyType;
+use crate::solvers::http01::Http01Tokens;
+
+/// What to order.
+#[derive(Debug, Clone)]
+pub struct OrderRequest<'a> {
+    /// DNS names or IP addresses; the first is the subject.
+    pub domains: &'a [String],
+    pub key_type: KeyType,
+    /// Profile name; checked against the directory's profiles.
+    pub profile: Option<&'a str>,
+    /// The certificate this order replaces. Sent as ARI's `replaces` only
+    /// when the caller has seen the CA answer renewal information.
+    pub replaces: Option<&'a Bundle>,
+}
+
+/// Orders a certificate and proves control with HTTP-01 through `tokens`.
+/// The chain is checked against the key and the names before it is returned.
+/// Tokens are withdrawn on every exit path.
+pub async fn issue(account: &Account, request: &OrderRequest<'_>, tokens: &Http01Tokens) -> Result<Bundle, AcmeError> {
+    let identifiers: Vec<Identifier> = request
+        .domains
+        .iter()
+        .map(|d| match d.parse::<IpAddr>() {
+            Ok(ip) => Identifier::Ip(ip),
+            Err(_) => Identifier::Dns(d.clone()),
+        })
+        .collect();
+    let mut new_order = NewOrder::new(&identifiers);
+    if let Some(profile) = request.profile {
+        if !account.profiles().any(|p| p.name == profile) {
+            let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+            return Err(AcmeError::UnknownProfile { wanted: profile.to_owned(), offered: offered.join(", ") });
+        }
+        new_order = new_order.profile(profile);
+    }
+    let replaces = request.replaces.and_then(certificate_id);
+    if let Some(id) = &replaces {
+        new_order = new_order.replaces(id.clone());
+    }
+    let mut order = account.new_order(&new_order).await?;
+    tracing::info!(order = order.url(), domains = ?request.domains, replaces = replaces.is_some(), "order created");
+
+    let mut published = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz?;
+        match authz.status {
+            AuthorizationStatus::Valid => continue,
+            AuthorizationStatus::Pending => {}
+            status => {
+                return Err(AcmeError::Authorization {
+                    identifier: authz.identifier().to_string(),
+                    status: format!("{status:?}"),
+                    detail: "not pending at order start".into(),
+                })
+            }
+        }
+        let identifier = authz.identifier().to_string();
+        let mut challenge = authz
+            .challenge(ChallengeType::Http01)
+            .ok_or_else(|| AcmeError::NoChallenge("http-01", identifier.clone()))?;
+        let key_authorization = challenge.key_authorization();
+        published.push(tokens.publish(&challenge.token, &identifier, key_authorization.as_str()));
+        challenge.set_ready().await?;
+        tracing::debug!(identifier, token = %challenge.token, "http-01 challenge ready");
+    }
+
+    let retries =
+        RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(120));
+    let status = order.poll_ready(&retries).await?;
+    drop(published);
+    if status != OrderStatus::Ready {
+        return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));
+    }
+
+    let key_type = request.key_type;
+    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+        .await
+        .map_err(|e| CertError::Generate(e.to_string()))??;
+    let csr = cert::csr_der(request.domains, &key)?;
+    order.finalize_csr(&csr).await?;
+    let fullchain_pem = order.poll_certificate(&retries).await?;
+    let bundle = Bundle { fullchain_pem, key_pem: SecretPem::new(key.serialize_pem()) };
+    let info = cert::inspect(&bundle, Some(request.domains))?;
+    tracing::info!(order = order.url(), serial = %info.serial_hex, "certificate issued");
+    Ok(bundle)
+}
+
+/// The first failed authorization of an invalid order, with the CA's words.
+async fn authorization_failure(order: &mut instant_acme::Order) -> Option<AcmeError> {
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        let state = authz.refresh().await.ok()?;
+        if state.status != AuthorizationStatus::Valid {
+            let detail = state
+                .challenges
+                .iter()
+                .find_map(|c| c.error.as_ref().map(ToString::to_string))
+                .unwrap_or_else(|| "no detail from the CA".into());
+            return Some(AcmeError::Authorization {
+                identifier: state.identifier().to_string(),
+                status: format!("{:?}", state.status),
+                detail,
+            });
+        }
+    }
+    None
+}
+
+fn leaf_der(bundle: &Bundle) -> Option<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(bundle.fullchain_pem.as_bytes()).next()?.ok()
+}
+
+fn certificate_id(bundle: &Bundle) -> Option<CertificateIdentifier<'static>> {
+    let der = leaf_der(bundle)?;
+    match CertificateIdentifier::try_from(&der) {
+        Ok(id) => Some(id.into_owned()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build the ARI certificate identifier");
+            None
+        }
+    }
+}
+
+/// A CA's suggested renewal window for `bundle` (RFC 9773), or `None` when
+/// the CA has no ARI. Errors mean the answer was unusable (malformed, or the
+/// CA unreachable): the caller falls back to the lifetime rule.
+pub async fn renewal_info(account: &Account, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {
+    let id = certificate_id(bundle).ok_or(AcmeError::Certificate(CertError::Parse("no AKI for ARI".into())))?;
+    // instant-acme answers Unsupported, without a request, when the
+    // directory has no renewalInfo.
+    let (info, retry_after) = match account.renewal_info(&id).await {
+        Ok(answer) => answer,
+        Err(instant_acme::Error::Unsupported(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let to_system = |t: time::OffsetDateTime| SystemTime::from(t);
+    Ok(Some(Window {
+        start: to_system(info.suggested_window.start),
+        end: to_system(info.suggested_window.end),
+        retry_after,
+        explanation_url: info.explanation_url,
+    }))
+}
+
+/// An ARI suggested window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub retry_after: Duration,
+    pub explanation_url: Option<String>,
+}
+
+/// Revokes `bundle`'s leaf with `reason` (RFC 5280 code).
+pub async fn revoke(account: &Account, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError> {
+    let der = leaf_der(bundle).ok_or(AcmeError::Certificate(CertError::Empty))?;
+    let reason = reason.map(|code| match code {
+        1 => RevocationReason::KeyCompromise,
+        2 => RevocationReason::CaCompromise,
+        3 => RevocationReason::AffiliationChanged,
+        4 => RevocationReason::Superseded,
+        5 => RevocationReason::CessationOfOperation,
+        6 => RevocationReason::CertificateHold,
+        9 => RevocationReason::PrivilegeWithdrawn,
+        _ => RevocationReason::Unspecified,
+    });
+    account.revoke(&RevocationRequest { certificate: &der, reason }).await?;
+    Ok(())
+}
