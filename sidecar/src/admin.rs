@@ -1,0 +1,247 @@
+//! The admin API: list, renew, revoke, account key rollover, on a Unix
+//! socket (mode 0600: whoever can open it is the operator). The CLI's
+//! `certs`, `renew`, `revoke` and `account rollover` use it while the daemon
+//! runs, so the running daemon does the work and deploys the result.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /v1/certificates` | JSON list of [`CertStatus`] |
+//! | `POST /v1/certificates/<name>/renew[?force=true]` | 200 + serial, 4xx/5xx + error |
+//! | `POST /v1/certificates/<name>/revoke[?reason=N]` | 200, 4xx/5xx + error |
+//! | `POST /v1/accounts/<resolver>/rollover` | 200 + account URL |
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// What `certs` shows for one certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertStatus {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub resolver: String,
+    /// Serial of the certificate deployed now, if any.
+    pub serial: Option<String>,
+    pub not_after: Option<String>,
+    /// The schedule's own words: next renewal and why, or the backoff.
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+/// The outcome the daemon reports for an operation.
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
+/// Operations on one certificate, sent to its task.
+#[derive(Debug)]
+pub enum CertCommand {
+    Renew { force: bool, reply: Reply },
+    Revoke { reason: Option<u8>, reply: Reply },
+}
+
+/// Operations on an account, sent to the daemon.
+#[derive(Debug)]
+pub struct Rollover {
+    pub resolver: String,
+    pub reply: Reply,
+}
+
+/// What the admin server reaches into: statuses and the tasks' inboxes.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub statuses: Arc<RwLock<BTreeMap<String, CertStatus>>>,
+    pub certificates: Arc<BTreeMap<String, mpsc::Sender<CertCommand>>>,
+    pub accounts: Option<mpsc::Sender<Rollover>>,
+}
+
+impl Control {
+    /// Records a certificate's status for `certs`.
+    pub fn set_status(&self, status: CertStatus) {
+        self.statuses.write().unwrap_or_else(|e| e.into_inner()).insert(status.name.clone(), status);
+    }
+
+    async fn handle(&self, method: &Method, path: &str, query: &str) -> (StatusCode, String) {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["v1", "certificates"]) => {
+                let statuses: Vec<CertStatus> =
+                    self.statuses.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+                (StatusCode::OK, serde_json::to_string_pretty(&statuses).unwrap_or_default())
+            }
+            (&Method::POST, ["v1", "certificates", name, op @ ("renew" | "revoke")]) => {
+                let Some(inbox) = self.certificates.get(*name) else {
+                    return (StatusCode::NOT_FOUND, format!("no certificate named {name}\n"));
+                };
+                let (reply, answer) = oneshot::channel();
+                let command = if *op == "renew" {
+                    CertCommand::Renew { force: query_flag(query, "force"), reply }
+                } else {
+                    match query_value(query, "reason").map(str::parse::<u8>).transpose() {
+                        Ok(reason) => CertCommand::Revoke { reason, reply },
+                        Err(_) => return (StatusCode::BAD_REQUEST, "reason must be an RFC 5280 code 0-10\n".into()),
+                    }
+                };
+                if inbox.send(command).await.is_err() {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "certificate task is gone\n".into());
+                }
+                outcome(answer.await)
+            }
+            (&Method::POST, ["v1", "accounts", resolver, "rollover"]) => {
+                let Some(inbox) = &self.accounts else {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "accounts are not managed here\n".into());
+                };
+                let (reply, answer) = oneshot::channel();
+                if inbox.send(Rollover { resolver: (*resolver).to_owned(), reply }).await.is_err() {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "account task is gone\n".into());
+                }
+                outcome(answer.await)
+            }
+            _ => (StatusCode::NOT_FOUND, "no such admin operation\n".into()),
+        }
+    }
+}
+
+fn outcome(answer: Result<Result<String, String>, oneshot::error::RecvError>) -> (StatusCode, String) {
+    match answer {
+        Ok(Ok(text)) => (StatusCode::OK, format!("{text}\n")),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the operation was dropped\n".into()),
+    }
+}
+
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn query_flag(query: &str, key: &str) -> bool {
+    matches!(query_value(query, key), Some("true" | "1"))
+}
+
+/// Serves the admin API on a Unix socket (0600) until the task is aborted.
+pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "admin API listening");
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let control = control.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let control = control.clone();
+                    async move {
+                        let query = req.uri().query().unwrap_or_default().to_owned();
+                        let (status, body) = control.handle(req.method(), req.uri().path(), &query).await;
+                        let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                        *rsp.status_mut() = status;
+                        Ok::<_, Infallible>(rsp)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    }))
+}
+
+/// Why the CLI could not use the admin API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody listens: the daemon is not running (or uses another socket).
+    #[error("the daemon is not running ({0})")]
+    NotRunning(std::io::Error),
+    #[error("admin API: {0}")]
+    Http(String),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends one request to the daemon's admin socket and returns the body.
+pub async fn call(socket: &Path, method: Method, path_and_query: &str) -> Result<String, ClientError> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(ClientError::NotRunning)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(http::header::HOST, "proxy-acme")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let rsp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+    let text = String::from_utf8_lossy(&body).trim_end().to_owned();
+    if status.is_success() {
+        Ok(text)
+    } else {
+        Err(ClientError::Failed(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert!(query_flag("force=true", "force"));
+        assert!(query_flag("a=b&force=1", "force"));
+        assert!(!query_flag("force=no", "force"));
+        assert!(!query_flag("forced=true", "force"));
+        assert_eq!(query_value("reason=4", "reason"), Some("4"));
+    }
+
+    #[tokio::test]
+    async fn socket_round_trip_and_unknown_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("admin.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        let control =
+            Control { certificates: Arc::new(BTreeMap::from([("web".to_owned(), tx)])), ..Default::default() };
+        control.set_status(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
+        serve(&socket, control).await.expect("serve");
+        tokio::spawn(async move {
+            while let Some(command) = rx.recv().await {
+                if let CertCommand::Renew { force, reply } = command {
+                    let _ = reply.send(if force { Ok("serial 01".into()) } else { Err("not due".into()) });
+                }
+            }
+        });
+        let list = call(&socket, Method::GET, "/v1/certificates").await.expect("list");
+        let parsed: Vec<CertStatus> = serde_json::from_str(&list).expect("json");
+        assert_eq!(parsed[0].name, "web");
+        assert_eq!(
+            call(&socket, Method::POST, "/v1/certificates/web/renew?force=true").await.expect("renew"),
+            "serial 01"
+        );
+        assert!(matches!(
+            call(&socket, Method::POST, "/v1/certificates/web/renew").await,
+            Err(ClientError::Failed(e)) if e == "not due"
+        ));
+        assert!(matches!(
+            call(&socket, Method::POST, "/v1/certificates/nope/renew").await,
+            Err(ClientError::Failed(_))
+        ));
+        let missing = call(&dir.path().join("none.sock"), Method::GET, "/v1/certificates").await;
+        assert!(matches!(missing, Err(ClientError::NotRunning(_))));
+    }
+}
