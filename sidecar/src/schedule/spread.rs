@@ -1,0 +1,80 @@
+//! Spreading work over time, and what to serve while no good certificate
+//! exists.
+
+use std::time::{Duration, SystemTime};
+
+use super::{unit, HOUR};
+
+/// Longest startup spread, however many certificates are due.
+const MAX_STARTUP_SPREAD: Duration = Duration::from_secs(60);
+/// Startup spread per certificate.
+const STARTUP_SLOT: Duration = Duration::from_millis(250);
+
+/// How long certificate `index` (0-based, of `total`) waits after startup
+/// before its first action, so a restart with many due certificates is no
+/// thundering herd. Zero for a single certificate. Otherwise the span
+/// `min(total × 250 ms, 60 s)` is cut into `total` equal slots and `index`
+/// gets a `jitter`-chosen point inside its own slot: always below the span,
+/// and a later index never starts before an earlier one.
+pub fn startup_delay(index: usize, total: usize, jitter: f64) -> Duration {
+    if total <= 1 {
+        return Duration::ZERO;
+    }
+    let slots = u32::try_from(total).unwrap_or(u32::MAX);
+    let span = STARTUP_SLOT.checked_mul(slots).map_or(MAX_STARTUP_SPREAD, |s| s.min(MAX_STARTUP_SPREAD));
+    let slot = span / slots;
+    let index = u32::try_from(index.min(total - 1)).unwrap_or(slots - 1);
+    // Rounding must not carry a point into the next slot.
+    slot * index + slot.mul_f64(unit(jitter)).min(slot.saturating_sub(Duration::from_nanos(1)))
+}
+
+/// `renew_at` moved earlier by up to 1% of `lifetime` (at most an hour),
+/// scaled by `jitter`, so certificates issued together do not all renew in
+/// the same second. Never earlier than the Unix epoch allows.
+pub fn renewal_jitter(renew_at: SystemTime, lifetime: Duration, jitter: f64) -> SystemTime {
+    let shift = (lifetime / 100).min(HOUR).mul_f64(unit(jitter));
+    renew_at.checked_sub(shift).unwrap_or(renew_at)
+}
+
+/// What to serve for a certificate's names right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The stored certificate, valid (or not yet valid) now.
+    Current,
+    /// The stored certificate although it has expired: clients that accept
+    /// it (or show a clear warning) beat a handshake failure.
+    Expired,
+    /// The configured default certificate.
+    Default,
+    /// A generated self-signed placeholder.
+    Placeholder,
+    /// Nothing: the handshake fails.
+    Nothing,
+}
+
+/// Chooses what to serve: the stored certificate (`(not_before, not_after)`)
+/// if there is one, even expired, as Traefik promises ("keep serving the
+/// last certificate rather than nothing"); else the default certificate if
+/// configured; else the placeholder if enabled; else nothing.
+///
+/// A stored certificate that is not valid *yet* (`now < not_before`, a
+/// clock behind the CA's) counts as `Current`: it is the newest we have and
+/// will be valid shortly. It is `Expired` from `not_after` on.
+pub fn choose_served(
+    stored: Option<(SystemTime, SystemTime)>,
+    has_default: bool,
+    placeholder_enabled: bool,
+    now: SystemTime,
+) -> Served {
+    match stored {
+        Some((_, not_after)) if now < not_after => Served::Current,
+        Some(_) => Served::Expired,
+        None if has_default => Served::Default,
+        None if placeholder_enabled => Served::Placeholder,
+        None => Served::Nothing,
+    }
+}
+
+#[cfg(test)]
+#[path = "spread_tests.rs"]
+mod tests;

@@ -1,0 +1,64 @@
+use super::*;
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_867_200)
+}
+
+#[test]
+fn one_certificate_starts_at_once() {
+    assert_eq!(startup_delay(0, 1, 0.9), Duration::ZERO);
+    assert_eq!(startup_delay(0, 0, 0.9), Duration::ZERO);
+}
+
+#[test]
+fn startup_is_spread_bounded_and_ordered() {
+    for total in [2, 10, 240, 1000, 100_000] {
+        let span = Duration::from_millis(250 * total as u64).min(Duration::from_secs(60));
+        let mut previous = Duration::ZERO;
+        for index in 0..total {
+            let low = startup_delay(index, total, 0.0);
+            let high = startup_delay(index, total, 0.999);
+            assert!(low >= previous, "total {total} index {index}");
+            assert!(high >= low && high < span, "total {total} index {index}: {high:?} vs {span:?}");
+            previous = high;
+        }
+    }
+    assert_eq!(startup_delay(1, 2, 0.0), Duration::from_millis(250));
+    assert_eq!(startup_delay(999, 1000, 0.0), Duration::from_millis(59_940));
+    assert!(startup_delay(5, 2, 0.5) < Duration::from_millis(500), "an index out of range stays bounded");
+}
+
+#[test]
+fn renewal_jitter_moves_earlier_by_at_most_one_percent_or_an_hour() {
+    let day = Duration::from_secs(86_400);
+    assert_eq!(renewal_jitter(t0(), 90 * day, 0.0), t0());
+    assert_eq!(renewal_jitter(t0(), 90 * day, 0.5), t0() - Duration::from_secs(1800));
+    // 1% of a day is 14.4 min.
+    assert_eq!(renewal_jitter(t0(), day, 0.5), t0() - Duration::from_secs(432));
+    assert!(renewal_jitter(t0(), 90 * day, 1.0) >= t0() - Duration::from_secs(3600));
+    assert_eq!(renewal_jitter(t0(), 90 * day, f64::NAN), t0());
+}
+
+#[test]
+fn fallback_order_for_every_combination() {
+    let now = t0();
+    let hour = Duration::from_secs(3600);
+    let valid = Some((now - hour, now + hour));
+    let expired = Some((now - 2 * hour, now - hour));
+    let not_yet = Some((now + hour, now + 2 * hour));
+    let ends_now = Some((now - hour, now));
+    for has_default in [false, true] {
+        for placeholder in [false, true] {
+            assert_eq!(choose_served(valid, has_default, placeholder, now), Served::Current);
+            assert_eq!(choose_served(not_yet, has_default, placeholder, now), Served::Current);
+            assert_eq!(choose_served(expired, has_default, placeholder, now), Served::Expired);
+            assert_eq!(choose_served(ends_now, has_default, placeholder, now), Served::Expired);
+            let expected = match (has_default, placeholder) {
+                (true, _) => Served::Default,
+                (false, true) => Served::Placeholder,
+                (false, false) => Served::Nothing,
+            };
+            assert_eq!(choose_served(None, has_default, placeholder, now), expected);
+        }
+    }
+}
