@@ -187,6 +187,11 @@ pub struct Resolver {
     /// Self-imposed ACME rate limits, below the CA's.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// When to renew: a duration before expiry (`"30d"`, `"1d12h"`) or the
+    /// share of the lifetime left (`"33%"`). Default: one third of the
+    /// lifetime left, one half for lifetimes under ten days.
+    #[serde(default)]
+    pub renew_before: Option<crate::schedule::RenewBefore>,
 }
 
 /// External account binding: the key id and HMAC key the CA gave you.

@@ -9,6 +9,7 @@ pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod cert;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;

@@ -1,13 +1,13 @@
 //! The `proxy-acme` command: parses arguments, sets up logging, maps errors
 //! to exit codes. Everything else lives in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use proxy_acme::config::Config;
-use proxy_acme::{daemon, schedule};
+use proxy_acme::{cli, daemon, schedule};
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -15,6 +15,9 @@ const EXIT_CONFIG: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "proxy-acme", version, about = "ACME certificates for Envoy and nginx")]
 struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "PROXY_ACME_CONFIG", default_value = "/etc/proxy-acme/proxy-acme.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,15 +25,38 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Obtain, store, deploy and renew the configured certificates.
-    Run {
-        /// Configuration file (TOML).
-        #[arg(long, short, env = "PROXY_ACME_CONFIG")]
-        config: PathBuf,
+    Run,
+    /// Validate the configuration and exit (0 valid, 64 invalid).
+    Check,
+    /// List certificates: names, expiry, next renewal and why, last error.
+    Certs,
+    /// Renew a certificate now (the daemon must be running).
+    Renew {
+        name: String,
+        /// Renew even when the certificate is not due, or was revoked.
+        #[arg(long)]
+        force: bool,
     },
-    /// Validate a configuration file and exit (0 valid, 64 invalid).
-    Check {
-        #[arg(long, short, env = "PROXY_ACME_CONFIG")]
-        config: PathBuf,
+    /// Revoke a certificate at the CA and stop deploying it.
+    Revoke {
+        name: String,
+        /// RFC 5280 reason code (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation, ...).
+        #[arg(long)]
+        reason: Option<u8>,
+    },
+    /// Account operations.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Replace the account key of a resolver's account at the CA.
+    Rollover {
+        /// Resolver name in the configuration.
+        resolver: String,
     },
 }
 
@@ -45,44 +71,48 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    match cli.command {
-        Command::Check { config } => match Config::load_valid(&config) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} resolvers, {} certificates)",
-                    config.display(),
-                    cfg.resolvers.len(),
-                    cfg.certificates.len()
-                );
-                ExitCode::SUCCESS
+    let config = match Config::load_valid(&cli.config) {
+        Ok(config) => config,
+        Err(e) => return config_error(&cli.config, &e),
+    };
+    if let Command::Check = cli.command {
+        println!(
+            "{}: ok ({} resolvers, {} certificates)",
+            cli.config.display(),
+            config.resolvers.len(),
+            config.certificates.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("proxy-acme: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check => Ok(()),
+            Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
+            Command::Certs => cli::certs(&config).await,
+            Command::Renew { name, force } => cli::renew(&config, &name, force).await,
+            Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await,
+            Command::Account { command: AccountCommand::Rollover { resolver } } => {
+                cli::rollover(&config, &resolver).await
             }
-            Err(e) => config_error(&config, &e),
-        },
-        Command::Run { config } => {
-            let cfg = match Config::load_valid(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => return config_error(&config, &e),
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("proxy-acme: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(daemon::run(cfg, Arc::new(schedule::SystemClock))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "proxy-acme stopped");
-                    eprintln!("proxy-acme: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy-acme: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn config_error(path: &std::path::Path, e: &proxy_acme::config::ConfigError) -> ExitCode {
+fn config_error(path: &Path, e: &proxy_acme::config::ConfigError) -> ExitCode {
     eprintln!("proxy-acme: {}: {e}", path.display());
     ExitCode::from(EXIT_CONFIG)
 }

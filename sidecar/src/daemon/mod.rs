@@ -1,22 +1,27 @@
-//! `proxy-acme run`: wires config, store, solvers, ACME and sinks together.
-//! Data flows one way: certificate request -> order -> store -> deploy.
+//! `proxy-acme run`: wires config, store, solvers, ACME, sinks and the admin
+//! API together. Data flows one way: certificate request -> order -> store
+//! -> deploy. Each certificate has its own task driving its
+//! [`Machine`](crate::schedule::Machine).
 
-use std::collections::HashMap;
+mod accounts;
+mod task;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use instant_acme::Account;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{mpsc, watch};
 
-use crate::acme::{self, AcmeError};
+use crate::admin::{self, Control, Rollover};
 use crate::api;
-use crate::cert::{self, Bundle};
-use crate::config::{Certificate, Config, Resolver};
+use crate::cert::{self, Bundle, SecretPem};
+use crate::config::Config;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
-use crate::schedule::{self, Clock, Next};
+use crate::schedule::{self, Clock};
 use crate::solvers::http01::Http01Tokens;
 use crate::store::{FileStore, Store, StoreError};
+
+use accounts::Accounts;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +32,11 @@ pub enum RunError {
     Listen { address: String, source: std::io::Error },
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error("default_certificate: {0}")]
+    DefaultCertificate(String),
+    #[error("no resolver named {0}")]
+    UnknownResolver(String),
 }
-
-/// Longest sleep between two looks at a valid certificate, so a changed
-/// clock or a revoked certificate is noticed within the hour.
-const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 /// Everything a certificate's task needs, shared.
 struct Shared {
@@ -39,21 +44,32 @@ struct Shared {
     sinks: Vec<Arc<dyn Sink>>,
     tokens: Http01Tokens,
     clock: Arc<dyn Clock>,
-    accounts: HashMap<String, (Resolver, OnceCell<Account>)>,
+    accounts: Accounts,
+    control: Control,
+    default_certificate: Option<Bundle>,
+    placeholder: bool,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("store", &self.store)
-            .field("resolvers", &self.accounts.keys())
-            .finish_non_exhaustive()
+        f.debug_struct("Shared").field("store", &self.store).field("accounts", &self.accounts).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    async fn deploy(&self, name: &str, bundle: &Bundle) {
+        for sink in &self.sinks {
+            if let Err(e) = sink.deploy(name, bundle).await {
+                tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");
+            }
+        }
     }
 }
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.storage.directory)?);
+    let default_certificate = load_default(&config)?;
     let tokens = Http01Tokens::new();
     let sds = SdsSink::new();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -75,12 +91,40 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         sds::serve_tcp(&sds, address, stopped()).await?;
     }
 
-    let accounts = config.resolvers.iter().map(|(name, r)| (name.clone(), (r.clone(), OnceCell::new()))).collect();
-    let shared = Arc::new(Shared { store, sinks: vec![Arc::new(sds)], tokens, clock, accounts });
-    let mut tasks = Vec::new();
-    for certificate in config.certificates {
-        let current = initial(&shared, &certificate, config.envoy.placeholder).await?;
-        tasks.push(tokio::spawn(manage(Arc::clone(&shared), certificate, current)));
+    let mut inboxes = BTreeMap::new();
+    let mut receivers = Vec::new();
+    for certificate in &config.certificates {
+        let (tx, rx) = mpsc::channel(4);
+        inboxes.insert(certificate.name.clone(), tx);
+        receivers.push(rx);
+    }
+    let (rollover_tx, rollover_rx) = mpsc::channel(4);
+    let control = Control { certificates: Arc::new(inboxes), accounts: Some(rollover_tx), ..Default::default() };
+    let shared = Arc::new(Shared {
+        store,
+        sinks: vec![Arc::new(sds)],
+        tokens,
+        clock,
+        accounts: Accounts::new(&config.resolvers),
+        control: control.clone(),
+        default_certificate,
+        placeholder: config.envoy.placeholder,
+    });
+    if let Some(socket) = config.admin.socket() {
+        admin::serve(socket, control)
+            .await
+            .map_err(|source| RunError::Listen { address: socket.display().to_string(), source })?;
+    }
+
+    let total = config.certificates.len();
+    let mut tasks = vec![tokio::spawn(rollovers(Arc::clone(&shared), rollover_rx))];
+    for (index, (certificate, inbox)) in config.certificates.into_iter().zip(receivers).enumerate() {
+        let resolver = config.resolvers.get(&certificate.resolver).cloned();
+        let task = task::CertTask::start(Arc::clone(&shared), certificate, resolver, inbox).await?;
+        // Spread the first orders so a restart with many due certificates
+        // is no thundering herd at the CA.
+        let delay = schedule::startup_delay(index, total, rand::random::<f64>());
+        tasks.push(tokio::spawn(task.run(delay)));
     }
 
     wait_for_signal().await;
@@ -92,96 +136,22 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     Ok(())
 }
 
-/// Deploys what is stored for `certificate` (or a placeholder) and returns
-/// the stored bundle when it still covers the configured names.
-async fn initial(shared: &Shared, certificate: &Certificate, placeholder: bool) -> Result<Option<Bundle>, RunError> {
-    let name = &certificate.name;
-    let stored = shared.store.load_certificate(name).await?;
-    let usable = stored.filter(|b| match cert::inspect(b, Some(&certificate.domains)) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
-            false
-        }
-    });
-    let to_deploy = match &usable {
-        Some(bundle) => Some(bundle.clone()),
-        None if placeholder => match cert::placeholder(&certificate.domains) {
-            Ok(bundle) => Some(bundle),
-            Err(e) => {
-                tracing::warn!(certificate = %name, error = %e, "cannot build placeholder");
-                None
-            }
-        },
-        None => None,
-    };
-    if let Some(bundle) = to_deploy {
-        deploy(shared, name, &bundle).await;
-    }
-    Ok(usable)
-}
-
-/// Keeps one certificate valid: order when due, store, deploy, back off on
-/// failure.
-async fn manage(shared: Arc<Shared>, certificate: Certificate, mut current: Option<Bundle>) {
-    let name = certificate.name.clone();
-    let mut attempt = 0u32;
-    loop {
-        let info = current.as_ref().and_then(|b| cert::inspect(b, Some(&certificate.domains)).ok());
-        let now = shared.clock.now();
-        match schedule::next(info.as_ref(), now) {
-            Next::RenewAt(at) => {
-                let wait = at.duration_since(now).unwrap_or_default().min(MAX_SLEEP);
-                tracing::debug!(certificate = %name, wait_secs = wait.as_secs(), "certificate valid; next look later");
-                tokio::time::sleep(wait).await;
-            }
-            Next::OrderNow => match order(&shared, &certificate).await {
-                Ok(bundle) => {
-                    attempt = 0;
-                    current = Some(bundle);
-                }
-                Err(e) => {
-                    attempt += 1;
-                    let delay = schedule::backoff(attempt, rand::random::<f64>());
-                    tracing::error!(
-                        certificate = %name,
-                        error = %e,
-                        permanent = e.is_permanent(),
-                        attempt,
-                        retry_in_secs = delay.as_secs(),
-                        "order failed; the last good certificate stays deployed"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            },
-        }
+/// Account operations from the admin API.
+async fn rollovers(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Rollover>) {
+    while let Some(Rollover { resolver, reply }) = inbox.recv().await {
+        let result = shared.accounts.rollover(shared.store.as_ref(), &resolver).await;
+        let _ = reply.send(result.map(|id| format!("rolled over the key of {id}")).map_err(|e| e.to_string()));
     }
 }
 
-async fn order(shared: &Shared, certificate: &Certificate) -> Result<Bundle, AcmeError> {
-    let Some((resolver, cell)) = shared.accounts.get(&certificate.resolver) else {
-        return Err(AcmeError::UnknownResolver(certificate.resolver.clone()));
+fn load_default(config: &Config) -> Result<Option<Bundle>, RunError> {
+    let Some(default) = &config.default_certificate else { return Ok(None) };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| RunError::DefaultCertificate(format!("{}: {e}", path.display())))
     };
-    let account =
-        cell.get_or_try_init(|| acme::account(shared.store.as_ref(), &certificate.resolver, resolver)).await?;
-    let request = acme::OrderRequest {
-        domains: &certificate.domains,
-        key_type: resolver.key_type,
-        profile: resolver.profile.as_deref(),
-        replaces: None,
-    };
-    let bundle = acme::issue(account, &request, &shared.tokens).await?;
-    shared.store.save_certificate(&certificate.name, &bundle).await?;
-    deploy(shared, &certificate.name, &bundle).await;
-    Ok(bundle)
-}
-
-async fn deploy(shared: &Shared, name: &str, bundle: &Bundle) {
-    for sink in &shared.sinks {
-        if let Err(e) = sink.deploy(name, bundle).await {
-            tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");
-        }
-    }
+    let bundle = Bundle { fullchain_pem: read(&default.cert_file)?, key_pem: SecretPem::new(read(&default.key_file)?) };
+    cert::inspect(&bundle, None).map_err(|e| RunError::DefaultCertificate(e.to_string()))?;
+    Ok(Some(bundle))
 }
 
 async fn wait_for_signal() {

@@ -141,6 +141,18 @@ impl Store for FileStore {
         blocking(move || write_atomic(&path, &data, 0o600)).await
     }
 
+    async fn forget_account(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        let path = self.account_path(key);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let aside = path.with_extension(format!("json.forgotten-{nanos}"));
+        blocking(move || match fs::rename(&path, &aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+            _ => Ok(()),
+        })
+        .await
+    }
+
     async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
         check_key(name)?;
         let (this, name) = (self.clone(), name.to_owned());

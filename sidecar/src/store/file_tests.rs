@@ -108,6 +108,8 @@ async fn accounts_are_private_and_keys_cannot_escape() {
     assert_eq!(store.load_account("le").await.unwrap_or_else(|e| panic!("{e}")), Some(b"{}".to_vec()));
     assert!(matches!(store.save_account("../x", b"{}").await, Err(StoreError::InvalidKey(_))));
     assert!(matches!(store.load_certificate("").await, Err(StoreError::InvalidKey(_))));
+    store.forget_account("le").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load_account("le").await.unwrap_or_else(|e| panic!("{e}")), None);
 }
 
 #[tokio::test]

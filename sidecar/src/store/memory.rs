@@ -35,6 +35,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn forget_account(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        Ok(())
+    }
+
     async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
         check_key(name)?;
         Ok(self.certificates.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())

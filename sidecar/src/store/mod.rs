@@ -39,6 +39,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Saves account credentials; they hold a private key, so 0600.
     async fn save_account(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
+    /// Sets a stored account aside (the CA no longer knows it); the next
+    /// `load_account` finds none. The old file is kept for the record.
+    async fn forget_account(&self, key: &str) -> Result<(), StoreError>;
     /// The last good bundle stored under `name`, if any.
     async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError>;
     /// Stores `bundle` as the new last good one. Implementations check that it

@@ -1,0 +1,135 @@
+//! Operator commands besides `run`: they ask the running daemon over the
+//! admin socket, and work on the store directly when it is not running
+//! (except `renew`, which needs the daemon to answer the CA's challenges).
+
+use std::fmt::Write;
+
+use http::Method;
+
+use crate::admin::{self, CertStatus, ClientError};
+use crate::cert;
+use crate::config::Config;
+use crate::schedule;
+use crate::store::{FileStore, Store};
+
+/// `proxy-acme certs`: one block per certificate.
+pub async fn certs(config: &Config) -> Result<(), String> {
+    let statuses = match daemon(config, Method::GET, "/v1/certificates").await {
+        Ok(Some(json)) => serde_json::from_str::<Vec<CertStatus>>(&json).map_err(|e| e.to_string())?,
+        Ok(None) => offline_statuses(config).await?,
+        Err(e) => return Err(e.to_string()),
+    };
+    print!("{}", render(&statuses));
+    Ok(())
+}
+
+fn render(statuses: &[CertStatus]) -> String {
+    let mut out = String::new();
+    for s in statuses {
+        let _ = writeln!(out, "{}", s.name);
+        let _ = writeln!(out, "  domains:   {}", s.domains.join(", "));
+        let _ = writeln!(out, "  resolver:  {}", s.resolver);
+        let _ = writeln!(out, "  serial:    {}", s.serial.as_deref().unwrap_or("-"));
+        let _ = writeln!(out, "  not after: {}", s.not_after.as_deref().unwrap_or("-"));
+        let _ = writeln!(out, "  state:     {}", s.state);
+        if let Some(error) = &s.last_error {
+            let _ = writeln!(out, "  last error: {error}");
+        }
+    }
+    out
+}
+
+async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, String> {
+    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now();
+    let mut out = Vec::new();
+    for c in &config.certificates {
+        let stored = store.load_certificate(&c.name).await.map_err(|e| e.to_string())?;
+        let info = stored.as_ref().and_then(|b| cert::inspect(b, None).ok());
+        let revoked = store.revoked(&c.name).await.map_err(|e| e.to_string())?;
+        let renew_before = config.resolvers.get(&c.resolver).and_then(|r| r.renew_before.as_ref());
+        let state = match (&info, revoked) {
+            (_, Some(serial)) => format!("revoked ({serial}); `proxy-acme renew {} --force` orders a new one", c.name),
+            (None, None) => "not issued yet".to_owned(),
+            (Some(info), None) => {
+                let (at, why) = schedule::renew_time(info.not_before, info.not_after, renew_before);
+                let when = if at <= now { "due now".to_owned() } else { format!("renew at {}", rfc3339(at)) };
+                format!("{when} ({why}); daemon not running")
+            }
+        };
+        out.push(CertStatus {
+            name: c.name.clone(),
+            domains: c.domains.clone(),
+            resolver: c.resolver.clone(),
+            serial: info.as_ref().map(|i| i.serial_hex.clone()),
+            not_after: info.as_ref().map(|i| rfc3339(i.not_after)),
+            state,
+            last_error: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `proxy-acme renew NAME [--force]`: only the running daemon can renew.
+pub async fn renew(config: &Config, name: &str, force: bool) -> Result<(), String> {
+    let path = format!("/v1/certificates/{name}/renew{}", if force { "?force=true" } else { "" });
+    match daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+        Some(answer) => {
+            println!("{answer}");
+            Ok(())
+        }
+        None => Err("the daemon is not running: start `proxy-acme run`; it orders what is missing or due".into()),
+    }
+}
+
+/// `proxy-acme revoke NAME [--reason N]`.
+pub async fn revoke(config: &Config, name: &str, reason: Option<u8>) -> Result<(), String> {
+    let path = match reason {
+        Some(r) => format!("/v1/certificates/{name}/revoke?reason={r}"),
+        None => format!("/v1/certificates/{name}/revoke"),
+    };
+    if let Some(answer) = daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+        println!("{answer}");
+        return Ok(());
+    }
+    let c = config.certificates.iter().find(|c| c.name == name).ok_or(format!("no certificate named {name}"))?;
+    let resolver = &config.resolvers[&c.resolver];
+    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let bundle = store.load_certificate(name).await.map_err(|e| e.to_string())?.ok_or("nothing stored to revoke")?;
+    let serial = cert::inspect(&bundle, None).map_err(|e| e.to_string())?.serial_hex;
+    let account = crate::acme::account(&store, &c.resolver, resolver).await.map_err(|e| e.to_string())?;
+    crate::acme::revoke(&account, &bundle, reason).await.map_err(|e| e.to_string())?;
+    store.mark_revoked(name, &serial).await.map_err(|e| e.to_string())?;
+    println!("revoked {name} (serial {serial}); it will not be deployed again");
+    Ok(())
+}
+
+/// `proxy-acme account rollover RESOLVER`.
+pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), String> {
+    let path = format!("/v1/accounts/{resolver_name}/rollover");
+    if let Some(answer) = daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+        println!("{answer}");
+        return Ok(());
+    }
+    let resolver = config.resolvers.get(resolver_name).ok_or(format!("no resolver named {resolver_name}"))?;
+    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let id = crate::acme::rollover(&store, resolver_name, resolver).await.map_err(|e| e.to_string())?;
+    println!("rolled over the key of {id}");
+    Ok(())
+}
+
+/// Asks the daemon; `Ok(None)` when it is not running.
+async fn daemon(config: &Config, method: Method, path: &str) -> Result<Option<String>, ClientError> {
+    let Some(socket) = config.admin.socket() else { return Ok(None) };
+    match admin::call(socket, method, path).await {
+        Ok(body) => Ok(Some(body)),
+        Err(ClientError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
+}

@@ -1,0 +1,155 @@
+//! One ACME account per resolver, shared by every certificate using it:
+//! registered on first use, re-registered when the CA forgot it, rolled over
+//! on request, with the resolver's self-imposed order budget.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use instant_acme::Account;
+use tokio::sync::RwLock;
+
+use crate::acme::{self, AcmeError};
+use crate::config::Resolver;
+use crate::schedule::{AuthzFailures, OrderBudget};
+use crate::store::Store;
+
+/// What the daemon knows about one resolver's account.
+struct Entry {
+    resolver: Resolver,
+    account: RwLock<Option<Account>>,
+    budget: Mutex<OrderBudget>,
+    authz_failures: Mutex<AuthzFailures>,
+    /// Whether the CA answered renewal information; `None` until asked.
+    ari: Mutex<Option<bool>>,
+}
+
+/// All resolvers' accounts.
+pub(super) struct Accounts {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").field("resolvers", &self.entries.keys()).finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    pub(super) fn new(resolvers: &BTreeMap<String, Resolver>) -> Self {
+        let entries = resolvers
+            .iter()
+            .map(|(name, resolver)| {
+                let limits = resolver.rate_limit;
+                let entry = Entry {
+                    resolver: resolver.clone(),
+                    account: RwLock::new(None),
+                    budget: Mutex::new(OrderBudget::new(
+                        limits.orders,
+                        Duration::from_secs(u64::from(limits.order_window_hours) * 3600),
+                    )),
+                    authz_failures: Mutex::new(AuthzFailures::new(
+                        limits.failed_authorizations_per_hour,
+                        Duration::from_secs(3600),
+                    )),
+                    ari: Mutex::new(None),
+                };
+                (name.clone(), entry)
+            })
+            .collect();
+        Self { entries }
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, AcmeError> {
+        self.entries.get(name).ok_or_else(|| AcmeError::UnknownResolver(name.to_owned()))
+    }
+
+    /// The account for resolver `name`, loading or registering it once.
+    pub(super) async fn get(&self, store: &dyn Store, name: &str) -> Result<Account, AcmeError> {
+        let entry = self.entry(name)?;
+        if let Some(account) = entry.account.read().await.as_ref() {
+            return Ok(account.clone());
+        }
+        let mut slot = entry.account.write().await;
+        if let Some(account) = slot.as_ref() {
+            return Ok(account.clone());
+        }
+        let account = acme::account(store, name, &entry.resolver).await?;
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Reacts to an order error: a CA that no longer knows the account (a
+    /// reset private CA, a deactivated account) gets a fresh registration on
+    /// the next attempt. Returns whether that happened (worth a retry).
+    pub(super) async fn on_error(&self, store: &dyn Store, name: &str, error: &AcmeError) -> bool {
+        let gone = matches!(error, AcmeError::Protocol(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"));
+        if let (true, Ok(entry)) = (gone, self.entry(name)) {
+            tracing::warn!(resolver = name, "the CA does not know our account any more; registering a new one");
+            *entry.account.write().await = None;
+            if let Err(e) = store.forget_account(name).await {
+                tracing::warn!(resolver = name, error = %e, "cannot remove the stale account");
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Takes one order from the resolver's budget, or says until when none is left.
+    pub(super) fn take_order(&self, name: &str, now: SystemTime) -> Result<(), AcmeError> {
+        let entry = self.entry(name)?;
+        let mut budget = entry.budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget
+            .try_take(now)
+            .map_err(|free_at| AcmeError::RateLimited(format!("order budget used up until {}", rfc3339(free_at))))
+    }
+
+    /// Checks the per-identifier failed-authorization limit for `domains`.
+    pub(super) fn check_authz(&self, name: &str, domains: &[String], now: SystemTime) -> Result<(), AcmeError> {
+        let entry = self.entry(name)?;
+        let failures = entry.authz_failures.lock().unwrap_or_else(|e| e.into_inner());
+        for domain in domains {
+            if let Err(until) = failures.check(domain, now) {
+                return Err(AcmeError::RateLimited(format!(
+                    "too many failed authorizations for {domain}; next attempt after {}",
+                    rfc3339(until)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn record_authz_failure(&self, name: &str, identifier: &str, now: SystemTime) {
+        if let Ok(entry) = self.entry(name) {
+            entry.authz_failures.lock().unwrap_or_else(|e| e.into_inner()).record(identifier, now);
+        }
+    }
+
+    /// Whether the CA has ARI, as far as we know (`None`: not asked yet).
+    pub(super) fn ari(&self, name: &str) -> Option<bool> {
+        self.entry(name).ok().and_then(|e| *e.ari.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(super) fn set_ari(&self, name: &str, supported: bool) {
+        if let Ok(entry) = self.entry(name) {
+            *entry.ari.lock().unwrap_or_else(|e| e.into_inner()) = Some(supported);
+        }
+    }
+
+    /// Rolls the account key over and swaps the cached account for it.
+    pub(super) async fn rollover(&self, store: &dyn Store, name: &str) -> Result<String, AcmeError> {
+        let entry = self.entry(name)?;
+        let mut slot = entry.account.write().await;
+        let id = acme::rollover(store, name, &entry.resolver).await?;
+        // The cached account still signs with the old key: reload from the store.
+        *slot = Some(acme::account(store, name, &entry.resolver).await?);
+        Ok(id)
+    }
+}
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
+}

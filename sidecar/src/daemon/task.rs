@@ -1,0 +1,304 @@
+//! One certificate's task: drives its [`Machine`] with the real clock, runs
+//! orders and ARI polls when it says, stores and deploys what comes back,
+//! keeps the last good certificate deployed through failures, and answers
+//! the admin API's renew and revoke.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::{RunError, Shared};
+use crate::acme::{self, AcmeError, OrderRequest};
+use crate::admin::{CertCommand, CertStatus};
+use crate::cert::{self, Bundle, CertInfo};
+use crate::config::{Certificate, Resolver};
+use crate::schedule::{self, Action, AriAnswer, Failure, Machine, Policy, Served};
+
+/// Longest sleep between two looks, so a changed wall clock is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+pub(super) struct CertTask {
+    shared: Arc<Shared>,
+    certificate: Certificate,
+    resolver: Resolver,
+    machine: Machine,
+    /// The last good certificate: what is deployed while it exists.
+    current: Option<(Bundle, CertInfo)>,
+    last_error: Option<String>,
+    inbox: mpsc::Receiver<CertCommand>,
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+impl CertTask {
+    /// Loads what is stored, builds the machine, deploys what should be served.
+    pub(super) async fn start(
+        shared: Arc<Shared>,
+        certificate: Certificate,
+        resolver: Option<Resolver>,
+        inbox: mpsc::Receiver<CertCommand>,
+    ) -> Result<Self, RunError> {
+        let resolver = resolver.ok_or_else(|| RunError::UnknownResolver(certificate.resolver.clone()))?;
+        let name = certificate.name.clone();
+        let now = shared.clock.now();
+        let policy = Policy {
+            renew_before: resolver.renew_before,
+            ari: shared.accounts.ari(&certificate.resolver) != Some(false),
+        };
+        let stored = shared.store.load_certificate(&name).await?;
+        let current = stored.and_then(|b| cert::inspect(&b, None).ok().map(|info| (b, info)));
+        let revoked = shared.store.revoked(&name).await?;
+        let mut machine = match &current {
+            Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, jitter()),
+            None => Machine::new(policy),
+        };
+        if let Some((bundle, _)) = &current {
+            if let Err(e) = cert::inspect(bundle, Some(&certificate.domains)) {
+                tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
+                machine.config_changed();
+            }
+        }
+        let mut task = Self { shared, certificate, resolver, machine, current, last_error: None, inbox };
+        if let Some(serial) = revoked {
+            task.machine.failed(&revoked_failure(&task.certificate.name, &serial), now, 0.0);
+            task.current = None;
+        }
+        task.deploy_served(now).await;
+        task.publish();
+        Ok(task)
+    }
+
+    /// Runs forever; `delay` spreads the first order after start-up.
+    pub(super) async fn run(mut self, delay: Duration) {
+        if matches!(self.machine.next_action(self.shared.clock.now()), Action::Order) && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        loop {
+            let now = self.shared.clock.now();
+            match self.machine.next_action(now) {
+                Action::Order => {
+                    let _ = self.order().await;
+                }
+                Action::PollAri => self.poll_ari().await,
+                Action::WaitUntil(at) => self.wait(at.duration_since(now).unwrap_or_default()).await,
+                Action::Idle => self.wait(MAX_SLEEP).await,
+            }
+            self.publish();
+        }
+    }
+
+    /// Sleeps, waking early for an admin command.
+    async fn wait(&mut self, duration: Duration) {
+        let duration = duration.min(MAX_SLEEP);
+        tokio::select! {
+            () = tokio::time::sleep(duration) => {}
+            command = self.inbox.recv() => match command {
+                Some(command) => self.command(command).await,
+                None => tokio::time::sleep(duration).await,
+            },
+        }
+    }
+
+    async fn command(&mut self, command: CertCommand) {
+        match command {
+            CertCommand::Renew { force, reply } => {
+                let now = self.shared.clock.now();
+                if force {
+                    if let Err(e) = self.shared.store.clear_revoked(&self.certificate.name).await {
+                        let _ = reply.send(Err(e.to_string()));
+                        return;
+                    }
+                    self.machine.force();
+                } else if !matches!(self.machine.next_action(now), Action::Order) {
+                    let state = self.machine.describe(now);
+                    let _ = reply.send(Err(format!("not due ({state}); add --force to renew anyway")));
+                    return;
+                }
+                let result = self.order().await;
+                let name = &self.certificate.name;
+                let _ = reply.send(result.map(|serial| format!("renewed {name}: serial {serial}")));
+            }
+            CertCommand::Revoke { reason, reply } => {
+                let _ = reply.send(self.revoke(reason).await);
+            }
+        }
+        self.publish();
+    }
+
+    /// One order, with the self-imposed limits; success deploys everywhere.
+    async fn order(&mut self) -> Result<String, String> {
+        let now = self.shared.clock.now();
+        let resolver_name = self.certificate.resolver.clone();
+        let limits = self
+            .shared
+            .accounts
+            .check_authz(&resolver_name, &self.certificate.domains, now)
+            .and_then(|()| self.shared.accounts.take_order(&resolver_name, now));
+        if let Err(e) = limits {
+            return Err(self.failed(&e, now));
+        }
+        self.machine.order_started(now);
+        let mut result = self.order_once().await;
+        if let Err(e) = &result {
+            // A CA that forgot our account gets a new one at once: that is
+            // no failure of this certificate.
+            if self.shared.accounts.on_error(self.shared.store.as_ref(), &resolver_name, e).await {
+                result = self.order_once().await;
+            }
+        }
+        let now = self.shared.clock.now();
+        match result {
+            Ok((bundle, info)) => {
+                self.shared.deploy(&self.certificate.name, &bundle).await;
+                self.machine.issued(info.not_before, info.not_after, now, jitter());
+                let serial = info.serial_hex.clone();
+                self.current = Some((bundle, info));
+                self.last_error = None;
+                Ok(serial)
+            }
+            Err(e) => Err(self.failed(&e, now)),
+        }
+    }
+
+    async fn order_once(&self) -> Result<(Bundle, CertInfo), AcmeError> {
+        let shared = &self.shared;
+        let account = shared.accounts.get(shared.store.as_ref(), &self.certificate.resolver).await?;
+        let ari = shared.accounts.ari(&self.certificate.resolver) == Some(true);
+        let request = OrderRequest {
+            domains: &self.certificate.domains,
+            key_type: self.resolver.key_type,
+            profile: self.resolver.profile.as_deref(),
+            replaces: self.current.as_ref().filter(|_| ari).map(|(b, _)| b),
+        };
+        let bundle = acme::issue(&account, &request, &shared.tokens).await?;
+        let info = cert::inspect(&bundle, Some(&self.certificate.domains))?;
+        shared.store.save_certificate(&self.certificate.name, &bundle).await?;
+        shared.store.clear_revoked(&self.certificate.name).await?;
+        Ok((bundle, info))
+    }
+
+    /// Records a failed order in the machine and the logs; returns the message.
+    fn failed(&mut self, error: &AcmeError, now: SystemTime) -> String {
+        if let Some(identifier) = error.failed_identifier() {
+            self.shared.accounts.record_authz_failure(&self.certificate.resolver, identifier, now);
+        }
+        let failure = Failure {
+            permanent: error.is_permanent(),
+            rate_limited: error.is_rate_limited(),
+            retry_after: error.retry_after(),
+            message: error.to_string(),
+        };
+        self.machine.failed(&failure, now, jitter());
+        tracing::error!(
+            certificate = %self.certificate.name,
+            error = %error,
+            permanent = failure.permanent,
+            next = %self.machine.describe(now),
+            "order failed; the last good certificate stays deployed"
+        );
+        self.last_error = Some(failure.message);
+        error.to_string()
+    }
+
+    /// Asks the CA for renewal information (RFC 9773) about the current certificate.
+    async fn poll_ari(&mut self) {
+        let now = self.shared.clock.now();
+        let resolver_name = self.certificate.resolver.clone();
+        let Some((bundle, _)) = &self.current else {
+            self.machine.set_ari(false, now, jitter());
+            return;
+        };
+        let answer = match self.shared.accounts.get(self.shared.store.as_ref(), &resolver_name).await {
+            Err(e) => AriAnswer::Unavailable(e.to_string()),
+            Ok(account) => match acme::renewal_info(&account, bundle).await {
+                Ok(None) => {
+                    self.shared.accounts.set_ari(&resolver_name, false);
+                    self.machine.set_ari(false, now, jitter());
+                    return;
+                }
+                Ok(Some(window)) => {
+                    self.shared.accounts.set_ari(&resolver_name, true);
+                    tracing::debug!(certificate = %self.certificate.name, ?window, "ARI window");
+                    AriAnswer::Window { start: window.start, end: window.end, retry_after: Some(window.retry_after) }
+                }
+                Err(AcmeError::Protocol(e @ (instant_acme::Error::Json(_) | instant_acme::Error::Str(_)))) => {
+                    AriAnswer::Malformed(e.to_string())
+                }
+                Err(e) => AriAnswer::Unavailable(e.to_string()),
+            },
+        };
+        if let Some(warning) = self.machine.ari_answer(&answer, now, jitter()) {
+            tracing::warn!(certificate = %self.certificate.name, "{warning}");
+        }
+    }
+
+    /// Revokes the current certificate at the CA and stops serving it.
+    async fn revoke(&mut self, reason: Option<u8>) -> Result<String, String> {
+        let Some((bundle, info)) = self.current.clone() else {
+            return Err(format!("{} has no certificate to revoke", self.certificate.name));
+        };
+        let shared = Arc::clone(&self.shared);
+        let account =
+            shared.accounts.get(shared.store.as_ref(), &self.certificate.resolver).await.map_err(|e| e.to_string())?;
+        acme::revoke(&account, &bundle, reason).await.map_err(|e| e.to_string())?;
+        shared.store.mark_revoked(&self.certificate.name, &info.serial_hex).await.map_err(|e| e.to_string())?;
+        let now = shared.clock.now();
+        self.current = None;
+        self.machine.failed(&revoked_failure(&self.certificate.name, &info.serial_hex), now, 0.0);
+        let served = self.deploy_served(now).await;
+        tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, ?served, "certificate revoked");
+        Ok(format!("revoked {} (serial {}); now serving: {served:?}", self.certificate.name, info.serial_hex))
+    }
+
+    /// Deploys what should be served now: the current certificate (valid or
+    /// expired), else the default certificate, else a placeholder.
+    async fn deploy_served(&self, now: SystemTime) -> Served {
+        let validity = self.current.as_ref().map(|(_, i)| (i.not_before, i.not_after));
+        let has_default = self.shared.default_certificate.is_some();
+        let served = schedule::choose_served(validity, has_default, self.shared.placeholder, now);
+        let name = &self.certificate.name;
+        let bundle = match served {
+            Served::Current | Served::Expired => self.current.as_ref().map(|(b, _)| b.clone()),
+            Served::Default => self.shared.default_certificate.clone(),
+            Served::Placeholder => match cert::placeholder(&self.certificate.domains) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(certificate = %name, error = %e, "cannot build placeholder");
+                    None
+                }
+            },
+            Served::Nothing => None,
+        };
+        if let Some(bundle) = bundle {
+            self.shared.deploy(name, &bundle).await;
+        }
+        served
+    }
+
+    fn publish(&self) {
+        let now = self.shared.clock.now();
+        let info = self.current.as_ref().map(|(_, i)| i);
+        self.shared.control.set_status(CertStatus {
+            name: self.certificate.name.clone(),
+            domains: self.certificate.domains.clone(),
+            resolver: self.certificate.resolver.clone(),
+            serial: info.map(|i| i.serial_hex.clone()),
+            not_after: info.map(|i| super::accounts::rfc3339(i.not_after)),
+            state: self.machine.describe_for(&self.certificate.name, now),
+            last_error: self.last_error.clone(),
+        });
+    }
+}
+
+fn revoked_failure(name: &str, serial: &str) -> Failure {
+    Failure {
+        permanent: true,
+        message: format!(
+            "revoked by the operator (serial {serial}); `proxy-acme renew {name} --force` orders a new one"
+        ),
+        ..Failure::default()
+    }
+}
