@@ -29,7 +29,6 @@ struct Ports {
 async fn http01_through_envoy_filter_certificate_served_over_sds() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path();
-    let wasm = wasm_path();
     let ports =
         Ports { http: free_port(), https: free_port(), admin: free_port(), app: free_port(), sidecar: free_port() };
 
@@ -70,19 +69,15 @@ resolver = "pebble"
     );
     // Envoy first, as in a pod where the proxy is up before the sidecar:
     // the CA must find the HTTP listener when the first order starts.
-    let template = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let envoy_config = render(
-        &template,
-        &[
-            ("port_value: 9901", format!("port_value: {}", ports.admin)),
-            ("port_value: 8080", format!("port_value: {}", ports.http)),
-            ("port_value: 8443", format!("port_value: {}", ports.https)),
-            ("port_value: 8081", format!("port_value: {}", ports.app)),
-            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
-            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
-            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm.display().to_string()),
-            ("/run/proxy-acme/sds.sock", socket.display().to_string()),
-        ],
+    let envoy_config = shipped_envoy_config(
+        &StackPorts {
+            http: ports.http,
+            https: ports.https,
+            admin: ports.admin,
+            app: ports.app,
+            sidecar: ports.sidecar,
+        },
+        &socket,
     );
     let mut envoy = Envoy::start(dir, &envoy_config, ports.admin).await;
 

@@ -163,3 +163,116 @@ pub async fn start_echo_app(port: u16) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Accepts any certificate: for looking at what is served when it is not
+/// supposed to verify (a placeholder, an expired certificate).
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client config that verifies nothing (see [`AcceptAnything`]).
+pub fn tls_config_unverified() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Hex serial (lower case, no colons) of a DER certificate.
+pub fn serial_of(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap_or_else(|e| panic!("served certificate: {e}"));
+    cert.raw_serial_as_string().replace(':', "")
+}
+
+/// A kept-alive HTTPS connection, to show that renewals do not cut
+/// established connections.
+pub struct KeptAlive {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    host: String,
+}
+
+impl KeptAlive {
+    pub async fn open(config: Arc<rustls::ClientConfig>, addr: (&str, u16), sni: &str) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr:?}: {e}"));
+        let name = ServerName::try_from(sni.to_owned()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS to {addr:?}: {e}"));
+        Self { stream, host: sni.to_owned() }
+    }
+
+    /// The serial of the certificate this connection was opened with.
+    pub fn serial(&self) -> String {
+        let (_, conn) = self.stream.get_ref();
+        let leaf = conn.peer_certificates().and_then(|c| c.first()).unwrap_or_else(|| panic!("no peer certificate"));
+        serial_of(leaf)
+    }
+
+    /// One request on the same connection; returns the status.
+    pub async fn get(&mut self, path: &str) -> Result<u16, String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            raw.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return parse_response(&raw).map(|(status, _)| status);
+            }
+        }
+    }
+}

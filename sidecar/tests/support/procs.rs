@@ -110,6 +110,15 @@ pub fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
+/// Pebble settings a test may change.
+#[derive(Debug, Clone, Default)]
+pub struct PebbleOptions {
+    /// `certificateValidityPeriod` in seconds (Pebble's default: 5 years).
+    pub validity_secs: Option<u64>,
+    /// `externalAccountBindingRequired` with these kid -> base64url HMAC keys.
+    pub eab_keys: Vec<(String, String)>,
+}
+
 /// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
 pub struct Pebble {
     pub acme_port: u16,
@@ -117,12 +126,19 @@ pub struct Pebble {
     pub minica: MiniCa,
     pub pebble: Proc,
     pub challtestsrv: Proc,
+    dir: PathBuf,
+    dns_port: u16,
 }
 
 impl Pebble {
     /// Starts both; Pebble validates HTTP-01 on `http_port` and TLS-ALPN-01 on
     /// `tls_port` of whatever address the DNS gives (127.0.0.1).
     pub fn start(dir: &Path, http_port: u16, tls_port: u16) -> Self {
+        Self::start_with(dir, http_port, tls_port, &PebbleOptions::default())
+    }
+
+    /// Starts both with `options`.
+    pub fn start_with(dir: &Path, http_port: u16, tls_port: u16, options: &PebbleOptions) -> Self {
         let pebble_bin = require("pebble", "apt-get install pebble");
         let challtestsrv_bin = require("pebble-challtestsrv", "apt-get install pebble");
         let (dns_port, chall_mgmt) = (free_port(), free_port());
@@ -147,7 +163,7 @@ impl Pebble {
         );
         let minica = MiniCa::create(dir);
         let (acme_port, management_port) = (free_port(), free_port());
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{acme_port}"),
                 "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -156,30 +172,52 @@ impl Pebble {
                 "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": !options.eab_keys.is_empty(),
                 "domainBlocklist": [],
                 "retryAfter": { "authz": 1, "order": 1 }
             }
         });
-        let config_path = dir.join("pebble.json");
-        write(&config_path, &config.to_string());
-        let pebble = Proc::spawn(
-            "pebble",
-            Command::new(pebble_bin)
-                .arg("-config")
-                .arg(&config_path)
-                .arg("-dnsserver")
-                .arg(format!("127.0.0.1:{dns_port}"))
-                // Validation without Pebble's random 0-15 s sleeps; nonce
-                // rejection (5% by default) stays on.
-                .env("PEBBLE_VA_NOSLEEP", "1"),
-            dir,
-        );
-        let mut this = Self { acme_port, management_port, minica, pebble, challtestsrv };
+        if let Some(validity) = options.validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = validity.into();
+        }
+        if !options.eab_keys.is_empty() {
+            let keys: serde_json::Map<String, serde_json::Value> =
+                options.eab_keys.iter().map(|(kid, key)| (kid.clone(), key.clone().into())).collect();
+            config["pebble"]["externalAccountMACKeys"] = keys.into();
+        }
+        write(&dir.join("pebble.json"), &config.to_string());
+        let pebble = spawn_pebble(&pebble_bin, dir, dns_port);
+        let mut this = Self { acme_port, management_port, minica, pebble, challtestsrv, dir: dir.to_owned(), dns_port };
         wait_for_port(dns_port, Duration::from_secs(20), &mut this.challtestsrv);
-        wait_for_port(acme_port, Duration::from_secs(20), &mut this.pebble);
-        wait_for_port(management_port, Duration::from_secs(20), &mut this.pebble);
+        this.wait_ready();
         this
+    }
+
+    fn wait_ready(&mut self) {
+        wait_for_port(self.acme_port, Duration::from_secs(20), &mut self.pebble);
+        wait_for_port(self.management_port, Duration::from_secs(20), &mut self.pebble);
+    }
+
+    /// Stops Pebble (SIGKILL): the CA is down.
+    pub fn stop(&mut self) {
+        self.pebble.kill();
+    }
+
+    /// Starts Pebble again on the same ports. Pebble keeps no state: the
+    /// accounts are gone and it has a new root, as a reset private CA would.
+    pub fn restart(&mut self) {
+        self.pebble.kill();
+        self.pebble = spawn_pebble(&require("pebble", "apt-get install pebble"), &self.dir, self.dns_port);
+        self.wait_ready();
+    }
+
+    /// Pebble's view of a certificate (`Valid`/`Revoked`), by hex serial.
+    pub async fn cert_status(&self, serial_hex: &str) -> String {
+        let tls = super::net::tls_config(&fs::read_to_string(&self.minica.root_pem_path).unwrap_or_default(), &[]);
+        let path = format!("/cert-status-by-serial/{serial_hex}");
+        let (status, body) = super::net::https_get(tls, ("127.0.0.1", self.management_port), "localhost", &path).await;
+        assert_eq!(status, 200, "Pebble {path} answered {status}: {body}");
+        body
     }
 
     pub fn directory_url(&self) -> String {
@@ -194,6 +232,21 @@ impl Pebble {
         assert_eq!(status, 200, "Pebble /roots/0 answered {status}: {body}");
         body
     }
+}
+
+fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16) -> Proc {
+    Proc::spawn(
+        "pebble",
+        Command::new(bin)
+            .arg("-config")
+            .arg(dir.join("pebble.json"))
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{dns_port}"))
+            // Validation without Pebble's random 0-15 s sleeps; nonce
+            // rejection (5% by default) stays on.
+            .env("PEBBLE_VA_NOSLEEP", "1"),
+        dir,
+    )
 }
 
 /// A real Envoy on a rendered bootstrap, ready when its admin says LIVE.

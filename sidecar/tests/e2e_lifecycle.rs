@@ -1,0 +1,149 @@
+//! Certificate lifecycle end to end, with real Pebble, Envoy and the sidecar:
+//! renewal of short-lived certificates without cutting connections, a CA
+//! outage, EAB, revocation, and every key type served by Envoy. Each test
+//! owns its stack on free ports, so they run side by side.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+const DOMAIN: &str = "life.proxy-acme.test";
+
+fn demo_certificate(_: &Pebble) -> String {
+    certificate("demo", &[DOMAIN], "pebble")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_before_expiry_and_swaps_without_cutting_connections() {
+    // 30 s certificates renew at half-life, ~15 s after issuance.
+    let options = PebbleOptions { validity_secs: Some(30), ..Default::default() };
+    let mut stack = Stack::start(&options, "", demo_certificate, |c| c).await;
+    let first = stack.wait_for_new_serial(DOMAIN, None, Duration::from_secs(60)).await;
+
+    let root = stack.pebble.root_pem().await;
+    let mut kept = KeptAlive::open(tls_config(&root, &[]), ("127.0.0.1", stack.ports.https), DOMAIN).await;
+    assert_eq!(kept.serial(), first);
+    assert_eq!(kept.get("/before").await, Ok(200));
+
+    let second = stack.wait_for_new_serial(DOMAIN, Some(&first), Duration::from_secs(60)).await;
+    // The connection opened on the old certificate still carries requests.
+    assert_eq!(kept.get("/after").await, Ok(200), "renewal cut an established connection");
+    // Hot swap: no listener was modified or drained to do it.
+    assert_eq!(stack.envoy_stat("listener_manager.listener_modified").await, 0);
+    assert_eq!(stack.envoy_stat("listener_manager.total_filter_chains_draining").await, 0);
+
+    let (code, out, err) = stack.cli(&["certs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("demo") && out.contains(DOMAIN), "{out}");
+    assert!(out.contains("renew at") || out.contains("due"), "{out}");
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_outage_keeps_the_last_certificate_and_recovers_alone() {
+    let options = PebbleOptions { validity_secs: Some(30), ..Default::default() };
+    let mut stack = Stack::start(&options, "", demo_certificate, |c| c).await;
+    let first = stack.wait_for_new_serial(DOMAIN, None, Duration::from_secs(60)).await;
+
+    // The CA goes down before the renewal (due at ~15 s) and stays down
+    // past the certificate's expiry.
+    stack.pebble.stop();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let served = stack.served_serial_unverified(DOMAIN).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(served, first, "Envoy must keep serving the last certificate, even expired");
+    let (_, out, _) = stack.cli(&["certs"]);
+    assert!(out.contains("backing off") || out.contains("last error"), "{out}");
+
+    // The CA comes back empty (new root, accounts forgotten, as a reset
+    // private CA would): the sidecar re-registers and renews by itself.
+    stack.pebble.restart();
+    let second = stack.wait_for_new_serial(DOMAIN, Some(&first), Duration::from_secs(150)).await;
+    assert_ne!(second, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eab_account_revocation_and_forced_renewal() {
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key_file = secrets.path().join("eab-hmac");
+    write(&key_file, &format!("{hmac}\n"));
+    let options = PebbleOptions { eab_keys: vec![("kid-1".into(), hmac.into())], ..Default::default() };
+    let eab = format!("eab = {{ kid = \"kid-1\", hmac_key_file = \"{}\" }}", key_file.display());
+    let mut stack = Stack::start(&options, &eab, demo_certificate, |c| c).await;
+
+    // Pebble requires EAB: a certificate at all proves the binding worked.
+    let first = stack.wait_for_new_serial(DOMAIN, None, Duration::from_secs(60)).await;
+    assert!(stack.pebble.cert_status(&first).await.contains("Valid"));
+
+    let (code, out, err) = stack.cli(&["revoke", "demo", "--reason", "4"]);
+    assert_eq!(code, 0, "revoke failed: {out}{err}");
+    let status = stack.pebble.cert_status(&first).await;
+    assert!(status.contains("Revoked"), "Pebble says: {status}");
+    // Removed from deployment: Envoy no longer serves the revoked certificate.
+    let replaced = eventually(Duration::from_secs(10), || async {
+        let serial = stack.served_serial_unverified(DOMAIN).await?;
+        if serial == first {
+            Err("still serving the revoked certificate".to_owned())
+        } else {
+            Ok(serial)
+        }
+    })
+    .await;
+    assert!(replaced.is_ok(), "{replaced:?}");
+    let (_, out, _) = stack.cli(&["certs"]);
+    assert!(out.contains("revoked"), "{out}");
+
+    // Not re-ordered behind the operator's back; a forced renewal is.
+    let (code, _, err) = stack.cli(&["renew", "demo"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--force"), "{err}");
+    let (code, out, err) = stack.cli(&["renew", "demo", "--force"]);
+    assert_eq!(code, 0, "forced renewal failed: {out}{err}");
+    let second = stack.wait_for_new_serial(DOMAIN, Some(&first), Duration::from_secs(30)).await;
+    assert!(out.contains(&second), "renew printed {out}, Envoy serves {second}");
+}
+
+/// The shipped HTTPS listener with one SDS certificate per key type.
+fn with_secrets(config: String, names: &[&str]) -> String {
+    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret in envoy.yaml"));
+    let end_marker = "cluster_name: proxy_acme_sds }\n";
+    let end = config[start..]
+        .find(end_marker)
+        .map(|i| start + i + end_marker.len())
+        .unwrap_or_else(|| panic!("no SDS block"));
+    let block = &config[start..end];
+    let blocks: String = names.iter().map(|n| block.replacen("name: demo", &format!("name: {n}"), 1)).collect();
+    format!("{}{blocks}{}", &config[..start], &config[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_type_is_issued_and_served() {
+    let kinds = [("ec256", 256), ("ec384", 384), ("rsa2048", 2048), ("rsa4096", 4096)];
+    let tail = |pebble: &Pebble| {
+        kinds
+            .iter()
+            .map(|(kind, _)| {
+                resolver(pebble, kind, &format!("key_type = \"{kind}\""))
+                    + &certificate(kind, &[&format!("{kind}.proxy-acme.test")], kind)
+            })
+            .collect::<String>()
+    };
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    let mut stack = Stack::start(&PebbleOptions::default(), "", tail, |c| with_secrets(c, &names)).await;
+    for (kind, bits) in kinds {
+        let sni = format!("{kind}.proxy-acme.test");
+        stack.wait_for_new_serial(&sni, None, Duration::from_secs(90)).await;
+        let der = stack.served(&sni).await.unwrap_or_else(|e| panic!("{e}"));
+        let (_, cert) = X509Certificate::from_der(&der).unwrap_or_else(|e| panic!("{e}"));
+        let served_bits = match cert.public_key().parsed() {
+            Ok(PublicKey::EC(point)) => point.key_size() as i32,
+            Ok(PublicKey::RSA(rsa)) => rsa.key_size() as i32,
+            other => panic!("{kind}: unexpected key {other:?}"),
+        };
+        assert_eq!(served_bits, bits, "{kind}: Envoy served a {served_bits}-bit key");
+    }
+}
