@@ -4,13 +4,17 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ari_front;
 pub mod net;
 pub mod procs;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 
 pub use net::*;
 pub use procs::*;
+#[allow(unused_imports)] // not every test binary uses the whole stack
+pub use stack::*;
 
 /// The workspace root (where `make` runs).
 pub fn workspace_root() -> PathBuf {
@@ -52,4 +56,83 @@ where
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
+}
+
+/// Ports of one stack: Envoy's listeners and admin, the app, the sidecar.
+#[derive(Debug, Clone, Copy)]
+pub struct StackPorts {
+    pub http: u16,
+    pub https: u16,
+    pub admin: u16,
+    pub app: u16,
+    pub sidecar: u16,
+}
+
+impl StackPorts {
+    pub fn free() -> Self {
+        Self { http: free_port(), https: free_port(), admin: free_port(), app: free_port(), sidecar: free_port() }
+    }
+}
+
+/// The shipped envoy/envoy.yaml with this stack's ports and paths.
+pub fn shipped_envoy_config(ports: &StackPorts, sds_socket: &Path) -> String {
+    let template = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    render(
+        &template,
+        &[
+            ("port_value: 9901", format!("port_value: {}", ports.admin)),
+            ("port_value: 8080", format!("port_value: {}", ports.http)),
+            ("port_value: 8443", format!("port_value: {}", ports.https)),
+            ("port_value: 8081", format!("port_value: {}", ports.app)),
+            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
+            ("/run/proxy-acme/sds.sock", sds_socket.display().to_string()),
+        ],
+    )
+}
+
+/// A sidecar config for one Pebble: state, sockets and ports under `dir`.
+/// `resolver_extra` and `tail` are appended TOML (resolver options and
+/// further sections or certificates).
+pub fn sidecar_config(
+    dir: &Path,
+    ports: &StackPorts,
+    pebble: &Pebble,
+    resolver_extra: &str,
+    certificates: &str,
+) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        r#"
+[storage]
+directory = "{state}"
+
+[listen]
+http = "127.0.0.1:{sidecar}"
+
+[envoy]
+sds_socket = "{dir}/sds.sock"
+
+[admin]
+socket = "{dir}/admin.sock"
+
+[resolvers.pebble]
+email = "ops@proxy-acme.test"
+ca_server = "{directory}"
+ca_certificate = "{ca}"
+http_challenge = {{}}
+{resolver_extra}
+
+{certificates}
+"#,
+        state = state.display(),
+        sidecar = ports.sidecar,
+        dir = dir.display(),
+        directory = pebble.directory_url(),
+        ca = pebble.minica.root_pem_path.display(),
+    )
 }
