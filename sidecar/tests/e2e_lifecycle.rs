@@ -107,19 +107,6 @@ async fn eab_account_revocation_and_forced_renewal() {
     assert!(out.contains(&second), "renew printed {out}, Envoy serves {second}");
 }
 
-/// The shipped HTTPS listener with one SDS certificate per key type.
-fn with_secrets(config: String, names: &[&str]) -> String {
-    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret in envoy.yaml"));
-    let end_marker = "cluster_name: proxy_acme_sds }\n";
-    let end = config[start..]
-        .find(end_marker)
-        .map(|i| start + i + end_marker.len())
-        .unwrap_or_else(|| panic!("no SDS block"));
-    let block = &config[start..end];
-    let blocks: String = names.iter().map(|n| block.replacen("name: demo", &format!("name: {n}"), 1)).collect();
-    format!("{}{blocks}{}", &config[..start], &config[end..])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_is_issued_and_served() {
     let kinds = [("ec256", 256), ("ec384", 384), ("rsa2048", 2048), ("rsa4096", 4096)];

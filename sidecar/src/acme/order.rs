@@ -41,19 +41,34 @@ pub async fn issue(account: &Account, request: &OrderRequest<'_>, tokens: &Http0
             Err(_) => Identifier::Dns(d.clone()),
         })
         .collect();
-    let mut new_order = NewOrder::new(&identifiers);
     if let Some(profile) = request.profile {
         if !account.profiles().any(|p| p.name == profile) {
             let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
             return Err(AcmeError::UnknownProfile { wanted: profile.to_owned(), offered: offered.join(", ") });
         }
-        new_order = new_order.profile(profile);
     }
+    let new_order = || {
+        let order = NewOrder::new(&identifiers);
+        match request.profile {
+            Some(profile) => order.profile(profile),
+            None => order,
+        }
+    };
     let replaces = request.replaces.and_then(certificate_id);
-    if let Some(id) = &replaces {
-        new_order = new_order.replaces(id.clone());
-    }
-    let mut order = account.new_order(&new_order).await?;
+    let mut order = match &replaces {
+        Some(id) => match account.new_order(&new_order().replaces(id.clone())).await {
+            Ok(order) => order,
+            // RFC 9773 §5: when `replaces` is refused (the certificate was
+            // already replaced, or the CA does not reflect the field), order
+            // again without it rather than not at all.
+            Err(e) if replaces_refused(&e) => {
+                tracing::warn!(error = %e, "the CA did not take `replaces`; ordering without it");
+                account.new_order(&new_order()).await?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => account.new_order(&new_order()).await?,
+    };
     tracing::info!(order = order.url(), domains = ?request.domains, replaces = replaces.is_some(), "order created");
 
     let mut published = Vec::new();
@@ -100,6 +115,16 @@ pub async fn issue(account: &Account, request: &OrderRequest<'_>, tokens: &Http0
     let info = cert::inspect(&bundle, Some(request.domains))?;
     tracing::info!(order = order.url(), serial = %info.serial_hex, "certificate issued");
     Ok(bundle)
+}
+
+fn replaces_refused(error: &instant_acme::Error) -> bool {
+    match error {
+        instant_acme::Error::Api(problem) => {
+            problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyReplaced")
+        }
+        instant_acme::Error::Other(e) => e.to_string().starts_with("replaces field mismatch"),
+        _ => false,
+    }
 }
 
 /// The first failed authorization of an invalid order, with the CA's words.

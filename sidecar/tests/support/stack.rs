@@ -114,3 +114,17 @@ pub fn resolver(pebble: &Pebble, name: &str, extra: &str) -> String {
         pebble.minica.root_pem_path.display()
     )
 }
+
+/// The shipped HTTPS listener with one SDS certificate per name instead of
+/// `demo` (Envoy picks among them by SNI).
+pub fn with_secrets(config: String, names: &[&str]) -> String {
+    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret in envoy.yaml"));
+    let end_marker = "cluster_name: proxy_acme_sds }\n";
+    let end = config[start..]
+        .find(end_marker)
+        .map(|i| start + i + end_marker.len())
+        .unwrap_or_else(|| panic!("no SDS block"));
+    let block = &config[start..end];
+    let blocks: String = names.iter().map(|n| block.replacen("name: demo", &format!("name: {n}"), 1)).collect();
+    format!("{}{blocks}{}", &config[..start], &config[end..])
+}
