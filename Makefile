@@ -41,9 +41,16 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p proxy-acme-filter --target wasm32-wasip1 -- -D warnings
 
-## test: everything, real components included
+## test: everything, real components included. With cargo-nextest the
+## end-to-end tests (each owns its Pebble, Envoy and sidecar on free ports,
+## mostly waiting on timers) run side by side; else cargo test runs them.
+TEST_THREADS ?= 8
 test: setup wasm lint
-	$(CARGO) test --workspace
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --test-threads $(TEST_THREADS) --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace; \
+	fi
 
 ## demo: Pebble + sidecar + Envoy with the filter, HTTPS on :8443 (Ctrl-C stops)
 demo: setup wasm
