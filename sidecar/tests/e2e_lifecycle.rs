@@ -134,3 +134,41 @@ async fn every_key_type_is_issued_and_served() {
         assert_eq!(served_bits, bits, "{kind}: Envoy served a {served_bits}-bit key");
     }
 }
+
+fn common_name(pem: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let (_, cert) = X509Certificate::from_der(&der).unwrap_or_else(|e| panic!("{e}"));
+    let name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default().to_owned();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_chain_picks_the_alternate_root() {
+    // Pebble with a second root: the default chain leads to root 0, the
+    // alternate (announced with Link: rel="alternate") to root 1.
+    let options = PebbleOptions { alternate_roots: 1, ..Default::default() };
+    // The preferred issuer is only known once Pebble runs, so the resolver
+    // option is added through the tail hook, which sees Pebble.
+    let preferred = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let hook = std::sync::Arc::clone(&preferred);
+    let tail = move |pebble: &Pebble| {
+        let root1 = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(pebble.root_pem_at(1)));
+        let name = common_name(&root1);
+        *hook.lock().unwrap_or_else(|e| e.into_inner()) = name.clone();
+        resolver(pebble, "alt", &format!("preferred_chain = \"{name}\"")) + &certificate("demo", &[DOMAIN], "alt")
+    };
+    let stack = Stack::start(&options, "", tail, |c| c).await;
+    let root0 = stack.pebble.root_pem_at(0).await;
+    let root1 = stack.pebble.root_pem_at(1).await;
+    assert_ne!(common_name(&root0), common_name(&root1));
+    let sni_addr = ("127.0.0.1", stack.ports.https);
+    // Envoy serves the chain to root 1, which root 0 alone cannot verify.
+    let via_alt = eventually(Duration::from_secs(60), || tls_leaf(tls_config(&root1, &[]), sni_addr, DOMAIN)).await;
+    assert!(via_alt.is_ok(), "{via_alt:?}\n{}", stack.sidecar.tail());
+    let via_default = tls_leaf(tls_config(&root0, &[]), sni_addr, DOMAIN).await;
+    assert!(via_default.is_err(), "the default chain was served");
+    let log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(log.contains("using the preferred alternate chain"), "{}", stack.sidecar.tail());
+    assert!(!preferred.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
+}

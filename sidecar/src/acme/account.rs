@@ -1,9 +1,12 @@
 //! ACME accounts: load from the store or register (with EAB), contact
 //! updates, key rollover.
 
+use std::ops::{Deref, DerefMut};
+
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use serde::{Deserialize, Serialize};
 
+use super::chains::{Downloads, Recording};
 use super::AcmeError;
 use crate::config::Resolver;
 use crate::store::Store;
@@ -17,6 +20,33 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
+/// An account with the record of the chains its client downloaded (for
+/// `preferred_chain`). Dereferences to instant-acme's `Account`.
+#[derive(Clone)]
+pub struct AcmeAccount {
+    account: Account,
+    pub(crate) downloads: Downloads,
+}
+
+impl std::fmt::Debug for AcmeAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeAccount").field("id", &self.account.id()).finish_non_exhaustive()
+    }
+}
+
+impl Deref for AcmeAccount {
+    type Target = Account;
+    fn deref(&self) -> &Account {
+        &self.account
+    }
+}
+
+impl DerefMut for AcmeAccount {
+    fn deref_mut(&mut self) -> &mut Account {
+        &mut self.account
+    }
+}
+
 fn contacts(resolver: &Resolver) -> Vec<String> {
     resolver.email.iter().map(|e| format!("mailto:{e}")).collect()
 }
@@ -24,13 +54,15 @@ fn contacts(resolver: &Resolver) -> Vec<String> {
 /// Loads the account for resolver `name` from `store`, or registers a new one
 /// with the CA (binding it with EAB when configured) and stores it. A stored
 /// account for another CA is not reused; a changed email is sent to the CA.
-pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Result<Account, AcmeError> {
+pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Result<AcmeAccount, AcmeError> {
+    let downloads = Downloads::default();
+    let builder = || builder(resolver, &downloads);
     let contact = contacts(resolver);
     if let Some(data) = store.load_account(name).await? {
         let parse = || serde_json::from_slice::<StoredAccount>(&data).map_err(AcmeError::StoredAccount);
         let stored = parse()?;
         if stored.ca_server == resolver.ca_server {
-            let account = builder(resolver)?.from_credentials(stored.credentials).await?;
+            let account = builder()?.from_credentials(stored.credentials).await?;
             tracing::info!(resolver = name, account = account.id(), "loaded ACME account");
             if stored.contact != contact {
                 let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -39,7 +71,7 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
                 // The credentials moved into the account; parse them again to store.
                 save(store, name, &StoredAccount { contact, ..parse()? }).await?;
             }
-            return Ok(account);
+            return Ok(AcmeAccount { account, downloads });
         }
         tracing::info!(resolver = name, old = %stored.ca_server, new = %resolver.ca_server, "CA changed: registering a new account");
     }
@@ -49,11 +81,10 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
     };
     let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
     let new_account = NewAccount { contact: &refs, terms_of_service_agreed: true, only_return_existing: false };
-    let (account, credentials) =
-        builder(resolver)?.create(&new_account, resolver.ca_server.clone(), eab.as_ref()).await?;
+    let (account, credentials) = builder()?.create(&new_account, resolver.ca_server.clone(), eab.as_ref()).await?;
     save(store, name, &StoredAccount { ca_server: resolver.ca_server.clone(), contact, credentials }).await?;
     tracing::info!(resolver = name, account = account.id(), eab = resolver.eab.is_some(), "registered ACME account");
-    Ok(account)
+    Ok(AcmeAccount { account, downloads })
 }
 
 /// Replaces the account's key with a new one at the CA (RFC 8555 §7.3.5) and
@@ -77,10 +108,34 @@ async fn save(store: &dyn Store, name: &str, stored: &StoredAccount) -> Result<(
     Ok(())
 }
 
-fn builder(resolver: &Resolver) -> Result<instant_acme::AccountBuilder, AcmeError> {
-    match &resolver.ca_certificate {
-        Some(path) => Account::builder_with_root(path)
-            .map_err(|source| AcmeError::CaCertificate { path: path.display().to_string(), source }),
-        None => Ok(Account::builder()?),
-    }
+/// instant-acme with our own HTTP client: the CA's roots (or the
+/// platform's), wrapped to record certificate downloads.
+fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::AccountBuilder, AcmeError> {
+    use hyper_rustls::HttpsConnectorBuilder;
+    let ca_error = |source: String| AcmeError::CaCertificate {
+        path: resolver.ca_certificate.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(platform)".into()),
+        source: instant_acme::Error::Other(source.into()),
+    };
+    let https = match &resolver.ca_certificate {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))? {
+                roots.add(cert.map_err(|e| ca_error(e.to_string()))?).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ca_error(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            HttpsConnectorBuilder::new().with_tls_config(tls)
+        }
+        None => HttpsConnectorBuilder::new().try_with_platform_verifier().map_err(|e| ca_error(e.to_string()))?,
+    };
+    let connector = https.https_only().enable_http1().enable_http2().build();
+    let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let recording = Recording { inner: Box::new(client), downloads: downloads.clone() };
+    Ok(Account::builder_with_http(Box::new(recording)))
 }

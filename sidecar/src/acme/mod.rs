@@ -3,9 +3,10 @@
 //! calls these when the schedule says so, and stores what comes back.
 
 mod account;
+mod chains;
 mod order;
 
-pub use account::{account, rollover};
+pub use account::{account, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, revoke, OrderRequest};
 
 use std::time::SystemTime;

@@ -11,7 +11,8 @@ use instant_acme::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::AcmeError;
+use super::chains;
+use super::{AcmeAccount, AcmeError};
 use crate::cert::{self, Bundle, CertError, SecretPem};
 use crate::config::KeyType;
 use crate::solvers::http01::Http01Tokens;
@@ -24,6 +25,8 @@ pub struct OrderRequest<'a> {
     pub key_type: KeyType,
     /// Profile name; checked against the directory's profiles.
     pub profile: Option<&'a str>,
+    /// Issuer common name of the root the chain should lead to.
+    pub preferred_chain: Option<&'a str>,
     /// The certificate this order replaces. Sent as ARI's `replaces` only
     /// when the caller has seen the CA answer renewal information.
     pub replaces: Option<&'a Bundle>,
@@ -32,7 +35,11 @@ pub struct OrderRequest<'a> {
 /// Orders a certificate and proves control with HTTP-01 through `tokens`.
 /// The chain is checked against the key and the names before it is returned.
 /// Tokens are withdrawn on every exit path.
-pub async fn issue(account: &Account, request: &OrderRequest<'_>, tokens: &Http01Tokens) -> Result<Bundle, AcmeError> {
+pub async fn issue(
+    account: &AcmeAccount,
+    request: &OrderRequest<'_>,
+    tokens: &Http01Tokens,
+) -> Result<Bundle, AcmeError> {
     let identifiers: Vec<Identifier> = request
         .domains
         .iter()
@@ -110,11 +117,43 @@ pub async fn issue(account: &Account, request: &OrderRequest<'_>, tokens: &Http0
         .map_err(|e| CertError::Generate(e.to_string()))??;
     let csr = cert::csr_der(request.domains, &key)?;
     order.finalize_csr(&csr).await?;
-    let fullchain_pem = order.poll_certificate(&retries).await?;
+    let mut fullchain_pem = order.poll_certificate(&retries).await?;
+    if let Some(preferred) = request.preferred_chain {
+        let certificate_url = order.state().certificate.clone().unwrap_or_default();
+        if let Some(chain) = preferred_chain(account, &certificate_url, preferred).await {
+            fullchain_pem = chain;
+        }
+    }
     let bundle = Bundle { fullchain_pem, key_pem: SecretPem::new(key.serialize_pem()) };
     let info = cert::inspect(&bundle, Some(request.domains))?;
     tracing::info!(order = order.url(), serial = %info.serial_hex, "certificate issued");
     Ok(bundle)
+}
+
+/// The chain leading to `preferred` among the default and the alternates
+/// the CA announced; `None` keeps the default (as lego does when no chain
+/// matches).
+async fn preferred_chain(account: &AcmeAccount, certificate_url: &str, preferred: &str) -> Option<String> {
+    let download = account.downloads.take(certificate_url)?;
+    if chains::top_issuer(&download.chain).as_deref() == Some(preferred) {
+        return None;
+    }
+    for url in &download.alternates {
+        // A signed POST-as-GET through instant-acme; it cannot parse the PEM
+        // body as an order, which is expected: the recording client kept it.
+        let _ = account.order(url.clone()).await;
+        let Some(alternate) = account.downloads.take(url) else { continue };
+        if chains::top_issuer(&alternate.chain).as_deref() == Some(preferred) {
+            tracing::info!(chain = url, issuer = preferred, "using the preferred alternate chain");
+            return Some(alternate.chain);
+        }
+    }
+    tracing::info!(
+        issuer = preferred,
+        alternates = download.alternates.len(),
+        "no chain leads to the preferred issuer; keeping the default"
+    );
+    None
 }
 
 fn replaces_refused(error: &instant_acme::Error) -> bool {

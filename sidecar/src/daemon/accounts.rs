@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use instant_acme::Account;
+use crate::acme::AcmeAccount as Account;
 use tokio::sync::RwLock;
 
 use crate::acme::{self, AcmeError};

@@ -171,6 +171,7 @@ impl CertTask {
             domains: &self.certificate.domains,
             key_type: self.resolver.key_type,
             profile: self.resolver.profile.as_deref(),
+            preferred_chain: self.resolver.preferred_chain.as_deref(),
             replaces: self.current.as_ref().filter(|_| ari).map(|(b, _)| b),
         };
         let bundle = acme::issue(&account, &request, &shared.tokens).await?;

@@ -117,6 +117,8 @@ pub struct PebbleOptions {
     pub validity_secs: Option<u64>,
     /// `externalAccountBindingRequired` with these kid -> base64url HMAC keys.
     pub eab_keys: Vec<(String, String)>,
+    /// `PEBBLE_ALTERNATE_ROOTS`: extra roots, each with its own chain.
+    pub alternate_roots: u32,
 }
 
 /// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
@@ -128,6 +130,7 @@ pub struct Pebble {
     pub challtestsrv: Proc,
     dir: PathBuf,
     dns_port: u16,
+    alternate_roots: u32,
 }
 
 impl Pebble {
@@ -186,8 +189,18 @@ impl Pebble {
             config["pebble"]["externalAccountMACKeys"] = keys.into();
         }
         write(&dir.join("pebble.json"), &config.to_string());
-        let pebble = spawn_pebble(&pebble_bin, dir, dns_port);
-        let mut this = Self { acme_port, management_port, minica, pebble, challtestsrv, dir: dir.to_owned(), dns_port };
+        let alternate_roots = options.alternate_roots;
+        let pebble = spawn_pebble(&pebble_bin, dir, dns_port, alternate_roots);
+        let mut this = Self {
+            acme_port,
+            management_port,
+            minica,
+            pebble,
+            challtestsrv,
+            dir: dir.to_owned(),
+            dns_port,
+            alternate_roots,
+        };
         wait_for_port(dns_port, Duration::from_secs(20), &mut this.challtestsrv);
         this.wait_ready();
         this
@@ -207,7 +220,8 @@ impl Pebble {
     /// accounts are gone and it has a new root, as a reset private CA would.
     pub fn restart(&mut self) {
         self.pebble.kill();
-        self.pebble = spawn_pebble(&require("pebble", "apt-get install pebble"), &self.dir, self.dns_port);
+        let bin = require("pebble", "apt-get install pebble");
+        self.pebble = spawn_pebble(&bin, &self.dir, self.dns_port, self.alternate_roots);
         self.wait_ready();
     }
 
@@ -226,15 +240,20 @@ impl Pebble {
 
     /// Pebble's current ACME root, from its management API.
     pub async fn root_pem(&self) -> String {
+        self.root_pem_at(0).await
+    }
+
+    /// Pebble's root number `index` (0 is the default chain's).
+    pub async fn root_pem_at(&self, index: u32) -> String {
         let tls = super::net::tls_config(&fs::read_to_string(&self.minica.root_pem_path).unwrap_or_default(), &[]);
-        let (status, body) =
-            super::net::https_get(tls, ("127.0.0.1", self.management_port), "localhost", "/roots/0").await;
-        assert_eq!(status, 200, "Pebble /roots/0 answered {status}: {body}");
+        let path = format!("/roots/{index}");
+        let (status, body) = super::net::https_get(tls, ("127.0.0.1", self.management_port), "localhost", &path).await;
+        assert_eq!(status, 200, "Pebble {path} answered {status}: {body}");
         body
     }
 }
 
-fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16) -> Proc {
+fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16, alternate_roots: u32) -> Proc {
     Proc::spawn(
         "pebble",
         Command::new(bin)
@@ -244,7 +263,8 @@ fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16) -> Proc {
             .arg(format!("127.0.0.1:{dns_port}"))
             // Validation without Pebble's random 0-15 s sleeps; nonce
             // rejection (5% by default) stays on.
-            .env("PEBBLE_VA_NOSLEEP", "1"),
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_ALTERNATE_ROOTS", alternate_roots.to_string()),
         dir,
     )
 }
