@@ -172,3 +172,20 @@ async fn preferred_chain_picks_the_alternate_root() {
     assert!(log.contains("using the preferred alternate chain"), "{}", stack.sidecar.tail());
     assert!(!preferred.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_address_identifier_is_issued_and_served() {
+    // RFC 8738: Pebble validates http://127.0.0.1:<port>/.well-known/... and
+    // the filter accepts an IP literal as the host.
+    let tail = |_: &Pebble| certificate("demo", &["127.0.0.1"], "pebble");
+    let stack = Stack::start(&PebbleOptions::default(), "", tail, |c| c).await;
+    let root = stack.pebble.root_pem().await;
+    let leaf = eventually(Duration::from_secs(60), || {
+        tls_leaf(tls_config(&root, &[]), ("127.0.0.1", stack.ports.https), "127.0.0.1")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sidecar.tail()));
+    let (_, cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
+    let sans = format!("{:?}", cert.subject_alternative_name());
+    assert!(sans.contains("IPAddress([127, 0, 0, 1])"), "{sans}");
+}
