@@ -189,3 +189,40 @@ async fn ip_address_identifier_is_issued_and_served() {
     let sans = format!("{:?}", cert.subject_alternative_name());
     assert!(sans.contains("IPAddress([127, 0, 0, 1])"), "{sans}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_certificate_is_served_until_the_first_issuance() {
+    // A CA nobody answers at: the certificate cannot be issued, so Envoy
+    // gets the operator's default certificate (Traefik's defaultCertificate).
+    let files = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let params = rcgen::CertificateParams::new(vec!["fallback.example".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    let default = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+    let (cert_file, key_file) = (files.path().join("default.pem"), files.path().join("default.key"));
+    write(&cert_file, &default.pem());
+    write(&key_file, &key.serialize_pem());
+    let tail = |pebble: &Pebble| {
+        let down = resolver(pebble, "down", "")
+            .replace(&pebble.directory_url(), &format!("https://127.0.0.1:{}/dir", free_port()));
+        format!(
+            "[default_certificate]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n{down}{}",
+            cert_file.display(),
+            key_file.display(),
+            certificate("demo", &[DOMAIN], "down")
+        )
+    };
+    let stack = Stack::start(&PebbleOptions::default(), "", tail, |c| c).await;
+    let expected = serial_of(default.der());
+    let served = eventually(Duration::from_secs(20), || async {
+        let serial = stack.served_serial_unverified(DOMAIN).await?;
+        if serial == expected {
+            Ok(())
+        } else {
+            Err(format!("serving {serial}"))
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "{served:?}\n{}", stack.sidecar.tail());
+    let (_, out, _) = stack.cli(&["certs"]);
+    assert!(out.contains("last error"), "{out}");
+}
