@@ -17,72 +17,14 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 const DOMAIN: &str = "e2e.proxy-acme.test";
 
-struct Ports {
-    http: u16,
-    https: u16,
-    admin: u16,
-    app: u16,
-    sidecar: u16,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_through_envoy_filter_certificate_served_over_sds() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let dir = tmp.path();
-    let ports =
-        Ports { http: free_port(), https: free_port(), admin: free_port(), app: free_port(), sidecar: free_port() };
-
-    let _app = start_echo_app(ports.app).await;
-    let pebble = Pebble::start(dir, ports.http, free_port());
-
-    let state = dir.join("state");
-    std::fs::create_dir(&state).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
-    let socket = dir.join("sds.sock");
-    let sidecar_config = format!(
-        r#"
-[storage]
-directory = "{state}"
-
-[listen]
-http = "127.0.0.1:{sidecar}"
-
-[envoy]
-sds_socket = "{socket}"
-
-[resolvers.pebble]
-email = "ops@proxy-acme.test"
-ca_server = "{directory}"
-ca_certificate = "{ca}"
-http_challenge = {{}}
-
-[[certificates]]
-name = "demo"
-domains = ["{DOMAIN}"]
-resolver = "pebble"
-"#,
-        state = state.display(),
-        sidecar = ports.sidecar,
-        socket = socket.display(),
-        directory = pebble.directory_url(),
-        ca = pebble.minica.root_pem_path.display(),
-    );
     // Envoy first, as in a pod where the proxy is up before the sidecar:
     // the CA must find the HTTP listener when the first order starts.
-    let envoy_config = shipped_envoy_config(
-        &StackPorts {
-            http: ports.http,
-            https: ports.https,
-            admin: ports.admin,
-            app: ports.app,
-            sidecar: ports.sidecar,
-        },
-        &socket,
-    );
-    let mut envoy = Envoy::start(dir, &envoy_config, ports.admin).await;
-
-    let mut sidecar = start_sidecar(dir, &sidecar_config);
-    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+    let mut stack =
+        Stack::start(&PebbleOptions::default(), "", |_| certificate("demo", &[DOMAIN], "pebble"), |c| c).await;
+    let (ports, state) = (stack.ports, stack.dir.join("state"));
+    let (sidecar, envoy, pebble) = (&mut stack.sidecar, &mut stack.envoy, &stack.pebble);
 
     // 1. The certificate Envoy serves for DOMAIN chains to Pebble's root.
     let root = pebble.root_pem().await;
