@@ -12,7 +12,8 @@ use base64::Engine as _;
 use instant_acme::{Account, CertificateIdentifier, NewAccount};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber};
 use rustls::pki_types::CertificateDer;
-use support::ari_front::{cert_id, header, https_get_with_headers, Answer, AriFront, ERROR_RETRY_AFTER_SECS};
+use support::ari_front::{cert_id, Answer, AriFront, ERROR_RETRY_AFTER_SECS};
+use support::net::{header, https_get_with_headers};
 use support::*;
 
 /// A leaf signed by a CA with a pre-set key identifier, so the AKI is known.

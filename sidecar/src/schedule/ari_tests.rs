@@ -1,17 +1,7 @@
 use super::*;
 use crate::schedule::{Action, Failure, Policy};
 
-const MIN: u64 = 60;
-const HOUR: u64 = 3600;
-const DAYS: u64 = 24 * HOUR;
-
-fn t0() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_867_200) // 2026-11-28T12:00:00Z
-}
-
-fn at(secs: u64) -> SystemTime {
-    t0() + Duration::from_secs(secs)
-}
+use crate::schedule::test_time::{at, t0, DAYS, HOUR, MIN};
 
 fn ari() -> Policy {
     Policy { renew_before: None, ari: true }

@@ -20,6 +20,8 @@ mod limits;
 mod machine;
 mod rule;
 mod spread;
+#[cfg(test)]
+mod test_time;
 
 pub use ari::AriAnswer;
 pub use limits::{AuthzFailures, OrderBudget};

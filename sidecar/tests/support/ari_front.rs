@@ -26,13 +26,14 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::net::https_get_with_headers;
 
 /// The path of the renewal-info resource; certIDs are appended as `/<certID>`.
 pub const RENEWAL_INFO_PATH: &str = "/renewal-info";
@@ -163,56 +164,6 @@ pub fn cert_id(der: &[u8]) -> String {
         })
         .unwrap_or_else(|| panic!("cert_id: the certificate has no Authority Key Identifier keyIdentifier"));
     format!("{}.{}", URL_SAFE_NO_PAD.encode(aki), URL_SAFE_NO_PAD.encode(cert.tbs_certificate.raw_serial()))
-}
-
-/// `GET path` over TLS with HTTP/1.0, returning status, headers (names
-/// lower-cased, in order) and body: for checking `Retry-After` and
-/// content types, which `net::https_get` does not return.
-///
-/// Unlike `net::https_get` it sends `Host: <sni>:<port>`, as real clients
-/// do: Pebble builds its directory URLs from the Host header, so a Host
-/// without the port yields URLs on port 443.
-pub async fn https_get_with_headers(
-    config: Arc<rustls::ClientConfig>,
-    addr: (&str, u16),
-    sni: &str,
-    path: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr:?}: {e}"));
-    let name = ServerName::try_from(sni.to_owned()).unwrap_or_else(|e| panic!("{e}"));
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS to {addr:?}: {e}"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {sni}:{}\r\n\r\n", addr.1);
-    tls.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write to {addr:?}: {e}"));
-    let mut raw = Vec::new();
-    match tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw)).await {
-        Ok(Ok(_)) => {}
-        // A peer closing without close_notify still gave us the response.
-        Ok(Err(_)) if !raw.is_empty() => {}
-        Ok(Err(e)) => panic!("read from {addr:?}: {e}"),
-        Err(_) => panic!("response from {addr:?} timed out"),
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {status_line:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
-}
-
-/// The first value of header `name` (any case) in `headers`.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn server_config(cert_path: &Path, key_path: &Path) -> Arc<rustls::ServerConfig> {

@@ -69,15 +69,55 @@ pub async fn tls_leaf(
 
 /// `GET path` over TLS with HTTP/1.0 (no chunking), returning status and body.
 pub async fn https_get(config: Arc<rustls::ClientConfig>, addr: (&str, u16), sni: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = https_get_with_headers(config, addr, sni, path).await;
+    (status, body)
+}
+
+/// `GET path` over TLS with HTTP/1.0, returning status, headers (names
+/// lower-cased, in order) and body: for checking `Retry-After` and
+/// content types. It sends `Host: <sni>:<port>`, as real clients do:
+/// Pebble builds its directory URLs from the Host header.
+pub async fn https_get_with_headers(
+    config: Arc<rustls::ClientConfig>,
+    addr: (&str, u16),
+    sni: &str,
+    path: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr:?}: {e}"));
     let name = ServerName::try_from(sni.to_owned()).unwrap_or_else(|e| panic!("{e}"));
     let mut tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .unwrap_or_else(|e| panic!("TLS to {addr:?}: {e}"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {sni}\r\n\r\n");
-    let raw = exchange(&mut tls, request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-    parse_response(&raw).unwrap_or_else(|e| panic!("{e}"))
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {sni}:{}\r\n\r\n", addr.1);
+    tls.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write to {addr:?}: {e}"));
+    let mut raw = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw)).await {
+        Ok(Ok(_)) => {}
+        // A peer closing without close_notify still gave us the response.
+        Ok(Err(_)) if !raw.is_empty() => {}
+        Ok(Err(e)) => panic!("read from {addr:?}: {e}"),
+        Err(_) => panic!("response from {addr:?} timed out"),
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// The first value of header `name` (any case) in `headers`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// A plain HTTP/1.1 request with `Connection: close`; `extra` raw header lines.
