@@ -68,6 +68,9 @@ http = "127.0.0.1:8555"
 [envoy]
 sds_socket = "$work/sds.sock"
 
+[admin]
+socket = "$work/admin.sock"
+
 [resolvers.pebble]
 email = "demo@proxy-acme.test"
 ca_server = "https://127.0.0.1:14000/dir"
@@ -109,6 +112,8 @@ for _ in $(seq 1 120); do
     echo "  Envoy serves $domain with a certificate from Pebble. Try:"
     echo
     echo "  curl --cacert $work/pebble-root.pem --resolve $domain:8443:127.0.0.1 https://$domain:8443/"
+    echo
+    echo "  $sidecar_bin certs --config $work/proxy-acme.toml"
     echo
     echo "demo: running; Ctrl-C stops everything"
     wait
