@@ -54,6 +54,8 @@ pub struct CertInfo {
     pub leaf_pem: String,
     /// The intermediates (`chain.pem`); may be empty.
     pub chain_pem: String,
+    /// The leaf key's type, when it is one we issue.
+    pub key_type: Option<KeyType>,
 }
 
 /// Why a certificate or key was refused.
@@ -105,7 +107,20 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         names,
         leaf_pem: pem_of(leaf_der),
         chain_pem: ders[1..].iter().map(pem_of).collect(),
+        key_type: key_type_of(&leaf),
     })
+}
+
+fn key_type_of(cert: &X509Certificate<'_>) -> Option<KeyType> {
+    use x509_parser::public_key::PublicKey;
+    let key = cert.public_key().parsed().ok()?;
+    match (&key, key.key_size()) {
+        (PublicKey::EC(_), 256) => Some(KeyType::Ec256),
+        (PublicKey::EC(_), 384) => Some(KeyType::Ec384),
+        (PublicKey::RSA(_), 2048) => Some(KeyType::Rsa2048),
+        (PublicKey::RSA(_), 4096) => Some(KeyType::Rsa4096),
+        _ => None,
+    }
 }
 
 fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {

@@ -13,6 +13,7 @@ fn inspect_reads_names_validity_and_splits_the_chain() {
     assert!(info.not_after > info.not_before);
     assert!(info.leaf_pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
     assert!(info.chain_pem.is_empty());
+    assert_eq!(info.key_type, Some(KeyType::Ec256));
     assert!(!info.serial_hex.contains(':'));
 }
 

@@ -226,3 +226,18 @@ async fn default_certificate_is_served_until_the_first_issuance() {
     let (_, out, _) = stack.cli(&["certs"]);
     assert!(out.contains("last error"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_type_orders_a_new_certificate_at_restart() {
+    let tail = |p: &Pebble| resolver(p, "keys", "key_type = \"ec256\"") + &certificate("demo", &[DOMAIN], "keys");
+    let mut stack = Stack::start(&PebbleOptions::default(), "", tail, |c| c).await;
+    let first = stack.wait_for_new_serial(DOMAIN, None, Duration::from_secs(60)).await;
+
+    stack.sidecar.kill();
+    let config = std::fs::read_to_string(&stack.config_path).unwrap_or_else(|e| panic!("{e}"));
+    stack.sidecar = start_sidecar(&stack.dir, &config.replace("key_type = \"ec256\"", "key_type = \"rsa2048\""));
+    let second = stack.wait_for_new_serial(DOMAIN, Some(&first), Duration::from_secs(60)).await;
+    let der = stack.served(DOMAIN).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_, cert) = X509Certificate::from_der(&der).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(cert.public_key().parsed(), Ok(PublicKey::RSA(_))), "{second} is not RSA");
+}

@@ -55,9 +55,12 @@ impl CertTask {
             Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, jitter()),
             None => Machine::new(policy),
         };
-        if let Some((bundle, _)) = &current {
+        if let Some((bundle, info)) = &current {
             if let Err(e) = cert::inspect(bundle, Some(&certificate.domains)) {
                 tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
+                machine.config_changed();
+            } else if info.key_type != Some(resolver.key_type) {
+                tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
                 machine.config_changed();
             }
         }

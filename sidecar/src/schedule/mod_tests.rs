@@ -4,6 +4,7 @@ const DAYS: u64 = 24 * 3600;
 
 fn info(not_before: SystemTime, lifetime: Duration) -> CertInfo {
     CertInfo {
+        key_type: None,
         serial_hex: "01".into(),
         not_before,
         not_after: not_before + lifetime,
