@@ -13,9 +13,31 @@ use tokio::net::{TcpListener, TcpStream};
 use super::procs::Proc;
 
 /// A port free on 127.0.0.1 right now.
+///
+/// Ports come from 10000-32767, below Linux's ephemeral range (32768+), so
+/// an outgoing connection of Envoy, Pebble or another test cannot take one
+/// between this check and the component's bind; each is handed out once
+/// per process, and the random start keeps parallel test processes apart.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("local_addr: {e}"))
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+    let start: u16 = rand::random_range(10_000..32_768);
+    for offset in 0..22_768u16 {
+        let port = 10_000 + (start - 10_000 + offset) % 22_768;
+        if given.contains(&port) {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in 10000-32767")
 }
 
 /// Waits until something accepts on `port`, failing with `proc`'s log.
