@@ -65,11 +65,12 @@ impl CertTask {
             }
         }
         let mut task = Self { shared, certificate, resolver, machine, current, last_error: None, inbox };
+        let is_revoked = revoked.is_some();
         if let Some(serial) = revoked {
             task.machine.failed(&revoked_failure(&task.certificate.name, &serial), now, 0.0);
             task.current = None;
         }
-        task.deploy_served(now).await;
+        task.deploy_served(now, is_revoked).await;
         task.publish();
         Ok(task)
     }
@@ -252,17 +253,19 @@ impl CertTask {
         let now = shared.clock.now();
         self.current = None;
         self.machine.failed(&revoked_failure(&self.certificate.name, &info.serial_hex), now, 0.0);
-        let served = self.deploy_served(now).await;
+        let served = self.deploy_served(now, true).await;
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, ?served, "certificate revoked");
         Ok(format!("revoked {} (serial {}); now serving: {served:?}", self.certificate.name, info.serial_hex))
     }
 
     /// Deploys what should be served now: the current certificate (valid or
-    /// expired), else the default certificate, else a placeholder.
-    async fn deploy_served(&self, now: SystemTime) -> Served {
+    /// expired), else the default certificate, else a placeholder. After a
+    /// revocation the placeholder is used even when disabled: SDS cannot
+    /// take a secret away from Envoy, only replace it.
+    async fn deploy_served(&self, now: SystemTime, revoked: bool) -> Served {
         let validity = self.current.as_ref().map(|(_, i)| (i.not_before, i.not_after));
         let has_default = self.shared.default_certificate.is_some();
-        let served = schedule::choose_served(validity, has_default, self.shared.placeholder, now);
+        let served = schedule::choose_served(validity, has_default, self.shared.placeholder || revoked, now);
         let name = &self.certificate.name;
         let bundle = match served {
             Served::Current | Served::Expired => self.current.as_ref().map(|(b, _)| b.clone()),
