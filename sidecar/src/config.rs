@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::names;
+pub use crate::solvers::ChallengeKind;
 
 /// Let's Encrypt's production directory: the default `ca_server`, as in Traefik.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -103,16 +104,25 @@ pub struct Listen {
     /// nginx `proxy_pass`) and serves `/healthz`.
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// TLS-ALPN-01 responder, for Envoy's `acme-tls/1` filter chain
+    /// (`tcp_proxy`) or nginx `stream` + `ssl_preread`. Bound only when a
+    /// resolver has `tls_challenge`.
+    #[serde(default = "default_tls_alpn")]
+    pub tls_alpn: SocketAddr,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { http: default_http() }
+        Self { http: default_http(), tls_alpn: default_tls_alpn() }
     }
 }
 
 fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8555))
+}
+
+fn default_tls_alpn() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8556))
 }
 
 /// Deployment to Envoy over SDS.
@@ -184,6 +194,15 @@ pub struct Resolver {
     /// Solve HTTP-01 through the Envoy filter or nginx `proxy_pass`.
     #[serde(default)]
     pub http_challenge: Option<HttpChallenge>,
+    /// Solve TLS-ALPN-01 (RFC 8737) on the TLS port, through the responder
+    /// at `[listen] tls_alpn`.
+    #[serde(default)]
+    pub tls_challenge: Option<TlsChallenge>,
+    /// The order in which configured challenge types are tried; an order
+    /// whose challenge fails is placed again with the next type. Default:
+    /// `["http-01", "tls-alpn-01"]`, limited to the configured ones.
+    #[serde(default)]
+    pub challenge_order: Option<Vec<ChallengeKind>>,
     /// Self-imposed ACME rate limits, below the CA's.
     #[serde(default)]
     pub rate_limit: RateLimit,
@@ -192,6 +211,20 @@ pub struct Resolver {
     /// lifetime left, one half for lifetimes under ten days.
     #[serde(default)]
     pub renew_before: Option<crate::schedule::RenewBefore>,
+}
+
+impl Resolver {
+    /// The challenge types to try, in order (validated: each is configured).
+    pub fn challenges(&self) -> Vec<ChallengeKind> {
+        let configured = |kind: &ChallengeKind| match kind {
+            ChallengeKind::Http01 => self.http_challenge.is_some(),
+            ChallengeKind::TlsAlpn01 => self.tls_challenge.is_some(),
+        };
+        match &self.challenge_order {
+            Some(order) => order.iter().copied().filter(configured).collect(),
+            None => [ChallengeKind::Http01, ChallengeKind::TlsAlpn01].into_iter().filter(configured).collect(),
+        }
+    }
 }
 
 /// External account binding: the key id and HMAC key the CA gave you.
@@ -269,6 +302,11 @@ fn default_ca_server() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpChallenge {}
+
+/// TLS-ALPN-01 settings; present (even empty) means TLS-ALPN-01 is enabled.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsChallenge {}
 
 /// Key types for certificate keys; Traefik's spellings are accepted too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -398,7 +436,7 @@ impl Config {
                 if domain.starts_with("*.") {
                     return Err(ConfigError::invalid(
                         format!("{field}.domains[{j}]"),
-                        format!("'{domain}' is a wildcard, which needs DNS-01; resolver has only http_challenge"),
+                        format!("'{domain}' is a wildcard, which needs DNS-01; no resolver offers it yet"),
                     ));
                 }
             }
@@ -446,11 +484,29 @@ fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError>
     if limits.orders == 0 || limits.order_window_hours == 0 || limits.failed_authorizations_per_hour == 0 {
         return Err(ConfigError::invalid(format!("{field}.rate_limit"), "limits must be positive"));
     }
-    if resolver.http_challenge.is_none() {
+    if resolver.http_challenge.is_none() && resolver.tls_challenge.is_none() {
         return Err(ConfigError::invalid(
             format!("{field}.http_challenge"),
-            "no challenge configured: add `http_challenge = {}`",
+            "no challenge configured: add `http_challenge = {}` or `tls_challenge = {}`",
         ));
+    }
+    if let Some(order) = &resolver.challenge_order {
+        let field = format!("{field}.challenge_order");
+        if order.is_empty() {
+            return Err(ConfigError::invalid(field, "must name at least one challenge type"));
+        }
+        for (i, kind) in order.iter().enumerate() {
+            if order[..i].contains(kind) {
+                return Err(ConfigError::invalid(&field, format!("'{kind}' is listed twice")));
+            }
+        }
+        let block = |kind: &ChallengeKind| match kind {
+            ChallengeKind::Http01 => ("http_challenge", resolver.http_challenge.is_some()),
+            ChallengeKind::TlsAlpn01 => ("tls_challenge", resolver.tls_challenge.is_some()),
+        };
+        if let Some((kind, (name, _))) = order.iter().map(|k| (k, block(k))).find(|(_, (_, on))| !on) {
+            return Err(ConfigError::invalid(&field, format!("'{kind}' is listed but `{name}` is not configured")));
+        }
     }
     Ok(())
 }

@@ -60,6 +60,18 @@ fn errors_name_the_field() {
             "certificates[1].name",
         ),
         (format!("{VALID}\n[envoy]\nsds_socket = \"\"\n"), "envoy"),
+        (
+            VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = [\"tls-alpn-01\"]"),
+            "resolvers.le.challenge_order",
+        ),
+        (
+            VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = [\"http-01\", \"http-01\"]"),
+            "resolvers.le.challenge_order",
+        ),
+        (
+            VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = []"),
+            "resolvers.le.challenge_order",
+        ),
     ];
     for (text, field) in cases {
         let message = invalid(&text);
@@ -79,4 +91,26 @@ fn unknown_keys_and_bad_values_are_parse_errors_with_the_key() {
 fn load_reports_a_missing_file() {
     let err = Config::load(Path::new("/nonexistent/proxy-acme.toml")).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/proxy-acme.toml"), "{err}");
+}
+
+#[test]
+fn challenge_types_are_tried_in_the_documented_order() {
+    use crate::solvers::ChallengeKind::{Http01, TlsAlpn01};
+    let parse = |text: &str| -> Config {
+        let config: Config = text.parse().unwrap_or_else(|e| panic!("{e}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}"));
+        config
+    };
+    assert_eq!(parse(VALID).resolvers["le"].challenges(), vec![Http01]);
+    let both = VALID.replace("http_challenge = {}", "http_challenge = {}\ntls_challenge = {}");
+    assert_eq!(parse(&both).resolvers["le"].challenges(), vec![Http01, TlsAlpn01]);
+    let tls_first =
+        both.replace("tls_challenge = {}", "tls_challenge = {}\nchallenge_order = [\"tls-alpn-01\", \"http-01\"]");
+    assert_eq!(parse(&tls_first).resolvers["le"].challenges(), vec![TlsAlpn01, Http01]);
+    let tls_only = VALID.replace("http_challenge = {}", "tls_challenge = {}");
+    let config = parse(&tls_only);
+    assert_eq!(config.resolvers["le"].challenges(), vec![TlsAlpn01]);
+    assert_eq!(config.listen.tls_alpn.to_string(), "127.0.0.1:8556");
+    let unknown = invalid(&VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = [\"dns-02\"]"));
+    assert!(unknown.contains("dns-02") || unknown.contains("challenge_order"), "{unknown}");
 }

@@ -27,6 +27,8 @@ pub enum AcmeError {
     Authorization { identifier: String, status: String, detail: String },
     #[error("the CA offered no {0} challenge for {1}")]
     NoChallenge(&'static str, String),
+    #[error("cannot present the challenge: {0}")]
+    Solver(String),
     #[error("order ended {0:?}")]
     OrderStatus(OrderStatus),
     #[error("issued certificate rejected: {0}")]
@@ -66,6 +68,7 @@ impl AcmeError {
             | Self::Authorization { .. }
             | Self::OrderStatus(_)
             | Self::NoChallenge(..)
+            | Self::Solver(_)
             | Self::RateLimited(_) => false,
             Self::Store(e) => e.is_permanent(),
             Self::CaCertificate { .. }
@@ -95,6 +98,12 @@ impl AcmeError {
             }
             _ => None,
         }
+    }
+
+    /// Whether the failure belongs to the challenge type, so the next
+    /// configured type may succeed where this one did not.
+    pub fn is_challenge_failure(&self) -> bool {
+        matches!(self, Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_))
     }
 
     /// The identifier of a failed authorization, for the per-identifier limit.

@@ -1,11 +1,11 @@
-//! Orders (HTTP-01, RFC 8555 §7.4), revocation and renewal information (ARI,
+//! Orders (RFC 8555 §7.4; HTTP-01 and TLS-ALPN-01), revocation and renewal information (ARI,
 //! RFC 9773).
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, OrderStatus, RetryPolicy,
     RevocationReason, RevocationRequest,
 };
 use rustls_pki_types::pem::PemObject;
@@ -15,7 +15,7 @@ use super::chains;
 use super::{AcmeAccount, AcmeError};
 use crate::cert::{self, Bundle, CertError, SecretPem};
 use crate::config::KeyType;
-use crate::solvers::http01::Http01Tokens;
+use crate::solvers::{ChallengeKind, Solvers};
 
 /// What to order.
 #[derive(Debug, Clone)]
@@ -32,13 +32,23 @@ pub struct OrderRequest<'a> {
     pub replaces: Option<&'a Bundle>,
 }
 
-/// Orders a certificate and proves control with HTTP-01 through `tokens`.
+/// An answer shown to the validator until dropped.
+#[derive(Debug)]
+enum Published {
+    #[allow(dead_code)] // held for its Drop
+    Http01(crate::solvers::http01::Published),
+    #[allow(dead_code)] // held for its Drop
+    TlsAlpn01(crate::solvers::tls_alpn::Published),
+}
+
+/// Orders a certificate and proves control with `kind` through `solvers`.
 /// The chain is checked against the key and the names before it is returned.
-/// Tokens are withdrawn on every exit path.
+/// Answers are withdrawn on every exit path.
 pub async fn issue(
     account: &AcmeAccount,
     request: &OrderRequest<'_>,
-    tokens: &Http01Tokens,
+    solvers: &Solvers,
+    kind: ChallengeKind,
 ) -> Result<Bundle, AcmeError> {
     let identifiers: Vec<Identifier> = request
         .domains
@@ -76,7 +86,13 @@ pub async fn issue(
         },
         None => account.new_order(&new_order()).await?,
     };
-    tracing::info!(order = order.url(), domains = ?request.domains, replaces = replaces.is_some(), "order created");
+    tracing::info!(
+        order = order.url(),
+        domains = ?request.domains,
+        challenge = %kind,
+        replaces = replaces.is_some(),
+        "order created"
+    );
 
     let mut published = Vec::new();
     let mut authorizations = order.authorizations();
@@ -95,12 +111,22 @@ pub async fn issue(
         }
         let identifier = authz.identifier().to_string();
         let mut challenge = authz
-            .challenge(ChallengeType::Http01)
-            .ok_or_else(|| AcmeError::NoChallenge("http-01", identifier.clone()))?;
+            .challenge(kind.acme_type())
+            .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
         let key_authorization = challenge.key_authorization();
-        published.push(tokens.publish(&challenge.token, &identifier, key_authorization.as_str()));
+        published.push(match kind {
+            ChallengeKind::Http01 => {
+                Published::Http01(solvers.http01.publish(&challenge.token, &identifier, key_authorization.as_str()))
+            }
+            ChallengeKind::TlsAlpn01 => Published::TlsAlpn01(
+                solvers
+                    .tls_alpn
+                    .publish(&identifier, key_authorization.digest().as_ref())
+                    .map_err(|e| AcmeError::Solver(e.to_string()))?,
+            ),
+        });
         challenge.set_ready().await?;
-        tracing::debug!(identifier, token = %challenge.token, "http-01 challenge ready");
+        tracing::debug!(identifier, token = %challenge.token, challenge = %kind, "challenge ready");
     }
 
     let retries =

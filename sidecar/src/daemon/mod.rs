@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::{self, Clock};
-use crate::solvers::http01::Http01Tokens;
+use crate::solvers::{tls_alpn, Solvers};
 use crate::store::{FileStore, Store, StoreError};
 
 use accounts::Accounts;
@@ -42,7 +42,7 @@ pub enum RunError {
 struct Shared {
     store: Arc<dyn Store>,
     sinks: Vec<Arc<dyn Sink>>,
-    tokens: Http01Tokens,
+    solvers: Solvers,
     clock: Arc<dyn Clock>,
     accounts: Accounts,
     control: Control,
@@ -70,7 +70,7 @@ impl Shared {
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.storage.directory)?);
     let default_certificate = load_default(&config)?;
-    let tokens = Http01Tokens::new();
+    let solvers = Solvers::default();
     let sds = SdsSink::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -81,9 +81,18 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     };
 
     let address = config.listen.http;
-    let _api = api::serve(address, tokens.clone())
+    let _api = api::serve(address, solvers.http01.clone())
         .await
         .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
+    let _tls_alpn = if config.resolvers.values().any(|r| r.tls_challenge.is_some()) {
+        let address = config.listen.tls_alpn;
+        let responder = tls_alpn::serve(address, solvers.tls_alpn.clone())
+            .await
+            .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
+        Some(responder)
+    } else {
+        None
+    };
     if let Some(path) = config.envoy.socket() {
         sds::serve_unix(&sds, path, stopped()).await?;
     }
@@ -103,7 +112,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let shared = Arc::new(Shared {
         store,
         sinks: vec![Arc::new(sds)],
-        tokens,
+        solvers,
         clock,
         accounts: Accounts::new(&config.resolvers),
         control: control.clone(),

@@ -178,11 +178,47 @@ impl CertTask {
             preferred_chain: self.resolver.preferred_chain.as_deref(),
             replaces: self.current.as_ref().filter(|_| ari).map(|(b, _)| b),
         };
-        let bundle = acme::issue(&account, &request, &shared.tokens).await?;
+        let bundle = self.issue_with_fallback(&account, &request).await?;
         let info = cert::inspect(&bundle, Some(&self.certificate.domains))?;
         shared.store.save_certificate(&self.certificate.name, &bundle).await?;
         shared.store.clear_revoked(&self.certificate.name).await?;
         Ok((bundle, info))
+    }
+
+    /// Tries the resolver's challenge types in order: when an order fails
+    /// because of its challenge (the CA could not validate it, or did not
+    /// offer it), the next type gets a new order, within the order budget.
+    async fn issue_with_fallback(
+        &self,
+        account: &acme::AcmeAccount,
+        request: &OrderRequest<'_>,
+    ) -> Result<Bundle, AcmeError> {
+        let shared = &self.shared;
+        let kinds = self.resolver.challenges();
+        let mut kinds = kinds.iter().peekable();
+        loop {
+            let Some(&kind) = kinds.next() else {
+                return Err(AcmeError::Solver("the resolver has no challenge type".into()));
+            };
+            match acme::issue(account, request, &shared.solvers, kind).await {
+                Err(e) if e.is_challenge_failure() && kinds.peek().is_some() => {
+                    let now = shared.clock.now();
+                    if let Some(identifier) = e.failed_identifier() {
+                        shared.accounts.record_authz_failure(&self.certificate.resolver, identifier, now);
+                    }
+                    let next = kinds.peek().map(|k| k.as_str()).unwrap_or_default();
+                    tracing::warn!(
+                        certificate = %self.certificate.name,
+                        challenge = %kind,
+                        error = %e,
+                        next,
+                        "challenge failed; ordering again with the next challenge type"
+                    );
+                    shared.accounts.take_order(&self.certificate.resolver, now)?;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Records a failed order in the machine and the logs; returns the message.

@@ -2,3 +2,49 @@
 //! lives in `acme`; solvers only publish and withdraw answers.
 
 pub mod http01;
+pub mod tls_alpn;
+
+use serde::Deserialize;
+
+use http01::Http01Tokens;
+use tls_alpn::TlsAlpnCerts;
+
+/// The challenge types the sidecar can solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The name in RFC 8555 / RFC 8737 and in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+
+    pub fn acme_type(self) -> instant_acme::ChallengeType {
+        match self {
+            Self::Http01 => instant_acme::ChallengeType::Http01,
+            Self::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
+        }
+    }
+}
+
+impl std::fmt::Display for ChallengeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every solver's pending answers, shared by the order tasks and the
+/// endpoints that show them to the CA.
+#[derive(Debug, Clone, Default)]
+pub struct Solvers {
+    pub http01: Http01Tokens,
+    pub tls_alpn: TlsAlpnCerts,
+}
