@@ -103,7 +103,22 @@ impl AcmeError {
     /// Whether the failure belongs to the challenge type, so the next
     /// configured type may succeed where this one did not.
     pub fn is_challenge_failure(&self) -> bool {
-        matches!(self, Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_))
+        match self {
+            Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_) => true,
+            // The validation errors of RFC 8555 §6.7, as the CA reports them
+            // for an invalid challenge.
+            Self::Protocol(instant_acme::Error::Api(problem)) => matches!(
+                problem.r#type.as_deref(),
+                Some(
+                    "urn:ietf:params:acme:error:connection"
+                        | "urn:ietf:params:acme:error:dns"
+                        | "urn:ietf:params:acme:error:incorrectResponse"
+                        | "urn:ietf:params:acme:error:tls"
+                        | "urn:ietf:params:acme:error:unauthorized"
+                )
+            ),
+            _ => false,
+        }
     }
 
     /// The identifier of a failed authorization, for the per-identifier limit.

@@ -66,11 +66,20 @@ pub struct StackPorts {
     pub admin: u16,
     pub app: u16,
     pub sidecar: u16,
+    /// The sidecar's TLS-ALPN-01 responder.
+    pub tls_alpn: u16,
 }
 
 impl StackPorts {
     pub fn free() -> Self {
-        Self { http: free_port(), https: free_port(), admin: free_port(), app: free_port(), sidecar: free_port() }
+        Self {
+            http: free_port(),
+            https: free_port(),
+            admin: free_port(),
+            app: free_port(),
+            sidecar: free_port(),
+            tls_alpn: free_port(),
+        }
     }
 }
 
@@ -85,6 +94,7 @@ pub fn shipped_envoy_config(ports: &StackPorts, sds_socket: &Path) -> String {
             ("port_value: 8443", format!("port_value: {}", ports.https)),
             ("port_value: 8081", format!("port_value: {}", ports.app)),
             ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("port_value: 8556", format!("port_value: {}", ports.tls_alpn)),
             ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
             ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
             ("/run/proxy-acme/sds.sock", sds_socket.display().to_string()),
@@ -113,6 +123,7 @@ directory = "{state}"
 
 [listen]
 http = "127.0.0.1:{sidecar}"
+tls_alpn = "127.0.0.1:{tls_alpn}"
 
 [envoy]
 sds_socket = "{dir}/sds.sock"
@@ -131,6 +142,7 @@ http_challenge = {{}}
 "#,
         state = state.display(),
         sidecar = ports.sidecar,
+        tls_alpn = ports.tls_alpn,
         dir = dir.display(),
         directory = pebble.directory_url(),
         ca = pebble.minica.root_pem_path.display(),

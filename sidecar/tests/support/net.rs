@@ -227,9 +227,12 @@ pub async fn start_echo_app(port: u16) -> tokio::task::JoinHandle<()> {
 }
 
 /// Accepts any certificate: for looking at what is served when it is not
-/// supposed to verify (a placeholder, an expired certificate).
+/// supposed to verify (a placeholder, an expired certificate). Handshake
+/// signatures are still checked, unless `check_signatures` is off: webpki
+/// refuses to parse a certificate with an unknown critical extension, which
+/// the TLS-ALPN-01 certificate has by design (RFC 8737 §3).
 #[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>, bool);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
     fn verify_server_cert(
@@ -249,6 +252,9 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        if !self.1 {
+            return Ok(rustls::client::danger::HandshakeSignatureValid::assertion());
+        }
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
@@ -258,6 +264,9 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        if !self.1 {
+            return Ok(rustls::client::danger::HandshakeSignatureValid::assertion());
+        }
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
@@ -268,13 +277,24 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
 
 /// A client config that verifies nothing (see [`AcceptAnything`]).
 pub fn tls_config_unverified() -> Arc<rustls::ClientConfig> {
+    unverified(&[], true)
+}
+
+/// A TLS-ALPN-01 validator's view: offers `acme-tls/1` and accepts the
+/// self-signed challenge certificate (its contents are the test's to check).
+pub fn tls_config_validator() -> Arc<rustls::ClientConfig> {
+    unverified(&["acme-tls/1"], false)
+}
+
+fn unverified(alpn: &[&str], check_signatures: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| panic!("{e}"))
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider, check_signatures)))
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Arc::new(config)
 }
 

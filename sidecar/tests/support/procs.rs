@@ -119,6 +119,10 @@ pub struct PebbleOptions {
     pub eab_keys: Vec<(String, String)>,
     /// `PEBBLE_ALTERNATE_ROOTS`: extra roots, each with its own chain.
     pub alternate_roots: u32,
+    /// `PEBBLE_AUTHZREUSE`: the share (%) of orders that reuse a valid
+    /// authorization (Pebble's default: 50). 0 makes every order solve its
+    /// challenges.
+    pub authz_reuse: Option<u8>,
 }
 
 /// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
@@ -130,7 +134,7 @@ pub struct Pebble {
     pub challtestsrv: Proc,
     dir: PathBuf,
     dns_port: u16,
-    alternate_roots: u32,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Pebble {
@@ -189,18 +193,13 @@ impl Pebble {
             config["pebble"]["externalAccountMACKeys"] = keys.into();
         }
         write(&dir.join("pebble.json"), &config.to_string());
-        let alternate_roots = options.alternate_roots;
-        let pebble = spawn_pebble(&pebble_bin, dir, dns_port, alternate_roots);
-        let mut this = Self {
-            acme_port,
-            management_port,
-            minica,
-            pebble,
-            challtestsrv,
-            dir: dir.to_owned(),
-            dns_port,
-            alternate_roots,
-        };
+        let mut env = vec![("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string())];
+        if let Some(reuse) = options.authz_reuse {
+            env.push(("PEBBLE_AUTHZREUSE", reuse.to_string()));
+        }
+        let pebble = spawn_pebble(&pebble_bin, dir, dns_port, &env);
+        let mut this =
+            Self { acme_port, management_port, minica, pebble, challtestsrv, dir: dir.to_owned(), dns_port, env };
         wait_for_port(dns_port, Duration::from_secs(20), &mut this.challtestsrv);
         this.wait_ready();
         this
@@ -221,7 +220,7 @@ impl Pebble {
     pub fn restart(&mut self) {
         self.pebble.kill();
         let bin = require("pebble", "apt-get install pebble");
-        self.pebble = spawn_pebble(&bin, &self.dir, self.dns_port, self.alternate_roots);
+        self.pebble = spawn_pebble(&bin, &self.dir, self.dns_port, &self.env);
         self.wait_ready();
     }
 
@@ -253,7 +252,7 @@ impl Pebble {
     }
 }
 
-fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16, alternate_roots: u32) -> Proc {
+fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16, env: &[(&str, String)]) -> Proc {
     Proc::spawn(
         "pebble",
         Command::new(bin)
@@ -264,7 +263,7 @@ fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16, alternate_roots: u32) -> 
             // Validation without Pebble's random 0-15 s sleeps; nonce
             // rejection (5% by default) stays on.
             .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_ALTERNATE_ROOTS", alternate_roots.to_string()),
+            .envs(env.iter().map(|(k, v)| (k, v))),
         dir,
     )
 }

@@ -33,7 +33,7 @@ impl Stack {
         let dir = tmp.path().to_owned();
         let ports = StackPorts::free();
         let app = start_echo_app(ports.app).await;
-        let pebble = Pebble::start_with(&dir, ports.http, free_port(), options);
+        let pebble = Pebble::start_with(&dir, ports.http, ports.https, options);
         // Envoy first, as in a pod: the CA must find the HTTP listener.
         let envoy_yaml = envoy_config(shipped_envoy_config(&ports, &dir.join("sds.sock")));
         let envoy = Envoy::start(&dir, &envoy_yaml, ports.admin).await;
