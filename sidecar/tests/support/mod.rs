@@ -6,12 +6,15 @@
 
 pub mod ari_front;
 pub mod net;
+pub mod nginx;
 pub mod procs;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
 
 pub use net::*;
+#[allow(unused_imports)] // only the nginx tests use it
+pub use nginx::Nginx;
 pub use procs::*;
 #[allow(unused_imports)] // not every test binary uses the whole stack
 pub use stack::*;

@@ -358,3 +358,31 @@ impl KeptAlive {
         }
     }
 }
+
+/// Verifies a PEM chain (leaf first) for `name` against `root_pem`, as a TLS
+/// client would; returns the leaf's serial.
+pub fn verify_chain(root_pem: &str, fullchain_pem: &str, name: &str) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(fullchain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let (leaf, intermediates) = chain.split_first().ok_or("empty chain")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        leaf,
+        intermediates,
+        &server_name,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(serial_of(leaf))
+}
