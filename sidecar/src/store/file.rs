@@ -7,26 +7,23 @@
 //! <dir>/certificates/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
 //! ```
 //!
-//! A new version is written into a temporary directory (files fsynced,
-//! `privkey.pem` 0600), renamed into place, then `live` is swapped with one
-//! `rename(2)` of a fresh symlink and the directory fsynced. A crash at any
-//! point leaves `live` on the previous complete version. The previous version
-//! is kept as the last good one; older ones are removed. A `REVOKED` file
-//! beside `live` records an operator's revocation (the serial).
+//! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
+//! point leaves `live` on the previous complete version, and the previous
+//! version is kept as the last good one. A `REVOKED` file beside `live`
+//! records an operator's revocation (the serial).
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use super::pem_tree::{io, sync_dir, write_synced, PemTree};
 use super::{check_key, Store, StoreError};
-use crate::cert::{self, Bundle, SecretPem};
+use crate::cert::Bundle;
 
-const LIVE: &str = "live";
 const REVOKED: &str = "REVOKED";
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -56,68 +53,15 @@ impl FileStore {
 
     /// The directory holding the live PEM files of certificate `name`.
     pub fn live_dir(&self, name: &str) -> PathBuf {
-        self.root.join("certificates").join(name).join(LIVE)
+        self.tree().live_dir(name)
     }
 
     fn account_path(&self, key: &str) -> PathBuf {
         self.root.join("accounts").join(format!("{key}.json"))
     }
 
-    fn save_certificate_sync(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError> {
-        let info = cert::inspect(bundle, None)
-            .map_err(|source| StoreError::InvalidCertificate { name: name.to_owned(), source })?;
-        let cert_dir = self.root.join("certificates").join(name);
-        DirBuilder::new().recursive(true).mode(0o700).create(&cert_dir).map_err(io(&cert_dir))?;
-
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let version = format!("v{nanos:024}");
-        let tmp = cert_dir.join(format!(".tmp-{version}"));
-        DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
-        let files: [(&str, &str, u32); 4] = [
-            ("cert.pem", &info.leaf_pem, 0o644),
-            ("chain.pem", &info.chain_pem, 0o644),
-            ("fullchain.pem", &bundle.fullchain_pem, 0o644),
-            ("privkey.pem", bundle.key_pem.expose(), 0o600),
-        ];
-        for (file, contents, mode) in files {
-            write_synced(&tmp.join(file), contents.as_bytes(), mode)?;
-        }
-        sync_dir(&tmp)?;
-        let final_dir = cert_dir.join(&version);
-        fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        sync_dir(&cert_dir)?;
-
-        let previous = fs::read_link(cert_dir.join(LIVE)).ok();
-        let link_tmp = cert_dir.join(format!(".{LIVE}.tmp"));
-        let _ = fs::remove_file(&link_tmp);
-        std::os::unix::fs::symlink(&version, &link_tmp).map_err(io(&link_tmp))?;
-        fs::rename(&link_tmp, cert_dir.join(LIVE)).map_err(io(&cert_dir))?;
-        sync_dir(&cert_dir)?;
-
-        prune(&cert_dir, &version, previous.as_deref());
-        Ok(())
-    }
-
-    fn load_certificate_sync(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
-        let cert_dir = self.root.join("certificates").join(name);
-        if !cert_dir.exists() {
-            return Ok(None);
-        }
-        // `live` first, then the other versions newest first: the last good one.
-        let mut candidates = vec![cert_dir.join(LIVE)];
-        let mut versions = version_dirs(&cert_dir)?;
-        versions.sort_unstable_by(|a, b| b.cmp(a));
-        candidates.extend(versions.into_iter().map(|v| cert_dir.join(v)));
-        for dir in candidates {
-            let Some(bundle) = read_bundle(&dir) else { continue };
-            match cert::inspect(&bundle, None) {
-                Ok(_) => return Ok(Some(bundle)),
-                Err(e) => {
-                    tracing::warn!(certificate = name, dir = %dir.display(), error = %e, "skipping unusable stored version")
-                }
-            }
-        }
-        Ok(None)
+    fn tree(&self) -> PemTree {
+        PemTree::new(self.root.join("certificates"))
     }
 }
 
@@ -156,13 +100,13 @@ impl Store for FileStore {
     async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
         check_key(name)?;
         let (this, name) = (self.clone(), name.to_owned());
-        blocking(move || this.load_certificate_sync(&name)).await
+        blocking(move || this.tree().load(&name)).await
     }
 
     async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError> {
         check_key(name)?;
         let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
-        blocking(move || this.save_certificate_sync(&name, &bundle)).await
+        blocking(move || this.tree().write(&name, &bundle).map(|_| ())).await
     }
 
     async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
@@ -208,19 +152,6 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
-}
-
-/// Writes a new file with `mode` and fsyncs it. The file must not exist.
-fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
-    // `mode` is filtered by the umask at creation: set it exactly.
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
-    file.write_all(data).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
-}
-
 /// Temp file in the same directory, `mode`, write, fsync, rename, fsync dir.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -233,43 +164,6 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), St
     }
     fs::rename(&tmp, path).map_err(io(path))?;
     sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-fn version_dirs(cert_dir: &Path) -> Result<Vec<String>, StoreError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(cert_dir).map_err(io(cert_dir))? {
-        let entry = entry.map_err(io(cert_dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('v') && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.push(name);
-        }
-    }
-    Ok(out)
-}
-
-fn read_bundle(dir: &Path) -> Option<Bundle> {
-    let fullchain_pem = fs::read_to_string(dir.join("fullchain.pem")).ok()?;
-    let key_pem = fs::read_to_string(dir.join("privkey.pem")).ok()?;
-    Some(Bundle { fullchain_pem, key_pem: SecretPem::new(key_pem) })
-}
-
-/// Removes versions other than `current` and `previous`, and leftover temps.
-fn prune(cert_dir: &Path, current: &str, previous: Option<&Path>) {
-    let previous = previous.and_then(|p| p.to_str()).unwrap_or("");
-    let Ok(entries) = fs::read_dir(cert_dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let stale_version = name.starts_with('v') && name != current && name != previous;
-        if stale_version || name.starts_with(".tmp-") {
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove old certificate version");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

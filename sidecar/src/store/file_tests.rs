@@ -1,5 +1,18 @@
+use std::os::unix::fs::PermissionsExt;
+
 use super::*;
-use crate::cert::placeholder;
+use crate::cert::{self, placeholder};
+
+fn version_dirs(cert_dir: &Path) -> Result<Vec<String>, std::io::Error> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(cert_dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with('v') {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
 
 fn bundle(domain: &str) -> Bundle {
     placeholder(&[domain.to_owned()]).unwrap_or_else(|e| panic!("{e}"))

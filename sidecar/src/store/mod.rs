@@ -4,9 +4,11 @@
 
 mod file;
 mod memory;
+mod pem_tree;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use pem_tree::{PemTree, Swap};
 
 use async_trait::async_trait;
 

@@ -1,0 +1,179 @@
+//! Versioned PEM directories, certbot-style, swapped atomically:
+//!
+//! ```text
+//! <root>/<name>/live  ->  v<nanos>/   (symlink, swapped by rename)
+//! <root>/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
+//! ```
+//!
+//! A new version is written into a temporary directory (files fsynced,
+//! `privkey.pem` 0600), renamed into place, then `live` is swapped with one
+//! `rename(2)` of a fresh symlink and the directory fsynced. A crash at any
+//! point leaves `live` on the previous complete version. The previous version
+//! is kept, so `live` can be pointed back at it; older ones are removed.
+//! Used by the file store and by the nginx target.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::StoreError;
+use crate::cert::{self, Bundle, SecretPem};
+
+const LIVE: &str = "live";
+
+/// One directory of versioned PEM trees, one per certificate name.
+#[derive(Debug, Clone)]
+pub struct PemTree {
+    root: PathBuf,
+}
+
+/// What a write changed: `live` moved from `previous` to `current`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swap {
+    pub name: String,
+    pub previous: Option<String>,
+    pub current: String,
+}
+
+impl PemTree {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The directory holding the live PEM files of certificate `name`.
+    pub fn live_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name).join(LIVE)
+    }
+
+    /// Writes `bundle` as a new version of `name` and points `live` at it.
+    pub fn write(&self, name: &str, bundle: &Bundle) -> Result<Swap, StoreError> {
+        let info = cert::inspect(bundle, None)
+            .map_err(|source| StoreError::InvalidCertificate { name: name.to_owned(), source })?;
+        let cert_dir = self.root.join(name);
+        DirBuilder::new().recursive(true).mode(0o700).create(&cert_dir).map_err(io(&cert_dir))?;
+
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let version = format!("v{nanos:024}");
+        let tmp = cert_dir.join(format!(".tmp-{version}"));
+        DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
+        let files: [(&str, &str, u32); 4] = [
+            ("cert.pem", &info.leaf_pem, 0o644),
+            ("chain.pem", &info.chain_pem, 0o644),
+            ("fullchain.pem", &bundle.fullchain_pem, 0o644),
+            ("privkey.pem", bundle.key_pem.expose(), 0o600),
+        ];
+        for (file, contents, mode) in files {
+            write_synced(&tmp.join(file), contents.as_bytes(), mode)?;
+        }
+        sync_dir(&tmp)?;
+        let final_dir = cert_dir.join(&version);
+        fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        sync_dir(&cert_dir)?;
+
+        let previous = self.live_version(name);
+        self.point_live(name, &version)?;
+        prune(&cert_dir, &version, previous.as_deref());
+        Ok(Swap { name: name.to_owned(), previous, current: version })
+    }
+
+    /// The version `live` points at, if any.
+    pub fn live_version(&self, name: &str) -> Option<String> {
+        fs::read_link(self.live_dir(name)).ok().map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// Points `live` at `version` (which must exist) with one `rename(2)`.
+    pub fn point_live(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let cert_dir = self.root.join(name);
+        let target = cert_dir.join(version);
+        if !target.is_dir() {
+            return Err(StoreError::Io {
+                path: target,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such version"),
+            });
+        }
+        let link_tmp = cert_dir.join(format!(".{LIVE}.tmp"));
+        let _ = fs::remove_file(&link_tmp);
+        std::os::unix::fs::symlink(version, &link_tmp).map_err(io(&link_tmp))?;
+        fs::rename(&link_tmp, cert_dir.join(LIVE)).map_err(io(&cert_dir))?;
+        sync_dir(&cert_dir)
+    }
+
+    /// The live bundle, if it is readable.
+    pub fn read_live(&self, name: &str) -> Option<Bundle> {
+        read_bundle(&self.live_dir(name))
+    }
+
+    /// The live bundle, else the newest usable version (the last good one).
+    pub fn load(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
+        let cert_dir = self.root.join(name);
+        if !cert_dir.exists() {
+            return Ok(None);
+        }
+        let mut candidates = vec![cert_dir.join(LIVE)];
+        let mut versions = version_dirs(&cert_dir)?;
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.extend(versions.into_iter().map(|v| cert_dir.join(v)));
+        for dir in candidates {
+            let Some(bundle) = read_bundle(&dir) else { continue };
+            match cert::inspect(&bundle, None) {
+                Ok(_) => return Ok(Some(bundle)),
+                Err(e) => {
+                    tracing::warn!(certificate = name, dir = %dir.display(), error = %e, "skipping unusable stored version")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Writes a new file with `mode` and fsyncs it. The file must not exist.
+pub(super) fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
+    // `mode` is filtered by the umask at creation: set it exactly.
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    file.write_all(data).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+fn version_dirs(cert_dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(cert_dir).map_err(io(cert_dir))? {
+        let entry = entry.map_err(io(cert_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('v') && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+fn read_bundle(dir: &Path) -> Option<Bundle> {
+    let fullchain_pem = fs::read_to_string(dir.join("fullchain.pem")).ok()?;
+    let key_pem = fs::read_to_string(dir.join("privkey.pem")).ok()?;
+    Some(Bundle { fullchain_pem, key_pem: SecretPem::new(key_pem) })
+}
+
+/// Removes versions other than `current` and `previous`, and leftover temps.
+fn prune(cert_dir: &Path, current: &str, previous: Option<&str>) {
+    let previous = previous.unwrap_or("");
+    let Ok(entries) = fs::read_dir(cert_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale_version = name.starts_with('v') && name != current && name != previous;
+        if stale_version || name.starts_with(".tmp-") {
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove old certificate version");
+            }
+        }
+    }
+}
