@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod names;
+pub mod nginx_config;
 pub mod schedule;
 pub mod solvers;
 pub mod store;

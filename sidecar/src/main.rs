@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         reason: Option<u8>,
     },
+    /// Print nginx server blocks for every configured certificate.
+    NginxConfig,
     /// Account operations.
     Account {
         #[command(subcommand)]
@@ -75,6 +77,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_error(&cli.config, &e),
     };
+    if let Command::NginxConfig = cli.command {
+        print!("{}", proxy_acme::nginx_config::render(&config));
+        return ExitCode::SUCCESS;
+    }
     if let Command::Check = cli.command {
         println!(
             "{}: ok ({} resolvers, {} certificates)",
@@ -93,7 +99,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Check => Ok(()),
+            Command::Check | Command::NginxConfig => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await,
             Command::Renew { name, force } => cli::renew(&config, &name, force).await,

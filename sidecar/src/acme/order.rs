@@ -30,6 +30,8 @@ pub struct OrderRequest<'a> {
     /// The certificate this order replaces. Sent as ARI's `replaces` only
     /// when the caller has seen the CA answer renewal information.
     pub replaces: Option<&'a Bundle>,
+    /// Also write HTTP-01 tokens under this directory.
+    pub webroot: Option<&'a std::path::Path>,
 }
 
 /// An answer shown to the validator until dropped.
@@ -39,6 +41,8 @@ enum Published {
     Http01(crate::solvers::http01::Published),
     #[allow(dead_code)] // held for its Drop
     TlsAlpn01(crate::solvers::tls_alpn::Published),
+    #[allow(dead_code)] // held for its Drop
+    Webroot(crate::solvers::webroot::WebrootFile),
 }
 
 /// Orders a certificate and proves control with `kind` through `solvers`.
@@ -114,6 +118,11 @@ pub async fn issue(
             .challenge(kind.acme_type())
             .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
         let key_authorization = challenge.key_authorization();
+        if let (ChallengeKind::Http01, Some(webroot)) = (kind, request.webroot) {
+            let file = crate::solvers::webroot::publish(webroot, &challenge.token, key_authorization.as_str())
+                .map_err(|e| AcmeError::Solver(e.to_string()))?;
+            published.push(Published::Webroot(file));
+        }
         published.push(match kind {
             ChallengeKind::Http01 => {
                 Published::Http01(solvers.http01.publish(&challenge.token, &identifier, key_authorization.as_str()))

@@ -7,6 +7,7 @@ mod accounts;
 mod task;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -14,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, Control, Rollover};
 use crate::api;
 use crate::cert::{self, Bundle, SecretPem};
-use crate::config::Config;
+use crate::config::{Config, PostDeploy};
+use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::{self, Clock};
@@ -48,6 +50,8 @@ struct Shared {
     control: Control,
     default_certificate: Option<Bundle>,
     placeholder: bool,
+    /// The post-deploy hook and the directory whose `<name>/live` it is shown.
+    post_deploy: Option<(PostDeploy, PathBuf)>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -107,17 +111,30 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         inboxes.insert(certificate.name.clone(), tx);
         receivers.push(rx);
     }
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(sds)];
+    let mut _reloader = None;
+    if let Some(nginx) = &config.nginx {
+        let (sink, task) = NginxSink::start(nginx)?;
+        sinks.push(Arc::new(sink));
+        _reloader = Some(task);
+    }
+    // The hook sees the files the proxy reads: nginx's, else the store's.
+    let files_root = match &config.nginx {
+        Some(nginx) => nginx.directory.clone(),
+        None => config.storage.directory.join("certificates"),
+    };
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
     let control = Control { certificates: Arc::new(inboxes), accounts: Some(rollover_tx), ..Default::default() };
     let shared = Arc::new(Shared {
         store,
-        sinks: vec![Arc::new(sds)],
+        sinks,
         solvers,
         clock,
         accounts: Accounts::new(&config.resolvers),
         control: control.clone(),
         default_certificate,
         placeholder: config.envoy.placeholder,
+        post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
     });
     if let Some(socket) = config.admin.socket() {
         admin::serve(socket, control)

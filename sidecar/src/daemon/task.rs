@@ -157,6 +157,7 @@ impl CertTask {
         match result {
             Ok((bundle, info)) => {
                 self.shared.deploy(&self.certificate.name, &bundle).await;
+                self.post_deploy(&info).await;
                 self.machine.issued(info.not_before, info.not_after, now, jitter());
                 let serial = info.serial_hex.clone();
                 self.current = Some((bundle, info));
@@ -177,6 +178,7 @@ impl CertTask {
             profile: self.resolver.profile.as_deref(),
             preferred_chain: self.resolver.preferred_chain.as_deref(),
             replaces: self.current.as_ref().filter(|_| ari).map(|(b, _)| b),
+            webroot: self.resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_deref()),
         };
         let bundle = self.issue_with_fallback(&account, &request).await?;
         let info = cert::inspect(&bundle, Some(&self.certificate.domains))?;
@@ -218,6 +220,18 @@ impl CertTask {
                 }
                 result => return result,
             }
+        }
+    }
+
+    /// Runs the `[post_deploy]` hook for a newly issued certificate.
+    async fn post_deploy(&self, info: &CertInfo) {
+        let Some((hook, root)) = &self.shared.post_deploy else { return };
+        let name = &self.certificate.name;
+        let env =
+            crate::deploy::hook::environment(name, &self.certificate.domains, info, &root.join(name).join("live"));
+        match crate::deploy::hook::run(hook, &env).await {
+            Ok(()) => tracing::info!(certificate = %name, "post_deploy hook succeeded"),
+            Err(e) => tracing::error!(certificate = %name, error = %e, "post_deploy hook failed"),
         }
     }
 

@@ -1,6 +1,10 @@
-//! Deployment sinks: where a stored certificate goes so proxies serve it.
-//! SDS gRPC today; SDS files and PEM + reload join behind the same trait.
+//! Deployment sinks: where a stored certificate goes so proxies serve it:
+//! SDS gRPC for Envoy, PEM files + a checked reload for nginx; SDS files
+//! join behind the same trait.
 
+pub mod command;
+pub mod hook;
+pub mod nginx;
 pub mod sds;
 pub mod snapshot;
 
@@ -13,11 +17,18 @@ use crate::cert::Bundle;
 pub enum DeployError {
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("writing PEM files: {0}")]
+    Files(#[from] crate::store::StoreError),
 }
 
 impl DeployError {
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Listen { .. })
+        match self {
+            Self::Listen { .. } | Self::Directory { .. } => true,
+            Self::Files(e) => e.is_permanent(),
+        }
     }
 }
 

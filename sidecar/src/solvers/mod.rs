@@ -3,6 +3,7 @@
 
 pub mod http01;
 pub mod tls_alpn;
+pub mod webroot;
 
 use serde::Deserialize;
 

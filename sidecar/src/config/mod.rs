@@ -14,7 +14,10 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::names;
+
+mod files;
 pub use crate::solvers::ChallengeKind;
+pub use files::{Nginx, PostDeploy};
 
 /// Let's Encrypt's production directory: the default `ca_server`, as in Traefik.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -40,6 +43,12 @@ pub struct Config {
     /// wanted, like Traefik's `tls.stores.default.defaultCertificate`.
     #[serde(default)]
     pub default_certificate: Option<DefaultCertificate>,
+    /// PEM files for nginx, with checked and coalesced reloads.
+    #[serde(default)]
+    pub nginx: Option<Nginx>,
+    /// A program run after each newly issued certificate is deployed.
+    #[serde(default)]
+    pub post_deploy: Option<PostDeploy>,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -301,7 +310,13 @@ fn default_ca_server() -> String {
 /// HTTP-01 settings; present (even empty) means HTTP-01 is enabled.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpChallenge {}
+pub struct HttpChallenge {
+    /// Also write each pending token to
+    /// `<webroot>/.well-known/acme-challenge/<token>`, for servers that
+    /// answer challenges from disk.
+    #[serde(default)]
+    pub webroot: Option<PathBuf>,
+}
 
 /// TLS-ALPN-01 settings; present (even empty) means TLS-ALPN-01 is enabled.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -407,10 +422,16 @@ impl Config {
         for (name, resolver) in &self.resolvers {
             validate_resolver(name, resolver)?;
         }
-        if self.envoy.socket().is_none() && self.envoy.sds_address.is_none() {
+        if let Some(nginx) = &self.nginx {
+            files::validate_nginx(nginx)?;
+        }
+        if let Some(hook) = &self.post_deploy {
+            files::validate_post_deploy(hook)?;
+        }
+        if self.envoy.socket().is_none() && self.envoy.sds_address.is_none() && self.nginx.is_none() {
             return Err(ConfigError::invalid(
                 "envoy.sds_socket",
-                "neither sds_socket nor sds_address is set: Envoy would get no certificates",
+                "neither sds_socket nor sds_address nor [nginx] is set: no proxy would get certificates",
             ));
         }
         let mut seen = BTreeMap::new();
@@ -490,6 +511,11 @@ fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError>
             "no challenge configured: add `http_challenge = {}` or `tls_challenge = {}`",
         ));
     }
+    if let Some(webroot) = resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_ref()) {
+        if !webroot.is_absolute() {
+            return Err(ConfigError::invalid(format!("{field}.http_challenge.webroot"), "must be an absolute path"));
+        }
+    }
     if let Some(order) = &resolver.challenge_order {
         let field = format!("{field}.challenge_order");
         if order.is_empty() {
@@ -524,5 +550,4 @@ fn validate_certificate_name(field: &str, name: &str) -> Result<(), ConfigError>
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -1,0 +1,120 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::*;
+use crate::cert::placeholder;
+
+fn bundle(domain: &str) -> Bundle {
+    placeholder(&[domain.to_owned()]).unwrap()
+}
+
+/// A target whose check passes while `<dir>/ok` exists and whose reload
+/// appends a line to `<dir>/reloads`.
+fn config(dir: &Path) -> config::Nginx {
+    let sh = |script: String| vec!["sh".to_owned(), "-c".to_owned(), script];
+    config::Nginx {
+        directory: dir.join("certs"),
+        pid_file: dir.join("nginx.pid"),
+        reload_command: Some(sh(format!("echo reload >> {}/reloads", dir.display()))),
+        check_command: sh(format!(
+            "test -f {0}/ok || {{ echo 'nginx: [emerg] broken config' >&2; exit 1; }}",
+            dir.display()
+        )),
+        reload_delay_ms: 200,
+        retry_secs: 1,
+        command_timeout_secs: 5,
+    }
+}
+
+fn reloads(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("reloads")).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+fn live_fullchain(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join("certs").join(name).join("live/fullchain.pem")).unwrap_or_default()
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+#[test]
+fn coalescing_keeps_what_nginx_last_loaded_and_the_newest() {
+    let swap = |name: &str, previous: Option<&str>, current: &str| Swap {
+        name: name.into(),
+        previous: previous.map(Into::into),
+        current: current.into(),
+    };
+    let batch = vec![swap("a", Some("v1"), "v2"), swap("b", None, "v1"), swap("a", Some("v2"), "v3")];
+    assert_eq!(coalesce(batch), vec![swap("a", Some("v1"), "v3"), swap("b", None, "v1")]);
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_is_one_reload_and_unchanged_files_none() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    let (sink, _task) = NginxSink::start(&config(dir.path())).unwrap();
+    let (a, b) = (bundle("a.example"), bundle("b.example"));
+    sink.deploy("a", &a).await.unwrap();
+    sink.deploy("b", &b).await.unwrap();
+    settle().await;
+    assert_eq!(reloads(dir.path()), 1);
+    assert_eq!(live_fullchain(dir.path(), "a"), a.fullchain_pem);
+    let key = dir.path().join("certs/b/live/privkey.pem");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    sink.deploy("a", &a).await.unwrap();
+    settle().await;
+    assert_eq!(reloads(dir.path()), 1, "the same certificate again is no reload");
+}
+
+#[tokio::test]
+async fn a_failed_check_restores_the_previous_files_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("ok");
+    std::fs::write(&ok, "").unwrap();
+    let (sink, _task) = NginxSink::start(&config(dir.path())).unwrap();
+    let (first, second) = (bundle("a.example"), bundle("a.example"));
+    sink.deploy("web", &first).await.unwrap();
+    settle().await;
+    assert_eq!(reloads(dir.path()), 1);
+
+    std::fs::remove_file(&ok).unwrap();
+    sink.deploy("web", &second).await.unwrap();
+    settle().await;
+    assert_eq!(reloads(dir.path()), 1, "no reload after a failed check");
+    assert_eq!(live_fullchain(dir.path(), "web"), first.fullchain_pem, "previous files restored");
+
+    // The operator fixes nginx: the next retry reloads with the new files.
+    std::fs::write(&ok, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(reloads(dir.path()), 2);
+    assert_eq!(live_fullchain(dir.path(), "web"), second.fullchain_pem);
+}
+
+#[tokio::test]
+async fn the_reload_is_a_sighup_to_the_pid_in_the_pid_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid_file: PathBuf = dir.path().join("nginx.pid");
+    std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+    let config = config::Nginx { reload_command: None, check_command: Vec::new(), ..config(dir.path()) };
+    let (sink, _task) = NginxSink::start(&config).unwrap();
+    sink.deploy("web", &bundle("a.example")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no signal reached the pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.signal(), Some(1), "SIGHUP");
+
+    // No pid file: nginx is not running, which is no error.
+    std::fs::remove_file(&pid_file).unwrap();
+    assert!(check_and_reload(&config).await.is_ok());
+    std::fs::write(&pid_file, "not-a-pid").unwrap();
+    assert!(matches!(check_and_reload(&config).await, Err(ReloadError::Signal { .. })));
+}
