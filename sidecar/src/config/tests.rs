@@ -72,6 +72,14 @@ fn errors_name_the_field() {
             VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = []"),
             "resolvers.le.challenge_order",
         ),
+        (format!("{VALID}\n[nginx]\ndirectory = \"relative\"\n"), "nginx.directory"),
+        (format!("{VALID}\n[nginx]\ndirectory = \"/x\"\nreload_command = []\n"), "nginx.reload_command"),
+        (format!("{VALID}\n[nginx]\ndirectory = \"/x\"\nretry_secs = 0\n"), "nginx.retry_secs"),
+        (format!("{VALID}\n[post_deploy]\ncommand = []\n"), "post_deploy.command"),
+        (
+            VALID.replace("http_challenge = {}", "http_challenge = { webroot = \"www\" }"),
+            "resolvers.le.http_challenge.webroot",
+        ),
     ];
     for (text, field) in cases {
         let message = invalid(&text);
@@ -113,4 +121,15 @@ fn challenge_types_are_tried_in_the_documented_order() {
     assert_eq!(config.listen.tls_alpn.to_string(), "127.0.0.1:8556");
     let unknown = invalid(&VALID.replace("http_challenge = {}", "http_challenge = {}\nchallenge_order = [\"dns-02\"]"));
     assert!(unknown.contains("dns-02") || unknown.contains("challenge_order"), "{unknown}");
+}
+
+#[test]
+fn nginx_alone_is_a_deployment_target() {
+    let text = format!("{VALID}\n[envoy]\nsds_socket = \"\"\n\n[nginx]\ndirectory = \"/etc/nginx/proxy-acme\"\n");
+    let config: Config = text.parse().unwrap_or_else(|e| panic!("{e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    let nginx = config.nginx.unwrap_or_else(|| panic!("no [nginx]"));
+    assert_eq!(nginx.pid_file, Path::new("/run/nginx.pid"));
+    assert_eq!(nginx.check_command, ["nginx", "-t", "-q"]);
+    assert_eq!((nginx.reload_delay_ms, nginx.retry_secs, nginx.command_timeout_secs), (1000, 60, 30));
 }
