@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod dns;
 pub mod names;
 pub mod nginx_config;
 pub mod schedule;

@@ -5,9 +5,11 @@
 mod account;
 mod chains;
 mod order;
+mod prove;
 
 pub use account::{account, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, revoke, OrderRequest};
+pub use prove::finish_cleanups;
 
 use std::time::SystemTime;
 
@@ -29,6 +31,8 @@ pub enum AcmeError {
     NoChallenge(&'static str, String),
     #[error("cannot present the challenge: {0}")]
     Solver(String),
+    #[error("DNS-01: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("order ended {0:?}")]
     OrderStatus(OrderStatus),
     #[error("issued certificate rejected: {0}")]
@@ -71,6 +75,7 @@ impl AcmeError {
             | Self::Solver(_)
             | Self::RateLimited(_) => false,
             Self::Store(e) => e.is_permanent(),
+            Self::Dns(e) => !e.is_retryable(),
             Self::CaCertificate { .. }
             | Self::Certificate(_)
             | Self::StoredAccount(_)
@@ -104,7 +109,7 @@ impl AcmeError {
     /// configured type may succeed where this one did not.
     pub fn is_challenge_failure(&self) -> bool {
         match self {
-            Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_) => true,
+            Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_) | Self::Dns(_) => true,
             // The validation errors of RFC 8555 §6.7, as the CA reports them
             // for an invalid challenge.
             Self::Protocol(instant_acme::Error::Api(problem)) => matches!(

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, OrderStatus, RetryPolicy,
-    RevocationReason, RevocationRequest,
+    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, OrderStatus, RevocationReason,
+    RevocationRequest,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -32,17 +32,8 @@ pub struct OrderRequest<'a> {
     pub replaces: Option<&'a Bundle>,
     /// Also write HTTP-01 tokens under this directory.
     pub webroot: Option<&'a std::path::Path>,
-}
-
-/// An answer shown to the validator until dropped.
-#[derive(Debug)]
-enum Published {
-    #[allow(dead_code)] // held for its Drop
-    Http01(crate::solvers::http01::Published),
-    #[allow(dead_code)] // held for its Drop
-    TlsAlpn01(crate::solvers::tls_alpn::Published),
-    #[allow(dead_code)] // held for its Drop
-    Webroot(crate::solvers::webroot::WebrootFile),
+    /// The resolver's DNS-01 provider and check settings.
+    pub dns: Option<&'a crate::dns::DnsSolver>,
 }
 
 /// Orders a certificate and proves control with `kind` through `solvers`.
@@ -98,50 +89,8 @@ pub async fn issue(
         "order created"
     );
 
-    let mut published = Vec::new();
-    let mut authorizations = order.authorizations();
-    while let Some(authz) = authorizations.next().await {
-        let mut authz = authz?;
-        match authz.status {
-            AuthorizationStatus::Valid => continue,
-            AuthorizationStatus::Pending => {}
-            status => {
-                return Err(AcmeError::Authorization {
-                    identifier: authz.identifier().to_string(),
-                    status: format!("{status:?}"),
-                    detail: "not pending at order start".into(),
-                })
-            }
-        }
-        let identifier = authz.identifier().to_string();
-        let mut challenge = authz
-            .challenge(kind.acme_type())
-            .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
-        let key_authorization = challenge.key_authorization();
-        if let (ChallengeKind::Http01, Some(webroot)) = (kind, request.webroot) {
-            let file = crate::solvers::webroot::publish(webroot, &challenge.token, key_authorization.as_str())
-                .map_err(|e| AcmeError::Solver(e.to_string()))?;
-            published.push(Published::Webroot(file));
-        }
-        published.push(match kind {
-            ChallengeKind::Http01 => {
-                Published::Http01(solvers.http01.publish(&challenge.token, &identifier, key_authorization.as_str()))
-            }
-            ChallengeKind::TlsAlpn01 => Published::TlsAlpn01(
-                solvers
-                    .tls_alpn
-                    .publish(&identifier, key_authorization.digest().as_ref())
-                    .map_err(|e| AcmeError::Solver(e.to_string()))?,
-            ),
-        });
-        challenge.set_ready().await?;
-        tracing::debug!(identifier, token = %challenge.token, challenge = %kind, "challenge ready");
-    }
-
-    let retries =
-        RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(120));
-    let status = order.poll_ready(&retries).await?;
-    drop(published);
+    let status = super::prove::prove(&mut order, request, solvers, kind).await?;
+    let retries = super::prove::retries();
     if status != OrderStatus::Ready {
         return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));
     }

@@ -18,6 +18,8 @@ use crate::names;
 mod files;
 pub use crate::solvers::ChallengeKind;
 pub use files::{Nginx, PostDeploy};
+mod dns;
+pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
 
 /// Let's Encrypt's production directory: the default `ca_server`, as in Traefik.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -207,6 +209,10 @@ pub struct Resolver {
     /// at `[listen] tls_alpn`.
     #[serde(default)]
     pub tls_challenge: Option<TlsChallenge>,
+    /// Solve DNS-01 through a DNS provider: wildcards, and names the CA
+    /// cannot reach.
+    #[serde(default)]
+    pub dns_challenge: Option<DnsChallenge>,
     /// The order in which configured challenge types are tried; an order
     /// whose challenge fails is placed again with the next type. Default:
     /// `["http-01", "tls-alpn-01"]`, limited to the configured ones.
@@ -228,10 +234,14 @@ impl Resolver {
         let configured = |kind: &ChallengeKind| match kind {
             ChallengeKind::Http01 => self.http_challenge.is_some(),
             ChallengeKind::TlsAlpn01 => self.tls_challenge.is_some(),
+            ChallengeKind::Dns01 => self.dns_challenge.is_some(),
         };
         match &self.challenge_order {
             Some(order) => order.iter().copied().filter(configured).collect(),
-            None => [ChallengeKind::Http01, ChallengeKind::TlsAlpn01].into_iter().filter(configured).collect(),
+            None => [ChallengeKind::Http01, ChallengeKind::TlsAlpn01, ChallengeKind::Dns01]
+                .into_iter()
+                .filter(configured)
+                .collect(),
         }
     }
 }
@@ -395,6 +405,9 @@ impl Config {
     /// come from Kubernetes or Docker secret mounts rather than the config.
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
         for (name, resolver) in &mut self.resolvers {
+            if let Some(dns) = &mut resolver.dns_challenge {
+                dns.read_secrets(&format!("resolvers.{name}.dns_challenge"))?;
+            }
             let Some(eab) = &mut resolver.eab else { continue };
             if let Some(file) = &eab.hmac_key_file {
                 let field = format!("resolvers.{name}.eab.hmac_key_file");
@@ -454,10 +467,14 @@ impl Config {
                 if let Err(why) = names::validate_dns_name(domain) {
                     return Err(ConfigError::invalid(format!("{field}.domains[{j}]"), format!("'{domain}' {why}")));
                 }
-                if domain.starts_with("*.") {
+                let dns = self.resolvers.get(&cert.resolver).is_some_and(|r| r.dns_challenge.is_some());
+                if domain.starts_with("*.") && !dns {
                     return Err(ConfigError::invalid(
                         format!("{field}.domains[{j}]"),
-                        format!("'{domain}' is a wildcard, which needs DNS-01; no resolver offers it yet"),
+                        format!(
+                            "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
+                            cert.resolver
+                        ),
                     ));
                 }
             }
@@ -505,11 +522,14 @@ fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError>
     if limits.orders == 0 || limits.order_window_hours == 0 || limits.failed_authorizations_per_hour == 0 {
         return Err(ConfigError::invalid(format!("{field}.rate_limit"), "limits must be positive"));
     }
-    if resolver.http_challenge.is_none() && resolver.tls_challenge.is_none() {
+    if resolver.http_challenge.is_none() && resolver.tls_challenge.is_none() && resolver.dns_challenge.is_none() {
         return Err(ConfigError::invalid(
             format!("{field}.http_challenge"),
-            "no challenge configured: add `http_challenge = {}` or `tls_challenge = {}`",
+            "no challenge configured: add `http_challenge = {}`, `tls_challenge = {}` or a [dns_challenge] table",
         ));
+    }
+    if let Some(dns) = &resolver.dns_challenge {
+        dns.validate(&format!("{field}.dns_challenge"))?;
     }
     if let Some(webroot) = resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_ref()) {
         if !webroot.is_absolute() {
@@ -529,6 +549,7 @@ fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError>
         let block = |kind: &ChallengeKind| match kind {
             ChallengeKind::Http01 => ("http_challenge", resolver.http_challenge.is_some()),
             ChallengeKind::TlsAlpn01 => ("tls_challenge", resolver.tls_challenge.is_some()),
+            ChallengeKind::Dns01 => ("dns_challenge", resolver.dns_challenge.is_some()),
         };
         if let Some((kind, (name, _))) = order.iter().map(|k| (k, block(k))).find(|(_, (_, on))| !on) {
             return Err(ConfigError::invalid(&field, format!("'{kind}' is listed but `{name}` is not configured")));

@@ -38,6 +38,8 @@ pub enum RunError {
     DefaultCertificate(String),
     #[error("no resolver named {0}")]
     UnknownResolver(String),
+    #[error("resolvers.{resolver}.dns_challenge: {source}")]
+    Dns { resolver: String, source: crate::dns::DnsError },
 }
 
 /// Everything a certificate's task needs, shared.
@@ -50,6 +52,8 @@ struct Shared {
     control: Control,
     default_certificate: Option<Bundle>,
     placeholder: bool,
+    /// DNS-01 solvers by resolver name.
+    dns: BTreeMap<String, crate::dns::DnsSolver>,
     /// The post-deploy hook and the directory whose `<name>/live` it is shown.
     post_deploy: Option<(PostDeploy, PathBuf)>,
 }
@@ -123,6 +127,14 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         Some(nginx) => nginx.directory.clone(),
         None => config.storage.directory.join("certificates"),
     };
+    let mut dns = BTreeMap::new();
+    for (name, resolver) in &config.resolvers {
+        if let Some(settings) = &resolver.dns_challenge {
+            let solver =
+                crate::dns::build(settings).map_err(|source| RunError::Dns { resolver: name.clone(), source })?;
+            dns.insert(name.clone(), solver);
+        }
+    }
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
     let control = Control { certificates: Arc::new(inboxes), accounts: Some(rollover_tx), ..Default::default() };
     let shared = Arc::new(Shared {
@@ -134,6 +146,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         control: control.clone(),
         default_certificate,
         placeholder: config.envoy.placeholder,
+        dns,
         post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
     });
     if let Some(socket) = config.admin.socket() {
@@ -156,9 +169,14 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    for task in tasks {
+    for task in &tasks {
         task.abort();
     }
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Orders stopped mid-way remove their DNS-01 records before we exit.
+    crate::acme::finish_cleanups(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 

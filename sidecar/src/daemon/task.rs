@@ -179,6 +179,7 @@ impl CertTask {
             preferred_chain: self.resolver.preferred_chain.as_deref(),
             replaces: self.current.as_ref().filter(|_| ari).map(|(b, _)| b),
             webroot: self.resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_deref()),
+            dns: shared.dns.get(&self.certificate.resolver),
         };
         let bundle = self.issue_with_fallback(&account, &request).await?;
         let info = cert::inspect(&bundle, Some(&self.certificate.domains))?;
@@ -196,7 +197,11 @@ impl CertTask {
         request: &OrderRequest<'_>,
     ) -> Result<Bundle, AcmeError> {
         let shared = &self.shared;
-        let kinds = self.resolver.challenges();
+        let mut kinds = self.resolver.challenges();
+        // A wildcard can only be proven with DNS-01 (RFC 8555 §7.1.3).
+        if self.certificate.domains.iter().any(|d| d.starts_with("*.")) {
+            kinds.retain(|k| *k == crate::solvers::ChallengeKind::Dns01);
+        }
         let mut kinds = kinds.iter().peekable();
         loop {
             let Some(&kind) = kinds.next() else {

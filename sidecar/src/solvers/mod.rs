@@ -17,6 +17,8 @@ pub enum ChallengeKind {
     Http01,
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+    #[serde(rename = "dns-01")]
+    Dns01,
 }
 
 impl ChallengeKind {
@@ -25,6 +27,7 @@ impl ChallengeKind {
         match self {
             Self::Http01 => "http-01",
             Self::TlsAlpn01 => "tls-alpn-01",
+            Self::Dns01 => "dns-01",
         }
     }
 
@@ -32,6 +35,7 @@ impl ChallengeKind {
         match self {
             Self::Http01 => instant_acme::ChallengeType::Http01,
             Self::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
+            Self::Dns01 => instant_acme::ChallengeType::Dns01,
         }
     }
 }

@@ -1,0 +1,105 @@
+//! DNS-01 (RFC 8555 §8.4): providers that create and remove the
+//! `_acme-challenge` TXT records, and the propagation check that waits until
+//! every authoritative nameserver answers them before the CA is told to look.
+//!
+//! One small trait per boundary: [`DnsProvider`] is all a provider does.
+//! Providers keep other values at the same name (a wildcard and its apex
+//! share `_acme-challenge.<apex>`), and remove only the value they added.
+
+pub mod propagation;
+pub mod rfc2136;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::DnsChallenge;
+
+/// One TXT record to present or clean up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxtRecord {
+    /// The identifier being validated (`example.com` for `*.example.com`).
+    pub domain: String,
+    /// `_acme-challenge.<domain>.`, absolute, lower case, with the final dot.
+    pub fqdn: String,
+    /// The base64url SHA-256 of the key authorization.
+    pub value: String,
+    pub ttl: u32,
+}
+
+impl TxtRecord {
+    /// The record for identifier `identifier` (a leading `*.` is dropped).
+    pub fn new(identifier: &str, value: &str, ttl: u32) -> Self {
+        let domain = identifier.strip_prefix("*.").unwrap_or(identifier).trim_end_matches('.').to_ascii_lowercase();
+        Self { fqdn: format!("_acme-challenge.{domain}."), domain, value: value.to_owned(), ttl }
+    }
+}
+
+/// Why a provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The provider refused or failed; `retryable` says whether the same
+    /// request may work later (network, 5xx, rate limit).
+    #[error("{provider}: {message}")]
+    Provider { provider: &'static str, message: String, retryable: bool },
+    #[error("DNS records did not propagate within {waited_secs}s: {detail}")]
+    Propagation { waited_secs: u64, detail: String },
+}
+
+impl DnsError {
+    pub fn provider(provider: &'static str, message: impl Into<String>, retryable: bool) -> Self {
+        Self::Provider { provider, message: message.into(), retryable }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Provider { retryable, .. } => *retryable,
+            Self::Propagation { .. } => true,
+        }
+    }
+}
+
+/// Creates and removes TXT records at one DNS service.
+#[async_trait]
+pub trait DnsProvider: Send + Sync + std::fmt::Debug {
+    /// Adds `record`'s value at its name, keeping any other values there.
+    async fn present(&self, record: &TxtRecord) -> Result<(), DnsError>;
+    /// Removes exactly `record`'s value; other values at the name stay.
+    /// Removing a value that is not there is no error.
+    async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError>;
+}
+
+/// A resolver's DNS-01 solver: its provider and its check settings.
+#[derive(Debug, Clone)]
+pub struct DnsSolver {
+    pub provider: Arc<dyn DnsProvider>,
+    pub settings: DnsChallenge,
+}
+
+/// Builds the provider a validated `[dns_challenge]` names.
+pub fn build(settings: &DnsChallenge) -> Result<DnsSolver, DnsError> {
+    let provider: Arc<dyn DnsProvider> = if let Some(config) = &settings.rfc2136 {
+        Arc::new(rfc2136::Rfc2136Provider::new(config, settings.ttl)?)
+    } else {
+        return Err(DnsError::provider(
+            "dns",
+            format!("provider {} is not available in this build", settings.provider_name()),
+            false,
+        ));
+    };
+    Ok(DnsSolver { provider, settings: settings.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_and_its_apex_share_one_record_name() {
+        let wildcard = TxtRecord::new("*.Example.com", "v1", 60);
+        let apex = TxtRecord::new("example.com", "v2", 60);
+        assert_eq!(wildcard.fqdn, "_acme-challenge.example.com.");
+        assert_eq!(wildcard.fqdn, apex.fqdn);
+        assert_eq!(wildcard.domain, "example.com");
+    }
+}

@@ -1,0 +1,262 @@
+//! The propagation check: before the CA is told to look, every
+//! authoritative nameserver of each record's zone must answer the TXT value.
+//!
+//! The zone is found through the recursive `resolvers` (CNAMEs on the record
+//! name are followed, as acme-dns delegation needs): an SOA lookup gives the
+//! zone, its NS records the nameservers, and those are then asked directly.
+//! On time-out the error names every server that is not there yet and what
+//! it answered: a stale value, NXDOMAIN, SERVFAIL, or no answer.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use hickory_client::client::{Client, ClientHandle};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::runtime::TokioRuntimeProvider;
+use hickory_proto::udp::UdpClientStream;
+use hickory_proto::xfer::DnsResponse;
+
+use super::{DnsError, TxtRecord};
+use crate::config::DnsChallenge;
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_CNAME_HOPS: usize = 8;
+
+/// What one server answered for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Present,
+    Stale(Vec<String>),
+    NxDomain,
+    Failed(String),
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Present => f.write_str("has the value"),
+            Self::Stale(values) if values.is_empty() => f.write_str("no TXT value yet"),
+            Self::Stale(values) => write!(f, "stale values {values:?}"),
+            Self::NxDomain => f.write_str("NXDOMAIN"),
+            Self::Failed(code) => f.write_str(code),
+            Self::Unreachable(e) => write!(f, "unreachable ({e})"),
+        }
+    }
+}
+
+/// A server to ask, by name (for messages) and address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Server {
+    name: String,
+    address: SocketAddr,
+}
+
+async fn query(server: SocketAddr, name: &Name, record_type: RecordType) -> Result<DnsResponse, String> {
+    let stream =
+        UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(QUERY_TIMEOUT)).build();
+    let (mut client, background) = Client::connect(stream).await.map_err(|e| e.to_string())?;
+    tokio::spawn(background);
+    client.query(name.clone(), DNSClass::IN, record_type).await.map_err(|e| e.to_string())
+}
+
+/// Asks the recursive servers in turn; the first answer wins.
+async fn recursive(resolvers: &[SocketAddr], name: &Name, record_type: RecordType) -> Result<DnsResponse, String> {
+    let mut last = "no resolvers".to_owned();
+    for server in resolvers {
+        match query(*server, name, record_type).await {
+            Ok(response) if response.response_code() != ResponseCode::ServFail => return Ok(response),
+            Ok(response) => last = format!("{server}: {}", response.response_code()),
+            Err(e) => last = format!("{server}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// The recursive servers: configured, else /etc/resolv.conf's.
+fn resolvers(settings: &DnsChallenge) -> Vec<SocketAddr> {
+    if !settings.resolvers.is_empty() {
+        return settings.resolvers.clone();
+    }
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    parse_resolv_conf(&text)
+}
+
+/// `nameserver` lines of a resolv.conf, on port 53.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// Follows CNAMEs from `name`; the name that holds the TXT records.
+async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, String> {
+    let mut current = name;
+    for _ in 0..MAX_CNAME_HOPS {
+        let response = recursive(resolvers, &current, RecordType::CNAME).await?;
+        let target = response.answers().iter().find_map(|r| match r.data() {
+            RData::CNAME(cname) if r.name() == &current => Some(cname.0.clone()),
+            _ => None,
+        });
+        match target {
+            Some(target) => current = target,
+            None => return Ok(current),
+        }
+    }
+    Err(format!("more than {MAX_CNAME_HOPS} CNAMEs from {current}"))
+}
+
+/// The authoritative nameservers of the zone holding `name`.
+async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Result<Vec<Server>, String> {
+    let response = recursive(resolvers, name, RecordType::SOA).await?;
+    let zone = response
+        .answers()
+        .iter()
+        .chain(response.name_servers())
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.name().clone())
+        .ok_or_else(|| format!("no SOA for {name} or above"))?;
+    let ns = recursive(resolvers, &zone, RecordType::NS).await?;
+    let hosts: Vec<Name> = ns
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::NS(host) => Some(host.0.clone()),
+            _ => None,
+        })
+        .collect();
+    if hosts.is_empty() {
+        return Err(format!("zone {zone} has no NS records"));
+    }
+    let mut servers = Vec::new();
+    for host in hosts {
+        for record_type in [RecordType::A, RecordType::AAAA] {
+            let Ok(answer) = recursive(resolvers, &host, record_type).await else { continue };
+            for record in answer.answers() {
+                let ip = match record.data() {
+                    RData::A(a) => IpAddr::V4(a.0),
+                    RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                    _ => continue,
+                };
+                servers.push(Server { name: host.to_string(), address: SocketAddr::new(ip, port) });
+            }
+        }
+    }
+    if servers.is_empty() {
+        return Err(format!("no address for the nameservers of {zone}"));
+    }
+    servers.sort();
+    servers.dedup();
+    Ok(servers)
+}
+
+async fn look(server: SocketAddr, name: &Name, value: &str) -> Seen {
+    match query(server, name, RecordType::TXT).await {
+        Err(e) => Seen::Unreachable(e),
+        Ok(response) => match response.response_code() {
+            ResponseCode::NoError => {
+                let values: Vec<String> = response
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        RData::TXT(txt) => Some(txt.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                if values.iter().any(|v| v == value) {
+                    Seen::Present
+                } else {
+                    Seen::Stale(values)
+                }
+            }
+            ResponseCode::NXDomain => Seen::NxDomain,
+            code => Seen::Failed(code.to_string()),
+        },
+    }
+}
+
+/// Waits until every record is visible where `settings` says to look.
+pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<(), DnsError> {
+    if settings.disable_checks {
+        tracing::info!("DNS propagation check disabled");
+        return Ok(());
+    }
+    if settings.delay_before_check_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(settings.delay_before_check_secs)).await;
+    }
+    let started = Instant::now();
+    let timeout = Duration::from_secs(settings.timeout_secs);
+    let resolvers = resolvers(settings);
+    // (record index, the name holding it, the servers to ask)
+    let mut targets = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let fail = |e: String| DnsError::Propagation { waited_secs: 0, detail: format!("{}: {e}", record.fqdn) };
+        let name = Name::from_str(&record.fqdn).map_err(|e| fail(e.to_string()))?;
+        let name = follow_cnames(&resolvers, name).await.map_err(fail)?;
+        let servers = if settings.check_all_nameservers {
+            authoritative(&resolvers, &name, settings.nameserver_port).await.map_err(fail)?
+        } else {
+            resolvers.iter().map(|a| Server { name: a.to_string(), address: *a }).collect()
+        };
+        targets.push((i, name, servers));
+    }
+    let mut first_seen: BTreeMap<(usize, Server), Duration> = BTreeMap::new();
+    loop {
+        let mut missing = Vec::new();
+        for (i, name, servers) in &targets {
+            for server in servers {
+                if first_seen.contains_key(&(*i, server.clone())) {
+                    continue;
+                }
+                match look(server.address, name, &records[*i].value).await {
+                    Seen::Present => {
+                        let took = started.elapsed();
+                        tracing::info!(fqdn = %records[*i].fqdn, server = %server.name, address = %server.address, took_ms = took.as_millis() as u64, "TXT record visible");
+                        first_seen.insert((*i, server.clone()), took);
+                    }
+                    seen => {
+                        missing.push(format!("{} at {} ({}): {seen}", records[*i].fqdn, server.name, server.address))
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            tracing::info!(
+                records = records.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "DNS records propagated"
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(DnsError::Propagation { waited_secs: started.elapsed().as_secs(), detail: missing.join("; ") });
+        }
+        tracing::debug!(missing = missing.len(), "waiting for DNS propagation");
+        tokio::time::sleep(Duration::from_secs(settings.interval_secs)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nameservers_from_resolv_conf() {
+        let text = "# comment\nsearch example\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:2\nnameserver bad\n";
+        let expected: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        assert_eq!(parse_resolv_conf(text), expected);
+    }
+
+    #[test]
+    fn what_a_server_answered_is_said_plainly() {
+        assert_eq!(Seen::Stale(vec!["old".into()]).to_string(), "stale values [\"old\"]");
+        assert_eq!(Seen::NxDomain.to_string(), "NXDOMAIN");
+        assert_eq!(Seen::Failed("SERVFAIL".into()).to_string(), "SERVFAIL");
+        assert_eq!(Seen::Stale(Vec::new()).to_string(), "no TXT value yet");
+    }
+}
