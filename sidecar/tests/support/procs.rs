@@ -123,6 +123,9 @@ pub struct PebbleOptions {
     /// authorization (Pebble's default: 50). 0 makes every order solve its
     /// challenges.
     pub authz_reuse: Option<u8>,
+    /// Pebble's DNS server instead of pebble-challtestsrv (e.g. a real BIND
+    /// that owns the test zone, for DNS-01).
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
@@ -134,6 +137,7 @@ pub struct Pebble {
     pub challtestsrv: Proc,
     dir: PathBuf,
     dns_port: u16,
+    dns_server: String,
     env: Vec<(&'static str, String)>,
 }
 
@@ -197,9 +201,19 @@ impl Pebble {
         if let Some(reuse) = options.authz_reuse {
             env.push(("PEBBLE_AUTHZREUSE", reuse.to_string()));
         }
-        let pebble = spawn_pebble(&pebble_bin, dir, dns_port, &env);
-        let mut this =
-            Self { acme_port, management_port, minica, pebble, challtestsrv, dir: dir.to_owned(), dns_port, env };
+        let dns_server = options.dns_server.map_or_else(|| format!("127.0.0.1:{dns_port}"), |a| a.to_string());
+        let pebble = spawn_pebble(&pebble_bin, dir, &dns_server, &env);
+        let mut this = Self {
+            acme_port,
+            management_port,
+            minica,
+            pebble,
+            challtestsrv,
+            dir: dir.to_owned(),
+            dns_port,
+            dns_server,
+            env,
+        };
         wait_for_port(dns_port, Duration::from_secs(20), &mut this.challtestsrv);
         this.wait_ready();
         this
@@ -220,7 +234,7 @@ impl Pebble {
     pub fn restart(&mut self) {
         self.pebble.kill();
         let bin = require("pebble", "apt-get install pebble");
-        self.pebble = spawn_pebble(&bin, &self.dir, self.dns_port, &self.env);
+        self.pebble = spawn_pebble(&bin, &self.dir, &self.dns_server, &self.env);
         self.wait_ready();
     }
 
@@ -252,14 +266,14 @@ impl Pebble {
     }
 }
 
-fn spawn_pebble(bin: &Path, dir: &Path, dns_port: u16, env: &[(&str, String)]) -> Proc {
+fn spawn_pebble(bin: &Path, dir: &Path, dns_server: &str, env: &[(&str, String)]) -> Proc {
     Proc::spawn(
         "pebble",
         Command::new(bin)
             .arg("-config")
             .arg(dir.join("pebble.json"))
             .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{dns_port}"))
+            .arg(dns_server)
             // Validation without Pebble's random 0-15 s sleeps; nonce
             // rejection (5% by default) stays on.
             .env("PEBBLE_VA_NOSLEEP", "1")

@@ -1,0 +1,75 @@
+//! A real BIND 9 (`named`, Debian's bind9) on a free loopback port, primary
+//! for one test zone, taking RFC 2136 updates signed with a TSIG key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::net::free_port;
+use super::procs::{require, write, Proc};
+
+pub struct Bind {
+    pub address: SocketAddr,
+    pub zone: String,
+    pub key_name: String,
+    /// Base64 HMAC-SHA256 secret of `key_name`.
+    pub secret: String,
+    pub secret_file: PathBuf,
+    pub proc: Proc,
+}
+
+impl Bind {
+    /// `named -g` for `zone` (NS `ns1.<zone>` at 127.0.0.1, apex
+    /// A record 127.0.0.1), updates allowed for TXT with the key.
+    pub fn start(dir: &Path, zone: &str) -> Self {
+        use base64::Engine;
+        let named = require("named", "apt-get install bind9");
+        let port = free_port();
+        let key_name = "proxy-acme-test".to_owned();
+        let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let d = dir.display();
+        write(
+            &dir.join(format!("{zone}.zone")),
+            &format!(
+                "$TTL 60\n@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 60\n@ IN NS ns1.{zone}.\n\
+                 ns1 IN A 127.0.0.1\n@ IN A 127.0.0.1\n"
+            ),
+        );
+        write(
+            &dir.join("named.conf"),
+            &format!(
+                "options {{\n  directory \"{d}\";\n  pid-file \"{d}/named.pid\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  \
+                 listen-on-v6 {{ none; }};\n  recursion no;\n  allow-query {{ any; }};\n  dnssec-validation no;\n  \
+                 notify no;\n}};\ncontrols {{ }};\n\
+                 key \"{key_name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+                 zone \"{zone}\" {{\n  type primary;\n  file \"{d}/{zone}.zone\";\n  \
+                 update-policy {{ grant {key_name} zonesub TXT; }};\n}};\n"
+            ),
+        );
+        let secret_file = dir.join("tsig.secret");
+        write(&secret_file, &format!("{secret}\n"));
+        let mut proc = Proc::spawn(
+            "named",
+            Command::new(named).arg("-g").arg("-c").arg(dir.join("named.conf")).arg("-n").arg("1"),
+            dir,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            proc.assert_running();
+            if std::fs::read_to_string(&proc.log).unwrap_or_default().contains("running") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "named did not start:\n{}", proc.tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            zone: zone.to_owned(),
+            key_name,
+            secret,
+            secret_file,
+            proc,
+        }
+    }
+}
