@@ -2,7 +2,8 @@
 //! on free loopback ports in the test's temp dir, killed by pid on drop.
 //! A missing component fails the test with what to install; nothing skips.
 
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses part of this module.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod ari_front;
 pub mod bind;
@@ -13,12 +14,10 @@ pub mod stack;
 
 use std::path::{Path, PathBuf};
 
-#[allow(unused_imports)] // only the nginx tests use it
 pub use bind::Bind;
 pub use net::*;
 pub use nginx::Nginx;
 pub use procs::*;
-#[allow(unused_imports)] // not every test binary uses the whole stack
 pub use stack::*;
 
 /// The workspace root (where `make` runs).
