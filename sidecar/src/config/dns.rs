@@ -275,7 +275,7 @@ impl DnsChallenge {
         let missing = |key: &str| {
             ConfigError::invalid(
                 format!("{field}.{key}"),
-                "is required (inline, `_file`, or lego's environment variable)",
+                "is required (inline, _file, or lego's environment variable)",
             )
         };
         if let Some(p) = &self.rfc2136 {

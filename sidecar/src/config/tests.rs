@@ -133,3 +133,41 @@ fn nginx_alone_is_a_deployment_target() {
     assert_eq!(nginx.check_command, ["nginx", "-t", "-q"]);
     assert_eq!((nginx.reload_delay_ms, nginx.retry_secs, nginx.command_timeout_secs), (1000, 60, 30));
 }
+
+#[test]
+fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.path().join("tsig");
+    std::fs::write(&secret, "c2VjcmV0\n").unwrap_or_else(|e| panic!("{e}"));
+    let dns = format!(
+        "{VALID}\n[resolvers.le.dns_challenge]\n[resolvers.le.dns_challenge.rfc2136]\nnameserver = \"127.0.0.1:53\"\n\
+         tsig_key = \"k\"\ntsig_secret_file = \"{}\"\n",
+        secret.display()
+    );
+    let path = dir.path().join("proxy-acme.toml");
+    std::fs::write(&path, &dns).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
+    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.rfc2136.clone());
+    assert_eq!(rfc2136.and_then(|r| r.tsig_secret).as_deref(), Some("c2VjcmV0"));
+    assert_eq!(
+        config.resolvers["le"].challenges(),
+        vec![crate::solvers::ChallengeKind::Http01, crate::solvers::ChallengeKind::Dns01]
+    );
+
+    let none = format!("{VALID}\n[resolvers.le.dns_challenge]\ntimeout_secs = 5\n");
+    assert!(invalid(&none).contains("resolvers.le.dns_challenge"), "{}", invalid(&none));
+    let two = format!(
+        "{VALID}\n[resolvers.le.dns_challenge.exec]\nprogram = \"/bin/true\"\n\
+         [resolvers.le.dns_challenge.httpreq]\nendpoint = \"http://127.0.0.1:1\"\n"
+    );
+    assert!(invalid(&two).contains("one provider only"), "{}", invalid(&two));
+    let no_token = format!("{VALID}\n[resolvers.le.dns_challenge.digitalocean]\n");
+    if std::env::var_os("DO_AUTH_TOKEN").is_none() && std::env::var_os("DO_AUTH_TOKEN_FILE").is_none() {
+        assert!(invalid(&no_token).contains("digitalocean.auth_token"), "{}", invalid(&no_token));
+    }
+    let wildcard = VALID.replace("\"www.example.com\"", "\"*.example.com\"");
+    assert!(invalid(&wildcard).contains("give resolver 'le' a dns_challenge"), "{}", invalid(&wildcard));
+    let with_dns = format!("{wildcard}\n[resolvers.le.dns_challenge.exec]\nprogram = \"/bin/true\"\n");
+    let config: Config = with_dns.parse().unwrap_or_else(|e| panic!("{e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+}
