@@ -16,6 +16,8 @@ pub mod deploy;
 pub mod dns;
 pub mod names;
 pub mod nginx_config;
+pub mod prepare;
 pub mod schedule;
 pub mod solvers;
 pub mod store;
+pub mod watch;

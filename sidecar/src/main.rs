@@ -46,6 +46,27 @@ enum Command {
     },
     /// Print nginx server blocks for every configured certificate.
     NginxConfig,
+    /// Write every certificate's current files (file SDS, nginx) and exit.
+    Prepare,
+    /// Beside nginx: reload it when certificate files in a directory change
+    /// (checked first; needs no configuration file).
+    Watch {
+        /// The directory the sidecar writes (`[nginx] directory`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// nginx master's pid file (the reload is a SIGHUP).
+        #[arg(long, default_value = "/run/nginx.pid")]
+        pid_file: PathBuf,
+        /// Check command, split on spaces (no shell); "" disables it.
+        #[arg(long, default_value = "nginx -t -q")]
+        check: String,
+        /// Reload command, split on spaces (no shell), instead of the pid file.
+        #[arg(long)]
+        reload: Option<String>,
+        /// Changes within this many milliseconds share one reload.
+        #[arg(long, default_value_t = 500)]
+        debounce_ms: u64,
+    },
     /// Account operations.
     Account {
         #[command(subcommand)]
@@ -73,6 +94,29 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    if let Command::Watch { dir, pid_file, check, reload, debounce_ms } = &cli.command {
+        let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let options = proxy_acme::watch::WatchOptions {
+            dir: dir.clone(),
+            pid_file: pid_file.clone(),
+            check: split(check),
+            reload: reload.as_deref().map(split),
+            debounce: std::time::Duration::from_millis(*debounce_ms),
+        };
+        return match tokio::runtime::Runtime::new().map_err(|e| e.to_string()) {
+            Ok(runtime) => match runtime.block_on(proxy_acme::watch::watch(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("proxy-acme: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("proxy-acme: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load_valid(&cli.config) {
         Ok(config) => config,
         Err(e) => return config_error(&cli.config, &e),
@@ -99,9 +143,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Check | Command::NginxConfig => Ok(()),
+            Command::Check | Command::NginxConfig | Command::Watch { .. } => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await,
+            Command::Prepare => proxy_acme::prepare::prepare(&config).await,
             Command::Renew { name, force } => cli::renew(&config, &name, force).await,
             Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await,
             Command::Account { command: AccountCommand::Rollover { resolver } } => {

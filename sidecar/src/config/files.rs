@@ -16,6 +16,10 @@ pub struct Nginx {
     /// nginx's master pid file; the reload is a SIGHUP to that pid.
     #[serde(default = "default_pid_file")]
     pub pid_file: PathBuf,
+    /// `false`: only write the files; `proxy-acme watch` beside nginx (or
+    /// anything else) reloads it.
+    #[serde(default = "default_true")]
+    pub reload: bool,
     /// Reload with this command (argv, no shell) instead of the pid file.
     #[serde(default)]
     pub reload_command: Option<Vec<String>>,
@@ -34,6 +38,9 @@ pub struct Nginx {
     pub command_timeout_secs: u64,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_pid_file() -> PathBuf {
     PathBuf::from("/run/nginx.pid")
 }

@@ -148,6 +148,10 @@ pub struct Envoy {
     /// share a socket with the sidecar.
     #[serde(default)]
     pub sds_address: Option<SocketAddr>,
+    /// File SDS: one `<name>/secret.json` per certificate, swapped
+    /// atomically for Envoy's `path_config_source` + `watched_directory`.
+    #[serde(default)]
+    pub sds_directory: Option<PathBuf>,
     /// Serve a self-signed placeholder for certificates not issued yet, so
     /// Envoy's TLS listener (which stays closed until its SDS secret exists)
     /// opens at once and the HTTP-01 listener beside it can start.
@@ -157,7 +161,7 @@ pub struct Envoy {
 
 impl Default for Envoy {
     fn default() -> Self {
-        Self { sds_socket: default_sds_socket(), sds_address: None, placeholder: true }
+        Self { sds_socket: default_sds_socket(), sds_address: None, sds_directory: None, placeholder: true }
     }
 }
 
@@ -441,10 +445,17 @@ impl Config {
         if let Some(hook) = &self.post_deploy {
             files::validate_post_deploy(hook)?;
         }
-        if self.envoy.socket().is_none() && self.envoy.sds_address.is_none() && self.nginx.is_none() {
+        if let Some(dir) = &self.envoy.sds_directory {
+            if !dir.is_absolute() {
+                return Err(ConfigError::invalid("envoy.sds_directory", "must be an absolute path"));
+            }
+        }
+        let envoy =
+            self.envoy.socket().is_some() || self.envoy.sds_address.is_some() || self.envoy.sds_directory.is_some();
+        if !envoy && self.nginx.is_none() {
             return Err(ConfigError::invalid(
                 "envoy.sds_socket",
-                "neither sds_socket nor sds_address nor [nginx] is set: no proxy would get certificates",
+                "none of sds_socket, sds_address, sds_directory or [nginx] is set: no proxy would get certificates",
             ));
         }
         let mut seen = BTreeMap::new();

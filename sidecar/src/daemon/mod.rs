@@ -116,6 +116,9 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         receivers.push(rx);
     }
     let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(sds)];
+    if let Some(dir) = &config.envoy.sds_directory {
+        sinks.push(Arc::new(crate::deploy::file_sds::FileSdsSink::new(dir)?));
+    }
     let mut _reloader = None;
     if let Some(nginx) = &config.nginx {
         let (sink, task) = NginxSink::start(nginx)?;
@@ -188,7 +191,7 @@ async fn rollovers(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Rollover>) {
     }
 }
 
-fn load_default(config: &Config) -> Result<Option<Bundle>, RunError> {
+pub(crate) fn load_default(config: &Config) -> Result<Option<Bundle>, RunError> {
     let Some(default) = &config.default_certificate else { return Ok(None) };
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| RunError::DefaultCertificate(format!("{}: {e}", path.display())))

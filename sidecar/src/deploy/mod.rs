@@ -1,8 +1,8 @@
 //! Deployment sinks: where a stored certificate goes so proxies serve it:
-//! SDS gRPC for Envoy, PEM files + a checked reload for nginx; SDS files
-//! join behind the same trait.
+//! SDS over gRPC or files for Envoy, PEM files + a checked reload for nginx.
 
 pub mod command;
+pub mod file_sds;
 pub mod hook;
 pub mod nginx;
 pub mod sds;

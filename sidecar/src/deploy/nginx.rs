@@ -53,7 +53,12 @@ impl NginxSink {
         let tree = PemTree::new(config.directory.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let reloader = Reloader { config: Arc::new(config.clone()), tree: tree.clone() };
-        let task = tokio::spawn(reloader.run(rx));
+        let task = if config.reload {
+            tokio::spawn(reloader.run(rx))
+        } else {
+            tracing::info!(directory = %config.directory.display(), "nginx files only: another process reloads nginx");
+            tokio::spawn(async move { drop((reloader, rx)) })
+        };
         Ok((Self { tree, changes: tx }, task))
     }
 }

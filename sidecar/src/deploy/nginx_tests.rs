@@ -14,6 +14,7 @@ fn config(dir: &Path) -> config::Nginx {
     let sh = |script: String| vec!["sh".to_owned(), "-c".to_owned(), script];
     config::Nginx {
         directory: dir.join("certs"),
+        reload: true,
         pid_file: dir.join("nginx.pid"),
         reload_command: Some(sh(format!("echo reload >> {}/reloads", dir.display()))),
         check_command: sh(format!(
