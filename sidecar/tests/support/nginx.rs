@@ -56,3 +56,18 @@ impl Nginx {
         Self { proc, conf }
     }
 }
+
+impl Drop for Nginx {
+    /// SIGTERM first: nginx's master then stops its workers, which a SIGKILL
+    /// of the master alone would leave running (and listening).
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.proc.pid()).unwrap_or(0));
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.proc.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}

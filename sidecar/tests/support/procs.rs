@@ -51,6 +51,11 @@ impl Proc {
         }
     }
 
+    /// Whether the process still runs (it is reaped if it has exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Fails if the process has exited, with the end of its log.
     pub fn assert_running(&mut self) {
         if let Some(child) = self.child.as_mut() {
