@@ -143,4 +143,35 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     assert_eq!(stat(ports.admin, "listener_manager.listener_modified").await, 0);
     assert_eq!(stat(ports.admin, "listener_manager.total_listeners_draining").await, 0);
     assert_eq!(stat(ports.admin, "listener_manager.listener_in_place_updated").await, 0);
+
+    // 5. A half-written file swapped in (what a naive writer would do; the
+    //    sidecar never does): Envoy rejects it and keeps the last good one.
+    let secret_dir = sds.join("demo");
+    let good = std::fs::read_to_string(secret_dir.join("secret.json")).unwrap_or_else(|e| panic!("{e}"));
+    let torn = secret_dir.join("..torn");
+    std::fs::create_dir(&torn).unwrap_or_else(|e| panic!("{e}"));
+    write(&torn.join("secret.json"), &good[..good.len() / 2]);
+    let link = secret_dir.join("..data_torn");
+    std::os::unix::fs::symlink("..torn", &link).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&link, secret_dir.join("..data")).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(serial_for(FIRST).await, Ok(second.clone()), "Envoy must keep the last good certificate");
+    envoy.proc.assert_running();
+    // The sidecar's next write replaces the torn version.
+    let renewed = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        .args(["renew", "demo", "--force", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(renewed.status.success(), "{}", String::from_utf8_lossy(&renewed.stderr));
+    eventually(Duration::from_secs(30), || async {
+        let serial = serial_for(FIRST).await?;
+        if serial == second {
+            Err(format!("still {second}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no recovery from the torn file: {e}"));
 }

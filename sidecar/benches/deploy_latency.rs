@@ -1,0 +1,229 @@
+//! Deploy latency: from `proxy-acme renew NAME --force` returning (the new
+//! certificate is stored and handed to every target) to the proxy serving
+//! its serial, for each way of deploying: gRPC SDS and file SDS to a real
+//! Envoy, the nginx target's checked reload, and `proxy-acme watch` beside a
+//! real nginx. Runs are interleaved across the four paths (A, B, C, D, A, ...)
+//! so machine noise spreads over all of them; prints a Markdown table of
+//! p50/p90/max per path.
+//!
+//! `cargo bench -p proxy-acme --bench deploy_latency` (`make bench-deploy`);
+//! `DEPLOY_BENCH_RUNS` sets the runs per path (default 15).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// One running deployment path: how to renew, and where to look.
+struct Path {
+    label: &'static str,
+    config: std::path::PathBuf,
+    port: u16,
+    sni: &'static str,
+    root: String,
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Path {
+    async fn serial(&self) -> Result<String, String> {
+        let der = tls_leaf(tls_config(&self.root, &[]), ("127.0.0.1", self.port), self.sni).await?;
+        Ok(serial_of(&der))
+    }
+
+    /// Renews and returns the time from the CLI's return to the new serial.
+    async fn once(&self) -> Duration {
+        let before = self.serial().await.unwrap_or_default();
+        let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            .args(["renew", "web", "--force", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}: {}", self.label, String::from_utf8_lossy(&out.stderr));
+        let start = Instant::now();
+        loop {
+            if let Ok(serial) = self.serial().await {
+                if serial != before {
+                    return start.elapsed();
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{}: no new serial", self.label);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn nginx_site(ports: &StackPorts, domain: &str, live: &std::path::Path) -> String {
+    let shipped =
+        std::fs::read_to_string(workspace_root().join("nginx/proxy-acme.conf")).unwrap_or_else(|e| panic!("{e}"));
+    render(
+        &shipped,
+        &[
+            ("listen 80;", format!("listen 127.0.0.1:{};", ports.http)),
+            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
+            ("server_name example.com www.example.com;", format!("server_name {domain};")),
+            ("127.0.0.1:8555", format!("127.0.0.1:{}", ports.sidecar)),
+            ("/etc/nginx/proxy-acme/www/live", live.display().to_string()),
+            ("127.0.0.1:8081", format!("127.0.0.1:{}", ports.app)),
+        ],
+    )
+}
+
+async fn grpc_sds() -> Path {
+    let stack = Stack::start(
+        &PebbleOptions::default(),
+        "",
+        |_| certificate("web", &["grpc.bench.test"], "pebble"),
+        |c| with_secrets(c, &["web"]),
+    )
+    .await;
+    let root = stack.pebble.root_pem().await;
+    let (config, port) = (stack.config_path.clone(), stack.ports.https);
+    Path { label: "gRPC SDS → Envoy", config, port, sni: "grpc.bench.test", root, _keep: vec![Box::new(stack)] }
+}
+
+/// nginx with the `[nginx]` target (`watch = false`) or `proxy-acme watch`.
+async fn nginx(watch: bool) -> Path {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path().to_owned();
+    let ports = StackPorts::free();
+    let domain = if watch { "watch.bench.test" } else { "nginx.bench.test" };
+    let pebble = Pebble::start_with(&dir, ports.http, free_port(), &PebbleOptions::default());
+    let certs = dir.join("certs");
+    let conf = dir.join("nginx.conf");
+    let target = if watch {
+        format!("[nginx]\ndirectory = \"{}\"\nreload = false\n", certs.display())
+    } else {
+        format!(
+            "[nginx]\ndirectory = \"{}\"\npid_file = \"{d}/nginx.pid\"\ncheck_command = [\"nginx\", \"-t\", \"-q\", \"-p\", \"{d}\", \"-c\", \"{c}\"]\n",
+            certs.display(),
+            d = dir.display(),
+            c = conf.display()
+        )
+    };
+    let config =
+        sidecar_config(&dir, &ports, &pebble, "", &format!("{target}\n{}", certificate("web", &[domain], "pebble")));
+    let config_path = dir.join("proxy-acme.toml");
+    write(&config_path, &config);
+    let prepared =
+        Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
+    assert!(prepared.is_ok_and(|o| o.status.success()));
+    write(&dir.join("site.conf"), &nginx_site(&ports, domain, &certs.join("web/live")));
+    let nginx_conf = format!(
+        "{}http {{\n{}include {}/site.conf;\n}}\n",
+        Nginx::preamble(&dir),
+        Nginx::http_paths(&dir),
+        dir.display()
+    );
+    let nginx = Nginx::start(&dir, &nginx_conf, ports.http);
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    if watch {
+        let check = format!("nginx -t -q -p {} -c {}", dir.display(), conf.display());
+        let watcher = Proc::spawn(
+            "watch",
+            Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+                .args(["watch", "--dir"])
+                .arg(&certs)
+                .arg("--pid-file")
+                .arg(dir.join("nginx.pid"))
+                .args(["--check", &check]),
+            &dir,
+        );
+        keep.push(Box::new(watcher));
+    }
+    let mut sidecar = start_sidecar(&dir, &config);
+    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+    let root = pebble.root_pem().await;
+    let label = if watch { "files → `proxy-acme watch` → nginx" } else { "`[nginx]` target → nginx" };
+    let path = Path { label, config: config_path, port: ports.https, sni: domain, root, _keep: Vec::new() };
+    eventually(Duration::from_secs(60), || path.serial()).await.unwrap_or_else(|e| panic!("{label}: {e}"));
+    keep.extend([Box::new(sidecar) as Box<dyn std::any::Any>, Box::new(nginx), Box::new(pebble), Box::new(tmp)]);
+    Path { _keep: keep, ..path }
+}
+
+async fn file_sds() -> Path {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path().to_owned();
+    let ports = StackPorts::free();
+    let app = start_echo_app(ports.app).await;
+    let pebble = Pebble::start_with(&dir, ports.http, ports.https, &PebbleOptions::default());
+    let sds = dir.join("sds");
+    let config = sidecar_config(&dir, &ports, &pebble, "", &certificate("web", &["file.bench.test"], "pebble"))
+        .replace(
+            &format!("sds_socket = \"{}/sds.sock\"", dir.display()),
+            &format!("sds_socket = \"\"\nsds_directory = \"{}\"", sds.display()),
+        );
+    let config_path = dir.join("proxy-acme.toml");
+    write(&config_path, &config);
+    let prepared =
+        Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
+    assert!(prepared.is_ok_and(|o| o.status.success()));
+    let template =
+        std::fs::read_to_string(workspace_root().join("envoy/envoy-file-sds.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let yaml = render(
+        &template,
+        &[
+            ("port_value: 9901", format!("port_value: {}", ports.admin)),
+            ("port_value: 8080", format!("port_value: {}", ports.http)),
+            ("port_value: 8443", format!("port_value: {}", ports.https)),
+            ("port_value: 8081", format!("port_value: {}", ports.app)),
+            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
+            ("/etc/envoy/sds/demo", sds.join("web").display().to_string()),
+            ("name: demo", "name: web".to_owned()),
+        ],
+    );
+    let envoy = Envoy::start(&dir, &yaml, ports.admin).await;
+    let mut sidecar = start_sidecar(&dir, &config);
+    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+    let root = pebble.root_pem().await;
+    let path = Path {
+        label: "file SDS → Envoy",
+        config: config_path,
+        port: ports.https,
+        sni: "file.bench.test",
+        root,
+        _keep: Vec::new(),
+    };
+    eventually(Duration::from_secs(60), || path.serial()).await.unwrap_or_else(|e| panic!("file SDS: {e}"));
+    let keep: Vec<Box<dyn std::any::Any>> =
+        vec![Box::new(sidecar), Box::new(envoy), Box::new(pebble), Box::new(app), Box::new(tmp)];
+    Path { _keep: keep, ..path }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let runs: usize = std::env::var("DEPLOY_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async {
+        let paths = [grpc_sds().await, file_sds().await, nginx(false).await, nginx(true).await];
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+        for _ in 0..runs {
+            for (path, out) in paths.iter().zip(samples.iter_mut()) {
+                out.push(path.once().await);
+            }
+        }
+        println!("| path | runs | p50 | p90 | max |");
+        println!("| --- | --- | --- | --- | --- |");
+        for (path, mut times) in paths.iter().zip(samples) {
+            times.sort();
+            let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                path.label,
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(percentile(&times, 0.9)),
+                ms(*times.last().unwrap_or(&Duration::ZERO))
+            );
+        }
+    });
+}
