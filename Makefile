@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROXY_ACME_ENVOY ?= $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/envoy
 export PROXY_ACME_ENVOY
 
-.PHONY: setup wasm build test lint unit e2e demo clean
+.PHONY: setup wasm build test lint unit e2e demo clean bench-deploy
 
 ## setup: install Pebble, nginx (with the stream module), BIND, Envoy and the wasm target if missing (idempotent)
 setup:
@@ -53,6 +53,11 @@ test: setup wasm lint
 	else \
 	  $(CARGO) test --workspace; \
 	fi
+
+## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
+## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table
+bench-deploy: setup wasm
+	$(CARGO) bench -p proxy-acme --bench deploy_latency
 
 ## demo: Pebble + sidecar + Envoy with the filter, HTTPS on :8443 (Ctrl-C stops)
 demo: setup wasm
