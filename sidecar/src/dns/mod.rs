@@ -6,8 +6,18 @@
 //! Providers keep other values at the same name (a wildcard and its apex
 //! share `_acme-challenge.<apex>`), and remove only the value they added.
 
+pub mod acme_dns;
+pub mod cloudflare;
+pub mod digitalocean;
+pub mod exec;
+pub mod http;
+pub mod httpreq;
 pub mod propagation;
 pub mod rfc2136;
+pub mod route53;
+
+#[cfg(test)]
+mod mock_tests;
 
 use std::sync::Arc;
 
@@ -80,6 +90,18 @@ pub struct DnsSolver {
 pub fn build(settings: &DnsChallenge) -> Result<DnsSolver, DnsError> {
     let provider: Arc<dyn DnsProvider> = if let Some(config) = &settings.rfc2136 {
         Arc::new(rfc2136::Rfc2136Provider::new(config, settings.ttl)?)
+    } else if let Some(config) = &settings.exec {
+        Arc::new(exec::ExecProvider::new(config))
+    } else if let Some(config) = &settings.httpreq {
+        Arc::new(httpreq::HttpReqProvider::new(config)?)
+    } else if let Some(config) = &settings.acme_dns {
+        Arc::new(acme_dns::AcmeDnsProvider::new(config)?)
+    } else if let Some(config) = &settings.cloudflare {
+        Arc::new(cloudflare::CloudflareProvider::new(config)?)
+    } else if let Some(config) = &settings.route53 {
+        Arc::new(route53::Route53Provider::new(config)?)
+    } else if let Some(config) = &settings.digitalocean {
+        Arc::new(digitalocean::DigitalOceanProvider::new(config)?)
     } else {
         return Err(DnsError::provider(
             "dns",
