@@ -141,7 +141,11 @@ pub struct Pebble {
     pub pebble: Proc,
     pub challtestsrv: Proc,
     dir: PathBuf,
-    dns_port: u16,
+    /// pebble-challtestsrv's DNS server (every name -> 127.0.0.1; TXT
+    /// records set through its management API).
+    pub dns_port: u16,
+    /// pebble-challtestsrv's management API (`/set-txt`, `/clear-txt`, ...).
+    pub challtestsrv_management: u16,
     dns_server: String,
     env: Vec<(&'static str, String)>,
 }
@@ -216,6 +220,7 @@ impl Pebble {
             challtestsrv,
             dir: dir.to_owned(),
             dns_port,
+            challtestsrv_management: chall_mgmt,
             dns_server,
             env,
         };
