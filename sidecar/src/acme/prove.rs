@@ -176,3 +176,46 @@ async fn prove_inner(
     drop(published);
     Ok(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::dns::DnsError;
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl DnsProvider for Recorder {
+        async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
+            self.0.lock().unwrap().push(format!("present {}", record.value));
+            Ok(())
+        }
+        async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.lock().unwrap().push(format!("cleanup {}", record.value));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_order_still_removes_its_records() {
+        let recorder = Arc::new(Recorder::default());
+        let provider: Arc<dyn DnsProvider> = recorder.clone();
+        let records = vec![TxtRecord::new("example.com", "a", 60), TxtRecord::new("*.example.com", "b", 60)];
+        // An order task aborted mid-way drops its guard.
+        let task = tokio::spawn(async move {
+            let _guard = DnsCleanup { provider: Some(provider), records };
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        task.abort();
+        let _ = task.await;
+        finish_cleanups(Duration::from_secs(5)).await;
+        assert_eq!(*recorder.0.lock().unwrap(), ["cleanup a", "cleanup b"]);
+    }
+}
