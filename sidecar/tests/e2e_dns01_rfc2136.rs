@@ -46,9 +46,9 @@ async fn txt_values(server: std::net::SocketAddr, name: &str) -> Vec<String> {
     values
 }
 
-fn settings(bind: &Bind, secret: Option<&str>) -> DnsChallenge {
+fn settings(bind: &Bind, secret: Option<&str>, timeout_secs: u64) -> DnsChallenge {
     let text = format!(
-        "resolvers = [\"{a}\"]\nnameserver_port = {port}\ntimeout_secs = 2\ninterval_secs = 1\n\
+        "resolvers = [\"{a}\"]\nnameserver_port = {port}\ntimeout_secs = {timeout_secs}\ninterval_secs = 1\n\
          [rfc2136]\nnameserver = \"{a}\"\ntsig_key = \"{key}\"\ntsig_secret = \"{secret}\"\n",
         a = bind.address,
         port = bind.address.port(),
@@ -81,7 +81,7 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     let bind = Bind::start(bind_dir.path(), ZONE);
 
     // 1. The provider and the check, straight against BIND.
-    let direct = settings(&bind, None);
+    let direct = settings(&bind, None, 30);
     let rfc2136 = provider(&direct);
     let apex = TxtRecord::new("check.wild.test", "value-for-apex", 60);
     let wildcard = TxtRecord::new("*.check.wild.test", "value-for-wildcard", 60);
@@ -96,7 +96,8 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     // A check that cannot succeed says which server answered what.
     let stale = TxtRecord::new("check.wild.test", "some-other-value", 60);
     let missing = TxtRecord::new("nowhere.wild.test", "x", 60);
-    let err = propagation::wait_for(&[stale, missing], &direct).await.map(|()| "passed".to_owned());
+    let impatient = settings(&bind, None, 2);
+    let err = propagation::wait_for(&[stale, missing], &impatient).await.map(|()| "passed".to_owned());
     let err = err.unwrap_err().to_string();
     assert!(err.contains("ns1.wild.test."), "{err}");
     assert!(err.contains(&bind.address.to_string()), "{err}");
@@ -105,7 +106,7 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     rfc2136.cleanup(&apex).await.unwrap_or_else(|e| panic!("{e}"));
 
     // A wrong TSIG secret is refused by BIND, and said so.
-    let wrong = settings(&bind, Some("c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"));
+    let wrong = settings(&bind, Some("c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"), 2);
     let refused = provider(&wrong).present(&TxtRecord::new("x.wild.test", "v", 60)).await;
     let refused = refused.map(|()| "accepted".to_owned()).unwrap_err().to_string();
     assert!(refused.contains("rfc2136"), "{refused}");

@@ -105,6 +105,13 @@ impl AcmeError {
         }
     }
 
+    /// The CA refused the request's nonce (RFC 8555 §6.5): the same request
+    /// with a fresh nonce is expected to work.
+    pub fn is_bad_nonce(&self) -> bool {
+        matches!(self, Self::Protocol(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+    }
+
     /// Whether the failure belongs to the challenge type, so the next
     /// configured type may succeed where this one did not.
     pub fn is_challenge_failure(&self) -> bool {

@@ -146,12 +146,16 @@ impl CertTask {
         }
         self.machine.order_started(now);
         let mut result = self.order_once().await;
-        if let Err(e) = &result {
-            // A CA that forgot our account gets a new one at once: that is
-            // no failure of this certificate.
-            if self.shared.accounts.on_error(self.shared.store.as_ref(), &resolver_name, e).await {
-                result = self.order_once().await;
+        for _ in 0..2 {
+            let Err(e) = &result else { break };
+            // A refused nonce, or a CA that forgot our account (which gets
+            // a new one at once), is no failure of this certificate.
+            let forgotten = self.shared.accounts.on_error(self.shared.store.as_ref(), &resolver_name, e).await;
+            if !(forgotten || e.is_bad_nonce()) {
+                break;
             }
+            tracing::info!(certificate = %self.certificate.name, error = %e, "ordering again at once");
+            result = self.order_once().await;
         }
         let now = self.shared.clock.now();
         match result {
