@@ -55,22 +55,6 @@ impl Path {
     }
 }
 
-fn nginx_site(ports: &StackPorts, domain: &str, live: &std::path::Path) -> String {
-    let shipped =
-        std::fs::read_to_string(workspace_root().join("nginx/proxy-acme.conf")).unwrap_or_else(|e| panic!("{e}"));
-    render(
-        &shipped,
-        &[
-            ("listen 80;", format!("listen 127.0.0.1:{};", ports.http)),
-            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
-            ("server_name example.com www.example.com;", format!("server_name {domain};")),
-            ("127.0.0.1:8555", format!("127.0.0.1:{}", ports.sidecar)),
-            ("/etc/nginx/proxy-acme/www/live", live.display().to_string()),
-            ("127.0.0.1:8081", format!("127.0.0.1:{}", ports.app)),
-        ],
-    )
-}
-
 async fn grpc_sds() -> Path {
     let stack = Stack::start(
         &PebbleOptions::default(),
@@ -110,7 +94,7 @@ async fn nginx(watch: bool) -> Path {
     let prepared =
         Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
     assert!(prepared.is_ok_and(|o| o.status.success()));
-    write(&dir.join("site.conf"), &nginx_site(&ports, domain, &certs.join("web/live")));
+    write(&dir.join("site.conf"), &shipped_site(&ports, domain, &certs.join("web/live")));
     let nginx_conf = format!(
         "{}http {{\n{}include {}/site.conf;\n}}\n",
         Nginx::preamble(&dir),
@@ -160,22 +144,7 @@ async fn file_sds() -> Path {
     let prepared =
         Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
     assert!(prepared.is_ok_and(|o| o.status.success()));
-    let template =
-        std::fs::read_to_string(workspace_root().join("envoy/envoy-file-sds.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let yaml = render(
-        &template,
-        &[
-            ("port_value: 9901", format!("port_value: {}", ports.admin)),
-            ("port_value: 8080", format!("port_value: {}", ports.http)),
-            ("port_value: 8443", format!("port_value: {}", ports.https)),
-            ("port_value: 8081", format!("port_value: {}", ports.app)),
-            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
-            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
-            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
-            ("/etc/envoy/sds/demo", sds.join("web").display().to_string()),
-            ("name: demo", "name: web".to_owned()),
-        ],
-    );
+    let yaml = shipped_file_sds_envoy_config(&ports, &sds, &["web"]);
     let envoy = Envoy::start(&dir, &yaml, ports.admin).await;
     let mut sidecar = start_sidecar(&dir, &config);
     wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);

@@ -79,19 +79,6 @@ async fn httpreq_server(management: Arc<AtomicU16>, calls: Arc<Mutex<Vec<String>
     port
 }
 
-fn sans(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).unwrap_or_else(|e| panic!("{e}"));
-    let mut names: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| san.value.general_names.iter().map(ToString::to_string).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns01_through_exec_and_httpreq_helper_programs() {
     let helpers = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

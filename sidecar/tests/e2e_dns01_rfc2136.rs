@@ -23,7 +23,6 @@ use hickory_proto::udp::UdpClientStream;
 use proxy_acme::config::{DnsChallenge, Rfc2136};
 use proxy_acme::dns::{propagation, rfc2136::Rfc2136Provider, DnsProvider, TxtRecord};
 use support::*;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 const ZONE: &str = "wild.test";
 
@@ -63,18 +62,6 @@ fn provider(settings: &DnsChallenge) -> Rfc2136Provider {
     Rfc2136Provider::new(config, 60).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn sans(der: &[u8]) -> Vec<String> {
-    let (_, cert) = X509Certificate::from_der(der).unwrap_or_else(|e| panic!("{e}"));
-    let mut names: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| san.value.general_names.iter().map(ToString::to_string).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     let bind_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -85,11 +72,13 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     let rfc2136 = provider(&direct);
     let apex = TxtRecord::new("check.wild.test", "value-for-apex", 60);
     let wildcard = TxtRecord::new("*.check.wild.test", "value-for-wildcard", 60);
-    rfc2136.present(&apex).await.unwrap_or_else(|e| panic!("{e}"));
-    rfc2136.present(&wildcard).await.unwrap_or_else(|e| panic!("{e}"));
+    rfc2136.present(&apex).await.unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
+    rfc2136.present(&wildcard).await.unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
     assert_eq!(txt_values(bind.address, &apex.fqdn).await, ["value-for-apex", "value-for-wildcard"]);
-    propagation::wait_for(&[apex.clone(), wildcard.clone()], &direct).await.unwrap_or_else(|e| panic!("{e}"));
-    rfc2136.cleanup(&wildcard).await.unwrap_or_else(|e| panic!("{e}"));
+    propagation::wait_for(&[apex.clone(), wildcard.clone()], &direct)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
+    rfc2136.cleanup(&wildcard).await.unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
     assert_eq!(txt_values(bind.address, &apex.fqdn).await, ["value-for-apex"], "cleanup removes only its value");
     rfc2136.cleanup(&wildcard).await.unwrap_or_else(|e| panic!("cleaning up twice: {e}"));
 
@@ -103,7 +92,7 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     assert!(err.contains(&bind.address.to_string()), "{err}");
     assert!(err.contains("stale values [\"value-for-apex\"]"), "{err}");
     assert!(err.contains("_acme-challenge.nowhere.wild.test.") && err.contains("NXDOMAIN"), "{err}");
-    rfc2136.cleanup(&apex).await.unwrap_or_else(|e| panic!("{e}"));
+    rfc2136.cleanup(&apex).await.unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
 
     // A wrong TSIG secret is refused by BIND, and said so.
     let wrong = settings(&bind, Some("c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"), 2);

@@ -16,39 +16,6 @@ use support::*;
 const FIRST: &str = "file-sds.proxy-acme.test";
 const SECOND: &str = "second-file-sds.proxy-acme.test";
 
-/// The shipped file SDS bootstrap with this test's ports, paths and one
-/// secret per name.
-fn envoy_config(ports: &StackPorts, sds: &std::path::Path, names: &[&str]) -> String {
-    let template =
-        std::fs::read_to_string(workspace_root().join("envoy/envoy-file-sds.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let config = render(
-        &template,
-        &[
-            ("port_value: 9901", format!("port_value: {}", ports.admin)),
-            ("port_value: 8080", format!("port_value: {}", ports.http)),
-            ("port_value: 8443", format!("port_value: {}", ports.https)),
-            ("port_value: 8081", format!("port_value: {}", ports.app)),
-            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
-            ("port_value: 8556", format!("port_value: {}", ports.tls_alpn)),
-            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
-            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
-            ("/etc/envoy/sds", sds.display().to_string()),
-        ],
-    );
-    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret"));
-    let end_marker = format!("path: {}/demo ", sds.display());
-    let end = config[start..]
-        .find(&end_marker)
-        .and_then(|i| config[start + i..].find('\n').map(|j| start + i + j + 1))
-        .unwrap_or_else(|| panic!("no watched_directory"));
-    let block = &config[start..end];
-    let blocks: String = names
-        .iter()
-        .map(|n| block.replace("name: demo", &format!("name: {n}")).replace("/demo", &format!("/{n}")))
-        .collect();
-    format!("{}{blocks}{}", &config[..start], &config[end..])
-}
-
 async fn stat(admin: u16, name: &str) -> u64 {
     let path = format!("/stats?filter=^{name}$");
     let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
@@ -73,7 +40,7 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     assert!(config.contains("sds_directory"));
     let config_path = dir.join("proxy-acme.toml");
     write(&config_path, &config);
-    let envoy_yaml = envoy_config(&ports, &sds, &["demo", "second"]);
+    let envoy_yaml = shipped_file_sds_envoy_config(&ports, &sds, &["demo", "second"]);
     let envoy_bin = std::env::var_os("PROXY_ACME_ENVOY")
         .map(std::path::PathBuf::from)
         .filter(|p| p.is_file())

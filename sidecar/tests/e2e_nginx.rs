@@ -63,19 +63,7 @@ async fn nginx_issues_reloads_under_load_renews_and_survives_a_broken_config() {
     let live = certs.join("web/live");
 
     // The shipped site, with this test's ports and paths.
-    let shipped =
-        std::fs::read_to_string(workspace_root().join("nginx/proxy-acme.conf")).unwrap_or_else(|e| panic!("{e}"));
-    let site = render(
-        &shipped,
-        &[
-            ("listen 80;", format!("listen 127.0.0.1:{};", ports.http)),
-            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
-            ("server_name example.com www.example.com;", format!("server_name {DOMAIN};")),
-            ("127.0.0.1:8555", format!("127.0.0.1:{}", ports.sidecar)),
-            ("/etc/nginx/proxy-acme/www/live", live.display().to_string()),
-            ("127.0.0.1:8081", format!("127.0.0.1:{}", ports.app)),
-        ],
-    );
+    let site = shipped_site(&ports, DOMAIN, &live);
     // nginx runs its HTTP site first, as before HTTPS is added.
     let http_only = &site[..site.rfind("\nserver {").unwrap_or_else(|| panic!("no https server block"))];
     write(&dir.join("site.conf"), http_only);

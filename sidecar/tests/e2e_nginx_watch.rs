@@ -44,19 +44,7 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     cli(&["prepare"]);
 
     // nginx on the shipped site, reading the shared directory.
-    let shipped =
-        std::fs::read_to_string(workspace_root().join("nginx/proxy-acme.conf")).unwrap_or_else(|e| panic!("{e}"));
-    let site = render(
-        &shipped,
-        &[
-            ("listen 80;", format!("listen 127.0.0.1:{};", ports.http)),
-            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
-            ("server_name example.com www.example.com;", format!("server_name {DOMAIN};")),
-            ("127.0.0.1:8555", format!("127.0.0.1:{}", ports.sidecar)),
-            ("/etc/nginx/proxy-acme/www/live", live.display().to_string()),
-            ("127.0.0.1:8081", format!("127.0.0.1:{}", ports.app)),
-        ],
-    );
+    let site = shipped_site(&ports, DOMAIN, &live);
     write(&dir.join("site.conf"), &site);
     let conf = dir.join("nginx.conf");
     let nginx_conf = format!(

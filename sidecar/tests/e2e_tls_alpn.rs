@@ -34,15 +34,6 @@ fn has_acme_identifier(der: &[u8]) -> bool {
     cert.extensions().iter().any(|e| e.oid.to_id_string() == ACME_IDENTIFIER_OID && e.critical)
 }
 
-fn sans(der: &[u8]) -> Vec<String> {
-    let (_, cert) = X509Certificate::from_der(der).unwrap_or_else(|e| panic!("{e}"));
-    cert.subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| san.value.general_names.iter().map(ToString::to_string).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_through_envoy_tls_port_with_production_traffic_unchanged() {
     let tail = |pebble: &Pebble| {

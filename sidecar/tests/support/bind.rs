@@ -57,7 +57,13 @@ impl Bind {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             proc.assert_running();
-            if std::fs::read_to_string(&proc.log).unwrap_or_default().contains("running") {
+            let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            assert!(
+                !log.contains("address in use"),
+                "named could not listen on port {port} (taken by another process):\n{}",
+                proc.tail()
+            );
+            if log.contains("running") && answers_soa(port, zone) {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "named did not start:\n{}", proc.tail());
@@ -72,4 +78,32 @@ impl Bind {
             proc,
         }
     }
+}
+
+/// Whether the server on `port` answers the zone's SOA with authority.
+fn answers_soa(port: u16, zone: &str) -> bool {
+    let zone = zone.to_owned();
+    std::thread::spawn(move || {
+        use std::str::FromStr;
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
+        runtime.block_on(async move {
+            use hickory_client::client::{Client, ClientHandle};
+            let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let stream = hickory_proto::udp::UdpClientStream::builder(
+                server,
+                hickory_proto::runtime::TokioRuntimeProvider::default(),
+            )
+            .with_timeout(Some(Duration::from_secs(1)))
+            .build();
+            let Ok((mut client, background)) = Client::connect(stream).await else { return false };
+            tokio::spawn(background);
+            let Ok(name) = hickory_proto::rr::Name::from_str(&format!("{zone}.")) else { return false };
+            match client.query(name, hickory_proto::rr::DNSClass::IN, hickory_proto::rr::RecordType::SOA).await {
+                Ok(response) => response.authoritative() && !response.answers().is_empty(),
+                Err(_) => false,
+            }
+        })
+    })
+    .join()
+    .unwrap_or(false)
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use bind::Bind;
 pub use net::*;
-pub use nginx::Nginx;
+pub use nginx::{shipped_site, Nginx};
 pub use procs::*;
 pub use stack::*;
 
@@ -85,6 +85,39 @@ impl StackPorts {
             tls_alpn: free_port(),
         }
     }
+}
+
+/// The shipped envoy/envoy-file-sds.yaml with this stack's ports and paths
+/// under `sds`, and one file SDS secret per name.
+pub fn shipped_file_sds_envoy_config(ports: &StackPorts, sds: &Path, names: &[&str]) -> String {
+    let template =
+        std::fs::read_to_string(workspace_root().join("envoy/envoy-file-sds.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let config = render(
+        &template,
+        &[
+            ("port_value: 9901", format!("port_value: {}", ports.admin)),
+            ("port_value: 8080", format!("port_value: {}", ports.http)),
+            ("port_value: 8443", format!("port_value: {}", ports.https)),
+            ("port_value: 8081", format!("port_value: {}", ports.app)),
+            ("port_value: 8555", format!("port_value: {}", ports.sidecar)),
+            ("port_value: 8556", format!("port_value: {}", ports.tls_alpn)),
+            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+            ("/usr/local/lib/proxy-acme/proxy_acme_filter.wasm", wasm_path().display().to_string()),
+            ("/etc/envoy/sds", sds.display().to_string()),
+        ],
+    );
+    let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret"));
+    let end_marker = format!("path: {}/demo ", sds.display());
+    let end = config[start..]
+        .find(&end_marker)
+        .and_then(|i| config[start + i..].find('\n').map(|j| start + i + j + 1))
+        .unwrap_or_else(|| panic!("no watched_directory"));
+    let block = &config[start..end];
+    let blocks: String = names
+        .iter()
+        .map(|n| block.replace("name: demo", &format!("name: {n}")).replace("/demo", &format!("/{n}")))
+        .collect();
+    format!("{}{blocks}{}", &config[..start], &config[end..])
 }
 
 /// The shipped envoy/envoy.yaml with this stack's ports and paths.

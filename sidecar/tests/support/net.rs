@@ -386,3 +386,18 @@ pub fn verify_chain(root_pem: &str, fullchain_pem: &str, name: &str) -> Result<S
     .map_err(|e| e.to_string())?;
     Ok(serial_of(leaf))
 }
+
+/// The subject alternative names of a DER certificate, sorted, as
+/// x509-parser prints them (`DNSName(a.example)`).
+pub fn sans(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap_or_else(|e| panic!("{e}"));
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| san.value.general_names.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -16,6 +16,24 @@ pub struct Nginx {
     pub conf: PathBuf,
 }
 
+/// The shipped nginx/proxy-acme.conf for one site: this stack's ports,
+/// `domain` as the server name, certificate files in `live`.
+pub fn shipped_site(ports: &super::StackPorts, domain: &str, live: &Path) -> String {
+    let shipped = std::fs::read_to_string(super::workspace_root().join("nginx/proxy-acme.conf"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    super::render(
+        &shipped,
+        &[
+            ("listen 80;", format!("listen 127.0.0.1:{};", ports.http)),
+            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
+            ("server_name example.com www.example.com;", format!("server_name {domain};")),
+            ("127.0.0.1:8555", format!("127.0.0.1:{}", ports.sidecar)),
+            ("/etc/nginx/proxy-acme/www/live", live.display().to_string()),
+            ("127.0.0.1:8081", format!("127.0.0.1:{}", ports.app)),
+        ],
+    )
+}
+
 impl Nginx {
     /// The top of an nginx.conf for a test: foreground, everything under
     /// `dir`, the stream module loaded when it is a dynamic module.
