@@ -1,5 +1,7 @@
 //! The admin API: list, renew, revoke, account key rollover, on a Unix
-//! socket (mode 0600: whoever can open it is the operator). The CLI's
+//! socket (mode 0600: whoever can open it is the operator) and, when
+//! configured, on TCP, where every request needs `Authorization: Bearer
+//! <token>` (no admin operation without authentication on TCP). The CLI's
 //! `certs`, `renew`, `revoke` and `account rollover` use it while the daemon
 //! runs, so the running daemon does the work and deploys the result.
 //!
@@ -12,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -126,6 +129,43 @@ fn query_flag(query: &str, key: &str) -> bool {
     matches!(query_value(query, key), Some("true" | "1"))
 }
 
+/// Serves one connection; with `token`, requests without it get 401.
+fn serve_connection<S>(stream: S, control: Control, token: Option<Arc<String>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (control, token) = (control.clone(), token.clone());
+            async move {
+                if let Some(token) = &token {
+                    let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    let expected = format!("Bearer {token}");
+                    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+                        tracing::warn!(path = req.uri().path(), "admin API: missing or wrong bearer token");
+                        let mut rsp = Response::new(Full::new(Bytes::from("missing or wrong bearer token\n")));
+                        *rsp.status_mut() = StatusCode::UNAUTHORIZED;
+                        rsp.headers_mut()
+                            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                        return Ok::<_, Infallible>(rsp);
+                    }
+                }
+                let query = req.uri().query().unwrap_or_default().to_owned();
+                let (status, body) = control.handle(req.method(), req.uri().path(), &query).await;
+                let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                *rsp.status_mut() = status;
+                Ok::<_, Infallible>(rsp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    });
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Serves the admin API on a Unix socket (0600) until the task is aborted.
 pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
@@ -141,21 +181,23 @@ pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task
     tracing::info!(socket = %path.display(), "admin API listening");
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let control = control.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let control = control.clone();
-                    async move {
-                        let query = req.uri().query().unwrap_or_default().to_owned();
-                        let (status, body) = control.handle(req.method(), req.uri().path(), &query).await;
-                        let mut rsp = Response::new(Full::new(Bytes::from(body)));
-                        *rsp.status_mut() = status;
-                        Ok::<_, Infallible>(rsp)
-                    }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
+            serve_connection(stream, control.clone(), None);
+        }
+    }))
+}
+
+/// Serves the admin API on TCP, every request authenticated with `token`.
+pub async fn serve_tcp(
+    address: SocketAddr,
+    control: Control,
+    token: String,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "admin API listening on TCP (bearer token required)");
+    let token = Arc::new(token);
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            serve_connection(stream, control.clone(), Some(Arc::clone(&token)));
         }
     }))
 }
@@ -176,16 +218,33 @@ pub enum ClientError {
 /// Sends one request to the daemon's admin socket and returns the body.
 pub async fn call(socket: &Path, method: Method, path_and_query: &str) -> Result<String, ClientError> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(ClientError::NotRunning)?;
+    send(stream, None, method, path_and_query).await
+}
+
+/// Sends one request to the daemon's TCP admin API with its bearer token.
+pub async fn call_tcp(
+    address: SocketAddr,
+    token: &str,
+    method: Method,
+    path_and_query: &str,
+) -> Result<String, ClientError> {
+    let stream = tokio::net::TcpStream::connect(address).await.map_err(ClientError::NotRunning)?;
+    send(stream, Some(token), method, path_and_query).await
+}
+
+async fn send<S>(stream: S, token: Option<&str>, method: Method, path_and_query: &str) -> Result<String, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
     tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header(http::header::HOST, "proxy-acme")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let mut req = Request::builder().method(method).uri(path_and_query).header(http::header::HOST, "proxy-acme");
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::new())).map_err(|e| ClientError::Http(e.to_string()))?;
     let rsp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
     let status = rsp.status();
     let body = rsp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
@@ -243,5 +302,28 @@ mod tests {
         ));
         let missing = call(&dir.path().join("none.sock"), Method::GET, "/v1/certificates").await;
         assert!(matches!(missing, Err(ClientError::NotRunning(_))));
+    }
+
+    #[tokio::test]
+    async fn tcp_needs_the_bearer_token() {
+        let control = Control::default();
+        control.set_status(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
+        let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = probe.local_addr().expect("addr");
+        drop(probe);
+        serve_tcp(address, control, "s3cret-token".into()).await.expect("serve");
+        let list = call_tcp(address, "s3cret-token", Method::GET, "/v1/certificates").await.expect("with the token");
+        assert!(list.contains("\"web\""), "{list}");
+        for wrong in ["", "s3cret-tokeN", "s3cret-token-and-more"] {
+            let refused = call_tcp(address, wrong, Method::GET, "/v1/certificates").await;
+            assert!(
+                matches!(&refused, Err(ClientError::Failed(e)) if e.contains("bearer token")),
+                "{wrong:?}: {refused:?}"
+            );
+        }
+        // No Authorization header at all.
+        let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let refused = send(stream, None, Method::POST, "/v1/certificates/web/renew?force=true").await;
+        assert!(matches!(refused, Err(ClientError::Failed(e)) if e.contains("bearer token")));
     }
 }

@@ -120,8 +120,12 @@ pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), String
 
 /// Asks the daemon; `Ok(None)` when it is not running.
 async fn daemon(config: &Config, method: Method, path: &str) -> Result<Option<String>, ClientError> {
-    let Some(socket) = config.admin.socket() else { return Ok(None) };
-    match admin::call(socket, method, path).await {
+    let answer = match (config.admin.socket(), config.admin.address, config.admin.token.as_deref()) {
+        (Some(socket), _, _) => admin::call(socket, method, path).await,
+        (None, Some(address), Some(token)) => admin::call_tcp(address, token, method, path).await,
+        _ => return Ok(None),
+    };
+    match answer {
         Ok(body) => Ok(Some(body)),
         Err(ClientError::NotRunning(_)) => Ok(None),
         Err(e) => Err(e),

@@ -60,11 +60,20 @@ pub struct Admin {
     /// Unix socket, mode 0600; `""` disables the admin API.
     #[serde(default = "default_admin_socket")]
     pub socket: PathBuf,
+    /// Also serve the admin API on TCP; needs `token_file`.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    /// File holding the bearer token TCP clients must send.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token, read from `token_file` by `Config::load`.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { socket: default_admin_socket() }
+        Self { socket: default_admin_socket(), address: None, token_file: None, token: None }
     }
 }
 
@@ -408,6 +417,11 @@ impl Config {
     /// Replaces each `*_file` secret with the file's contents, so secrets can
     /// come from Kubernetes or Docker secret mounts rather than the config.
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(file) = &self.admin.token_file {
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::invalid("admin.token_file", format!("{}: {e}", file.display())))?;
+            self.admin.token = Some(token.trim().to_owned());
+        }
         for (name, resolver) in &mut self.resolvers {
             if let Some(dns) = &mut resolver.dns_challenge {
                 dns.read_secrets(&format!("resolvers.{name}.dns_challenge"))?;
@@ -441,6 +455,15 @@ impl Config {
         }
         if let Some(nginx) = &self.nginx {
             files::validate_nginx(nginx)?;
+        }
+        if self.admin.address.is_some() && self.admin.token_file.is_none() {
+            return Err(ConfigError::invalid(
+                "admin.token_file",
+                "required with admin.address: the admin API is never served on TCP without a token",
+            ));
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid("admin.token_file", "the token must be at least 16 characters"));
         }
         if let Some(hook) = &self.post_deploy {
             files::validate_post_deploy(hook)?;

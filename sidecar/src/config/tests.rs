@@ -212,3 +212,19 @@ fn the_documented_example_with_every_option_on_is_valid() {
     config.validate().unwrap_or_else(|e| panic!("{e}\n{on}"));
     assert!(config.nginx.is_some() && config.post_deploy.is_some() && config.envoy.sds_directory.is_some());
 }
+
+#[test]
+fn the_admin_api_on_tcp_needs_a_token() {
+    let tcp = format!("{VALID}\n[admin]\naddress = \"127.0.0.1:8557\"\n");
+    assert!(invalid(&tcp).contains("admin.token_file"), "{}", invalid(&tcp));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let token = dir.path().join("token");
+    let path = dir.path().join("proxy-acme.toml");
+    std::fs::write(&path, format!("{tcp}token_file = \"{}\"\n", token.display())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&token, "short\n").unwrap_or_else(|e| panic!("{e}"));
+    let short = Config::load_valid(&path).map(|_| ()).unwrap_err().to_string();
+    assert!(short.contains("at least 16"), "{short}");
+    std::fs::write(&token, "a-long-enough-admin-token\n").unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.admin.token.as_deref(), Some("a-long-enough-admin-token"));
+}

@@ -152,6 +152,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         dns,
         post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
     });
+    if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {
+        admin::serve_tcp(address, control.clone(), token)
+            .await
+            .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
+    }
     if let Some(socket) = config.admin.socket() {
         admin::serve(socket, control)
             .await
