@@ -18,8 +18,17 @@ struct Cli {
     /// Configuration file (TOML).
     #[arg(long, short, global = true, env = "PROXY_ACME_CONFIG", default_value = "/etc/proxy-acme/proxy-acme.toml")]
     config: PathBuf,
+    /// Log lines for people (`human`) or one JSON object per line (`json`).
+    #[arg(long, global = true, env = "PROXY_ACME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,14 +94,13 @@ enum AccountCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROXY_ACME_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROXY_ACME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 
     if let Command::Watch { dir, pid_file, check, reload, debounce_ms } = &cli.command {
         let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();

@@ -344,7 +344,8 @@ pub fn start_sidecar(dir: &Path, config: &str) -> Proc {
             .arg("run")
             .arg("--config")
             .arg(&path)
-            .env("PROXY_ACME_LOG", "proxy_acme=debug,info"),
+            // A test may ask for more (it sets PROXY_ACME_LOG itself).
+            .env("PROXY_ACME_LOG", std::env::var("PROXY_ACME_LOG").unwrap_or_else(|_| "proxy_acme=debug,info".into())),
         dir,
     )
 }
