@@ -288,7 +288,9 @@ async fn main() {
     let key_authorization = format!("{TOKEN}.bench-thumbprint_0123456789abcdefghijklmnopq");
     let _published = tokens.publish(TOKEN, HOST, &key_authorization);
     let sidecar = free_port();
-    let _api = proxy_acme::api::serve(([127, 0, 0, 1], sidecar).into(), tokens).await.unwrap_or_else(|e| panic!("{e}"));
+    let _api = proxy_acme::api::serve(([127, 0, 0, 1], sidecar).into(), tokens, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // The upstream: nginx answering 200.
     let app = free_port();
@@ -383,7 +385,11 @@ async fn main() {
         found.map(|m| format!("{:.3} on {}", if vs_empty { m.3 } else { m.2 }, m.0)).collect::<Vec<_>>().join(", ")
     };
     let worst = |variant: Variant, vs_empty: bool| {
-        medians.iter().filter(|m| m.1 == variant).map(|m| if vs_empty { m.3 } else { m.2 }).fold(f64::INFINITY, f64::min)
+        medians
+            .iter()
+            .filter(|m| m.1 == variant)
+            .map(|m| if vs_empty { m.3 } else { m.2 })
+            .fold(f64::INFINITY, f64::min)
     };
     let findings = format!(
         "- Goal: scoped filter ≥ 0.98 of no-filter throughput: **{}** ({}).\n\

@@ -6,7 +6,9 @@
 //! | --- | --- |
 //! | `GET /v1/http-01/<token>` + `x-proxy-acme-host: <host>` | the filter's call |
 //! | `GET /.well-known/acme-challenge/<token>` + `Host` | the public path, for nginx |
-//! | `GET /healthz` | `ok` |
+//! | `GET /healthz` | `ok` (the process answers) |
+//! | `GET /readyz` | 200 or 503, one line per check (see [`crate::health`]) |
+//! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use crate::health::Readiness;
 use crate::names;
 use crate::solvers::http01::Http01Tokens;
 
@@ -62,6 +65,26 @@ pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes
     }
 }
 
+/// Answers one request, operational endpoints included.
+pub fn route<B>(tokens: &Http01Tokens, readiness: &Readiness, req: &Request<B>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut rsp = text(StatusCode::OK, crate::metrics::metrics().encode());
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            rsp
+        }
+        (&Method::GET, "/readyz") => {
+            let (ready, report) = readiness.report();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            text(status, if ready { format!("ready\n{report}") } else { format!("not ready\n{report}") })
+        }
+        _ => handle(tokens, req),
+    }
+}
+
 fn valid_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= MAX_TOKEN_LEN
@@ -77,7 +100,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Binds `address` and serves until the task is dropped or aborted.
-pub async fn serve(address: SocketAddr, tokens: Http01Tokens) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    address: SocketAddr,
+    tokens: Http01Tokens,
+    readiness: Readiness,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "challenge API listening");
     Ok(tokio::spawn(async move {
@@ -90,10 +117,10 @@ pub async fn serve(address: SocketAddr, tokens: Http01Tokens) -> std::io::Result
                     continue;
                 }
             };
-            let tokens = tokens.clone();
+            let (tokens, readiness) = (tokens.clone(), readiness.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let rsp = handle(&tokens, &req);
+                    let rsp = route(&tokens, &readiness, &req);
                     async move { Ok::<_, Infallible>(rsp) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -160,5 +187,22 @@ mod tests {
         *post.method_mut() = Method::POST;
         assert_eq!(handle(&tokens, &post).status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(handle(&tokens, &get("/other", &[])).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn readyz_says_which_check_fails_and_metrics_encode() {
+        let (tokens, readiness) = (Http01Tokens::new(), Readiness::default());
+        readiness.set("store", Ok(()));
+        let ready = route(&tokens, &readiness, &get("/readyz", &[]));
+        assert_eq!(body(ready).await, (StatusCode::OK, "ready\nok store\n".into()));
+        readiness.set("certificate:web", Err("no certificate issued yet".into()));
+        let (status, text) = body(route(&tokens, &readiness, &get("/readyz", &[]))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("fail certificate:web: no certificate issued yet"), "{text}");
+        let (status, text) = body(route(&tokens, &readiness, &get("/metrics", &[]))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let challenge = route(&tokens, &readiness, &get("/.well-known/acme-challenge/tok", &[("host", "a.test")]));
+        assert_eq!(challenge.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -111,6 +111,40 @@ async fn save(store: &dyn Store, name: &str, stored: &StoredAccount) -> Result<(
 /// instant-acme with our own HTTP client: the CA's roots (or the
 /// platform's), wrapped to record certificate downloads.
 fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::AccountBuilder, AcmeError> {
+    let connector = https_connector(resolver)?;
+    let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let recording = Recording { inner: Box::new(client), downloads: downloads.clone() };
+    Ok(Account::builder_with_http(Box::new(recording)))
+}
+
+/// Whether the resolver's ACME directory answers 200 with a `newNonce` URL
+/// (the `/readyz` CA probe). Ten seconds at most.
+pub async fn directory_reachable(resolver: &Resolver) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let connector = https_connector(resolver).map_err(|e| e.to_string())?;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let uri: http::Uri = resolver.ca_server.parse().map_err(|e| format!("ca_server: {e}"))?;
+    let fetch = async {
+        let rsp = client.get(uri).await.map_err(|e| format!("{}: {e}", resolver.ca_server))?;
+        let status = rsp.status();
+        let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("{} answered {status}", resolver.ca_server));
+        }
+        let directory: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("directory: {e}"))?;
+        directory.get("newNonce").map(drop).ok_or_else(|| format!("{} is no ACME directory", resolver.ca_server))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("{}: no answer within 10 s", resolver.ca_server)))
+}
+
+/// HTTPS to the CA: its own roots when `ca_certificate` is set, else the platform's.
+fn https_connector(
+    resolver: &Resolver,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, AcmeError> {
     use hyper_rustls::HttpsConnectorBuilder;
     let ca_error = |source: String| AcmeError::CaCertificate {
         path: resolver.ca_certificate.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(platform)".into()),
@@ -133,9 +167,5 @@ fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::A
         }
         None => HttpsConnectorBuilder::new().try_with_platform_verifier().map_err(|e| ca_error(e.to_string()))?,
     };
-    let connector = https.https_only().enable_http1().enable_http2().build();
-    let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let recording = Recording { inner: Box::new(client), downloads: downloads.clone() };
-    Ok(Account::builder_with_http(Box::new(recording)))
+    Ok(https.https_only().enable_http1().enable_http2().build())
 }

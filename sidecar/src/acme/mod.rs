@@ -7,7 +7,7 @@ mod chains;
 mod order;
 mod prove;
 
-pub use account::{account, rollover, AcmeAccount};
+pub use account::{account, directory_reachable, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, revoke, OrderRequest};
 pub use prove::finish_cleanups;
 
@@ -130,6 +130,18 @@ impl AcmeError {
                 )
             ),
             _ => false,
+        }
+    }
+
+    /// The CA's problem type (RFC 8555 §6.7) without its URN prefix, when
+    /// the CA answered with a problem document.
+    pub fn problem_type(&self) -> Option<&str> {
+        match self {
+            Self::Protocol(instant_acme::Error::Api(problem)) => {
+                let kind = problem.r#type.as_deref().unwrap_or("about:blank");
+                Some(kind.strip_prefix("urn:ietf:params:acme:error:").unwrap_or(kind))
+            }
+            _ => None,
         }
     }
 

@@ -155,7 +155,10 @@ async fn prove_inner(
 
     if kind == ChallengeKind::Dns01 && !records.records.is_empty() {
         if let Some(dns) = request.dns {
-            dns::propagation::wait_for(&records.records, &dns.settings).await?;
+            let started = std::time::Instant::now();
+            let waited = dns::propagation::wait_for(&records.records, &dns.settings).await;
+            crate::metrics::metrics().dns_propagation(waited.is_ok(), started.elapsed());
+            waited?;
         }
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {

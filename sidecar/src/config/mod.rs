@@ -15,8 +15,10 @@ use serde::Deserialize;
 
 use crate::names;
 
+mod check;
 mod files;
 pub use crate::solvers::ChallengeKind;
+pub use check::ServedCheck;
 pub use files::{Nginx, PostDeploy};
 mod dns;
 pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
@@ -51,6 +53,9 @@ pub struct Config {
     /// A program run after each newly issued certificate is deployed.
     #[serde(default)]
     pub post_deploy: Option<PostDeploy>,
+    /// Compare what the proxy serves with what was deployed.
+    #[serde(default)]
+    pub served_check: Option<ServedCheck>,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -455,6 +460,9 @@ impl Config {
         }
         if let Some(nginx) = &self.nginx {
             files::validate_nginx(nginx)?;
+        }
+        if let Some(check) = &self.served_check {
+            check.validate()?;
         }
         if self.admin.address.is_some() && self.admin.token_file.is_none() {
             return Err(ConfigError::invalid(

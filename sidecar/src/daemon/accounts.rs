@@ -100,9 +100,16 @@ impl Accounts {
     pub(super) fn take_order(&self, name: &str, now: SystemTime) -> Result<(), AcmeError> {
         let entry = self.entry(name)?;
         let mut budget = entry.budget.lock().unwrap_or_else(|e| e.into_inner());
-        budget
-            .try_take(now)
-            .map_err(|free_at| AcmeError::RateLimited(format!("order budget used up until {}", rfc3339(free_at))))
+        let taken = budget.try_take(now);
+        crate::metrics::metrics().orders_remaining(name, budget.remaining(now));
+        taken.map_err(|free_at| AcmeError::RateLimited(format!("order budget used up until {}", rfc3339(free_at))))
+    }
+
+    /// Orders the resolver's budget still allows now.
+    pub(super) fn orders_remaining(&self, name: &str, now: SystemTime) -> Option<u32> {
+        let entry = self.entry(name).ok()?;
+        let budget = entry.budget.lock().unwrap_or_else(|e| e.into_inner());
+        Some(budget.remaining(now))
     }
 
     /// Checks the per-identifier failed-authorization limit for `domains`.

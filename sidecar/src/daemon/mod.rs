@@ -56,6 +56,8 @@ struct Shared {
     dns: BTreeMap<String, crate::dns::DnsSolver>,
     /// The post-deploy hook and the directory whose `<name>/live` it is shown.
     post_deploy: Option<(PostDeploy, PathBuf)>,
+    /// `/readyz`'s checks; each task sets its `certificate:<name>`.
+    readiness: crate::health::Readiness,
 }
 
 impl std::fmt::Debug for Shared {
@@ -88,8 +90,9 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         }
     };
 
+    let readiness = crate::health::Readiness::default();
     let address = config.listen.http;
-    let _api = api::serve(address, solvers.http01.clone())
+    let _api = api::serve(address, solvers.http01.clone(), readiness.clone())
         .await
         .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
     let _tls_alpn = if config.resolvers.values().any(|r| r.tls_challenge.is_some()) {
@@ -151,6 +154,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         placeholder: config.envoy.placeholder,
         dns,
         post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
+        readiness: readiness.clone(),
     });
     if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {
         admin::serve_tcp(address, control.clone(), token)
@@ -165,6 +169,16 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 
     let total = config.certificates.len();
     let mut tasks = vec![tokio::spawn(rollovers(Arc::clone(&shared), rollover_rx))];
+    let used: BTreeMap<String, crate::config::Resolver> = config
+        .resolvers
+        .iter()
+        .filter(|(name, _)| config.certificates.iter().any(|c| &c.resolver == *name))
+        .map(|(name, r)| (name.clone(), r.clone()))
+        .collect();
+    tasks.push(tokio::spawn(crate::health::probe(readiness.clone(), Arc::clone(&shared.store), used)));
+    if let Some(check) = config.served_check.clone() {
+        tasks.push(tokio::spawn(crate::served::run(check, shared.control.clone(), readiness.clone())));
+    }
     for (index, (certificate, inbox)) in config.certificates.into_iter().zip(receivers).enumerate() {
         let resolver = config.resolvers.get(&certificate.resolver).cloned();
         let task = task::CertTask::start(Arc::clone(&shared), certificate, resolver, inbox).await?;

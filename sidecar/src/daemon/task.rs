@@ -26,6 +26,8 @@ pub(super) struct CertTask {
     /// The last good certificate: what is deployed while it exists.
     current: Option<(Bundle, CertInfo)>,
     last_error: Option<String>,
+    /// When an order last succeeded (at start: the stored certificate's notBefore).
+    last_success: Option<SystemTime>,
     inbox: mpsc::Receiver<CertCommand>,
 }
 
@@ -64,7 +66,8 @@ impl CertTask {
                 machine.config_changed();
             }
         }
-        let mut task = Self { shared, certificate, resolver, machine, current, last_error: None, inbox };
+        let last_success = current.as_ref().map(|(_, info)| info.not_before);
+        let mut task = Self { shared, certificate, resolver, machine, current, last_error: None, last_success, inbox };
         let is_revoked = revoked.is_some();
         if let Some(serial) = revoked {
             task.machine.failed(&revoked_failure(&task.certificate.name, &serial), now, 0.0);
@@ -145,6 +148,7 @@ impl CertTask {
             return Err(self.failed(&e, now));
         }
         self.machine.order_started(now);
+        let started = std::time::Instant::now();
         let mut result = self.order_once().await;
         for _ in 0..2 {
             let Err(e) = &result else { break };
@@ -158,8 +162,10 @@ impl CertTask {
             result = self.order_once().await;
         }
         let now = self.shared.clock.now();
+        crate::metrics::metrics().order(&resolver_name, result.is_ok(), started.elapsed());
         match result {
             Ok((bundle, info)) => {
+                self.last_success = Some(now);
                 self.shared.deploy(&self.certificate.name, &bundle).await;
                 self.post_deploy(&info).await;
                 self.machine.issued(info.not_before, info.not_after, now, jitter());
@@ -211,7 +217,15 @@ impl CertTask {
             let Some(&kind) = kinds.next() else {
                 return Err(AcmeError::Solver("the resolver has no challenge type".into()));
             };
-            match acme::issue(account, request, &shared.solvers, kind).await {
+            let started = std::time::Instant::now();
+            let result = acme::issue(account, request, &shared.solvers, kind).await;
+            let outcome = match &result {
+                Ok(_) => "valid",
+                Err(e) if e.is_challenge_failure() => "invalid",
+                Err(_) => "error",
+            };
+            crate::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
+            match result {
                 Err(e) if e.is_challenge_failure() && kinds.peek().is_some() => {
                     let now = shared.clock.now();
                     if let Some(identifier) = e.failed_identifier() {
@@ -246,6 +260,9 @@ impl CertTask {
 
     /// Records a failed order in the machine and the logs; returns the message.
     fn failed(&mut self, error: &AcmeError, now: SystemTime) -> String {
+        if let Some(problem) = error.problem_type() {
+            crate::metrics::metrics().acme_error(problem);
+        }
         if let Some(identifier) = error.failed_identifier() {
             self.shared.accounts.record_authz_failure(&self.certificate.resolver, identifier, now);
         }
@@ -347,6 +364,25 @@ impl CertTask {
     fn publish(&self) {
         let now = self.shared.clock.now();
         let info = self.current.as_ref().map(|(_, i)| i);
+        let metrics = crate::metrics::metrics();
+        metrics.certificate(
+            &self.certificate.name,
+            &crate::metrics::CertificateState {
+                not_after: info.map(|i| i.not_after),
+                renew_at: self.machine.next_order(now),
+                failures: self.machine.failures(),
+                last_success: self.last_success,
+            },
+        );
+        if let Some(remaining) = self.shared.accounts.orders_remaining(&self.certificate.resolver, now) {
+            metrics.orders_remaining(&self.certificate.resolver, remaining);
+        }
+        let deployed = match info {
+            Some(i) if i.not_after > now => Ok(()),
+            Some(_) => Err("the deployed certificate has expired".to_owned()),
+            None => Err(self.last_error.clone().unwrap_or_else(|| "no certificate issued yet".to_owned())),
+        };
+        self.shared.readiness.set(format!("certificate:{}", self.certificate.name), deployed);
         self.shared.control.set_status(CertStatus {
             name: self.certificate.name.clone(),
             domains: self.certificate.domains.clone(),

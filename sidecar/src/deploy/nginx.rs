@@ -129,7 +129,14 @@ impl Reloader {
             }
             let names: Vec<&str> = batch.iter().map(|s| s.name.as_str()).collect();
             let started = std::time::Instant::now();
-            match check_and_reload(&self.config).await {
+            let outcome = check_and_reload(&self.config).await;
+            let result = match &outcome {
+                Ok(()) => "ok",
+                Err(ReloadError::Check(_)) => "check_failed",
+                Err(_) => "failed",
+            };
+            crate::metrics::metrics().nginx_reload(result);
+            match outcome {
                 Ok(()) => tracing::info!(
                     certificates = ?names,
                     elapsed_ms = started.elapsed().as_millis() as u64,

@@ -160,6 +160,7 @@ impl Stream {
             if self.tx.send(Ok(response)).await.is_err() {
                 break;
             }
+            crate::metrics::metrics().sds(&node).push();
             sent = Some(versions);
         }
     }
@@ -172,6 +173,12 @@ fn track_ack(node: &str, req: &DiscoveryRequest, last_nonce: &str) {
         return;
     }
     let stale = req.response_nonce != last_nonce;
+    let counters = crate::metrics::metrics().sds(node);
+    if req.error_detail.is_some() {
+        counters.nack();
+    } else {
+        counters.ack();
+    }
     match &req.error_detail {
         Some(error) => tracing::warn!(
             node,

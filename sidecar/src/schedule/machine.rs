@@ -248,6 +248,22 @@ impl Machine {
         }
     }
 
+    /// Orders failed in a row since the last success (or force).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the next order is due and why, as a short word for metrics;
+    /// `None` while ordering or after a permanent failure.
+    pub fn next_order(&self, now: SystemTime) -> Option<(SystemTime, &'static str)> {
+        match &self.state {
+            State::Due { why } => Some((now, why.label())),
+            State::Valid { renew_at, why, .. } => Some((*renew_at, why.label())),
+            State::Backoff { next, .. } => Some((*next, "backoff")),
+            State::Ordering { .. } | State::Failed { .. } => None,
+        }
+    }
+
     /// The rule's renewal time for a certificate, spread by `jitter`.
     pub(super) fn rule(&self, not_before: SystemTime, not_after: SystemTime, jitter: f64) -> (SystemTime, Why) {
         let (at, why) = renew_time(not_before, not_after, self.policy.renew_before.as_ref());

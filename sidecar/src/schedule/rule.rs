@@ -173,6 +173,23 @@ pub enum Why {
     ConfigChanged,
 }
 
+impl Why {
+    /// One word, for a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Lifetime { short: false } => "lifetime",
+            Self::Lifetime { short: true } => "short_lifetime",
+            Self::RenewBefore(_) => "renew_before",
+            Self::RenewBeforeTooLong(_) => "renew_before_too_long",
+            Self::AriWindow { .. } => "ari",
+            Self::Forced => "forced",
+            Self::Expired => "expired",
+            Self::NotIssued => "not_issued",
+            Self::ConfigChanged => "config_changed",
+        }
+    }
+}
+
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -67,6 +67,11 @@ impl FileStore {
 
 #[async_trait]
 impl Store for FileStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("certificates");
+        blocking(move || fs::read_dir(&dir).map(drop).map_err(|source| StoreError::Io { path: dir, source })).await
+    }
+
     async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         let path = self.account_path(key);

@@ -37,6 +37,10 @@ impl StoreError {
 /// Accounts and certificates by name.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Whether the store can be read now (for `/readyz`).
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The serialized account for `key` (resolver name), if any.
     async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Saves account credentials; they hold a private key, so 0600.

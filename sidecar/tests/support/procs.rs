@@ -146,6 +146,8 @@ pub struct Pebble {
     pub dns_port: u16,
     /// pebble-challtestsrv's management API (`/set-txt`, `/clear-txt`, ...).
     pub challtestsrv_management: u16,
+    /// The port TLS-ALPN-01 is validated on (in a stack: Envoy's HTTPS port).
+    pub tls_port: u16,
     dns_server: String,
     env: Vec<(&'static str, String)>,
 }
@@ -221,6 +223,7 @@ impl Pebble {
             dir: dir.to_owned(),
             dns_port,
             challtestsrv_management: chall_mgmt,
+            tls_port,
             dns_server,
             env,
         };

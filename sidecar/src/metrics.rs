@@ -1,0 +1,350 @@
+//! Prometheus metrics (prometheus-client), one registry for the process.
+//!
+//! The edges record (the certificate tasks, the SDS server, the nginx
+//! reloader, the DNS-01 propagation check, the served-certificate check);
+//! `GET /metrics` on the sidecar's HTTP listener encodes them in the text
+//! format. Times are Unix seconds, durations seconds. Nothing secret is a
+//! label: certificate names, resolver names, challenge types, Envoy node ids.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewLabels {
+    pub certificate: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabels {
+    pub certificate: String,
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResolverLabels {
+    pub resolver: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrderLabels {
+    pub resolver: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChallengeLabels {
+    #[prometheus(flatten)]
+    pub kind: KindLabel,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub challenge: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProblemLabels {
+    pub problem: String,
+}
+
+type Seconds = Family<ResolverLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the sidecar exports.
+pub struct Metrics {
+    registry: Registry,
+    pub not_after: Family<CertLabels, Gauge>,
+    pub renew_at: Family<RenewLabels, Gauge>,
+    pub failures: Family<CertLabels, Gauge>,
+    pub last_success: Family<CertLabels, Gauge>,
+    pub served_match: Family<ServedLabels, Gauge>,
+    pub orders: Family<OrderLabels, Counter>,
+    pub order_seconds: Seconds,
+    pub challenges: Family<ChallengeLabels, Counter>,
+    pub challenge_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
+    pub dns_propagation_seconds: Family<ResultLabels, Histogram, fn() -> Histogram>,
+    pub sds_pushes: Family<NodeLabels, Counter>,
+    pub sds_acks: Family<NodeLabels, Counter>,
+    pub sds_nacks: Family<NodeLabels, Counter>,
+    pub nginx_reloads: Family<ResultLabels, Counter>,
+    pub acme_errors: Family<ProblemLabels, Counter>,
+    pub orders_remaining: Family<ResolverLabels, Gauge>,
+    /// The reason label last set per certificate, so a changed reason
+    /// replaces its series instead of adding one.
+    renew_reasons: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 ms .. ~5.5 min
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("proxy_acme");
+        let metrics = Self {
+            not_after: Family::default(),
+            renew_at: Family::default(),
+            failures: Family::default(),
+            last_success: Family::default(),
+            served_match: Family::default(),
+            orders: Family::default(),
+            order_seconds: Family::new_with_constructor(seconds_histogram),
+            challenges: Family::default(),
+            challenge_seconds: Family::new_with_constructor(seconds_histogram),
+            dns_propagation_seconds: Family::new_with_constructor(seconds_histogram),
+            sds_pushes: Family::default(),
+            sds_acks: Family::default(),
+            sds_nacks: Family::default(),
+            nginx_reloads: Family::default(),
+            acme_errors: Family::default(),
+            orders_remaining: Family::default(),
+            renew_reasons: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("certificate_not_after_seconds", "Expiry of the deployed certificate", metrics.not_after.clone());
+        r.register(
+            "certificate_renew_at_seconds",
+            "When the certificate will be ordered again, and why (reason)",
+            metrics.renew_at.clone(),
+        );
+        r.register(
+            "certificate_consecutive_failures",
+            "Orders failed in a row since the last success",
+            metrics.failures.clone(),
+        );
+        r.register(
+            "certificate_last_success_seconds",
+            "Time of the last successful order (after a restart: the stored certificate's notBefore)",
+            metrics.last_success.clone(),
+        );
+        r.register(
+            "certificate_served_match",
+            "1 when the endpoint serves the stored certificate for every name, 0 on a mismatch or failure",
+            metrics.served_match.clone(),
+        );
+        r.register("orders", "ACME orders by resolver and result", metrics.orders.clone());
+        r.register("order_duration_seconds", "Time from order to certificate", metrics.order_seconds.clone());
+        r.register("challenges", "Challenges by type and result", metrics.challenges.clone());
+        r.register(
+            "challenge_duration_seconds",
+            "Time to prove control of every identifier of an order, by type",
+            metrics.challenge_seconds.clone(),
+        );
+        r.register(
+            "dns_propagation_seconds",
+            "Time until every authoritative server answered the DNS-01 records",
+            metrics.dns_propagation_seconds.clone(),
+        );
+        r.register("sds_pushes", "SDS responses sent, per Envoy node", metrics.sds_pushes.clone());
+        r.register("sds_acks", "SDS responses Envoy accepted, per node", metrics.sds_acks.clone());
+        r.register("sds_nacks", "SDS responses Envoy rejected, per node", metrics.sds_nacks.clone());
+        r.register("nginx_reloads", "nginx reloads by result", metrics.nginx_reloads.clone());
+        r.register("acme_errors", "ACME problem documents by type", metrics.acme_errors.clone());
+        r.register(
+            "orders_remaining",
+            "Orders the self-imposed budget still allows in its window, per resolver",
+            metrics.orders_remaining.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// The whole registry in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Records one certificate's state.
+    pub fn certificate(&self, name: &str, state: &CertificateState) {
+        let labels = CertLabels { certificate: name.to_owned() };
+        match state.not_after {
+            Some(t) => {
+                self.not_after.get_or_create(&labels).set(unix(t));
+            }
+            None => {
+                self.not_after.remove(&labels);
+            }
+        }
+        self.failures.get_or_create(&labels).set(i64::from(state.failures));
+        if let Some(t) = state.last_success {
+            self.last_success.get_or_create(&labels).set(unix(t));
+        }
+        let mut reasons = self.renew_reasons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = reasons.remove(name) {
+            self.renew_at.remove(&RenewLabels { certificate: name.to_owned(), reason: old });
+        }
+        if let Some((at, reason)) = &state.renew_at {
+            let labels = RenewLabels { certificate: name.to_owned(), reason: (*reason).to_owned() };
+            self.renew_at.get_or_create(&labels).set(unix(*at));
+            reasons.insert(name.to_owned(), (*reason).to_owned());
+        }
+    }
+
+    /// One finished order.
+    pub fn order(&self, resolver: &str, ok: bool, took: Duration) {
+        let result = if ok { "success" } else { "failure" };
+        self.orders.get_or_create(&OrderLabels { resolver: resolver.to_owned(), result: result.to_owned() }).inc();
+        self.order_seconds.get_or_create(&ResolverLabels { resolver: resolver.to_owned() }).observe(took.as_secs_f64());
+    }
+
+    /// One challenge type's attempt at an order: `valid`, `invalid` (the CA
+    /// could not validate) or `error` (anything else went wrong).
+    pub fn challenge(&self, kind: &str, result: &str, took: Duration) {
+        let kind = KindLabel { challenge: kind.to_owned() };
+        self.challenges.get_or_create(&ChallengeLabels { kind: kind.clone(), result: result.to_owned() }).inc();
+        self.challenge_seconds.get_or_create(&kind).observe(took.as_secs_f64());
+    }
+
+    pub fn dns_propagation(&self, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "timeout" };
+        self.dns_propagation_seconds
+            .get_or_create(&ResultLabels { result: result.to_owned() })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn acme_error(&self, problem: &str) {
+        self.acme_errors.get_or_create(&ProblemLabels { problem: problem.to_owned() }).inc();
+    }
+
+    pub fn nginx_reload(&self, result: &str) {
+        self.nginx_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    pub fn sds(&self, node: &str) -> SdsCounters<'_> {
+        SdsCounters { metrics: self, node: NodeLabels { node: node.to_owned() } }
+    }
+
+    pub fn orders_remaining(&self, resolver: &str, remaining: u32) {
+        self.orders_remaining
+            .get_or_create(&ResolverLabels { resolver: resolver.to_owned() })
+            .set(i64::from(remaining));
+    }
+
+    pub fn served(&self, certificate: &str, endpoint: &str, matches: bool) {
+        let labels = ServedLabels { certificate: certificate.to_owned(), endpoint: endpoint.to_owned() };
+        self.served_match.get_or_create(&labels).set(i64::from(matches));
+    }
+}
+
+/// SDS counters for one Envoy node.
+#[derive(Debug)]
+pub struct SdsCounters<'a> {
+    metrics: &'a Metrics,
+    node: NodeLabels,
+}
+
+impl SdsCounters<'_> {
+    pub fn push(&self) {
+        self.metrics.sds_pushes.get_or_create(&self.node).inc();
+    }
+    pub fn ack(&self) {
+        self.metrics.sds_acks.get_or_create(&self.node).inc();
+    }
+    pub fn nack(&self) {
+        self.metrics.sds_nacks.get_or_create(&self.node).inc();
+    }
+}
+
+/// What the metrics show of one certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateState {
+    pub not_after: Option<SystemTime>,
+    /// Next order and its reason, a short word (`lifetime`, `ari`, `backoff`, ...).
+    pub renew_at: Option<(SystemTime, &'static str)>,
+    pub failures: u32,
+    pub last_success: Option<SystemTime>,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_reason_replaces_the_series() {
+        let m = Metrics::new();
+        let at = UNIX_EPOCH + Duration::from_secs(1_000);
+        let state = CertificateState {
+            not_after: Some(UNIX_EPOCH + Duration::from_secs(2_000)),
+            renew_at: Some((at, "lifetime")),
+            failures: 0,
+            last_success: Some(UNIX_EPOCH + Duration::from_secs(500)),
+        };
+        m.certificate("web", &state);
+        m.certificate("web", &CertificateState { renew_at: Some((at, "backoff")), failures: 2, ..state });
+        let text = m.encode();
+        assert!(
+            text.contains("proxy_acme_certificate_renew_at_seconds{certificate=\"web\",reason=\"backoff\"} 1000"),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"lifetime\""), "{text}");
+        assert!(text.contains("proxy_acme_certificate_not_after_seconds{certificate=\"web\"} 2000"), "{text}");
+        assert!(text.contains("proxy_acme_certificate_consecutive_failures{certificate=\"web\"} 2"), "{text}");
+        assert!(text.contains("proxy_acme_certificate_last_success_seconds{certificate=\"web\"} 500"), "{text}");
+    }
+
+    #[test]
+    fn counters_and_histograms_encode_with_their_labels() {
+        let m = Metrics::new();
+        m.order("pebble", true, Duration::from_millis(300));
+        m.challenge("http-01", "valid", Duration::from_millis(100));
+        m.sds("envoy-1").push();
+        m.sds("envoy-1").nack();
+        m.served("web", "127.0.0.1:8443", false);
+        let text = m.encode();
+        for line in [
+            "proxy_acme_orders_total{resolver=\"pebble\",result=\"success\"} 1",
+            "proxy_acme_challenges_total{challenge=\"http-01\",result=\"valid\"} 1",
+            "proxy_acme_order_duration_seconds_count{resolver=\"pebble\"} 1",
+            "proxy_acme_sds_pushes_total{node=\"envoy-1\"} 1",
+            "proxy_acme_sds_nacks_total{node=\"envoy-1\"} 1",
+            "proxy_acme_certificate_served_match{certificate=\"web\",endpoint=\"127.0.0.1:8443\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}
