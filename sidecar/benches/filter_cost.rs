@@ -37,6 +37,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use proxy_acme::solvers::http01::Http01Tokens;
+use support::mesh::{self, item};
 use support::*;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -66,19 +67,6 @@ impl Variant {
     }
 }
 
-/// `text` with every line indented by `n` spaces.
-fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.lines().map(|l| format!("{pad}{l}\n")).collect()
-}
-
-/// `text` (a YAML mapping at column 0) as a list item.
-fn item(text: &str) -> String {
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default();
-    std::iter::once(format!("- {first}\n")).chain(lines.map(|l| format!("  {l}\n"))).collect()
-}
-
 fn wasm_filter(name: &str, file: &std::path::Path, configuration: &str) -> String {
     format!(
         r#"name: envoy.filters.http.wasm
@@ -106,31 +94,7 @@ fn filters(variant: Variant, ours: &std::path::Path, empty: &std::path::Path) ->
         Variant::None => String::new(),
         Variant::Scoped | Variant::Every => item(&wasm_filter("proxy_acme", ours, config)),
         Variant::Empty => item(&wasm_filter("empty", empty, "")),
-        Variant::Matcher => item(&format!(
-            r#"name: envoy.filters.http.wasm
-typed_config:
-  "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
-  xds_matcher:
-    matcher_list:
-      matchers:
-      - predicate:
-          not_matcher:
-            single_predicate:
-              input:
-                name: path
-                typed_config:
-                  "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
-                  header_name: ":path"
-              value_match: {{ prefix: "{CHALLENGE_PREFIX}" }}
-        on_match:
-          action:
-            name: skip
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter
-  extension_config:
-{}"#,
-            indent(&wasm_filter("proxy_acme", ours, config), 4)
-        )),
+        Variant::Matcher => mesh::shipped_mesh_filter(ours),
     }
 }
 
@@ -149,43 +113,8 @@ fn bootstrap(variant: Variant, port: u16, admin: u16, app: u16, sidecar: u16) ->
         format!("match: {{ path: \"/direct\" }}\ndirect_response: {{ status: 200, body: {{ inline_string: \"ok\\n\" }} }}\n{disable}"),
         format!("match: {{ prefix: \"/\" }}\nroute: {{ cluster: app }}\n{disable}"),
     ];
-    let routes: String = routes.iter().map(|r| item(r)).collect();
-    let router = item(
-        "name: envoy.filters.http.router\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
-    );
-    let http_filters = format!("{}{router}", filters(variant, &ours, &empty));
-    let cluster = |name: &str, port: u16| {
-        item(&format!(
-            "name: {name}\ntype: STATIC\nconnect_timeout: 1s\nload_assignment:\n  cluster_name: {name}\n  endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
-        ))
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: http
-          route_config:
-            name: http
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{}          http_filters:
-{}  clusters:
-{}{}"#,
-        indent(&routes, 14),
-        indent(&http_filters, 10),
-        indent(&cluster("app", app), 2),
-        indent(&cluster("proxy_acme_sidecar", sidecar), 2),
-    )
+    let filters = filters(variant, &ours, &empty);
+    mesh::http_bootstrap(port, admin, &routes, &filters, &[("app", app), ("proxy_acme_sidecar", sidecar)])
 }
 
 /// What one wrk run measured.
