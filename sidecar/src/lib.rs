@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod discover;
 pub mod dns;
 pub mod health;
 pub mod metrics;

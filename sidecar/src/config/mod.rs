@@ -16,9 +16,11 @@ use serde::Deserialize;
 use crate::names;
 
 mod check;
+mod discover;
 mod files;
 pub use crate::solvers::ChallengeKind;
 pub use check::ServedCheck;
+pub use discover::Discover;
 pub use files::{Nginx, PostDeploy};
 mod dns;
 pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
@@ -56,6 +58,9 @@ pub struct Config {
     /// Compare what the proxy serves with what was deployed.
     #[serde(default)]
     pub served_check: Option<ServedCheck>,
+    /// Certificates for the names in the proxy's routes.
+    #[serde(default)]
+    pub discover: Option<Discover>,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -463,6 +468,9 @@ impl Config {
         }
         if let Some(check) = &self.served_check {
             check.validate()?;
+        }
+        if let Some(discover) = &self.discover {
+            discover.validate(&self.resolvers)?;
         }
         if self.admin.address.is_some() && self.admin.token_file.is_none() {
             return Err(ConfigError::invalid(

@@ -73,16 +73,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
 /// Writes a new version of `name`'s file and swaps `..data`; `false` when
 /// the file already holds this bundle.
 fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, DeployError> {
-    let dir = root.join(name);
+    write_watched(&root.join(name), FILE, contents)
+}
+
+/// Writes `contents` as `<dir>/<file>` behind a `..data` symlink swap, for
+/// an Envoy `path_config_source` with `watched_directory: <dir>`; `false`
+/// when the file already holds `contents`.
+pub(crate) fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-    if fs::read_to_string(dir.join(FILE)).is_ok_and(|current| current == contents) {
+    if fs::read_to_string(dir.join(file_name)).is_ok_and(|current| current == contents) {
         return Ok(false);
     }
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let version = format!("..v{nanos:024}");
     let tmp = dir.join(format!(".tmp{version}"));
     fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
-    let file_path = tmp.join(FILE);
+    let file_path = tmp.join(file_name);
     let mut file =
         fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file_path).map_err(io(&file_path))?;
     file.write_all(contents.as_bytes()).map_err(io(&file_path))?;
@@ -95,9 +101,9 @@ fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, Deploy
     let _ = fs::remove_file(&link_tmp);
     std::os::unix::fs::symlink(&version, &link_tmp).map_err(io(&link_tmp))?;
     fs::rename(&link_tmp, dir.join(DATA)).map_err(io(&dir))?;
-    let file_link = dir.join(FILE);
+    let file_link = dir.join(file_name);
     if fs::symlink_metadata(&file_link).is_err() {
-        std::os::unix::fs::symlink(format!("{DATA}/{FILE}"), &file_link).map_err(io(&file_link))?;
+        std::os::unix::fs::symlink(format!("{DATA}/{file_name}"), &file_link).map_err(io(&file_link))?;
     }
     fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
     for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {

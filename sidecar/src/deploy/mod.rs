@@ -4,6 +4,7 @@
 pub mod command;
 pub mod file_sds;
 pub mod hook;
+pub mod lds;
 pub mod nginx;
 pub mod sds;
 pub mod snapshot;
