@@ -80,7 +80,7 @@ fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, Deploy
 /// an Envoy `path_config_source` with `watched_directory: <dir>`; `false`
 /// when the file already holds `contents`.
 pub(crate) fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
     if fs::read_to_string(dir.join(file_name)).is_ok_and(|current| current == contents) {
         return Ok(false);
     }
@@ -95,18 +95,18 @@ pub(crate) fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Resu
     file.sync_all().map_err(io(&file_path))?;
     drop(file);
     fs::File::open(&tmp).and_then(|d| d.sync_all()).map_err(io(&tmp))?;
-    fs::rename(&tmp, dir.join(&version)).map_err(io(&dir))?;
+    fs::rename(&tmp, dir.join(&version)).map_err(io(dir))?;
 
     let link_tmp = dir.join("..data_tmp");
     let _ = fs::remove_file(&link_tmp);
     std::os::unix::fs::symlink(&version, &link_tmp).map_err(io(&link_tmp))?;
-    fs::rename(&link_tmp, dir.join(DATA)).map_err(io(&dir))?;
+    fs::rename(&link_tmp, dir.join(DATA)).map_err(io(dir))?;
     let file_link = dir.join(file_name);
     if fs::symlink_metadata(&file_link).is_err() {
         std::os::unix::fs::symlink(format!("{DATA}/{file_name}"), &file_link).map_err(io(&file_link))?;
     }
-    fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-    for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let entry_name = entry.file_name().to_string_lossy().into_owned();
         if (entry_name.starts_with("..v") && entry_name != version) || entry_name.starts_with(".tmp..v") {
             let _ = fs::remove_dir_all(entry.path());
