@@ -52,7 +52,7 @@ fn clean(raw: &str, policy: &Policy) -> Result<Option<Vec<String>>, String> {
     let Some(host) = names::normalize_host(raw).or_else(|| {
         // normalize_host refuses wildcards; check the base instead.
         raw.strip_prefix("*.")
-            .and_then(|base| names::normalize_host(base))
+            .and_then(names::normalize_host)
             .filter(|base| !base.contains(':') && base.parse::<std::net::IpAddr>().is_err())
             .map(|base| format!("*.{base}"))
     }) else {
