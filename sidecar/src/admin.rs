@@ -62,11 +62,18 @@ pub struct Rollover {
 #[derive(Debug, Clone, Default)]
 pub struct Control {
     pub statuses: Arc<RwLock<BTreeMap<String, CertStatus>>>,
-    pub certificates: Arc<BTreeMap<String, mpsc::Sender<CertCommand>>>,
+    /// Each certificate task's inbox; discovered certificates come and go.
+    pub certificates: Arc<RwLock<BTreeMap<String, mpsc::Sender<CertCommand>>>>,
     pub accounts: Option<mpsc::Sender<Rollover>>,
 }
 
 impl Control {
+    /// Forgets a certificate that is no longer managed.
+    pub fn remove(&self, name: &str) {
+        self.statuses.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.certificates.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
     /// Records a certificate's status for `certs`.
     pub fn set_status(&self, status: CertStatus) {
         self.statuses.write().unwrap_or_else(|e| e.into_inner()).insert(status.name.clone(), status);
@@ -81,7 +88,8 @@ impl Control {
                 (StatusCode::OK, serde_json::to_string_pretty(&statuses).unwrap_or_default())
             }
             (&Method::POST, ["v1", "certificates", name, op @ ("renew" | "revoke")]) => {
-                let Some(inbox) = self.certificates.get(*name) else {
+                let inbox = self.certificates.read().unwrap_or_else(|e| e.into_inner()).get(*name).cloned();
+                let Some(inbox) = inbox else {
                     return (StatusCode::NOT_FOUND, format!("no certificate named {name}\n"));
                 };
                 let (reply, answer) = oneshot::channel();
@@ -274,8 +282,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("admin.sock");
         let (tx, mut rx) = mpsc::channel(1);
-        let control =
-            Control { certificates: Arc::new(BTreeMap::from([("web".to_owned(), tx)])), ..Default::default() };
+        let control = Control {
+            certificates: Arc::new(RwLock::new(BTreeMap::from([("web".to_owned(), tx)]))),
+            ..Default::default()
+        };
         control.set_status(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
         serve(&socket, control).await.expect("serve");
         tokio::spawn(async move {

@@ -32,6 +32,10 @@ impl Readiness {
         self.checks.write().unwrap_or_else(|e| e.into_inner()).insert(check.into(), result);
     }
 
+    pub fn remove(&self, check: &str) {
+        self.checks.write().unwrap_or_else(|e| e.into_inner()).remove(check);
+    }
+
     /// Ready or not, and one line per check (`ok NAME` / `fail NAME: why`).
     pub fn report(&self) -> (bool, String) {
         let checks = self.checks.read().unwrap_or_else(|e| e.into_inner());

@@ -4,6 +4,8 @@
 //! [`Machine`](crate::schedule::Machine).
 
 mod accounts;
+mod discovery;
+mod fleet;
 mod task;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,8 @@ pub enum RunError {
     DefaultCertificate(String),
     #[error("no resolver named {0}")]
     UnknownResolver(String),
+    #[error("discover: {0}")]
+    Discover(String),
     #[error("resolvers.{resolver}.dns_challenge: {source}")]
     Dns { resolver: String, source: crate::dns::DnsError },
 }
@@ -111,13 +115,6 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         sds::serve_tcp(&sds, address, stopped()).await?;
     }
 
-    let mut inboxes = BTreeMap::new();
-    let mut receivers = Vec::new();
-    for certificate in &config.certificates {
-        let (tx, rx) = mpsc::channel(4);
-        inboxes.insert(certificate.name.clone(), tx);
-        receivers.push(rx);
-    }
     let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(sds)];
     if let Some(dir) = &config.envoy.sds_directory {
         sinks.push(Arc::new(crate::deploy::file_sds::FileSdsSink::new(dir)?));
@@ -142,7 +139,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         }
     }
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
-    let control = Control { certificates: Arc::new(inboxes), accounts: Some(rollover_tx), ..Default::default() };
+    let control = Control { accounts: Some(rollover_tx), ..Default::default() };
     let shared = Arc::new(Shared {
         store,
         sinks,
@@ -172,20 +169,34 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let used: BTreeMap<String, crate::config::Resolver> = config
         .resolvers
         .iter()
-        .filter(|(name, _)| config.certificates.iter().any(|c| &c.resolver == *name))
+        .filter(|(name, _)| {
+            config.certificates.iter().any(|c| &c.resolver == *name)
+                || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
+        })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
     tasks.push(tokio::spawn(crate::health::probe(readiness.clone(), Arc::clone(&shared.store), used)));
     if let Some(check) = config.served_check.clone() {
         tasks.push(tokio::spawn(crate::served::run(check, shared.control.clone(), readiness.clone())));
     }
-    for (index, (certificate, inbox)) in config.certificates.into_iter().zip(receivers).enumerate() {
-        let resolver = config.resolvers.get(&certificate.resolver).cloned();
-        let task = task::CertTask::start(Arc::clone(&shared), certificate, resolver, inbox).await?;
+
+    let listener = match config.discover.as_ref().map(|d| (&d.listener_directory, &d.listener_template)) {
+        Some((Some(dir), Some(template))) => Some(crate::deploy::lds::ListenerFile::load(dir, template)?),
+        _ => None,
+    };
+    let mut fleet = fleet::Fleet::new(Arc::clone(&shared), config.resolvers.clone(), listener);
+    for (index, certificate) in config.certificates.into_iter().enumerate() {
         // Spread the first orders so a restart with many due certificates
         // is no thundering herd at the CA.
         let delay = schedule::startup_delay(index, total, rand::random::<f64>());
-        tasks.push(tokio::spawn(task.run(delay)));
+        fleet.start(certificate, true, delay).await?;
+    }
+    fleet.write_listener().await;
+    let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
+    if let Some(discover) = config.discover {
+        let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.dns_challenge.is_some());
+        let policy = discover.policy(dns).map_err(|e| RunError::Discover(e.to_string()))?;
+        tasks.push(tokio::spawn(discovery::run(Arc::clone(&fleet), discover, policy)));
     }
 
     wait_for_signal().await;
@@ -194,6 +205,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     for task in &tasks {
         task.abort();
     }
+    fleet.lock().await.shutdown().await;
     for task in tasks {
         let _ = task.await;
     }

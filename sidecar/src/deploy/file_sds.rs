@@ -79,7 +79,7 @@ fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, Deploy
 /// Writes `contents` as `<dir>/<file>` behind a `..data` symlink swap, for
 /// an Envoy `path_config_source` with `watched_directory: <dir>`; `false`
 /// when the file already holds `contents`.
-pub(crate) fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
+pub fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
     if fs::read_to_string(dir.join(file_name)).is_ok_and(|current| current == contents) {
         return Ok(false);

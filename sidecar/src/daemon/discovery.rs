@@ -1,0 +1,82 @@
+//! `[discover]`: looks at the proxy's routes every `interval_secs` and
+//! brings the discovered certificates in line. A source that does not
+//! answer is reported and skipped for that round: names are never dropped
+//! because Envoy or nginx could not be asked.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::Mutex;
+
+use super::fleet::Fleet;
+use crate::config::Discover;
+use crate::discover::{self, Policy, Skipped};
+
+type Client =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
+
+async fn config_dump(client: &Client, admin: &str) -> Result<serde_json::Value, String> {
+    let url = format!("{}/config_dump", admin.trim_end_matches('/'));
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let fetch = async {
+        let rsp = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
+        let status = rsp.status();
+        let body = rsp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("{url}: no answer within 10 s")))
+}
+
+/// What the sources name now; `None` when one of them did not answer.
+async fn look(client: &Client, settings: &Discover) -> Option<Vec<Vec<String>>> {
+    let mut found = Vec::new();
+    let mut complete = true;
+    if let Some(admin) = &settings.envoy_admin {
+        match config_dump(client, admin).await {
+            Ok(dump) => found.extend(discover::envoy::virtual_hosts(&dump)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Envoy's routes; keeping the discovered certificates as they are");
+                complete = false;
+            }
+        }
+    }
+    if let Some(command) = &settings.nginx_command {
+        match crate::deploy::command::run(command, &[], Duration::from_secs(30)).await {
+            Ok(text) => found.extend(discover::nginx::tls_server_names(&text)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read nginx's configuration; keeping the discovered certificates as they are");
+                complete = false;
+            }
+        }
+    }
+    complete.then_some(found)
+}
+
+pub(super) async fn run(fleet: Arc<Mutex<Fleet>>, settings: Discover, policy: Policy) {
+    let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let grace = Duration::from_secs(settings.grace_secs);
+    let mut reported: BTreeSet<Skipped> = BTreeSet::new();
+    loop {
+        if let Some(found) = look(&client, &settings).await {
+            let (requests, skipped) = discover::requests(&found, &policy);
+            for skip in &skipped {
+                if !reported.contains(skip) {
+                    tracing::info!(name = %skip.name, reason = %skip.why, "discovered name not ordered");
+                }
+            }
+            reported = skipped.into_iter().collect();
+            let mut fleet = fleet.lock().await;
+            if fleet.reconcile(&requests, &settings.resolver, grace).await {
+                fleet.write_listener().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(settings.interval_secs)).await;
+    }
+}

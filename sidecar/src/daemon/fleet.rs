@@ -1,0 +1,160 @@
+//! The certificates being managed: the configured ones for the whole run,
+//! and the discovered ones (`[discover]`) as they come and go. Each has a
+//! task ([`CertTask`]); with `listener_directory`, the HTTPS listener file
+//! is rewritten whenever the set changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::task::CertTask;
+use super::{RunError, Shared};
+use crate::config::{Certificate, Resolver};
+use crate::deploy::lds::ListenerFile;
+use crate::discover::Request;
+
+struct Running {
+    domains: Vec<String>,
+    /// From `[[certificates]]`: never stopped by discovery.
+    configured: bool,
+    handle: JoinHandle<()>,
+    /// When discovery last stopped naming it.
+    gone_since: Option<SystemTime>,
+}
+
+/// All certificate tasks.
+pub(super) struct Fleet {
+    shared: Arc<Shared>,
+    resolvers: BTreeMap<String, Resolver>,
+    running: BTreeMap<String, Running>,
+    listener: Option<ListenerFile>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("certificates", &self.running.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Fleet {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        resolvers: BTreeMap<String, Resolver>,
+        listener: Option<ListenerFile>,
+    ) -> Self {
+        Self { shared, resolvers, running: BTreeMap::new(), listener }
+    }
+
+    /// Starts a certificate's task: loads and deploys what is stored (or a
+    /// placeholder) at once, orders after `delay` if due.
+    pub(super) async fn start(
+        &mut self,
+        certificate: Certificate,
+        configured: bool,
+        delay: Duration,
+    ) -> Result<(), RunError> {
+        let (tx, rx) = mpsc::channel(4);
+        let resolver = self.resolvers.get(&certificate.resolver).cloned();
+        let name = certificate.name.clone();
+        let domains = certificate.domains.clone();
+        let task = CertTask::start(Arc::clone(&self.shared), certificate, resolver, rx).await?;
+        self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+        let handle = tokio::spawn(task.run(delay));
+        self.running.insert(name, Running { domains, configured, handle, gone_since: None });
+        Ok(())
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(running) = self.running.remove(name) {
+            running.handle.abort();
+        }
+        self.shared.control.remove(name);
+        self.shared.readiness.remove(&format!("certificate:{name}"));
+    }
+
+    /// Brings the discovered certificates in line with `requests`: new ones
+    /// start, changed ones restart with their new names, ones no longer
+    /// named stop after `grace` (their files stay). Returns whether the set
+    /// changed.
+    pub(super) async fn reconcile(&mut self, requests: &[Request], resolver: &str, grace: Duration) -> bool {
+        let now = SystemTime::now();
+        let mut changed = false;
+        for request in requests {
+            let existing = self.running.get_mut(&request.name);
+            if let Some(running) = existing {
+                running.gone_since = None;
+                if running.configured || running.domains == request.domains {
+                    continue;
+                }
+                tracing::info!(certificate = %request.name, domains = ?request.domains, "discovered names changed");
+                self.stop(&request.name);
+            } else if self.covered(&request.domains) {
+                continue;
+            } else {
+                tracing::info!(certificate = %request.name, domains = ?request.domains, "discovered a new certificate");
+            }
+            let certificate = Certificate {
+                name: request.name.clone(),
+                domains: request.domains.clone(),
+                resolver: resolver.to_owned(),
+            };
+            match self.start(certificate, false, Duration::ZERO).await {
+                Ok(()) => changed = true,
+                Err(e) => {
+                    tracing::error!(certificate = %request.name, error = %e, "cannot start discovered certificate")
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .running
+            .iter_mut()
+            .filter(|(name, r)| !r.configured && !requests.iter().any(|q| &q.name == *name))
+            .filter_map(|(name, r)| {
+                let since = *r.gone_since.get_or_insert_with(|| {
+                    tracing::info!(certificate = %name, grace_secs = grace.as_secs(), "no longer in the routes; renewed until the grace period ends");
+                    now
+                });
+                (now.duration_since(since).unwrap_or_default() >= grace).then(|| name.clone())
+            })
+            .collect();
+        for name in gone {
+            tracing::info!(certificate = %name, "grace period over: no longer renewed (files kept)");
+            self.stop(&name);
+            changed = true;
+        }
+        changed
+    }
+
+    /// A configured certificate already covers every one of `domains`.
+    fn covered(&self, domains: &[String]) -> bool {
+        self.running.values().any(|r| r.configured && domains.iter().all(|d| r.domains.contains(d)))
+    }
+
+    /// Rewrites the HTTPS listener file for the current set, if configured.
+    pub(super) async fn write_listener(&self) {
+        let Some(listener) = &self.listener else { return };
+        let certificates: Vec<(String, Vec<String>)> =
+            self.running.iter().map(|(name, r)| (name.clone(), r.domains.clone())).collect();
+        match listener.write(&certificates).await {
+            Ok(true) => {
+                tracing::info!(file = %listener.path().display(), certificates = certificates.len(), "listener file written")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot write the listener file"),
+        }
+    }
+
+    /// Stops every task and waits until each has (so that DNS-01 cleanups
+    /// of aborted orders are registered before the daemon waits for them).
+    pub(super) async fn shutdown(&mut self) {
+        for running in self.running.values() {
+            running.handle.abort();
+        }
+        for (_, running) in std::mem::take(&mut self.running) {
+            let _ = running.handle.await;
+        }
+    }
+}
