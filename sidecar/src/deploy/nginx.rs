@@ -68,6 +68,11 @@ impl Sink for NginxSink {
     async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError> {
         let (tree, owned_name, bundle) = (self.tree.clone(), name.to_owned(), bundle.clone());
         let swap = tokio::task::spawn_blocking(move || {
+            if let Ok(info) = crate::cert::inspect(&bundle, None) {
+                if let Err(e) = link_names(tree.root(), &owned_name, &info.names) {
+                    tracing::warn!(certificate = %owned_name, error = %e, "cannot update the by-name links");
+                }
+            }
             let unchanged = tree.read_live(&owned_name).is_some_and(|live| {
                 live.fullchain_pem == bundle.fullchain_pem && live.key_pem.expose() == bundle.key_pem.expose()
             });
@@ -91,6 +96,35 @@ impl Sink for NginxSink {
         Ok(())
     }
 }
+
+/// `<root>/by-name/<domain>` -> `../<name>` for each name of the
+/// certificate (wildcards excepted), so one nginx `server` block can serve
+/// every certificate by SNI:
+/// `ssl_certificate <root>/by-name/$ssl_server_name/live/fullchain.pem;`
+/// Each link is replaced with a rename, never removed first.
+fn link_names(root: &std::path::Path, name: &str, names: &[String]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = root.join(BY_NAME);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    let target = format!("../{name}");
+    for domain in names {
+        if domain.starts_with("*.") || domain.starts_with('.') || domain.contains('/') {
+            continue;
+        }
+        let link = dir.join(domain);
+        if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == target.as_str()) {
+            continue;
+        }
+        let tmp = dir.join(format!(".tmp-{domain}"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        std::fs::rename(&tmp, &link)?;
+    }
+    Ok(())
+}
+
+/// The directory of per-name links under `[nginx] directory`.
+pub const BY_NAME: &str = "by-name";
 
 #[derive(Debug)]
 struct Reloader {

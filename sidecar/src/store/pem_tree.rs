@@ -42,7 +42,12 @@ impl PemTree {
         Self { root }
     }
 
-    /// The directory holding the live PEM files of certificate `name`.
+    /// The directory holding one subdirectory per certificate.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The `live` directory (a symlink) of certificate `name`.
     pub fn live_dir(&self, name: &str) -> PathBuf {
         self.root.join(name).join(LIVE)
     }
