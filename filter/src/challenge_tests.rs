@@ -10,6 +10,8 @@ fn config() -> FilterConfig {
         timeout: Duration::from_millis(1000),
         authority: "proxy-acme".to_owned(),
         max_token_length: 128,
+        on_demand: false,
+        on_demand_per_second: 10,
     }
 }
 

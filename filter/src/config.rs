@@ -26,6 +26,11 @@ pub const DEFAULT_MAX_TOKEN_LENGTH: usize = 128;
 /// Accepted `max_token_length` range (inclusive).
 pub const MAX_TOKEN_LENGTH_RANGE: (u64, u64) = (16, 1024);
 
+/// Default `on_demand_per_second`.
+pub const DEFAULT_ON_DEMAND_PER_SECOND: u64 = 10;
+/// Accepted `on_demand_per_second` range (inclusive).
+pub const ON_DEMAND_PER_SECOND_RANGE: (u64, u64) = (1, 1000);
+
 /// Validated configuration, shared (via `Rc`) by every HTTP stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterConfig {
@@ -37,6 +42,11 @@ pub struct FilterConfig {
     pub authority: String,
     /// Longest accepted challenge token, in bytes.
     pub max_token_length: usize,
+    /// Tell the sidecar about the hosts of ordinary requests (on-demand
+    /// issuance; the sidecar's policy decides). Off by default.
+    pub on_demand: bool,
+    /// At most this many new hosts reported per second, per worker.
+    pub on_demand_per_second: u64,
 }
 
 /// Why a configuration was rejected. `Display` yields the log line body.
@@ -69,6 +79,8 @@ struct RawConfig {
     timeout_ms: Option<Value>,
     authority: Option<Value>,
     max_token_length: Option<Value>,
+    on_demand: Option<Value>,
+    on_demand_per_second: Option<Value>,
 }
 
 // === impl ConfigError ===
@@ -131,7 +143,26 @@ impl FilterConfig {
         let max_token_length = usize::try_from(max_token_length)
             .map_err(|_| ConfigError::field("max_token_length", "does not fit in usize"))?;
 
-        Ok(Self { cluster, timeout: Duration::from_millis(timeout_ms), authority, max_token_length })
+        let on_demand = match raw.on_demand {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(other) => return Err(ConfigError::field("on_demand", format!("must be true or false, got {other}"))),
+        };
+        let on_demand_per_second = ranged_int(
+            "on_demand_per_second",
+            raw.on_demand_per_second,
+            DEFAULT_ON_DEMAND_PER_SECOND,
+            ON_DEMAND_PER_SECOND_RANGE,
+        )?;
+
+        Ok(Self {
+            cluster,
+            timeout: Duration::from_millis(timeout_ms),
+            authority,
+            max_token_length,
+            on_demand,
+            on_demand_per_second,
+        })
     }
 }
 

@@ -25,6 +25,8 @@ fn minimal_config_gets_defaults() -> Result<(), ConfigError> {
             timeout: Duration::from_millis(1000),
             authority: "proxy-acme".to_owned(),
             max_token_length: 128,
+            on_demand: false,
+            on_demand_per_second: 10,
         }
     );
     Ok(())
@@ -42,6 +44,16 @@ fn full_config() -> Result<(), ConfigError> {
     assert_eq!(cfg.timeout, Duration::from_millis(1));
     assert_eq!(cfg.max_token_length, 1024);
     Ok(())
+}
+
+#[test]
+fn on_demand_is_off_unless_asked_for_and_typed() -> Result<(), String> {
+    let cfg = parse(r#"{"cluster": "c", "on_demand": true, "on_demand_per_second": 3}"#).map_err(|e| e.to_string())?;
+    assert!(cfg.on_demand);
+    assert_eq!(cfg.on_demand_per_second, 3);
+    assert!(!parse(r#"{"cluster": "c"}"#).map_err(|e| e.to_string())?.on_demand);
+    rejected(r#"{"cluster": "c", "on_demand": "yes"}"#, "on_demand must be true or false, got \"yes\"")?;
+    rejected(r#"{"cluster": "c", "on_demand_per_second": 0}"#, "on_demand_per_second must be between 1 and 1000, got 0")
 }
 
 #[test]

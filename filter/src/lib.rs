@@ -14,8 +14,10 @@
 pub mod challenge;
 pub mod config;
 pub mod host;
+pub mod on_demand;
 pub mod reply;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -24,12 +26,15 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::challenge::{decide, is_challenge_path, sidecar_path, Decision};
 use crate::config::FilterConfig;
+use crate::on_demand::Reporter;
 use crate::reply::{LocalReply, SidecarAnswer, CONTENT_TYPE, MAX_KEY_AUTHORIZATION_LEN};
 
 /// Prefix of every log line, so the filter's lines are easy to grep.
 const LOG_PREFIX: &str = "proxy-acme-filter";
-/// Header telling the sidecar which host the challenge is for.
+/// Header telling the sidecar which host the challenge (or report) is for.
 const HOST_HEADER: &str = "x-proxy-acme-host";
+/// The sidecar's path for on-demand reports.
+const ON_DEMAND_PATH: &str = "/v1/on-demand";
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AcmeRoot::default()) });
@@ -63,6 +68,8 @@ fn send_reply(reply: &LocalReply) -> bool {
 struct AcmeRoot {
     /// `None` until a configuration was accepted.
     config: Option<Rc<FilterConfig>>,
+    /// With `on_demand`: which hosts this worker reported, shared by its streams.
+    reporter: Option<Rc<RefCell<Reporter>>>,
 }
 
 impl Context for AcmeRoot {}
@@ -81,6 +88,8 @@ impl RootContext for AcmeRoot {
         };
         match FilterConfig::parse(bytes.as_deref()) {
             Ok(config) => {
+                self.reporter =
+                    config.on_demand.then(|| Rc::new(RefCell::new(Reporter::new(config.on_demand_per_second))));
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -93,7 +102,7 @@ impl RootContext for AcmeRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Must never return None: the SDK panics on it.
-        Some(Box::new(AcmeHttp { config: self.config.clone(), pending: None }))
+        Some(Box::new(AcmeHttp { config: self.config.clone(), reporter: self.reporter.clone(), pending: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -109,6 +118,7 @@ struct AcmeHttp {
     /// Shared configuration; `None` only if the plugin was never configured,
     /// in which case the filter passes everything through.
     config: Option<Rc<FilterConfig>>,
+    reporter: Option<Rc<RefCell<Reporter>>>,
     /// The outstanding sidecar call, if the stream is paused on one.
     pending: Option<Pending>,
 }
@@ -117,7 +127,8 @@ struct AcmeHttp {
 #[derive(Debug)]
 struct Pending {
     call: u32,
-    token: String,
+    /// The challenge token; `None` for an on-demand report.
+    token: Option<String>,
     host: String,
 }
 
@@ -143,7 +154,7 @@ impl AcmeHttp {
         ];
         match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout) {
             Ok(call) => {
-                self.pending = Some(Pending { call, token, host });
+                self.pending = Some(Pending { call, token: Some(token), host });
                 Action::Pause
             }
             Err(status) => {
@@ -160,9 +171,56 @@ impl AcmeHttp {
     }
 }
 
+impl AcmeHttp {
+    /// With `on_demand`: reports the request's host to the sidecar, once per
+    /// host and within the rate, and holds the request until the sidecar
+    /// has taken note (a loopback round trip; the order runs later).
+    fn report_host(&mut self) -> Action {
+        let (Some(config), Some(reporter)) = (&self.config, &self.reporter) else {
+            return Action::Continue;
+        };
+        let Some(host) = request_header(":authority").and_then(|a| crate::host::normalize_host(&a)) else {
+            return Action::Continue;
+        };
+        let now_ms = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if !reporter.borrow_mut().should_report(&host, now_ms) {
+            return Action::Continue;
+        }
+        let headers = vec![
+            (":method", "POST"),
+            (":path", ON_DEMAND_PATH),
+            (":authority", config.authority.as_str()),
+            (HOST_HEADER, host.as_str()),
+        ];
+        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout) {
+            Ok(call) => {
+                self.pending = Some(Pending { call, token: None, host });
+                Action::Pause
+            }
+            Err(status) => {
+                log(LogLevel::Warn, &format!("{LOG_PREFIX}: cannot report host {host} to the sidecar: {status:?}"));
+                Action::Continue
+            }
+        }
+    }
+}
+
 impl Context for AcmeHttp {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(Pending { token, host, .. }) = self.pending.take_if(|p| p.call == token_id) else {
+            return;
+        };
+        let Some(token) = token else {
+            // An on-demand report: whatever the answer, the request goes on.
+            if num_headers == 0 {
+                log(LogLevel::Debug, &format!("{LOG_PREFIX}: sidecar did not answer the report for host {host}"));
+            }
+            if let Err(status) = hostcalls::resume_http_request() {
+                log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot resume request: {status:?}"));
+            }
             return;
         };
         // Zero headers is how Envoy reports connect failure or timeout.
@@ -208,7 +266,7 @@ impl HttpContext for AcmeHttp {
             return Action::Continue;
         };
         if !is_challenge_path(&path) {
-            return Action::Continue;
+            return if self.reporter.is_some() { self.report_host() } else { Action::Continue };
         }
         let Some(config) = self.config.clone() else {
             return Action::Continue;

@@ -9,6 +9,7 @@
 //! | `GET /healthz` | `ok` (the process answers) |
 //! | `GET /readyz` | 200 or 503, one line per check (see [`crate::health`]) |
 //! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
+//! | `POST /v1/on-demand` + `x-proxy-acme-host: <host>` | the filter's report of a host (`[on_demand]`): 202 queued, 429 queue full, 404 off |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,9 +66,35 @@ pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes
     }
 }
 
+/// What the endpoint serves from.
+#[derive(Debug, Clone, Default)]
+pub struct Api {
+    pub tokens: Http01Tokens,
+    pub readiness: Readiness,
+    /// Reported hosts go here (`[on_demand]`); `None`: on-demand is off.
+    pub on_demand: Option<tokio::sync::mpsc::Sender<String>>,
+}
+
+/// Queues a host the filter reported; the policy is applied later.
+fn on_demand<B>(queue: Option<&tokio::sync::mpsc::Sender<String>>, req: &Request<B>) -> Response<Full<Bytes>> {
+    let Some(queue) = queue else {
+        return text(StatusCode::NOT_FOUND, "on-demand issuance is off\n");
+    };
+    let host = req.headers().get(HOST_HEADER).and_then(|h| h.to_str().ok()).and_then(names::normalize_host);
+    let Some(host) = host else {
+        return text(StatusCode::BAD_REQUEST, "missing or invalid host\n");
+    };
+    match queue.try_send(host) {
+        Ok(()) => text(StatusCode::ACCEPTED, "noted\n"),
+        Err(_) => text(StatusCode::TOO_MANY_REQUESTS, "on-demand queue full\n"),
+    }
+}
+
 /// Answers one request, operational endpoints included.
-pub fn route<B>(tokens: &Http01Tokens, readiness: &Readiness, req: &Request<B>) -> Response<Full<Bytes>> {
+pub fn route<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (tokens, readiness) = (&api.tokens, &api.readiness);
     match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/on-demand") => on_demand(api.on_demand.as_ref(), req),
         (&Method::GET, "/metrics") => {
             let mut rsp = text(StatusCode::OK, crate::metrics::metrics().encode());
             rsp.headers_mut().insert(
@@ -100,11 +127,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Binds `address` and serves until the task is dropped or aborted.
-pub async fn serve(
-    address: SocketAddr,
-    tokens: Http01Tokens,
-    readiness: Readiness,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(address: SocketAddr, api: Api) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "challenge API listening");
     Ok(tokio::spawn(async move {
@@ -117,10 +140,10 @@ pub async fn serve(
                     continue;
                 }
             };
-            let (tokens, readiness) = (tokens.clone(), readiness.clone());
+            let api = api.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let rsp = route(&tokens, &readiness, &req);
+                    let rsp = route(&api, &req);
                     async move { Ok::<_, Infallible>(rsp) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -191,18 +214,35 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_says_which_check_fails_and_metrics_encode() {
-        let (tokens, readiness) = (Http01Tokens::new(), Readiness::default());
+        let api = Api::default();
+        let readiness = &api.readiness;
         readiness.set("store", Ok(()));
-        let ready = route(&tokens, &readiness, &get("/readyz", &[]));
+        let ready = route(&api, &get("/readyz", &[]));
         assert_eq!(body(ready).await, (StatusCode::OK, "ready\nok store\n".into()));
         readiness.set("certificate:web", Err("no certificate issued yet".into()));
-        let (status, text) = body(route(&tokens, &readiness, &get("/readyz", &[]))).await;
+        let (status, text) = body(route(&api, &get("/readyz", &[]))).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(text.contains("fail certificate:web: no certificate issued yet"), "{text}");
-        let (status, text) = body(route(&tokens, &readiness, &get("/metrics", &[]))).await;
+        let (status, text) = body(route(&api, &get("/metrics", &[]))).await;
         assert_eq!(status, StatusCode::OK);
         assert!(text.ends_with("# EOF\n"), "{text}");
-        let challenge = route(&tokens, &readiness, &get("/.well-known/acme-challenge/tok", &[("host", "a.test")]));
+        let challenge = route(&api, &get("/.well-known/acme-challenge/tok", &[("host", "a.test")]));
         assert_eq!(challenge.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn on_demand_reports_are_queued_bounded_and_checked() {
+        let post = |host: &str| {
+            let mut req = get("/v1/on-demand", &[(HOST_HEADER, host)]);
+            *req.method_mut() = Method::POST;
+            req
+        };
+        assert_eq!(route(&Api::default(), &post("a.test")).status(), StatusCode::NOT_FOUND, "off");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let api = Api { on_demand: Some(tx), ..Api::default() };
+        assert_eq!(route(&api, &post("A.test:80")).status(), StatusCode::ACCEPTED);
+        assert_eq!(route(&api, &post("b.test")).status(), StatusCode::TOO_MANY_REQUESTS, "queue of one is full");
+        assert_eq!(rx.recv().await.as_deref(), Some("a.test"));
+        assert_eq!(route(&api, &post("a..b")).status(), StatusCode::BAD_REQUEST);
     }
 }

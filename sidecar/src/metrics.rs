@@ -68,6 +68,11 @@ pub struct NodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProblemLabels {
     pub problem: String,
 }
@@ -93,6 +98,7 @@ pub struct Metrics {
     pub nginx_reloads: Family<ResultLabels, Counter>,
     pub acme_errors: Family<ProblemLabels, Counter>,
     pub orders_remaining: Family<ResolverLabels, Gauge>,
+    pub on_demand: Family<DecisionLabels, Counter>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
     renew_reasons: Mutex<HashMap<String, String>>,
@@ -129,6 +135,7 @@ impl Metrics {
             nginx_reloads: Family::default(),
             acme_errors: Family::default(),
             orders_remaining: Family::default(),
+            on_demand: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -176,6 +183,11 @@ impl Metrics {
             "orders_remaining",
             "Orders the self-imposed budget still allows in its window, per resolver",
             metrics.orders_remaining.clone(),
+        );
+        r.register(
+            "on_demand_decisions",
+            "Hosts reported by the filter, by decision (allowed, asked_yes, asked_no, denied, over_budget)",
+            metrics.on_demand.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -253,6 +265,10 @@ impl Metrics {
         self.orders_remaining
             .get_or_create(&ResolverLabels { resolver: resolver.to_owned() })
             .set(i64::from(remaining));
+    }
+
+    pub fn on_demand(&self, decision: &str) {
+        self.on_demand.get_or_create(&DecisionLabels { decision: decision.to_owned() }).inc();
     }
 
     pub fn served(&self, certificate: &str, endpoint: &str, matches: bool) {

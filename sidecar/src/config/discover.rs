@@ -115,3 +115,79 @@ impl Discover {
         self.policy(resolver.dns_challenge.is_some()).map(drop)
     }
 }
+
+/// Certificates for hosts the Envoy filter reports (`on_demand: true` in its
+/// configuration), only where the policy allows: an allow list, an `ask`
+/// URL answering 200, and a global budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemand {
+    /// The resolver that orders them.
+    pub resolver: String,
+    /// Names ordered without asking (same forms as `[discover] allow`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Names never ordered; deny wins.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Asked `GET <ask>?domain=<host>` for names not on the allow list;
+    /// 200 means order (as Caddy's `on_demand_tls ask`).
+    #[serde(default)]
+    pub ask: Option<String>,
+    /// At most this many on-demand orders in any minute.
+    #[serde(default = "default_orders_per_minute")]
+    pub orders_per_minute: u32,
+}
+
+fn default_orders_per_minute() -> u32 {
+    10
+}
+
+impl OnDemand {
+    /// The allow/deny lists as a policy (no wildcards: a reported host is one name).
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let parse = |field: &str, list: &[String]| -> Result<Vec<Pattern>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    Pattern::parse(p).map_err(|e| ConfigError::invalid(format!("on_demand.{field}[{i}]"), e.why))
+                })
+                .collect()
+        };
+        Ok(Policy {
+            allow: parse("allow", &self.allow)?,
+            deny: parse("deny", &self.deny)?,
+            ip_addresses: false,
+            wildcards: false,
+        })
+    }
+
+    pub(super) fn validate(
+        &self,
+        resolvers: &std::collections::BTreeMap<String, super::Resolver>,
+    ) -> Result<(), ConfigError> {
+        if !resolvers.contains_key(&self.resolver) {
+            let known: Vec<&str> = resolvers.keys().map(String::as_str).collect();
+            return Err(ConfigError::invalid(
+                "on_demand.resolver",
+                format!("no resolver named '{}' (known: {})", self.resolver, known.join(", ")),
+            ));
+        }
+        if self.allow.is_empty() && self.ask.is_none() {
+            return Err(ConfigError::invalid(
+                "on_demand",
+                "set allow, ask or both: without a policy any Host a client sends would be ordered (a denial of service and a rate-limit drain)",
+            ));
+        }
+        if let Some(url) = &self.ask {
+            let valid = (url.starts_with("http://") || url.starts_with("https://")) && url.parse::<http::Uri>().is_ok();
+            if !valid {
+                return Err(ConfigError::invalid("on_demand.ask", format!("'{url}' is not an http(s):// URL")));
+            }
+        }
+        if self.orders_per_minute == 0 {
+            return Err(ConfigError::invalid("on_demand.orders_per_minute", "must be at least 1"));
+        }
+        self.policy().map(drop)
+    }
+}

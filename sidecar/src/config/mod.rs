@@ -20,7 +20,7 @@ mod discover;
 mod files;
 pub use crate::solvers::ChallengeKind;
 pub use check::ServedCheck;
-pub use discover::Discover;
+pub use discover::{Discover, OnDemand};
 pub use files::{Nginx, PostDeploy};
 mod dns;
 pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
@@ -61,6 +61,9 @@ pub struct Config {
     /// Certificates for the names in the proxy's routes.
     #[serde(default)]
     pub discover: Option<Discover>,
+    /// Certificates for hosts the filter reports, within a policy.
+    #[serde(default)]
+    pub on_demand: Option<OnDemand>,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -471,6 +474,9 @@ impl Config {
         }
         if let Some(discover) = &self.discover {
             discover.validate(&self.resolvers)?;
+        }
+        if let Some(on_demand) = &self.on_demand {
+            on_demand.validate(&self.resolvers)?;
         }
         if self.admin.address.is_some() && self.admin.token_file.is_none() {
             return Err(ConfigError::invalid(

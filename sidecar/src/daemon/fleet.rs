@@ -16,10 +16,20 @@ use crate::config::{Certificate, Resolver};
 use crate::deploy::lds::ListenerFile;
 use crate::discover::Request;
 
+/// Where a managed certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// `[[certificates]]`: for the whole run.
+    Configured,
+    /// `[discover]`: while the routes name it, then for the grace period.
+    Discovered,
+    /// `[on_demand]`: for the whole run.
+    OnDemand,
+}
+
 struct Running {
     domains: Vec<String>,
-    /// From `[[certificates]]`: never stopped by discovery.
-    configured: bool,
+    origin: Origin,
     handle: JoinHandle<()>,
     /// When discovery last stopped naming it.
     gone_since: Option<SystemTime>,
@@ -53,7 +63,7 @@ impl Fleet {
     pub(super) async fn start(
         &mut self,
         certificate: Certificate,
-        configured: bool,
+        origin: Origin,
         delay: Duration,
     ) -> Result<(), RunError> {
         let (tx, rx) = mpsc::channel(4);
@@ -63,7 +73,7 @@ impl Fleet {
         let task = CertTask::start(Arc::clone(&self.shared), certificate, resolver, rx).await?;
         self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
         let handle = tokio::spawn(task.run(delay));
-        self.running.insert(name, Running { domains, configured, handle, gone_since: None });
+        self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         Ok(())
     }
 
@@ -86,7 +96,7 @@ impl Fleet {
             let existing = self.running.get_mut(&request.name);
             if let Some(running) = existing {
                 running.gone_since = None;
-                if running.configured || running.domains == request.domains {
+                if running.origin != Origin::Discovered || running.domains == request.domains {
                     continue;
                 }
                 tracing::info!(certificate = %request.name, domains = ?request.domains, "discovered names changed");
@@ -101,7 +111,7 @@ impl Fleet {
                 domains: request.domains.clone(),
                 resolver: resolver.to_owned(),
             };
-            match self.start(certificate, false, Duration::ZERO).await {
+            match self.start(certificate, Origin::Discovered, Duration::ZERO).await {
                 Ok(()) => changed = true,
                 Err(e) => {
                     tracing::error!(certificate = %request.name, error = %e, "cannot start discovered certificate")
@@ -111,7 +121,7 @@ impl Fleet {
         let gone: Vec<String> = self
             .running
             .iter_mut()
-            .filter(|(name, r)| !r.configured && !requests.iter().any(|q| &q.name == *name))
+            .filter(|(name, r)| r.origin == Origin::Discovered && !requests.iter().any(|q| &q.name == *name))
             .filter_map(|(name, r)| {
                 let since = *r.gone_since.get_or_insert_with(|| {
                     tracing::info!(certificate = %name, grace_secs = grace.as_secs(), "no longer in the routes; renewed until the grace period ends");
@@ -130,7 +140,13 @@ impl Fleet {
 
     /// A configured certificate already covers every one of `domains`.
     fn covered(&self, domains: &[String]) -> bool {
-        self.running.values().any(|r| r.configured && domains.iter().all(|d| r.domains.contains(d)))
+        self.running.values().any(|r| r.origin == Origin::Configured && domains.iter().all(|d| r.domains.contains(d)))
+    }
+
+    /// Some managed certificate names `host` (or a wildcard covering it).
+    pub(super) fn manages(&self, host: &str) -> bool {
+        let wildcard = host.split_once('.').map(|(_, base)| format!("*.{base}"));
+        self.running.values().any(|r| r.domains.iter().any(|d| d == host || Some(d) == wildcard.as_ref()))
     }
 
     /// Rewrites the HTTPS listener file for the current set, if configured.

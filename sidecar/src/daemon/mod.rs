@@ -6,6 +6,7 @@
 mod accounts;
 mod discovery;
 mod fleet;
+mod on_demand;
 mod task;
 
 use std::collections::BTreeMap;
@@ -96,7 +97,13 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 
     let readiness = crate::health::Readiness::default();
     let address = config.listen.http;
-    let _api = api::serve(address, solvers.http01.clone(), readiness.clone())
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(on_demand::QUEUE);
+    let endpoints = api::Api {
+        tokens: solvers.http01.clone(),
+        readiness: readiness.clone(),
+        on_demand: config.on_demand.is_some().then_some(reports_tx),
+    };
+    let _api = api::serve(address, endpoints)
         .await
         .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
     let _tls_alpn = if config.resolvers.values().any(|r| r.tls_challenge.is_some()) {
@@ -172,6 +179,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         .filter(|(name, _)| {
             config.certificates.iter().any(|c| &c.resolver == *name)
                 || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
+                || config.on_demand.as_ref().is_some_and(|d| &d.resolver == *name)
         })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
@@ -189,7 +197,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         // Spread the first orders so a restart with many due certificates
         // is no thundering herd at the CA.
         let delay = schedule::startup_delay(index, total, rand::random::<f64>());
-        fleet.start(certificate, true, delay).await?;
+        fleet.start(certificate, fleet::Origin::Configured, delay).await?;
     }
     fleet.write_listener().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
@@ -197,6 +205,10 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.dns_challenge.is_some());
         let policy = discover.policy(dns).map_err(|e| RunError::Discover(e.to_string()))?;
         tasks.push(tokio::spawn(discovery::run(Arc::clone(&fleet), discover, policy)));
+    }
+    if let Some(settings) = config.on_demand {
+        let policy = settings.policy().map_err(|e| RunError::Discover(e.to_string()))?;
+        tasks.push(tokio::spawn(on_demand::run(Arc::clone(&fleet), settings, policy, reports_rx)));
     }
 
     wait_for_signal().await;
