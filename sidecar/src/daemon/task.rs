@@ -80,7 +80,11 @@ impl CertTask {
 
     /// Runs forever; `delay` spreads the first order after start-up.
     pub(super) async fn run(mut self, delay: Duration) {
-        if matches!(self.machine.next_action(self.shared.clock.now()), Action::Order) && !delay.is_zero() {
+        // Orders and first ARI polls alike: thousands of certificates must
+        // not all ask the CA in the same second after a restart.
+        if matches!(self.machine.next_action(self.shared.clock.now()), Action::Order | Action::PollAri)
+            && !delay.is_zero()
+        {
             tokio::time::sleep(delay).await;
         }
         loop {

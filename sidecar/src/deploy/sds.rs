@@ -58,13 +58,7 @@ impl SdsSink {
 #[async_trait]
 impl Sink for SdsSink {
     async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError> {
-        let changed = self.snapshots.send_if_modified(|snap| match snap.with(name, bundle.clone()) {
-            Some(next) => {
-                *snap = next;
-                true
-            }
-            None => false,
-        });
+        let changed = self.snapshots.send_if_modified(|snap| snap.set(name, bundle));
         if changed {
             tracing::info!(certificate = name, version = self.snapshots.borrow().version, "SDS snapshot updated");
         }

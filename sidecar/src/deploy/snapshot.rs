@@ -20,7 +20,8 @@ pub const SECRET_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.transpor
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub version: u64,
-    pub bundle: Bundle,
+    /// Shared, so a snapshot copy never copies PEM text.
+    pub bundle: Arc<Bundle>,
 }
 
 /// An immutable set of secrets; every change makes a new snapshot with a
@@ -35,13 +36,22 @@ impl Snapshot {
     /// A new snapshot with `name` set to `bundle`, or `self` unchanged when
     /// the bundle is identical (no needless pushes).
     pub fn with(&self, name: &str, bundle: Bundle) -> Option<Self> {
-        if self.secrets.get(name).is_some_and(|e| e.bundle == bundle) {
-            return None;
+        let mut next = self.clone();
+        next.set(name, &bundle).then_some(next)
+    }
+
+    /// Sets `name` to `bundle` in place; false when it already was. The map
+    /// is copied only while a stream still reads the previous snapshot, so a
+    /// burst of updates (start-up with thousands of certificates) costs one
+    /// insertion each, not a copy of everything each.
+    pub fn set(&mut self, name: &str, bundle: &Bundle) -> bool {
+        if self.secrets.get(name).is_some_and(|e| *e.bundle == *bundle) {
+            return false;
         }
-        let version = self.version + 1;
-        let mut secrets = (*self.secrets).clone();
-        secrets.insert(name.to_owned(), Entry { version, bundle });
-        Some(Self { version, secrets: Arc::new(secrets) })
+        self.version += 1;
+        let entry = Entry { version: self.version, bundle: Arc::new(bundle.clone()) };
+        Arc::make_mut(&mut self.secrets).insert(name.to_owned(), entry);
+        true
     }
 
     /// A new snapshot without `name`, if it was there.
@@ -57,17 +67,24 @@ impl Snapshot {
     /// Versions of the subscribed secrets we have, by name: what a stream
     /// compares with what it last sent to decide whether to send again.
     pub fn versions_for(&self, names: &[String]) -> BTreeMap<String, u64> {
-        self.selected(names).map(|(name, entry)| (name.clone(), entry.version)).collect()
+        self.selected(names).into_iter().map(|(name, entry)| (name.clone(), entry.version)).collect()
     }
 
-    fn selected<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
-        // An empty list is a wildcard subscription: everything.
-        self.secrets.iter().filter(move |(name, _)| names.is_empty() || names.contains(name))
+    fn selected<'a>(&'a self, names: &'a [String]) -> Vec<(&'a String, &'a Entry)> {
+        // An empty list is a wildcard subscription: everything. Otherwise one
+        // lookup per name (Envoy subscribes to thousands at once).
+        if names.is_empty() {
+            return self.secrets.iter().collect();
+        }
+        let mut selected: Vec<_> = names.iter().filter_map(|n| self.secrets.get_key_value(n)).collect();
+        selected.sort_by(|a, b| a.0.cmp(b.0));
+        selected.dedup_by(|a, b| a.0 == b.0);
+        selected
     }
 
     /// The state-of-the-world response for `names` (all when empty).
     pub fn response(&self, names: &[String], nonce: String) -> DiscoveryResponse {
-        let resources = self.selected(names).map(|(name, entry)| to_any(name, &entry.bundle)).collect();
+        let resources = self.selected(names).into_iter().map(|(name, entry)| to_any(name, &entry.bundle)).collect();
         DiscoveryResponse {
             version_info: self.version.to_string(),
             resources,
