@@ -97,12 +97,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn stat(admin: u16, name: &str) -> u64 {
-    let path = format!("/stats?filter=^{name}$");
-    let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
-    body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
-}
-
 /// What one size measured.
 #[derive(Debug)]
 struct Run {
@@ -172,8 +166,8 @@ async fn run(count: usize) -> Run {
     let https = ("127.0.0.1", ports.https);
     let before = serial_of(&tls_leaf(tls_config_unverified(), https, &sni).await.unwrap_or_else(|e| panic!("{e}")));
     let (modified_before, draining_before) = (
-        stat(ports.admin, "listener_manager.listener_modified").await,
-        stat(ports.admin, "listener_manager.total_filter_chains_draining").await,
+        envoy_stat(ports.admin, "listener_manager.listener_modified").await,
+        envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await,
     );
     let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
         .args(["renew", &name(target), "--force", "--config"])
@@ -192,8 +186,8 @@ async fn run(count: usize) -> Run {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let push = renewed.elapsed();
-    let modified = stat(ports.admin, "listener_manager.listener_modified").await - modified_before;
-    let draining = stat(ports.admin, "listener_manager.total_filter_chains_draining").await.max(draining_before);
+    let modified = envoy_stat(ports.admin, "listener_manager.listener_modified").await - modified_before;
+    let draining = envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await.max(draining_before);
     drop((sidecar, envoy, pebble, tmp));
     Run { count, fill, cold_start, rss_mib, hwm_mib, push, modified, draining }
 }

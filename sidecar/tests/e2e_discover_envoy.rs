@@ -38,14 +38,6 @@ fn write_routes(dir: &Path, hosts: &[&[&str]]) {
     proxy_acme::deploy::file_sds::write_watched(dir, "routes.yaml", &routes(hosts)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-async fn stat(admin: u16, name: &str) -> u64 {
-    let path = format!("/stats?filter=^{name}$");
-    let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no stat {name} in {body:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_restart() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -110,7 +102,7 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
         async move { tls_leaf(verified, https, sni).await }
     };
     eventually(Duration::from_secs(90), || served(FIRST)).await.unwrap_or_else(|e| panic!("{e}\n{}", sidecar.tail()));
-    let drained_before = stat(ports.admin, "listener_manager.total_filter_chains_draining").await;
+    let drained_before = envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await;
     let mut kept = KeptAlive::open(tls_config(&pebble_root, &[]), https, FIRST).await;
     assert_eq!(kept.get("/").await, Ok(200));
 
@@ -124,7 +116,7 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
         "one certificate for the virtual host"
     );
     eventually(Duration::from_secs(10), || served(WWW)).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(stat(ports.admin, "listener_manager.total_filter_chains_draining").await, drained_before);
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await, drained_before);
     assert_eq!(kept.get("/").await, Ok(200), "a connection to the first name survived the listener update");
 
     // The denied name: never ordered, no chain in Envoy, said once in the log.

@@ -16,14 +16,6 @@ use support::*;
 const FIRST: &str = "file-sds.proxy-acme.test";
 const SECOND: &str = "second-file-sds.proxy-acme.test";
 
-async fn stat(admin: u16, name: &str) -> u64 {
-    let path = format!("/stats?filter=^{name}$");
-    let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no stat {name} in {body:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restart() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -107,9 +99,9 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     .unwrap_or_else(|e| panic!("no new serial: {e}\n{}", envoy.proc.tail()));
     assert_ne!(second, first);
     envoy.proc.assert_running();
-    assert_eq!(stat(ports.admin, "listener_manager.listener_modified").await, 0);
-    assert_eq!(stat(ports.admin, "listener_manager.total_listeners_draining").await, 0);
-    assert_eq!(stat(ports.admin, "listener_manager.listener_in_place_updated").await, 0);
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.listener_modified").await, 0);
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.total_listeners_draining").await, 0);
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.listener_in_place_updated").await, 0);
 
     // 5. A half-written file swapped in (what a naive writer would do; the
     //    sidecar never does): Envoy rejects it and keeps the last good one.

@@ -50,6 +50,14 @@ fn default_interval() -> u64 {
     10
 }
 
+/// An allow or deny list; an entry that does not parse is `<field>[i]`'s error.
+fn patterns(field: &str, list: &[String]) -> Result<Vec<Pattern>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| Pattern::parse(p).map_err(|e| ConfigError::invalid(format!("{field}[{i}]"), e.why)))
+        .collect()
+}
+
 fn default_grace() -> u64 {
     86_400
 }
@@ -57,17 +65,9 @@ fn default_grace() -> u64 {
 impl Discover {
     /// The allow/deny policy; `wildcards` when the resolver has DNS-01.
     pub fn policy(&self, wildcards: bool) -> Result<Policy, ConfigError> {
-        let parse = |field: &str, list: &[String]| -> Result<Vec<Pattern>, ConfigError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Pattern::parse(p).map_err(|e| ConfigError::invalid(format!("discover.{field}[{i}]"), e.why))
-                })
-                .collect()
-        };
         Ok(Policy {
-            allow: parse("allow", &self.allow)?,
-            deny: parse("deny", &self.deny)?,
+            allow: patterns("discover.allow", &self.allow)?,
+            deny: patterns("discover.deny", &self.deny)?,
             ip_addresses: self.ip_addresses,
             wildcards,
         })
@@ -146,17 +146,9 @@ fn default_orders_per_minute() -> u32 {
 impl OnDemand {
     /// The allow/deny lists as a policy (no wildcards: a reported host is one name).
     pub fn policy(&self) -> Result<Policy, ConfigError> {
-        let parse = |field: &str, list: &[String]| -> Result<Vec<Pattern>, ConfigError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Pattern::parse(p).map_err(|e| ConfigError::invalid(format!("on_demand.{field}[{i}]"), e.why))
-                })
-                .collect()
-        };
         Ok(Policy {
-            allow: parse("allow", &self.allow)?,
-            deny: parse("deny", &self.deny)?,
+            allow: patterns("on_demand.allow", &self.allow)?,
+            deny: patterns("on_demand.deny", &self.deny)?,
             ip_addresses: false,
             wildcards: false,
         })

@@ -186,3 +186,12 @@ http_challenge = {{}}
         ca = pebble.minica.root_pem_path.display(),
     )
 }
+
+/// One counter or gauge from Envoy's admin `/stats`; panics when Envoy has no such stat.
+pub async fn envoy_stat(admin: u16, name: &str) -> u64 {
+    let path = format!("/stats?filter=^{name}$");
+    let (_, body) = http_get(("127.0.0.1", admin), "localhost", &path, &[]).await.unwrap_or_default();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no stat {name} in {body:?}"))
+}
