@@ -92,23 +92,31 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         return Err(CertError::KeyMismatch);
     }
 
-    let names = subject_alt_names(&leaf);
-    if let Some(domains) = domains {
-        if let Some(missing) = domains.iter().find(|d| !names.iter().any(|n| n.eq_ignore_ascii_case(d))) {
-            return Err(CertError::MissingName(missing.clone()));
-        }
-    }
-
     let pem_of = |der: &CertificateDer<'_>| pem_encode("CERTIFICATE", der);
-    Ok(CertInfo {
+    let info = CertInfo {
         serial_hex: leaf.raw_serial_as_string().replace(':', ""),
         not_before: to_system_time(leaf.validity().not_before.timestamp()),
         not_after: to_system_time(leaf.validity().not_after.timestamp()),
-        names,
+        names: subject_alt_names(&leaf),
         leaf_pem: pem_of(leaf_der),
         chain_pem: ders[1..].iter().map(pem_of).collect(),
         key_type: key_type_of(&leaf),
-    })
+    };
+    if let Some(domains) = domains {
+        info.covers(domains)?;
+    }
+    Ok(info)
+}
+
+impl CertInfo {
+    /// Whether the leaf names every one of `domains` (case-insensitively):
+    /// the check [`inspect`] makes when given domains, without parsing again.
+    pub fn covers(&self, domains: &[String]) -> Result<(), CertError> {
+        match domains.iter().find(|d| !self.names.iter().any(|n| n.eq_ignore_ascii_case(d))) {
+            Some(missing) => Err(CertError::MissingName(missing.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 fn key_type_of(cert: &X509Certificate<'_>) -> Option<KeyType> {

@@ -27,6 +27,9 @@ pub(super) enum Origin {
     OnDemand,
 }
 
+/// Certificates loaded at once at start-up.
+const START_CONCURRENCY: usize = 16;
+
 struct Running {
     domains: Vec<String>,
     origin: Origin,
@@ -74,6 +77,42 @@ impl Fleet {
         self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
         let handle = tokio::spawn(task.run(delay));
         self.running.insert(name, Running { domains, origin, handle, gone_since: None });
+        Ok(())
+    }
+
+    /// Starts many certificates' tasks, loading and deploying
+    /// [`START_CONCURRENCY`] at a time (each load is file I/O on the
+    /// blocking pool), so thousands are served in seconds; the `i`-th waits
+    /// `delay(i)` before its first order. The first error stops the start.
+    pub(super) async fn start_all(
+        &mut self,
+        certificates: Vec<Certificate>,
+        origin: Origin,
+        delay: impl Fn(usize) -> Duration,
+    ) -> Result<(), RunError> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY));
+        let mut loading = Vec::with_capacity(certificates.len());
+        for certificate in certificates {
+            let (tx, rx) = mpsc::channel(4);
+            let resolver = self.resolvers.get(&certificate.resolver).cloned();
+            let (shared, permits) = (Arc::clone(&self.shared), Arc::clone(&permits));
+            let domains = certificate.domains.clone();
+            let handle = tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                CertTask::start(shared, certificate, resolver, rx).await
+            });
+            loading.push((handle, tx, domains));
+        }
+        for (index, (handle, tx, domains)) in loading.into_iter().enumerate() {
+            let task = match handle.await {
+                Ok(task) => task?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            let name = task.name().to_owned();
+            self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+            let handle = tokio::spawn(task.run(delay(index)));
+            self.running.insert(name, Running { domains, origin, handle, gone_since: None });
+        }
         Ok(())
     }
 

@@ -193,12 +193,10 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         _ => None,
     };
     let mut fleet = fleet::Fleet::new(Arc::clone(&shared), config.resolvers.clone(), listener);
-    for (index, certificate) in config.certificates.into_iter().enumerate() {
-        // Spread the first orders so a restart with many due certificates
-        // is no thundering herd at the CA.
-        let delay = schedule::startup_delay(index, total, rand::random::<f64>());
-        fleet.start(certificate, fleet::Origin::Configured, delay).await?;
-    }
+    // Spread the first orders (and ARI polls) so a restart with many due
+    // certificates is no thundering herd at the CA.
+    let spread = |index| schedule::startup_delay(index, total, rand::random::<f64>());
+    fleet.start_all(config.certificates, fleet::Origin::Configured, spread).await?;
     fleet.write_listener().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     if let Some(discover) = config.discover {

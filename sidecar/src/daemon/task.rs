@@ -57,8 +57,8 @@ impl CertTask {
             Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, jitter()),
             None => Machine::new(policy),
         };
-        if let Some((bundle, info)) = &current {
-            if let Err(e) = cert::inspect(bundle, Some(&certificate.domains)) {
+        if let Some((_, info)) = &current {
+            if let Err(e) = info.covers(&certificate.domains) {
                 tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
                 machine.config_changed();
             } else if info.key_type != Some(resolver.key_type) {
@@ -76,6 +76,11 @@ impl CertTask {
         task.deploy_served(now, is_revoked).await;
         task.publish();
         Ok(task)
+    }
+
+    /// The certificate's name.
+    pub(super) fn name(&self) -> &str {
+        &self.certificate.name
     }
 
     /// Runs forever; `delay` spreads the first order after start-up.
