@@ -81,8 +81,8 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
-    /// Import certificates from Traefik or certbot into the store, for the
-    /// configured certificates they cover (no new orders, no rate limits).
+    /// Import certificates (and P-256 accounts) from Traefik or certbot, so
+    /// the daemon serves them without ordering new ones.
     Import {
         #[command(subcommand)]
         source: ImportSource,
@@ -179,7 +179,15 @@ fn main() -> ExitCode {
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
                 cli::rollover(&config, &resolver).await
             }
-            Command::Import { source } => import(&config, source).await,
+            Command::Import { source } => {
+                let source = match source {
+                    ImportSource::Traefik { path, resolver } => proxy_acme::import::Source::Traefik { path, resolver },
+                    ImportSource::Certbot { path } => proxy_acme::import::Source::Certbot { dir: path },
+                };
+                let summary = proxy_acme::import::import(&config, &source).await.map_err(|e| e.to_string())?;
+                print!("{}", summary.render());
+                Ok(())
+            }
         }
     });
     match result {
@@ -189,21 +197,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn import(config: &Config, source: ImportSource) -> Result<(), String> {
-    use proxy_acme::import;
-    let candidates = match source {
-        ImportSource::Traefik { path, resolver } => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            import::traefik::candidates(&path.display().to_string(), &text, resolver.as_deref())
-        }
-        ImportSource::Certbot { path } => import::certbot::candidates(&path),
-    }
-    .map_err(|e| e.to_string())?;
-    let report = import::run(config, candidates).await.map_err(|e| e.to_string())?;
-    print!("{report}");
-    Ok(())
 }
 
 fn config_error(path: &Path, e: &proxy_acme::config::ConfigError) -> ExitCode {

@@ -69,3 +69,40 @@ fn run_refuses_a_state_directory_others_can_read() {
     assert_eq!(code, 1);
     assert!(stderr.contains("chmod 700"), "{stderr}");
 }
+
+#[test]
+fn import_exit_codes_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let config = config_file(dir.path(), &format!("[storage]\ndirectory = \"{}\"\n{VALID}", state.display()));
+    let acme_json = dir.path().join("acme.json");
+    let acme = acme_json.display().to_string();
+
+    let (code, _, stderr) = proxy_acme(&["import", "traefik", &acme, "--config", &config]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("cannot read {acme}")), "{stderr}");
+
+    std::fs::write(
+        &acme_json,
+        r#"{"le": {"Certificates": [{"domain": {"main": "a.test"}, "certificate": "%", "key": ""}]}}"#,
+    )
+    .expect("write");
+    let (code, _, stderr) = proxy_acme(&["import", "traefik", &acme, "--config", &config]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("{acme}: le.Certificates[0].certificate: not base64")), "{stderr}");
+
+    std::fs::write(&acme_json, r#"{"le": {"Certificates": null}}"#).expect("write");
+    let (code, stdout, stderr) = proxy_acme(&["import", "traefik", &acme, "--config", &config]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("imported 0 certificates and 0 accounts, skipped 0"), "{stdout}");
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let (code, _, stderr) = proxy_acme(&["import", "certbot", &empty.display().to_string(), "--config", &config]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a certbot config directory"), "{stderr}");
+
+    let bad = config_file(dir.path(), &VALID.replace("email", "emial"));
+    let (code, _, _) = proxy_acme(&["import", "traefik", &acme, "--config", &bad]);
+    assert_eq!(code, 64);
+}

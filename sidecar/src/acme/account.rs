@@ -20,6 +20,26 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
+/// The stored form of an account imported from another ACME client
+/// (`proxy-acme import`): its URL at `ca_server` and its ECDSA P-256 key as
+/// PKCS#8 DER, the only key type instant-acme signs with.
+pub(crate) fn imported_account(
+    ca_server: &str,
+    contact: Vec<String>,
+    account_url: &str,
+    key_pkcs8: &[u8],
+) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    // AccountCredentials is opaque but deserializable: build it the way
+    // instant-acme serializes it.
+    let credentials: AccountCredentials = serde_json::from_value(serde_json::json!({
+        "id": account_url,
+        "key_pkcs8": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key_pkcs8),
+        "directory": ca_server,
+    }))?;
+    serde_json::to_vec(&StoredAccount { ca_server: ca_server.to_owned(), contact, credentials })
+}
+
 /// An account with the record of the chains its client downloaded (for
 /// `preferred_chain`). Dereferences to instant-acme's `Account`.
 #[derive(Clone)]

@@ -7,6 +7,7 @@ mod chains;
 mod order;
 mod prove;
 
+pub(crate) use account::imported_account;
 pub use account::{account, directory_reachable, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, revoke, OrderRequest};
 pub use prove::finish_cleanups;

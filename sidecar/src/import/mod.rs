@@ -1,104 +1,342 @@
-//! `proxy-acme import`: certificates (and, where the key type allows, the
-//! account) from Traefik's `acme.json` or certbot's configuration directory,
-//! so that a user moving to proxy-acme does not order everything again and
-//! run into the CA's rate limits.
+//! `proxy-acme import`: certificates and accounts from Traefik's acme.json
+//! or certbot's config directory, so a migration does not re-issue (and
+//! spend the CA's rate limits).
 //!
-//! Pure here: reading the sources ([`traefik`], [`certbot`]) gives
-//! candidates; [`plan`] matches them to the `[[certificates]]` entries.
-//! Writing to the store happens in [`run`].
+//! Reading the input is at the edge ([`traefik::read`], [`certbot::read`]);
+//! matching what was found against the configuration is pure ([`plan`]);
+//! [`apply`] writes the plan through the [`Store`], which checks each
+//! certificate against its key once more.
 
 pub mod certbot;
+mod keys;
 pub mod traefik;
 
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::cert::{self, Bundle};
-use crate::config::{Certificate, Config};
-use crate::store::Store;
+use crate::cert::{self, Bundle, CertError, CertInfo};
+use crate::config::{Config, KeyType};
+use crate::store::{Store, StoreError};
+pub(crate) use keys::AccountKey;
 
-/// Why an import failed as a whole.
+/// Why an import stopped: the input cannot be read or is not what it should
+/// be (the message names the file and the field), or the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// A certificate found in the source.
+impl ImportError {
+    pub(crate) fn invalid(path: &std::path::Path, message: impl Into<String>) -> Self {
+        Self::Invalid { path: path.to_owned(), message: message.into() }
+    }
+}
+
+/// What was found in the input: certificates (with their keys) and accounts.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub certificates: Vec<FoundCertificate>,
+    pub accounts: Vec<FoundAccount>,
+}
+
+/// A certificate of the input, and where it came from (for messages).
 #[derive(Debug, Clone)]
-pub struct Candidate {
-    /// Where it was found, for the report (`acme.json resolver le: a.example.com`).
-    pub source: String,
+pub struct FoundCertificate {
+    pub origin: String,
     pub bundle: Bundle,
 }
 
-/// What [`plan`] decided.
+/// An account of the input. `key` never shows in `Debug`.
+#[derive(Debug, Clone)]
+pub struct FoundAccount {
+    pub origin: String,
+    /// The account URL at the CA (`kid`).
+    pub url: String,
+    pub contact: Vec<String>,
+    pub(crate) key: AccountKey,
+}
+
+/// What [`apply`] will do.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Configured certificate name -> the candidate to store.
-    pub imports: Vec<(String, Candidate)>,
-    /// Candidates left out, and why.
+    pub certificates: Vec<PlannedCertificate>,
+    pub accounts: Vec<PlannedAccount>,
+    /// `(what, why)` for everything left out.
     pub skipped: Vec<(String, String)>,
 }
 
-/// Matches candidates to configured certificates: a candidate serves an
-/// entry when its key matches its certificate, it has not expired and it
-/// names every one of the entry's domains; among several, the one that
-/// expires last. Unmatched, expired and broken candidates are reported.
-pub fn plan(certificates: &[Certificate], candidates: Vec<Candidate>, now: SystemTime) -> Plan {
+#[derive(Debug)]
+pub struct PlannedCertificate {
+    /// The `[[certificates]]` entry it is stored under.
+    pub name: String,
+    pub origin: String,
+    pub bundle: Bundle,
+    pub info: CertInfo,
+}
+
+#[derive(Debug)]
+pub struct PlannedAccount {
+    /// The resolver it is stored for.
+    pub resolver: String,
+    pub ca_server: String,
+    pub account: FoundAccount,
+}
+
+/// Matches what was found against the configuration, as of `now`: each
+/// certificate goes to every `[[certificates]]` entry whose domains it
+/// covers, the one expiring last winning; a usable account goes to the
+/// resolvers of those entries (or the only resolver) on the same CA.
+pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
     let mut plan = Plan::default();
-    let mut usable = Vec::new();
-    for candidate in candidates {
-        match cert::inspect(&candidate.bundle, None) {
-            Err(e) => plan.skipped.push((candidate.source, e.to_string())),
-            Ok(info) if info.not_after <= now => plan.skipped.push((candidate.source, "expired".into())),
-            Ok(info) => usable.push((candidate, info)),
+    let mut candidates: Vec<(usize, usize, FoundCertificate, CertInfo)> = Vec::new();
+    for (k, c) in found.certificates.into_iter().enumerate() {
+        let info = match cert::inspect(&c.bundle, None) {
+            Ok(info) => info,
+            Err(CertError::KeyMismatch) => {
+                plan.skipped.push((c.origin, "the private key does not belong to the certificate".into()));
+                continue;
+            }
+            Err(e) => {
+                plan.skipped.push((c.origin, format!("invalid: {e}")));
+                continue;
+            }
+        };
+        if info.not_after <= now {
+            plan.skipped.push((c.origin, format!("expired on {}", rfc3339(info.not_after))));
+            continue;
+        }
+        let covers = |domains: &[String]| domains.iter().all(|d| info.names.iter().any(|n| n.eq_ignore_ascii_case(d)));
+        let entries: Vec<usize> =
+            (0..config.certificates.len()).filter(|&i| covers(&config.certificates[i].domains)).collect();
+        if entries.is_empty() {
+            let why = format!("matches no [[certificates]] entry (it covers {})", info.names.join(", "));
+            plan.skipped.push((c.origin, why));
+            continue;
+        }
+        // The daemon orders again when the key type differs from the
+        // resolver's: importing such a certificate would save nothing.
+        let key_type_of = |i: usize| config.resolvers.get(&config.certificates[i].resolver).map(|r| r.key_type);
+        let (entries, other_key): (Vec<usize>, Vec<usize>) =
+            entries.into_iter().partition(|&i| info.key_type.is_some() && info.key_type == key_type_of(i));
+        if entries.is_empty() {
+            let entry = &config.certificates[other_key[0]];
+            let why = format!(
+                "its key is {} but resolver {} has key_type = \"{}\", so it would be ordered again at start; \
+                 set key_type = \"{}\" there to keep it",
+                info.key_type.map_or("of a type proxy-acme does not issue", key_type_name),
+                entry.resolver,
+                key_type_of(other_key[0]).map_or("?", key_type_name),
+                info.key_type.map_or("?", key_type_name),
+            );
+            plan.skipped.push((c.origin, why));
+            continue;
+        }
+        for i in entries {
+            candidates.push((i, k, c.clone(), info.clone()));
         }
     }
-    let mut used = vec![false; usable.len()];
-    for entry in certificates {
-        let best = usable
-            .iter()
-            .enumerate()
-            .filter(|(_, (c, _))| cert::inspect(&c.bundle, Some(&entry.domains)).is_ok())
-            .max_by_key(|(_, (_, info))| info.not_after);
-        if let Some((i, (candidate, _))) = best {
-            used[i] = true;
-            plan.imports.push((entry.name.clone(), candidate.clone()));
+    let mut chosen = BTreeSet::new();
+    for (i, entry) in config.certificates.iter().enumerate() {
+        let best = candidates.iter().filter(|(j, ..)| *j == i).max_by_key(|(.., info)| info.not_after);
+        if let Some((_, k, c, info)) = best {
+            chosen.insert(*k);
+            plan.certificates.push(PlannedCertificate {
+                name: entry.name.clone(),
+                origin: c.origin.clone(),
+                bundle: c.bundle.clone(),
+                info: info.clone(),
+            });
         }
     }
-    for ((candidate, info), used) in usable.into_iter().zip(used) {
-        if !used {
-            let why = format!("no [[certificates]] entry asks for exactly these names ({})", info.names.join(", "));
-            plan.skipped.push((candidate.source, why));
+    let mut superseded = BTreeSet::new();
+    for (i, k, c, _) in &candidates {
+        if !chosen.contains(k) && superseded.insert(*k) {
+            let name = &config.certificates[*i].name;
+            plan.skipped.push((c.origin.clone(), format!("another certificate for {name} expires later")));
         }
     }
+    plan_accounts(config, found.accounts, &mut plan);
     plan
 }
 
-/// Stores what [`plan`] chose; returns the report, one line each.
-pub async fn store(store: &dyn Store, plan: &Plan) -> Result<String, ImportError> {
-    let mut report = String::new();
-    for (name, candidate) in &plan.imports {
-        store.save_certificate(name, &candidate.bundle).await?;
-        store.clear_revoked(name).await?;
-        report.push_str(&format!("imported {name} from {}\n", candidate.source));
+fn plan_accounts(config: &Config, accounts: Vec<FoundAccount>, plan: &mut Plan) {
+    let mut resolvers: BTreeSet<String> = plan
+        .certificates
+        .iter()
+        .filter_map(|p| config.certificates.iter().find(|c| c.name == p.name).map(|c| c.resolver.clone()))
+        .collect();
+    if resolvers.is_empty() && config.resolvers.len() == 1 {
+        resolvers.extend(config.resolvers.keys().cloned());
     }
-    for (source, why) in &plan.skipped {
-        report.push_str(&format!("skipped {source}: {why}\n"));
+    let mut taken = BTreeSet::new();
+    for account in accounts {
+        if let AccountKey::Unusable(kind) = &account.key {
+            let why = format!(
+                "its {kind} key cannot be used (proxy-acme signs with ECDSA P-256 only); \
+                 a new account will be registered at first start, which costs no certificate rate limit"
+            );
+            plan.skipped.push((format!("account {}", account.origin), why));
+            continue;
+        }
+        let mut used = false;
+        for name in &resolvers {
+            let resolver = &config.resolvers[name];
+            if taken.contains(name) || origin_of(&resolver.ca_server) != origin_of(&account.url) {
+                continue;
+            }
+            taken.insert(name.clone());
+            used = true;
+            plan.accounts.push(PlannedAccount {
+                resolver: name.clone(),
+                ca_server: resolver.ca_server.clone(),
+                account: account.clone(),
+            });
+        }
+        if !used {
+            let why = if resolvers.is_empty() {
+                "no resolver to attach it to: no certificate was matched and the configuration has several resolvers"
+                    .to_owned()
+            } else {
+                let names: Vec<&str> = resolvers.iter().map(String::as_str).collect();
+                format!(
+                    "it belongs to {}, and no resolver of {} uses that CA (or it has one already)",
+                    origin_of(&account.url),
+                    names.join(", ")
+                )
+            };
+            plan.skipped.push((format!("account {}", account.origin), why));
+        }
     }
-    report.push_str(&format!("{} imported, {} skipped\n", plan.imports.len(), plan.skipped.len()));
-    Ok(report)
 }
 
-/// The whole import for the CLI: read, plan, store, report.
-pub async fn run(config: &Config, candidates: Vec<Candidate>) -> Result<String, ImportError> {
+/// A key type as written in `key_type`.
+fn key_type_name(key_type: KeyType) -> &'static str {
+    match key_type {
+        KeyType::Ec256 => "ec256",
+        KeyType::Ec384 => "ec384",
+        KeyType::Rsa2048 => "rsa2048",
+        KeyType::Rsa4096 => "rsa4096",
+    }
+}
+
+/// `scheme://host[:port]` of a URL: an account URL and a directory URL of
+/// the same CA share it.
+fn origin_of(url: &str) -> &str {
+    let rest = url.find("://").map_or(0, |i| i + 3);
+    url[rest..].find('/').map_or(url, |i| &url[..rest + i])
+}
+
+/// What an import did, for the operator.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub lines: Vec<String>,
+    pub certificates: usize,
+    pub accounts: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    fn skip(&mut self, what: &str, why: &str) {
+        self.lines.push(format!("skipped {what}: {why}"));
+        self.skipped += 1;
+    }
+
+    /// One line per certificate and account, then the counts.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let _ = writeln!(
+            out,
+            "imported {} and {}, skipped {}",
+            plural(self.certificates, "certificate"),
+            plural(self.accounts, "account"),
+            self.skipped
+        );
+        out
+    }
+}
+
+/// Writes `plan` to `store`. A stored certificate that expires no earlier
+/// than the imported one, and a stored account, are kept.
+pub async fn apply(plan: Plan, store: &dyn Store) -> Result<Summary, ImportError> {
+    let mut summary = Summary::default();
+    for (what, why) in &plan.skipped {
+        summary.skip(what, why);
+    }
+    for p in plan.certificates {
+        let stored = store.load_certificate(&p.name).await?;
+        if let Some(old) = stored.as_ref().and_then(|b| cert::inspect(b, None).ok()) {
+            if old.serial_hex == p.info.serial_hex {
+                summary.skip(&p.origin, &format!("already stored as {} (serial {})", p.name, old.serial_hex));
+                continue;
+            }
+            if old.not_after >= p.info.not_after {
+                let why = format!("{} already holds serial {}, which expires no earlier", p.name, old.serial_hex);
+                summary.skip(&p.origin, &why);
+                continue;
+            }
+        }
+        store.save_certificate(&p.name, &p.bundle).await?;
+        summary.lines.push(format!(
+            "imported {} as {} (serial {}, expires {})",
+            p.origin,
+            p.name,
+            p.info.serial_hex,
+            rfc3339(p.info.not_after)
+        ));
+        summary.certificates += 1;
+    }
+    for p in plan.accounts {
+        let what = format!("account {}", p.account.origin);
+        if store.load_account(&p.resolver).await?.is_some() {
+            summary.skip(&what, &format!("resolver {} already has an account in the store; kept it", p.resolver));
+            continue;
+        }
+        let AccountKey::P256(key) = &p.account.key else { continue };
+        let data = crate::acme::imported_account(&p.ca_server, p.account.contact.clone(), &p.account.url, key)
+            .map_err(|e| ImportError::Invalid { path: PathBuf::from(&p.account.origin), message: e.to_string() })?;
+        store.save_account(&p.resolver, &data).await?;
+        summary.lines.push(format!("imported {what} ({}) for resolver {}", p.account.url, p.resolver));
+        summary.accounts += 1;
+    }
+    Ok(summary)
+}
+
+/// Where to import from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Traefik's acme.json, and which of its resolvers.
+    Traefik { path: PathBuf, resolver: Option<String> },
+    /// certbot's config directory (`/etc/letsencrypt`).
+    Certbot { dir: PathBuf },
+}
+
+/// Reads `source`, matches it against `config` and writes the result to
+/// the configured store.
+pub async fn import(config: &Config, source: &Source) -> Result<Summary, ImportError> {
+    let found = match source {
+        Source::Traefik { path, resolver } => traefik::read(path, resolver.as_deref())?,
+        Source::Certbot { dir } => certbot::read(dir)?,
+    };
+    let plan = plan(config, found, SystemTime::now());
     let store = crate::store::FileStore::open(&config.storage.directory)?;
-    let plan = plan(&config.certificates, candidates, SystemTime::now());
-    self::store(&store, &plan).await
+    apply(plan, &store).await
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 #[cfg(test)]

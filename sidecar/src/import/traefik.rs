@@ -1,21 +1,43 @@
-//! Traefik's `acme.json`: `{ "<resolver>": { "Account": {...},
-//! "Certificates": [ { "domain": { "main", "sans" }, "certificate":
-//! base64(PEM chain), "key": base64(PEM key), "Store" } ] } }`.
+//! Traefik's `acme.json` (v2 and v3): a map of resolver name to its
+//! `Account` and `Certificates`; certificates and keys are base64 of PEM,
+//! the account key base64 of DER (PKCS#1 RSA unless changed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{Candidate, ImportError};
-use crate::cert::{Bundle, SecretPem};
+use super::keys::{account_key_from_der, key_pem_to_pkcs8};
+use super::{Found, FoundAccount, FoundCertificate, ImportError};
+use crate::cert::Bundle;
 
 #[derive(Deserialize)]
 struct Resolver {
+    #[serde(rename = "Account", default)]
+    account: Option<Account>,
     #[serde(rename = "Certificates", default)]
-    certificates: Option<Vec<Entry>>,
+    certificates: Option<Vec<Certificate>>,
 }
 
 #[derive(Deserialize)]
-struct Entry {
+struct Account {
+    #[serde(rename = "Email", default)]
+    email: String,
+    #[serde(rename = "Registration", default)]
+    registration: Option<Registration>,
+    #[serde(rename = "PrivateKey", default)]
+    private_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    #[serde(default)]
+    uri: String,
+}
+
+#[derive(Deserialize)]
+struct Certificate {
     domain: Domain,
     certificate: String,
     key: String,
@@ -28,44 +50,67 @@ struct Domain {
     sans: Option<Vec<String>>,
 }
 
-/// The certificates of `resolver` in `text` (the file at `path`); with no
-/// `resolver`, the file must hold exactly one.
-pub fn candidates(path: &str, text: &str, resolver: Option<&str>) -> Result<Vec<Candidate>, ImportError> {
-    let invalid = |message: String| ImportError::Invalid { path: path.to_owned(), message };
-    let resolvers: std::collections::BTreeMap<String, Resolver> =
+/// Reads `path` and takes resolver `resolver` (default: the only one).
+pub fn read(path: &Path, resolver: Option<&str>) -> Result<Found, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read { path: path.to_owned(), source })?;
+    parse(&text, path, resolver)
+}
+
+/// Parses acme.json text; `path` is for messages.
+pub fn parse(text: &str, path: &Path, resolver: Option<&str>) -> Result<Found, ImportError> {
+    let invalid = |message: String| ImportError::invalid(path, message);
+    let mut resolvers: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|e| invalid(format!("not a Traefik acme.json: {e}")))?;
-    let name = match resolver {
-        Some(name) => name.to_owned(),
-        None if resolvers.len() == 1 => resolvers.keys().next().cloned().unwrap_or_default(),
-        None => {
-            let names: Vec<&str> = resolvers.keys().map(String::as_str).collect();
-            return Err(invalid(format!("holds resolvers {}: choose one with --resolver", names.join(", "))));
+    let names: Vec<String> = resolvers.keys().cloned().collect();
+    let name = match (resolver, names.as_slice()) {
+        (Some(name), _) => name.to_owned(),
+        (None, [only]) => only.clone(),
+        (None, []) => return Err(invalid("holds no resolver".into())),
+        (None, _) => {
+            return Err(invalid(format!("holds several resolvers, pick one with --resolver: {}", names.join(", "))))
         }
     };
-    let Some(found) = resolvers.get(&name) else {
-        let names: Vec<&str> = resolvers.keys().map(String::as_str).collect();
-        return Err(invalid(format!("no resolver {name} (it holds {})", names.join(", "))));
-    };
-    let engine = base64::engine::general_purpose::STANDARD;
-    let mut out = Vec::new();
-    for (i, entry) in found.certificates.iter().flatten().enumerate() {
+    let value = resolvers
+        .remove(&name)
+        .ok_or_else(|| invalid(format!("no resolver named {name} (it holds: {})", names.join(", "))))?;
+    let data: Resolver = serde_json::from_value(value).map_err(|e| invalid(format!("{name}: {e}")))?;
+
+    let mut found = Found::default();
+    for (i, c) in data.certificates.unwrap_or_default().into_iter().enumerate() {
         let field = |f: &str| format!("{name}.Certificates[{i}].{f}");
-        let decode = |value: &str, f: &str| {
-            engine
-                .decode(value.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| invalid(format!("{} is not base64 PEM", field(f))))
+        let decode = |f: &str, b64: &str| -> Result<String, ImportError> {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| invalid(format!("{}: not base64", field(f))))?;
+            String::from_utf8(bytes).map_err(|_| invalid(format!("{}: not PEM text", field(f))))
         };
-        let names: Vec<String> =
-            std::iter::once(entry.domain.main.clone()).chain(entry.domain.sans.clone().unwrap_or_default()).collect();
-        out.push(Candidate {
-            source: format!("{path} resolver {name}: {}", names.join(", ")),
-            bundle: Bundle {
-                fullchain_pem: decode(&entry.certificate, "certificate")?,
-                key_pem: SecretPem::new(decode(&entry.key, "key")?),
-            },
+        let fullchain_pem = decode("certificate", &c.certificate)?;
+        let key_pem = key_pem_to_pkcs8(&decode("key", &c.key)?);
+        let mut domains = vec![c.domain.main.clone()];
+        domains.extend(c.domain.sans.unwrap_or_default());
+        found.certificates.push(FoundCertificate {
+            origin: format!("traefik {name} certificate {} (#{i})", domains.join(",")),
+            bundle: Bundle { fullchain_pem, key_pem },
         });
     }
-    Ok(out)
+    if let Some(account) = data.account {
+        let Some(b64) = account.private_key.filter(|k| !k.is_empty()) else {
+            return Err(invalid(format!("{name}.Account.PrivateKey: missing")));
+        };
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| invalid(format!("{name}.Account.PrivateKey: not base64")))?;
+        let url = account.registration.map(|r| r.uri).unwrap_or_default();
+        if url.is_empty() {
+            return Err(invalid(format!("{name}.Account.Registration.uri: missing")));
+        }
+        let contact = if account.email.is_empty() { Vec::new() } else { vec![format!("mailto:{}", account.email)] };
+        found.accounts.push(FoundAccount {
+            origin: format!("traefik {name}"),
+            url,
+            contact,
+            key: account_key_from_der(&der),
+        });
+    }
+    Ok(found)
 }

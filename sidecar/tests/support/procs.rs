@@ -93,11 +93,15 @@ impl MiniCa {
         let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (certbot) takes a leaf whose issuer equals
+        // its subject for a self-signed one.
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "proxy-acme test root (Pebble HTTPS)");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap_or_else(|e| panic!("{e}"));
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
         let this = Self {
             root_pem_path: dir.join("minica-root.pem"),

@@ -30,10 +30,23 @@ impl Stack {
         envoy_config: impl FnOnce(String) -> String,
     ) -> Self {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tmp.path().to_owned();
         let ports = StackPorts::free();
+        let pebble = Pebble::start_with(tmp.path(), ports.http, ports.https, options);
+        Self::start_with_pebble(tmp, ports, pebble, resolver_extra, tail, envoy_config).await
+    }
+
+    /// Starts the rest around a Pebble already running in `tmp` for `ports`
+    /// (a test may first have another ACME client use it).
+    pub async fn start_with_pebble(
+        tmp: tempfile::TempDir,
+        ports: StackPorts,
+        pebble: Pebble,
+        resolver_extra: &str,
+        tail: impl FnOnce(&Pebble) -> String,
+        envoy_config: impl FnOnce(String) -> String,
+    ) -> Self {
+        let dir = tmp.path().to_owned();
         let app = start_echo_app(ports.app).await;
-        let pebble = Pebble::start_with(&dir, ports.http, ports.https, options);
         // Envoy first, as in a pod: the CA must find the HTTP listener.
         let envoy_yaml = envoy_config(shipped_envoy_config(&ports, &dir.join("sds.sock")));
         let envoy = Envoy::start(&dir, &envoy_yaml, ports.admin).await;
