@@ -62,34 +62,24 @@ impl Fleet {
     }
 
     /// Starts a certificate's task: loads and deploys what is stored (or a
-    /// placeholder) at once, orders after `delay` if due.
-    pub(super) async fn start(
-        &mut self,
-        certificate: Certificate,
-        origin: Origin,
-        delay: Duration,
-    ) -> Result<(), RunError> {
+    /// placeholder) at once, orders if due.
+    pub(super) async fn start(&mut self, certificate: Certificate, origin: Origin) -> Result<(), RunError> {
         let (tx, rx) = mpsc::channel(4);
         let resolver = self.resolvers.get(&certificate.resolver).cloned();
         let name = certificate.name.clone();
         let domains = certificate.domains.clone();
         let task = CertTask::start(Arc::clone(&self.shared), certificate, resolver, rx).await?;
         self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
-        let handle = tokio::spawn(task.run(delay));
+        let handle = tokio::spawn(task.run());
         self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         Ok(())
     }
 
     /// Starts many certificates' tasks, loading and deploying
     /// [`START_CONCURRENCY`] at a time (each load is file I/O on the
-    /// blocking pool), so thousands are served in seconds; the `i`-th waits
-    /// `delay(i)` before its first order. The first error stops the start.
-    pub(super) async fn start_all(
-        &mut self,
-        certificates: Vec<Certificate>,
-        origin: Origin,
-        delay: impl Fn(usize) -> Duration,
-    ) -> Result<(), RunError> {
+    /// blocking pool), so thousands are served in seconds. The first error
+    /// stops the start.
+    pub(super) async fn start_all(&mut self, certificates: Vec<Certificate>, origin: Origin) -> Result<(), RunError> {
         let permits = Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY));
         let mut loading = Vec::with_capacity(certificates.len());
         for certificate in certificates {
@@ -103,14 +93,14 @@ impl Fleet {
             });
             loading.push((handle, tx, domains));
         }
-        for (index, (handle, tx, domains)) in loading.into_iter().enumerate() {
+        for (handle, tx, domains) in loading {
             let task = match handle.await {
                 Ok(task) => task?,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
             let name = task.name().to_owned();
             self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
-            let handle = tokio::spawn(task.run(delay(index)));
+            let handle = tokio::spawn(task.run());
             self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         }
         Ok(())
@@ -150,7 +140,7 @@ impl Fleet {
                 domains: request.domains.clone(),
                 resolver: resolver.to_owned(),
             };
-            match self.start(certificate, Origin::Discovered, Duration::ZERO).await {
+            match self.start(certificate, Origin::Discovered).await {
                 Ok(()) => changed = true,
                 Err(e) => {
                     tracing::error!(certificate = %request.name, error = %e, "cannot start discovered certificate")

@@ -114,7 +114,7 @@ pub(super) async fn run(
         let certificate =
             Certificate { name: host.clone(), domains: vec![host.clone()], resolver: settings.resolver.clone() };
         let mut fleet = fleet.lock().await;
-        match fleet.start(certificate, Origin::OnDemand, Duration::ZERO).await {
+        match fleet.start(certificate, Origin::OnDemand).await {
             Ok(()) => fleet.write_listener().await,
             Err(e) => tracing::error!(host, error = %e, "cannot start the on-demand certificate"),
         }

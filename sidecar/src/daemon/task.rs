@@ -83,14 +83,23 @@ impl CertTask {
         &self.certificate.name
     }
 
-    /// Runs forever; `delay` spreads the first order after start-up.
-    pub(super) async fn run(mut self, delay: Duration) {
-        // Orders and first ARI polls alike: thousands of certificates must
-        // not all ask the CA in the same second after a restart.
-        if matches!(self.machine.next_action(self.shared.clock.now()), Action::Order | Action::PollAri)
-            && !delay.is_zero()
-        {
-            tokio::time::sleep(delay).await;
+    /// Runs forever. A first action due at start-up (an order, or an ARI
+    /// poll) waits for its turn among [`super::FIRST_ACTIONS_IN_FLIGHT`]:
+    /// thousands of certificates do not all ask the CA in the same second
+    /// after a restart, yet a start goes as fast as the CA answers.
+    pub(super) async fn run(mut self) {
+        let first = self.machine.next_action(self.shared.clock.now());
+        if matches!(first, Action::Order | Action::PollAri) {
+            // The semaphore is never closed; without a permit, go anyway.
+            let shared = Arc::clone(&self.shared);
+            let _permit = shared.first_actions.acquire().await.ok();
+            match first {
+                Action::Order => {
+                    let _ = self.order().await;
+                }
+                _ => self.poll_ari().await,
+            }
+            self.publish();
         }
         loop {
             let now = self.shared.clock.now();

@@ -7,8 +7,9 @@
 //!   the CA's ARI window, give up on permanent errors until forced).
 //! - [`OrderBudget`] and [`AuthzFailures`]: self-imposed rate limits, so we
 //!   stop before the CA stops us.
-//! - [`startup_delay`] and [`renewal_jitter`]: spread, so many certificates do
-//!   not all order in the same second.
+//! - [`renewal_jitter`]: spread, so certificates issued together do not all
+//!   renew in the same second. (At start-up, the daemon bounds the first
+//!   orders in flight instead.)
 //! - [`choose_served`]: what to serve while no good certificate exists.
 
 use std::time::{Duration, SystemTime};
@@ -27,7 +28,7 @@ pub use ari::AriAnswer;
 pub use limits::{AuthzFailures, OrderBudget};
 pub use machine::{Action, Failure, Machine, Policy, State};
 pub use rule::{renew_time, RenewBefore, RenewBeforeError, Why};
-pub use spread::{choose_served, renewal_jitter, startup_delay, Served};
+pub use spread::{choose_served, renewal_jitter, Served};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);

@@ -5,29 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use super::{unit, HOUR};
 
-/// Longest startup spread, however many certificates are due.
-const MAX_STARTUP_SPREAD: Duration = Duration::from_secs(60);
-/// Startup spread per certificate.
-const STARTUP_SLOT: Duration = Duration::from_millis(250);
-
-/// How long certificate `index` (0-based, of `total`) waits after startup
-/// before its first action, so a restart with many due certificates is no
-/// thundering herd. Zero for a single certificate. Otherwise the span
-/// `min(total × 250 ms, 60 s)` is cut into `total` equal slots and `index`
-/// gets a `jitter`-chosen point inside its own slot: always below the span,
-/// and a later index never starts before an earlier one.
-pub fn startup_delay(index: usize, total: usize, jitter: f64) -> Duration {
-    if total <= 1 {
-        return Duration::ZERO;
-    }
-    let slots = u32::try_from(total).unwrap_or(u32::MAX);
-    let span = STARTUP_SLOT.checked_mul(slots).map_or(MAX_STARTUP_SPREAD, |s| s.min(MAX_STARTUP_SPREAD));
-    let slot = span / slots;
-    let index = u32::try_from(index.min(total - 1)).unwrap_or(slots - 1);
-    // Rounding must not carry a point into the next slot.
-    slot * index + slot.mul_f64(unit(jitter)).min(slot.saturating_sub(Duration::from_nanos(1)))
-}
-
 /// `renew_at` moved earlier by up to 1% of `lifetime` (at most an hour),
 /// scaled by `jitter`, so certificates issued together do not all renew in
 /// the same second. Never earlier than the Unix epoch allows.

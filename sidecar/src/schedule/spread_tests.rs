@@ -5,30 +5,6 @@ fn t0() -> SystemTime {
 }
 
 #[test]
-fn one_certificate_starts_at_once() {
-    assert_eq!(startup_delay(0, 1, 0.9), Duration::ZERO);
-    assert_eq!(startup_delay(0, 0, 0.9), Duration::ZERO);
-}
-
-#[test]
-fn startup_is_spread_bounded_and_ordered() {
-    for total in [2, 10, 240, 1000, 100_000] {
-        let span = Duration::from_millis(250 * total as u64).min(Duration::from_secs(60));
-        let mut previous = Duration::ZERO;
-        for index in 0..total {
-            let low = startup_delay(index, total, 0.0);
-            let high = startup_delay(index, total, 0.999);
-            assert!(low >= previous, "total {total} index {index}");
-            assert!(high >= low && high < span, "total {total} index {index}: {high:?} vs {span:?}");
-            previous = high;
-        }
-    }
-    assert_eq!(startup_delay(1, 2, 0.0), Duration::from_millis(250));
-    assert_eq!(startup_delay(999, 1000, 0.0), Duration::from_millis(59_940));
-    assert!(startup_delay(5, 2, 0.5) < Duration::from_millis(500), "an index out of range stays bounded");
-}
-
-#[test]
 fn renewal_jitter_moves_earlier_by_at_most_one_percent_or_an_hour() {
     let day = Duration::from_secs(86_400);
     assert_eq!(renewal_jitter(t0(), 90 * day, 0.0), t0());
