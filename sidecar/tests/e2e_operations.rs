@@ -111,11 +111,10 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     assert!(value(&metrics, "proxy_acme_orders_total{resolver=\"pebble\",result=\"success\"}") >= 1.0);
     assert!(value(&metrics, "proxy_acme_order_duration_seconds_count{resolver=\"pebble\"}") >= 1.0);
     assert!(value(&metrics, "proxy_acme_challenges_total{challenge=\"http-01\",result=\"valid\"}") >= 1.0);
-    assert!(
-        value(&metrics, "proxy_acme_sds_pushes_total{node=\"envoy-1\"}") >= 2.0,
-        "placeholder, then the issued one"
-    );
-    assert!(value(&metrics, "proxy_acme_sds_acks_total{node=\"envoy-1\"}") >= 2.0);
+    // The placeholder and the issued certificate may reach Envoy in one push
+    // (a snapshot that changed twice before Envoy subscribed is sent once).
+    assert!(value(&metrics, "proxy_acme_sds_pushes_total{node=\"envoy-1\"}") >= 1.0);
+    assert!(value(&metrics, "proxy_acme_sds_acks_total{node=\"envoy-1\"}") >= 1.0);
     assert_eq!(metrics.get("proxy_acme_sds_nacks_total{node=\"envoy-1\"}").copied().unwrap_or(0.0), 0.0);
     assert!(metrics.keys().any(|k| k.starts_with("proxy_acme_orders_remaining{resolver=\"pebble\"}")));
 
