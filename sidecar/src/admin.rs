@@ -49,6 +49,8 @@ pub type Reply = oneshot::Sender<Result<String, String>>;
 pub enum CertCommand {
     Renew { force: bool, reply: Reply },
     Revoke { reason: Option<u8>, reply: Reply },
+    /// A certificate written to the shared store (by any replica).
+    Stored(Box<crate::cert::Bundle>),
 }
 
 /// Operations on an account, sent to the daemon.

@@ -23,7 +23,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::health::Readiness;
 use crate::names;
+use crate::solvers::board::{ChallengeBoard, Http01Post};
 use crate::solvers::http01::Http01Tokens;
+use crate::solvers::ChallengeKind;
 
 /// The header the filter passes the validated request's host in.
 pub const HOST_HEADER: &str = "x-proxy-acme-host";
@@ -31,28 +33,41 @@ const FILTER_PREFIX: &str = "/v1/http-01/";
 const PUBLIC_PREFIX: &str = "/.well-known/acme-challenge/";
 const MAX_TOKEN_LEN: usize = 256;
 
-/// Answers one request. Pure apart from reading `tokens`.
-pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes>> {
+type Reply = Response<Full<Bytes>>;
+
+/// The token and the normalised host of a challenge request, or the
+/// response that refuses it (`None`: not a challenge path).
+fn challenge_request<B>(req: &Request<B>) -> Option<Result<(&str, String), Reply>> {
     let path = req.uri().path();
-    if path == "/healthz" {
-        return text(StatusCode::OK, "ok\n");
-    }
     let (token, host_header) = if let Some(token) = path.strip_prefix(FILTER_PREFIX) {
         (token, req.headers().get(HOST_HEADER))
     } else if let Some(token) = path.strip_prefix(PUBLIC_PREFIX) {
         (token, req.headers().get(header::HOST))
     } else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return None;
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return Some(Err(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")));
     }
     if !valid_token(token) {
-        return text(StatusCode::BAD_REQUEST, "malformed token\n");
+        return Some(Err(text(StatusCode::BAD_REQUEST, "malformed token\n")));
     }
     let host = host_header.and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).and_then(names::normalize_host);
-    let Some(host) = host else {
-        return text(StatusCode::BAD_REQUEST, "missing or invalid host\n");
+    match host {
+        Some(host) => Some(Ok((token, host))),
+        None => Some(Err(text(StatusCode::BAD_REQUEST, "missing or invalid host\n"))),
+    }
+}
+
+/// Answers one request. Pure apart from reading `tokens`.
+pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    let (token, host) = match challenge_request(req) {
+        None => return text(StatusCode::NOT_FOUND, "not found\n"),
+        Some(Err(refused)) => return refused,
+        Some(Ok(request)) => request,
     };
     match tokens.answer(token, &host) {
         Some(key_authorization) => {
@@ -66,6 +81,27 @@ pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes
     }
 }
 
+/// A token this replica does not hold may have been posted by another
+/// replica (shared store): read the board before answering 404.
+async fn answer_shared<B>(api: &Api, req: &Request<B>, local: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (Some(board), StatusCode::NOT_FOUND) = (&api.board, local.status()) else { return local };
+    let Some(Ok((token, host))) = challenge_request(req) else { return local };
+    match board.read(ChallengeKind::Http01, token).await {
+        Ok(Some(bytes)) => match serde_json::from_slice::<Http01Post>(&bytes) {
+            Ok(post) if post.identifier == host => {
+                tracing::debug!(token, host, "answered http-01 challenge posted by another replica");
+                text(StatusCode::OK, post.key_authorization)
+            }
+            _ => local,
+        },
+        Ok(None) => local,
+        Err(e) => {
+            tracing::warn!(token, error = %e, "cannot read the shared challenge board");
+            text(StatusCode::SERVICE_UNAVAILABLE, "shared store unavailable\n")
+        }
+    }
+}
+
 /// What the endpoint serves from.
 #[derive(Debug, Clone, Default)]
 pub struct Api {
@@ -73,6 +109,8 @@ pub struct Api {
     pub readiness: Readiness,
     /// Reported hosts go here (`[on_demand]`); `None`: on-demand is off.
     pub on_demand: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Challenges posted by other replicas (shared store).
+    pub board: Option<std::sync::Arc<dyn ChallengeBoard>>,
 }
 
 /// Queues a host the filter reported; the policy is applied later.
@@ -143,8 +181,11 @@ pub async fn serve(address: SocketAddr, api: Api) -> std::io::Result<tokio::task
             let api = api.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let rsp = route(&api, &req);
-                    async move { Ok::<_, Infallible>(rsp) }
+                    let api = api.clone();
+                    async move {
+                        let rsp = route(&api, &req);
+                        Ok::<_, Infallible>(answer_shared(&api, &req, rsp).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(16 * 1024)

@@ -55,10 +55,14 @@ impl Readiness {
 }
 
 /// Probes the store and every resolver's CA directory until dropped.
-pub async fn probe(readiness: Readiness, store: Arc<dyn Store>, resolvers: BTreeMap<String, Resolver>) {
+/// `store: None` leaves the `store` check to someone else (the shared
+/// store's follower, which probes it more often).
+pub async fn probe(readiness: Readiness, store: Option<Arc<dyn Store>>, resolvers: BTreeMap<String, Resolver>) {
     let mut last_ok: BTreeMap<String, SystemTime> = BTreeMap::new();
     loop {
-        readiness.set("store", store.health().await.map_err(|e| e.to_string()));
+        if let Some(store) = &store {
+            readiness.set("store", store.health().await.map_err(|e| e.to_string()));
+        }
         for (name, resolver) in &resolvers {
             let now = SystemTime::now();
             let result = crate::acme::directory_reachable(resolver).await;

@@ -15,7 +15,7 @@ use instant_acme::{AuthorizationStatus, Order, OrderStatus, RetryPolicy};
 
 use super::{AcmeError, OrderRequest};
 use crate::dns::{self, DnsProvider, TxtRecord};
-use crate::solvers::{http01, tls_alpn, webroot, ChallengeKind, Solvers};
+use crate::solvers::{board, http01, tls_alpn, webroot, ChallengeKind, Solvers};
 
 /// An answer shown to the validator until dropped.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ enum Published {
     TlsAlpn01(tls_alpn::Published),
     #[allow(dead_code)] // held for its Drop
     Webroot(webroot::WebrootFile),
+    #[allow(dead_code)] // held for its Drop
+    Board(board::Posted),
 }
 
 /// How the order is polled.
@@ -134,11 +136,23 @@ async fn prove_inner(
                 }
                 let token = solvers.http01.publish(&challenge.token, &identifier, key_authorization.as_str());
                 published.push(Published::Http01(token));
+                if let Some(shared) = &solvers.board {
+                    let post = board::Http01Post {
+                        identifier: identifier.to_ascii_lowercase(),
+                        key_authorization: key_authorization.as_str().to_owned(),
+                    };
+                    published.push(Published::Board(board::Posted::post(shared, kind, &challenge.token, &post).await?));
+                }
             }
             ChallengeKind::TlsAlpn01 => {
                 let digest = key_authorization.digest();
                 let cert = solvers.tls_alpn.publish(&identifier, digest.as_ref());
                 published.push(Published::TlsAlpn01(cert.map_err(|e| AcmeError::Solver(e.to_string()))?));
+                if let Some(shared) = &solvers.board {
+                    let post = board::TlsAlpnPost { identifier: identifier.clone(), digest: board::hex(digest.as_ref()) };
+                    let sni = tls_alpn::sni_for(&identifier);
+                    published.push(Published::Board(board::Posted::post(shared, kind, &sni, &post).await?));
+                }
             }
             ChallengeKind::Dns01 => {
                 let dns = request.dns.ok_or_else(|| AcmeError::Solver("no dns_challenge configured".into()))?;

@@ -24,6 +24,8 @@ pub use discover::{Discover, OnDemand};
 pub use files::{Nginx, PostDeploy};
 mod dns;
 mod resolver;
+mod storage;
+pub use storage::{Etcd, Storage, StoreKind, ENCRYPTION_KEY_ENV};
 pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, KeyType, RateLimit, Resolver, TlsChallenge};
@@ -110,26 +112,6 @@ fn default_admin_socket() -> PathBuf {
 pub struct DefaultCertificate {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-}
-
-/// Where accounts and certificates live.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Storage {
-    /// State directory; created with mode 0700 when missing, refused when
-    /// readable by group or others.
-    #[serde(default = "default_storage_dir")]
-    pub directory: PathBuf,
-}
-
-impl Default for Storage {
-    fn default() -> Self {
-        Self { directory: default_storage_dir() }
-    }
-}
-
-fn default_storage_dir() -> PathBuf {
-    PathBuf::from("/var/lib/proxy-acme")
 }
 
 /// Addresses the sidecar listens on.
@@ -257,6 +239,7 @@ impl Config {
     /// Replaces each `*_file` secret with the file's contents, so secrets can
     /// come from Kubernetes or Docker secret mounts rather than the config.
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        self.storage.read_secrets()?;
         if let Some(file) = &self.admin.token_file {
             let token = std::fs::read_to_string(file)
                 .map_err(|e| ConfigError::invalid("admin.token_file", format!("{}: {e}", file.display())))?;
@@ -290,6 +273,7 @@ impl Config {
     /// Checks everything that can be checked without I/O. The first problem
     /// found is returned, with the field's path.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.validate()?;
         for (name, resolver) in &self.resolvers {
             validate_resolver(name, resolver)?;
         }

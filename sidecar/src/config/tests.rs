@@ -228,3 +228,26 @@ fn the_admin_api_on_tcp_needs_a_token() {
     let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.admin.token.as_deref(), Some("a-long-enough-admin-token"));
 }
+
+#[test]
+fn etcd_store_settings_name_the_field_at_fault() {
+    let etcd = VALID.replace("[storage]\n", "[storage]\nstore = \"etcd\"\n");
+    assert!(invalid(&etcd).starts_with("storage.etcd: required"), "{}", invalid(&etcd));
+    let no_key = format!("{etcd}\n[storage.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n");
+    assert!(invalid(&no_key).starts_with("storage.etcd.encryption_key_file: required"), "{}", invalid(&no_key));
+    let bad_endpoint = format!("{etcd}\n[storage.etcd]\nendpoints = [\"127.0.0.1:2379\"]\n");
+    assert!(invalid(&bad_endpoint).starts_with("storage.etcd.endpoints[0]:"), "{}", invalid(&bad_endpoint));
+    let tls = format!("{etcd}\n[storage.etcd]\nendpoints = [\"https://10.0.0.1:2379\"]\n");
+    assert!(invalid(&tls).starts_with("storage.etcd.ca_file:"), "{}", invalid(&tls));
+    let file_with_etcd = format!("{VALID}\n[storage.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n");
+    assert!(invalid(&file_with_etcd).starts_with("storage.store:"), "{}", invalid(&file_with_etcd));
+    let mut good: Config = format!("{etcd}\n[storage.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Some(settings) = good.storage.etcd.as_mut() else { panic!("no etcd settings") };
+    settings.encryption_key = Some([1; 32]);
+    assert_eq!(settings.prefix, "/proxy-acme/");
+    assert_eq!(settings.lock_ttl_secs, 15);
+    assert!(good.validate().is_ok());
+    assert!(!format!("{:?}", good.storage).contains("[1, 1"), "the key is never printed");
+}

@@ -12,7 +12,10 @@ use tokio::sync::RwLock;
 use crate::acme::{self, AcmeError};
 use crate::config::Resolver;
 use crate::schedule::{AuthzFailures, OrderBudget};
-use crate::store::Store;
+use crate::store::{Acquired, Store, StoreError};
+
+/// Half-second waits for another replica registering the account.
+const ACCOUNT_WAITS: u32 = 120;
 
 /// What the daemon knows about one resolver's account.
 struct Entry {
@@ -74,7 +77,24 @@ impl Accounts {
         if let Some(account) = slot.as_ref() {
             return Ok(account.clone());
         }
-        let account = acme::account(store, name, &entry.resolver).await?;
+        // Replicas sharing a store register one account between them: the
+        // first takes the lock and registers, the others then load it.
+        let mut waits = 0;
+        let account = loop {
+            match store.lock(&format!("accounts/{name}")).await? {
+                Acquired::Lock(_lock) => break acme::account(store, name, &entry.resolver).await?,
+                Acquired::HeldBy(holder) if waits < ACCOUNT_WAITS => {
+                    tracing::debug!(resolver = name, %holder, "another replica is registering the account");
+                    waits += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Acquired::HeldBy(holder) => {
+                    return Err(AcmeError::Store(StoreError::Unavailable(format!(
+                        "{holder} has held the account lock of {name} for a minute"
+                    ))))
+                }
+            }
+        };
         *slot = Some(account.clone());
         Ok(account)
     }

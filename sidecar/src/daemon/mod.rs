@@ -7,6 +7,7 @@ mod accounts;
 mod discovery;
 mod fleet;
 mod on_demand;
+mod replicas;
 mod task;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,8 @@ use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
 use crate::solvers::{tls_alpn, Solvers};
-use crate::store::{FileStore, Store, StoreError};
+use crate::config::StoreKind;
+use crate::store::{EtcdStore, FileStore, Store, StoreError};
 
 use accounts::Accounts;
 
@@ -65,6 +67,8 @@ struct Shared {
     readiness: crate::health::Readiness,
     /// Admits first actions at start-up, [`FIRST_ACTIONS_IN_FLIGHT`] at a time (FIFO).
     first_actions: tokio::sync::Semaphore,
+    /// This replica's name in the shared renewal state.
+    replica: String,
 }
 
 /// First orders and ARI polls (due at start-up) in flight at once. They are
@@ -91,9 +95,18 @@ impl Shared {
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
-    let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.storage.directory)?);
+    let (store, etcd): (Arc<dyn Store>, Option<Arc<EtcdStore>>) = match (config.storage.store, &config.storage.etcd) {
+        (StoreKind::Etcd, Some(settings)) => {
+            let etcd = Arc::new(EtcdStore::connect(settings).await?);
+            tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, replica = etcd.replica(), "shared store: etcd");
+            (Arc::clone(&etcd) as Arc<dyn Store>, Some(etcd))
+        }
+        _ => (Arc::new(FileStore::open(&config.storage.directory)?), None),
+    };
+    let replica = etcd.as_ref().map_or_else(|| "local".to_owned(), |e| e.replica().to_owned());
     let default_certificate = load_default(&config)?;
-    let solvers = Solvers::default();
+    let mut solvers = Solvers::default();
+    solvers.board = etcd.clone().map(|e| e as Arc<dyn crate::solvers::board::ChallengeBoard>);
     let sds = SdsSink::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -110,13 +123,14 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         tokens: solvers.http01.clone(),
         readiness: readiness.clone(),
         on_demand: config.on_demand.is_some().then_some(reports_tx),
+        board: solvers.board.clone(),
     };
     let _api = api::serve(address, endpoints)
         .await
         .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
     let _tls_alpn = if config.resolvers.values().any(|r| r.tls_challenge.is_some()) {
         let address = config.listen.tls_alpn;
-        let responder = tls_alpn::serve(address, solvers.tls_alpn.clone())
+        let responder = tls_alpn::serve(address, solvers.tls_alpn.clone(), solvers.board.clone())
             .await
             .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
         Some(responder)
@@ -168,6 +182,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
         readiness: readiness.clone(),
         first_actions: tokio::sync::Semaphore::new(FIRST_ACTIONS_IN_FLIGHT),
+        replica,
     });
     if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {
         admin::serve_tcp(address, control.clone(), token)
@@ -191,7 +206,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
-    tasks.push(tokio::spawn(crate::health::probe(readiness.clone(), Arc::clone(&shared.store), used)));
+    tasks.push(tokio::spawn(crate::health::probe(
+        readiness.clone(),
+        etcd.is_none().then(|| Arc::clone(&shared.store)),
+        used,
+    )));
     if let Some(check) = config.served_check.clone() {
         tasks.push(tokio::spawn(crate::served::run(check, shared.control.clone(), readiness.clone())));
     }
@@ -204,6 +223,9 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     fleet.start_all(config.certificates, fleet::Origin::Configured).await?;
     fleet.write_listener().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
+    if let Some(etcd) = &etcd {
+        tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), shared.control.clone(), readiness.clone())));
+    }
     if let Some(discover) = config.discover {
         let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.dns_challenge.is_some());
         let policy = discover.policy(dns).map_err(|e| RunError::Discover(e.to_string()))?;

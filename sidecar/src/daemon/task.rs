@@ -14,6 +14,7 @@ use crate::admin::{CertCommand, CertStatus};
 use crate::cert::{self, Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{self, Action, AriAnswer, Failure, Machine, Policy, Served};
+use crate::store::{Acquired, Lock, RenewalState, StoreError};
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
@@ -65,6 +66,14 @@ impl CertTask {
                 tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
                 machine.config_changed();
             }
+        }
+        match shared.store.load_renewal(&name).await {
+            Ok(Some(state)) => {
+                let next = std::time::UNIX_EPOCH + Duration::from_secs(state.next_attempt);
+                machine.restore_backoff(state.failures, next, &state.last_error, now);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(certificate = %name, error = %e, "cannot read the shared renewal state"),
         }
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
         let mut task = Self { shared, certificate, resolver, machine, current, last_error: None, last_success, inbox };
@@ -149,6 +158,9 @@ impl CertTask {
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);
             }
+            CertCommand::Stored(bundle) => {
+                self.adopt(*bundle).await;
+            }
         }
         self.publish();
     }
@@ -165,9 +177,19 @@ impl CertTask {
         if let Err(e) = limits {
             return Err(self.failed(&e, now));
         }
+        let lock = match self.lock().await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                return match &self.current {
+                    Some((_, info)) => Ok(info.serial_hex.clone()),
+                    None => Err("another replica is ordering this certificate".to_owned()),
+                }
+            }
+            Err(why) => return Err(why),
+        };
         self.machine.order_started(now);
         let started = std::time::Instant::now();
-        let mut result = self.order_once().await;
+        let mut result = self.order_fenced(&lock).await;
         for _ in 0..2 {
             let Err(e) = &result else { break };
             // A refused nonce, or a CA that forgot our account (which gets
@@ -177,7 +199,7 @@ impl CertTask {
                 break;
             }
             tracing::info!(certificate = %self.certificate.name, error = %e, "ordering again at once");
-            result = self.order_once().await;
+            result = self.order_fenced(&lock).await;
         }
         let now = self.shared.clock.now();
         crate::metrics::metrics().order(&resolver_name, result.is_ok(), started.elapsed());
@@ -190,13 +212,101 @@ impl CertTask {
                 let serial = info.serial_hex.clone();
                 self.current = Some((bundle, info));
                 self.last_error = None;
+                self.share_renewal(None).await;
                 Ok(serial)
             }
-            Err(e) => Err(self.failed(&e, now)),
+            Err(e) => {
+                let message = self.failed(&e, now);
+                if let schedule::State::Backoff { attempt, next, error } = self.machine.state().clone() {
+                    let next_attempt = next.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let replica = self.shared.replica.clone();
+                    let state = RenewalState { failures: attempt, next_attempt, last_error: error, replica };
+                    self.share_renewal(Some(&state)).await;
+                }
+                Err(message)
+            }
         }
     }
 
-    async fn order_once(&self) -> Result<(Bundle, CertInfo), AcmeError> {
+    /// Takes the certificate's lock (always granted by a store of one
+    /// process). `Ok(None)`: another replica holds it or already stored a
+    /// new certificate, which is adopted; the machine waits a moment and
+    /// looks again. `Err`: the shared store is unreachable; no order is
+    /// placed without the lock.
+    async fn lock(&mut self) -> Result<Option<Lock>, String> {
+        let now = self.shared.clock.now();
+        let retry = now + Duration::from_millis(1000 + (jitter() * 1000.0) as u64);
+        let id = format!("certificates/{}", self.certificate.name);
+        match self.shared.store.lock(&id).await {
+            Ok(Acquired::Lock(lock)) => {
+                // A replica may have stored a new certificate just before
+                // releasing the lock: adopt it rather than order again.
+                match self.shared.store.load_certificate(&self.certificate.name).await {
+                    Ok(Some(stored)) => Ok(if self.adopt(stored).await { None } else { Some(lock) }),
+                    Ok(None) => Ok(Some(lock)),
+                    Err(e) => {
+                        let why = format!("cannot read the store: {e}");
+                        self.machine.deferred(now + Duration::from_secs(5), &why);
+                        Err(why)
+                    }
+                }
+            }
+            Ok(Acquired::HeldBy(holder)) => {
+                tracing::debug!(certificate = %self.certificate.name, %holder, "another replica is ordering");
+                self.machine.deferred(retry, &format!("{holder} is ordering it"));
+                Ok(None)
+            }
+            Err(e) => {
+                let why = format!("not ordering without the lock: {e}");
+                tracing::warn!(certificate = %self.certificate.name, error = %e, "not ordering without the lock");
+                self.machine.deferred(now + Duration::from_secs(5), &why);
+                self.last_error = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// One order that stops as soon as `lock` is lost, so nothing is written
+    /// after another replica may have taken over.
+    async fn order_fenced(&self, lock: &Lock) -> Result<(Bundle, CertInfo), AcmeError> {
+        tokio::select! {
+            result = self.order_once(lock) => result,
+            () = lock.lost() => Err(AcmeError::Store(StoreError::LockLost(self.certificate.name.clone()))),
+        }
+    }
+
+    /// A certificate read from the shared store: served and scheduled when
+    /// it is new to this replica, covers the names and is newer than the
+    /// current one. Returns whether it was adopted.
+    async fn adopt(&mut self, bundle: Bundle) -> bool {
+        let Ok(info) = cert::inspect(&bundle, Some(&self.certificate.domains)) else { return false };
+        if let Some((_, current)) = &self.current {
+            if current.serial_hex == info.serial_hex || current.not_before > info.not_before {
+                return false;
+            }
+        }
+        if info.key_type != Some(self.resolver.key_type) {
+            return false;
+        }
+        let now = self.shared.clock.now();
+        tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, "new certificate from the shared store");
+        self.shared.deploy(&self.certificate.name, &bundle).await;
+        self.machine.issued(info.not_before, info.not_after, now, jitter());
+        self.last_success = Some(info.not_before);
+        self.current = Some((bundle, info));
+        self.last_error = None;
+        self.publish();
+        true
+    }
+
+    /// Records the renewal state where other replicas see it.
+    async fn share_renewal(&self, state: Option<&RenewalState>) {
+        if let Err(e) = self.shared.store.save_renewal(&self.certificate.name, state).await {
+            tracing::warn!(certificate = %self.certificate.name, error = %e, "cannot share the renewal state");
+        }
+    }
+
+    async fn order_once(&self, lock: &Lock) -> Result<(Bundle, CertInfo), AcmeError> {
         let shared = &self.shared;
         let account = shared.accounts.get(shared.store.as_ref(), &self.certificate.resolver).await?;
         let ari = shared.accounts.ari(&self.certificate.resolver) == Some(true);
@@ -211,7 +321,7 @@ impl CertTask {
         };
         let bundle = self.issue_with_fallback(&account, &request).await?;
         let info = cert::inspect(&bundle, Some(&self.certificate.domains))?;
-        shared.store.save_certificate(&self.certificate.name, &bundle).await?;
+        shared.store.save_certificate_fenced(&self.certificate.name, &bundle, lock).await?;
         shared.store.clear_revoked(&self.certificate.name).await?;
         Ok((bundle, info))
     }

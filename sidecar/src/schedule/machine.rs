@@ -206,6 +206,31 @@ impl Machine {
         self.state = State::Backoff { attempt, next, error: failure.message.clone() };
     }
 
+    /// The order could not start here (another replica holds the
+    /// certificate's lock, or the shared store is unreachable): try again at
+    /// `next`, counting no failure, so the wait never grows into a backoff.
+    /// Ignored in `Failed`.
+    pub fn deferred(&mut self, next: SystemTime, why: &str) {
+        if !matches!(self.state, State::Failed { .. }) {
+            self.state = State::Backoff { attempt: self.failures, next, error: why.to_owned() };
+        }
+    }
+
+    /// Takes over the backoff another replica recorded for this certificate
+    /// (shared store), when it is later than what this machine would do.
+    pub fn restore_backoff(&mut self, failures: u32, next: SystemTime, error: &str, now: SystemTime) {
+        if next <= now || matches!(self.state, State::Failed { .. }) {
+            return;
+        }
+        if let State::Valid { renew_at, .. } = self.state {
+            if renew_at > next {
+                return;
+            }
+        }
+        self.failures = failures;
+        self.state = State::Backoff { attempt: failures, next, error: error.to_owned() };
+    }
+
     /// An operator forces a renewal: `Due { Forced }` from any state,
     /// failures forgotten.
     pub fn force(&mut self) {

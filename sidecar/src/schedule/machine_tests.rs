@@ -247,3 +247,30 @@ fn describe_reads_well() {
     let ari = Machine::with_certificate(Policy { renew_before: None, ari: true }, t0(), at(90 * DAYS), t0(), 0.0);
     assert!(ari.describe(t0()).ends_with("; next ARI check at 2026-11-28T12:00:00Z"), "{}", ari.describe(t0()));
 }
+
+#[test]
+fn a_deferred_order_waits_without_counting_a_failure() {
+    let now = t0();
+    let mut m = Machine::new(Policy::default());
+    m.order_started(now);
+    m.deferred(at(2), "replica-b is ordering it");
+    assert_eq!(m.failures(), 0);
+    assert_eq!(m.next_action(at(1)), Action::WaitUntil(at(2)));
+    assert_eq!(m.next_action(at(2)), Action::Order);
+    for i in 0..10 {
+        m.deferred(at(3 + i), "still held");
+    }
+    assert_eq!(m.failures(), 0, "waiting on another replica never becomes a backoff");
+}
+
+#[test]
+fn a_backoff_recorded_by_another_replica_is_honoured() {
+    let mut m = Machine::new(Policy::default());
+    m.restore_backoff(3, at(600), "CA down", at(0));
+    assert_eq!(m.failures(), 3);
+    assert_eq!(m.next_action(at(10)), Action::WaitUntil(at(600)));
+    // One already over changes nothing.
+    let mut fresh = Machine::new(Policy::default());
+    fresh.restore_backoff(3, at(5), "old", at(10));
+    assert_eq!(fresh.next_action(at(10)), Action::Order);
+}

@@ -1,6 +1,7 @@
 //! Challenge solvers: what the CA's validator is shown. The ACME protocol
 //! lives in `acme`; solvers only publish and withdraw answers.
 
+pub mod board;
 pub mod http01;
 pub mod tls_alpn;
 pub mod webroot;
@@ -52,4 +53,6 @@ impl std::fmt::Display for ChallengeKind {
 pub struct Solvers {
     pub http01: Http01Tokens,
     pub tls_alpn: TlsAlpnCerts,
+    /// Shared with other replicas (etcd store); `None`: this process alone.
+    pub board: Option<std::sync::Arc<dyn board::ChallengeBoard>>,
 }

@@ -19,6 +19,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::board::{unhex, ChallengeBoard, TlsAlpnPost};
+use super::ChallengeKind;
+
 /// The ALPN protocol ID of RFC 8737 §6.2.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// How long a validator may take to finish its handshake.
@@ -164,20 +167,28 @@ pub fn server_config(certs: &TlsAlpnCerts) -> Result<Arc<rustls::ServerConfig>, 
 }
 
 /// Binds `address` and answers TLS-ALPN-01 handshakes until aborted.
-pub async fn serve(address: SocketAddr, certs: TlsAlpnCerts) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    address: SocketAddr,
+    certs: TlsAlpnCerts,
+    board: Option<Arc<dyn ChallengeBoard>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    serve_on(listener, certs)
+    serve_on(listener, certs, board)
 }
+
+/// How long a challenge certificate built from another replica's post is kept.
+const BORROWED_FOR: Duration = Duration::from_secs(60);
 
 /// Answers TLS-ALPN-01 handshakes on `listener` until aborted. Each
 /// connection is closed once its handshake ends (RFC 8737 §3: the validator
-/// sends no data).
+/// sends no data). With a `board`, an SNI this replica has no challenge for
+/// is looked up among other replicas' posts before the handshake goes on.
 pub fn serve_on(
     listener: tokio::net::TcpListener,
     certs: TlsAlpnCerts,
+    board: Option<Arc<dyn ChallengeBoard>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let config = server_config(&certs).map_err(std::io::Error::other)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tracing::info!(address = %listener.local_addr()?, "tls-alpn-01 responder listening");
     Ok(tokio::spawn(async move {
         loop {
@@ -189,9 +200,22 @@ pub fn serve_on(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let (config, certs, board) = (Arc::clone(&config), certs.clone(), board.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let handshake = async {
+                    let start =
+                        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+                    let hello = start.client_hello();
+                    let sni = hello.server_name().map(str::to_ascii_lowercase);
+                    let offered = hello.alpn().is_some_and(|mut alpn| alpn.any(|p| p == ACME_TLS_ALPN));
+                    if let (Some(board), Some(sni), true) = (&board, &sni, offered) {
+                        if certs.answer(Some(sni), std::iter::once(ACME_TLS_ALPN)).is_none() {
+                            borrow(board.as_ref(), &certs, sni).await;
+                        }
+                    }
+                    start.into_stream(config).await
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(mut tls)) => {
                         let sni = tls.get_ref().1.server_name().map(str::to_owned);
                         tracing::debug!(%peer, sni = ?sni, "answered a tls-alpn-01 validation");
@@ -203,6 +227,31 @@ pub fn serve_on(
             });
         }
     }))
+}
+
+/// Builds the challenge certificate another replica posted for `sni`, and
+/// keeps it for [`BORROWED_FOR`].
+async fn borrow(board: &dyn ChallengeBoard, certs: &TlsAlpnCerts, sni: &str) {
+    let post = match board.read(ChallengeKind::TlsAlpn01, sni).await {
+        Ok(Some(bytes)) => serde_json::from_slice::<TlsAlpnPost>(&bytes).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(sni, error = %e, "cannot read the shared challenge board");
+            None
+        }
+    };
+    let Some(post) = post.filter(|p| sni_for(&p.identifier) == sni) else { return };
+    let Some(digest) = unhex(&post.digest) else { return };
+    match certs.publish(&post.identifier, &digest) {
+        Ok(published) => {
+            tracing::debug!(sni, "serving a tls-alpn-01 challenge posted by another replica");
+            tokio::spawn(async move {
+                tokio::time::sleep(BORROWED_FOR).await;
+                drop(published);
+            });
+        }
+        Err(e) => tracing::warn!(sni, error = %e, "cannot build a posted tls-alpn-01 certificate"),
+    }
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ async fn the_responder_completes_handshakes_only_for_pending_challenges() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let certs = TlsAlpnCerts::new();
-    let server = serve_on(listener, certs.clone()).unwrap();
+    let server = serve_on(listener, certs.clone(), None).unwrap();
 
     assert!(handshake(port, "example.com", &[ACME_TLS_ALPN]).await.is_err(), "nothing pending: refused");
     let guard = certs.publish("example.com", &digest()).unwrap();

@@ -1,12 +1,17 @@
 //! Where accounts and certificates live. One small trait, a file backend (the
-//! embedded default) and an in-memory one for unit tests. Shared backends
-//! (etcd) implement the same trait.
+//! embedded default), an in-memory one for unit tests, and etcd, shared by
+//! several replicas (locks with fencing tokens, sealed keys, a watch).
 
+pub mod etcd;
 mod file;
+mod lock;
 mod memory;
 mod pem_tree;
+pub mod seal;
 
+pub use etcd::EtcdStore;
 pub use file::FileStore;
+pub use lock::{Acquired, Lock};
 pub use memory::MemoryStore;
 pub use pem_tree::{PemTree, Swap};
 
@@ -25,12 +30,18 @@ pub enum StoreError {
     InvalidCertificate { name: String, source: CertError },
     #[error("invalid store key {0:?}")]
     InvalidKey(String),
+    #[error("the shared store is unreachable: {0}")]
+    Unavailable(String),
+    #[error("lost the lock on {0} (its lease expired or another replica took it over): not writing")]
+    LockLost(String),
+    #[error("{key}: {reason}")]
+    Corrupt { key: String, reason: String },
 }
 
 impl StoreError {
     /// A permanent error needs an operator; a retryable one may pass.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Io { .. })
+        !matches!(self, Self::Io { .. } | Self::Unavailable(_) | Self::LockLost(_))
     }
 }
 
@@ -60,6 +71,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Forgets the revocation mark (a forced renewal replaces the certificate).
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Takes the lock `id` (`certificates/<name>`, `accounts/<resolver>`)
+    /// so that one replica alone orders or registers. A store used by one
+    /// process always grants it.
+    async fn lock(&self, id: &str) -> Result<Acquired, StoreError> {
+        check_key(&id.replace('/', "-"))?;
+        Ok(Acquired::Lock(Lock::local()))
+    }
+    /// Stores `bundle` only while `lock` is still held: the write of a
+    /// replica whose lease expired is refused ([`StoreError::LockLost`]).
+    async fn save_certificate_fenced(&self, name: &str, bundle: &Bundle, lock: &Lock) -> Result<(), StoreError> {
+        let _ = lock;
+        self.save_certificate(name, bundle).await
+    }
+    /// Renewal state shared with other replicas (failures, backoff).
+    async fn load_renewal(&self, name: &str) -> Result<Option<RenewalState>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
+    /// Records renewal state (`None`: the last order succeeded).
+    async fn save_renewal(&self, name: &str, state: Option<&RenewalState>) -> Result<(), StoreError> {
+        let _ = (name, state);
+        Ok(())
+    }
+}
+
+/// A certificate's renewal state, as other replicas should see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RenewalState {
+    /// Orders failed in a row.
+    pub failures: u32,
+    /// Not before this (seconds since the Unix epoch).
+    pub next_attempt: u64,
+    pub last_error: String,
+    /// The replica that recorded it.
+    pub replica: String,
 }
 
 /// Keys become path components: refuse anything that could escape.

@@ -7,6 +7,7 @@
 
 pub mod ari_front;
 pub mod bind;
+pub mod etcd;
 pub mod mesh;
 pub mod net;
 pub mod nginx;

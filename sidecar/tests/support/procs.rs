@@ -135,6 +135,9 @@ pub struct PebbleOptions {
     /// Pebble's DNS server instead of pebble-challtestsrv (e.g. a real BIND
     /// that owns the test zone, for DNS-01).
     pub dns_server: Option<std::net::SocketAddr>,
+    /// `PEBBLE_WFE_NONCEREJECT`: the share (%) of nonces refused (Pebble's
+    /// default: 5).
+    pub nonce_reject: Option<u8>,
 }
 
 /// Pebble with pebble-challtestsrv as its DNS (every name -> 127.0.0.1).
@@ -215,6 +218,9 @@ impl Pebble {
         let mut env = vec![("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string())];
         if let Some(reuse) = options.authz_reuse {
             env.push(("PEBBLE_AUTHZREUSE", reuse.to_string()));
+        }
+        if let Some(reject) = options.nonce_reject {
+            env.push(("PEBBLE_WFE_NONCEREJECT", reject.to_string()));
         }
         let dns_server = options.dns_server.map_or_else(|| format!("127.0.0.1:{dns_port}"), |a| a.to_string());
         let pebble = spawn_pebble(&pebble_bin, dir, &dns_server, &env);

@@ -1,0 +1,244 @@
+//! `[storage]`: the embedded file store (default) or a shared etcd store
+//! for several replicas (`store = "etcd"` + `[storage.etcd]`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The environment variable holding the etcd encryption key (base64 of 32
+/// bytes) when `encryption_key_file` is not set.
+pub const ENCRYPTION_KEY_ENV: &str = "PROXY_ACME_ENCRYPTION_KEY";
+
+/// Where accounts and certificates live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// State directory; created with mode 0700 when missing, refused when
+    /// readable by group or others. With etcd it only holds local files.
+    #[serde(default = "default_storage_dir")]
+    pub directory: PathBuf,
+    /// `file` (default) or `etcd`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Settings of the etcd store; required with `store = "etcd"`.
+    #[serde(default)]
+    pub etcd: Option<Etcd>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { directory: default_storage_dir(), store: StoreKind::File, etcd: None }
+    }
+}
+
+fn default_storage_dir() -> PathBuf {
+    PathBuf::from("/var/lib/proxy-acme")
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    File,
+    Etcd,
+}
+
+/// `[storage.etcd]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Etcd {
+    /// Client URLs of the cluster members, e.g. `https://10.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Every key lives under this prefix, so several installations can
+    /// share a cluster.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// This replica's name in locks and logs (default: the host name).
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// CA bundle that signed the members' certificates (enables TLS).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user for role-based access control.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// File holding the key (base64 of 32 random bytes) that encrypts
+    /// private keys and accounts before they reach etcd; else the
+    /// `PROXY_ACME_ENCRYPTION_KEY` environment variable.
+    #[serde(default)]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The key, read by `Config::load`.
+    #[serde(skip)]
+    pub encryption_key: Option<[u8; 32]>,
+    /// Lifetime of a lock's lease: how long a crashed holder blocks others.
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl_secs: u64,
+    /// How long one request to etcd may take before it counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("replica", &self.replica)
+            .field("tls", &self.ca_file.is_some())
+            .field("username", &self.username)
+            .field("lock_ttl_secs", &self.lock_ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_prefix() -> String {
+    "/proxy-acme/".to_owned()
+}
+
+fn default_lock_ttl() -> u64 {
+    15
+}
+
+fn default_timeout() -> u64 {
+    5
+}
+
+impl Etcd {
+    /// The replica name: configured, else the host name, else the pid.
+    pub fn replica_name(&self) -> String {
+        self.replica.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+        })
+    }
+}
+
+impl Storage {
+    /// Reads `password_file` and the encryption key (file or environment).
+    pub(super) fn read_secrets(&mut self) -> Result<(), ConfigError> {
+        let Some(etcd) = &mut self.etcd else { return Ok(()) };
+        if let Some(file) = &etcd.password_file {
+            if etcd.password.is_some() {
+                return Err(ConfigError::invalid(
+                    "storage.etcd.password_file",
+                    "set either password or password_file, not both",
+                ));
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::invalid("storage.etcd.password_file", format!("{}: {e}", file.display()))
+            })?;
+            etcd.password = Some(text.trim().to_owned());
+        }
+        let (field, text) = match &etcd.encryption_key_file {
+            Some(file) => (
+                "storage.etcd.encryption_key_file",
+                std::fs::read_to_string(file).map_err(|e| {
+                    ConfigError::invalid("storage.etcd.encryption_key_file", format!("{}: {e}", file.display()))
+                })?,
+            ),
+            None => match std::env::var(ENCRYPTION_KEY_ENV) {
+                Ok(text) => ("storage.etcd.encryption_key_file", text),
+                Err(_) => return Ok(()),
+            },
+        };
+        etcd.encryption_key = Some(parse_key(text.trim()).map_err(|why| ConfigError::invalid(field, why))?);
+        Ok(())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        match (self.store, &self.etcd) {
+            (StoreKind::File, None) => Ok(()),
+            (StoreKind::File, Some(_)) => Err(ConfigError::invalid(
+                "storage.store",
+                "[storage.etcd] is set but store is \"file\"; set store = \"etcd\" or remove [storage.etcd]",
+            )),
+            (StoreKind::Etcd, None) => {
+                Err(ConfigError::invalid("storage.etcd", "required with store = \"etcd\" (at least endpoints)"))
+            }
+            (StoreKind::Etcd, Some(etcd)) => etcd.validate(),
+        }
+    }
+}
+
+impl Etcd {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("storage.etcd.{name}");
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::invalid(field("endpoints"), "name at least one member, e.g. \"http://127.0.0.1:2379\""));
+        }
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            if !ok {
+                return Err(ConfigError::invalid(
+                    format!("storage.etcd.endpoints[{i}]"),
+                    format!("'{endpoint}' must start with http:// or https://"),
+                ));
+            }
+            if endpoint.starts_with("https://") && self.ca_file.is_none() {
+                return Err(ConfigError::invalid(field("ca_file"), format!("required for the https endpoint '{endpoint}'")));
+            }
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
+            return Err(ConfigError::invalid(field("prefix"), format!("'{}' must start and end with '/'", self.prefix)));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::invalid(field("key_file"), "cert_file and key_file go together"));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(ConfigError::invalid(field("password"), "username and password (or password_file) go together"));
+        }
+        if self.encryption_key.is_none() {
+            return Err(ConfigError::invalid(
+                field("encryption_key_file"),
+                format!(
+                    "required (or the {ENCRYPTION_KEY_ENV} environment variable): private keys are encrypted before \
+                     they reach etcd; make one with `head -c 32 /dev/urandom | base64`"
+                ),
+            ));
+        }
+        if !(3..=600).contains(&self.lock_ttl_secs) {
+            return Err(ConfigError::invalid(field("lock_ttl_secs"), "must be 3-600 seconds"));
+        }
+        if !(1..=120).contains(&self.timeout_secs) {
+            return Err(ConfigError::invalid(field("timeout_secs"), "must be 1-120 seconds"));
+        }
+        Ok(())
+    }
+}
+
+/// A base64 key of exactly 32 bytes.
+fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64 ({e}); make one with `head -c 32 /dev/urandom | base64`"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("the key is {} bytes; it must be 32 (`head -c 32 /dev/urandom | base64`)", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_32_bytes_of_base64() {
+        assert!(parse_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").is_ok());
+        assert!(parse_key("AAAAAA==").unwrap_err().contains("4 bytes"));
+        assert!(parse_key("not base64!").unwrap_err().contains("not base64"));
+    }
+}

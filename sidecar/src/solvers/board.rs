@@ -1,0 +1,84 @@
+//! Pending challenges shared between replicas. The replica that orders
+//! posts each answer to the board before it tells the CA, and takes it down
+//! afterwards; a replica the CA's validator reaches without the answer in
+//! memory reads the board. Reads are linearizable, so an answer posted
+//! before the CA was told is always found.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::ChallengeKind;
+use crate::store::StoreError;
+
+/// Where pending challenges are shared.
+#[async_trait]
+pub trait ChallengeBoard: Send + Sync + std::fmt::Debug {
+    /// Posts an answer; returns once every replica can read it.
+    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Takes an answer down (best effort: posts also expire).
+    async fn take_down(&self, kind: ChallengeKind, key: &str);
+    /// The answer posted under `key`, if any.
+    async fn read(&self, kind: ChallengeKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A pending HTTP-01 answer (keyed by token).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Http01Post {
+    pub identifier: String,
+    pub key_authorization: String,
+}
+
+/// A pending TLS-ALPN-01 answer (keyed by SNI): each replica builds its own
+/// challenge certificate from the digest.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TlsAlpnPost {
+    pub identifier: String,
+    /// SHA-256 of the key authorization, hex.
+    pub digest: String,
+}
+
+/// Takes its post down when dropped, so every exit path of an order does.
+#[derive(Debug)]
+pub struct Posted {
+    board: Arc<dyn ChallengeBoard>,
+    kind: ChallengeKind,
+    key: String,
+}
+
+impl Posted {
+    /// Posts `value` under `key` and returns the guard.
+    pub async fn post(
+        board: &Arc<dyn ChallengeBoard>,
+        kind: ChallengeKind,
+        key: &str,
+        value: &impl Serialize,
+    ) -> Result<Self, StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
+        board.post(kind, key, &bytes).await?;
+        Ok(Self { board: Arc::clone(board), kind, key: key.to_owned() })
+    }
+}
+
+impl Drop for Posted {
+    fn drop(&mut self) {
+        let (board, kind, key) = (Arc::clone(&self.board), self.kind, std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { board.take_down(kind, &key).await });
+        }
+    }
+}
+
+/// Hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of `hex`, if it is hex.
+pub fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
