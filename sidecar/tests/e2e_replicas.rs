@@ -81,7 +81,7 @@ fn write_hook(path: &Path, go: &Path, log: &Path, management: u16) {
         "#!/usr/bin/env python3\nimport json, os, sys, time, urllib.request\n\
          action, fqdn, value = sys.argv[1:4]\n\
          parent = os.getppid()\n\
-         open('{log}', 'a').write(f'{{action}} {{parent}}\\n')\n\
+         open('{log}', 'a').write(f'{{action}} {{fqdn}} {{value}} {{parent}}\\n')\n\
          while action == 'present' and not os.path.exists('{go}'):\n    time.sleep(0.1)\n\
          if os.getppid() != parent:\n    sys.exit(0)\n\
          path, body = ('/set-txt', {{'host': fqdn, 'value': value}}) if action == 'present' else ('/clear-txt', {{'host': fqdn}})\n\
@@ -240,6 +240,17 @@ async fn three_replicas_share_one_etcd_store() {
     let takeover_serial = served.unwrap_or_else(|e| panic!("no take-over: {e}\n{}", tails(&replicas)));
     assert_eq!(pebble_count(&pebble, "Issued certificate serial"), CERTS + 2, "issued twice");
     assert_eq!(pebble_count(&pebble, "Added order"), CERTS + 3, "the abandoned order and the take-over");
+    // The record the killed replica was publishing is removed by the one
+    // that took over (its post outlived the replica).
+    let hook_calls = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    let first_value = hook_calls
+        .lines()
+        .find_map(|l| l.strip_prefix("present ").and_then(|rest| rest.split(' ').nth(1)))
+        .unwrap_or_else(|| panic!("no present call: {hook_calls}"));
+    assert!(
+        hook_calls.lines().any(|l| l.starts_with("cleanup ") && l.split(' ').nth(2) == Some(first_value)),
+        "the killed replica's record was not removed: {hook_calls}"
+    );
     let other_log = std::fs::read_to_string(&replicas[other].sidecar.log).unwrap_or_default();
     assert!(other_log.contains(&holder), "{other} never saw {holder} holding the lock");
     // The killed replica comes back and serves what the other stored.

@@ -141,7 +141,9 @@ async fn prove_inner(
                         identifier: identifier.to_ascii_lowercase(),
                         key_authorization: key_authorization.as_str().to_owned(),
                     };
-                    published.push(Published::Board(board::Posted::post(shared, kind, &challenge.token, &post).await?));
+                    published.push(Published::Board(
+                        board::Posted::post(shared, kind, &challenge.token, &post, board::ANSWER_TTL).await?,
+                    ));
                 }
             }
             ChallengeKind::TlsAlpn01 => {
@@ -151,12 +153,22 @@ async fn prove_inner(
                 if let Some(shared) = &solvers.board {
                     let post = board::TlsAlpnPost { identifier: identifier.clone(), digest: board::hex(digest.as_ref()) };
                     let sni = tls_alpn::sni_for(&identifier);
-                    published.push(Published::Board(board::Posted::post(shared, kind, &sni, &post).await?));
+                    published.push(Published::Board(board::Posted::post(shared, kind, &sni, &post, board::ANSWER_TTL).await?));
                 }
             }
             ChallengeKind::Dns01 => {
                 let dns = request.dns.ok_or_else(|| AcmeError::Solver("no dns_challenge configured".into()))?;
                 let record = TxtRecord::new(&identifier, &key_authorization.dns_value(), dns.settings.ttl);
+                // Posted before it is published and until it is removed, so
+                // that a replica taking over from a crashed one removes the
+                // record it may have left.
+                if let Some(shared) = &solvers.board {
+                    let key = board::dns_key(&record);
+                    match board::Posted::post(shared, kind, &key, &record, board::DNS_TTL).await {
+                        Ok(posted) => published.push(Published::Board(posted)),
+                        Err(e) => tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot post the DNS-01 record"),
+                    }
+                }
                 dns.provider.present(&record).await?;
                 records.records.push(record);
                 // The CA is told once every record is visible.

@@ -239,6 +239,7 @@ impl CertTask {
         let id = format!("certificates/{}", self.certificate.name);
         match self.shared.store.lock(&id).await {
             Ok(Acquired::Lock(lock)) => {
+                self.remove_orphaned_records().await;
                 // A replica may have stored a new certificate just before
                 // releasing the lock: adopt it rather than order again.
                 match self.shared.store.load_certificate(&self.certificate.name).await {
@@ -297,6 +298,37 @@ impl CertTask {
         self.last_error = None;
         self.publish();
         true
+    }
+
+    /// DNS-01 records a crashed replica published for this certificate's
+    /// names and never removed (their posts outlive it): removed now, under
+    /// the lock, before a new order publishes its own.
+    async fn remove_orphaned_records(&self) {
+        let (Some(board), Some(dns)) = (&self.shared.solvers.board, self.shared.dns.get(&self.certificate.resolver))
+        else {
+            return;
+        };
+        let posts = match board.list(crate::solvers::ChallengeKind::Dns01).await {
+            Ok(posts) => posts,
+            Err(e) => {
+                tracing::warn!(certificate = %self.certificate.name, error = %e, "cannot list posted DNS-01 records");
+                return;
+            }
+        };
+        let ours = |domain: &str| self.certificate.domains.iter().any(|d| d.strip_prefix("*.").unwrap_or(d) == domain);
+        for (key, value) in posts {
+            let Ok(record) = serde_json::from_slice::<crate::dns::TxtRecord>(&value) else { continue };
+            if !ours(&record.domain) {
+                continue;
+            }
+            match dns.provider.cleanup(&record).await {
+                Ok(()) => {
+                    tracing::info!(certificate = %self.certificate.name, fqdn = %record.fqdn, "removed a DNS-01 record left by an interrupted order");
+                    board.take_down(crate::solvers::ChallengeKind::Dns01, &key).await;
+                }
+                Err(e) => tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot remove a DNS-01 record left by an interrupted order"),
+            }
+        }
     }
 
     /// Records the renewal state where other replicas see it.

@@ -27,6 +27,7 @@ use crate::config::DnsChallenge;
 
 /// One TXT record to present or clean up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TxtRecord {
     /// The identifier being validated (`example.com` for `*.example.com`).
     pub domain: String,

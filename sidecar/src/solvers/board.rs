@@ -15,13 +15,21 @@ use crate::store::StoreError;
 /// Where pending challenges are shared.
 #[async_trait]
 pub trait ChallengeBoard: Send + Sync + std::fmt::Debug {
-    /// Posts an answer; returns once every replica can read it.
-    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Posts an answer for `ttl_secs`; returns once every replica can read it.
+    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError>;
     /// Takes an answer down (best effort: posts also expire).
     async fn take_down(&self, kind: ChallengeKind, key: &str);
     /// The answer posted under `key`, if any.
     async fn read(&self, kind: ChallengeKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every post of `kind`: (key, value).
+    async fn list(&self, kind: ChallengeKind) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
+
+/// How long an HTTP-01 or TLS-ALPN-01 post outlives a crashed publisher.
+pub const ANSWER_TTL: i64 = 600;
+/// How long a DNS-01 record's post waits for a replica to remove the record
+/// a crashed publisher left.
+pub const DNS_TTL: i64 = 86_400;
 
 /// A pending HTTP-01 answer (keyed by token).
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +47,11 @@ pub struct TlsAlpnPost {
     pub digest: String,
 }
 
+/// The board key of a DNS-01 record.
+pub fn dns_key(record: &crate::dns::TxtRecord) -> String {
+    format!("{}{}", record.fqdn, record.value)
+}
+
 /// Takes its post down when dropped, so every exit path of an order does.
 #[derive(Debug)]
 pub struct Posted {
@@ -54,9 +67,10 @@ impl Posted {
         kind: ChallengeKind,
         key: &str,
         value: &impl Serialize,
+        ttl_secs: i64,
     ) -> Result<Self, StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
-        board.post(kind, key, &bytes).await?;
+        board.post(kind, key, &bytes, ttl_secs).await?;
         Ok(Self { board: Arc::clone(board), kind, key: key.to_owned() })
     }
 }

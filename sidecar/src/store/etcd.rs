@@ -7,7 +7,7 @@
 //! | `certificates/<name>` | JSON: chain PEM, sealed key, replica, time |
 //! | `revoked/<name>` | serial revoked by the operator |
 //! | `renewal/<name>` | JSON [`RenewalState`] |
-//! | `challenges/<type>/<key>` | a pending challenge, on a 10-minute lease |
+//! | `challenges/<type>/<key>` | a pending challenge, on a lease |
 //! | `locks/<id>` | the holder's name, on its lease |
 //!
 //! Private keys and accounts are sealed ([`Sealer`]) with the etcd key as
@@ -35,9 +35,6 @@ use crate::cert::{self, Bundle, SecretPem};
 use crate::config::Etcd as Settings;
 use crate::solvers::board::ChallengeBoard;
 use crate::solvers::ChallengeKind;
-
-/// How long a pending challenge survives a crashed publisher.
-const CHALLENGE_TTL: i64 = 600;
 
 /// A certificate as stored.
 #[derive(Serialize, Deserialize)]
@@ -496,8 +493,8 @@ fn revoke_later(mut client: Client, lease: i64) {
 
 #[async_trait]
 impl ChallengeBoard for EtcdStore {
-    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let lease = self.call(|mut c| async move { c.lease_grant(CHALLENGE_TTL, None).await }).await?.id();
+    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError> {
+        let lease = self.call(|mut c| async move { c.lease_grant(ttl_secs, None).await }).await?.id();
         let key = self.key("challenges", &format!("{kind}/{key}"));
         let key = key.as_str();
         self.call(|mut c| async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await })
@@ -514,5 +511,19 @@ impl ChallengeBoard for EtcdStore {
 
     async fn read(&self, kind: ChallengeKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(&self.key("challenges", &format!("{kind}/{key}"))).await
+    }
+
+    async fn list(&self, kind: ChallengeKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = self.key("challenges", &format!("{kind}/"));
+        let prefix = prefix.as_str();
+        let listed = self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
+        Ok(listed
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(prefix)?;
+                Some((key.to_owned(), kv.value().to_vec()))
+            })
+            .collect())
     }
 }
