@@ -238,6 +238,7 @@ impl CertTask {
         let retry = now + Duration::from_millis(1000 + (jitter() * 1000.0) as u64);
         let id = format!("certificates/{}", self.certificate.name);
         match self.shared.store.lock(&id).await {
+            Ok(Acquired::Lock(lock)) if lock.token() == 0 => Ok(Some(lock)),
             Ok(Acquired::Lock(lock)) => {
                 self.remove_orphaned_records().await;
                 // A replica may have stored a new certificate just before
@@ -283,6 +284,16 @@ impl CertTask {
         let Ok(info) = cert::inspect(&bundle, Some(&self.certificate.domains)) else { return false };
         if let Some((_, current)) = &self.current {
             if current.serial_hex == info.serial_hex || current.not_before > info.not_before {
+                return false;
+            }
+        }
+        // A revoked certificate stays in the store as the last one issued;
+        // it is never served again.
+        match self.shared.store.revoked(&self.certificate.name).await {
+            Ok(Some(serial)) if serial.eq_ignore_ascii_case(&info.serial_hex) => return false,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(certificate = %self.certificate.name, error = %e, "cannot read the revocation mark");
                 return false;
             }
         }
