@@ -292,6 +292,8 @@ async fn main() {
     let mut medians: Vec<(&str, Variant, f64, f64)> = Vec::new();
     // route -> shipped layout vs the one shipped before, within each round.
     let mut layouts: Vec<String> = Vec::new();
+    // route -> the no-filter Envoy's own req/s over the rounds: the machine's noise.
+    let mut noise: Vec<String> = Vec::new();
     for (route, path) in [("`direct_response`", "/direct"), ("proxied to nginx", "/app")] {
         // Warm up every Envoy on this route.
         for (_, port, _) in &envoys {
@@ -313,6 +315,12 @@ async fn main() {
             .zip(&results[index(Variant::PerRoute)])
             .map(|(s, p)| s.rps / p.rps)
             .collect();
+        let base_rps: Vec<f64> = results[0].iter().map(|r| r.rps).collect();
+        let (base_lo, base_hi) = spread(&base_rps);
+        noise.push(format!(
+            "{base_lo:.0}–{base_hi:.0} req/s ({:.0}% of its median) on {route}",
+            100.0 * (base_hi - base_lo) / median(base_rps.clone())
+        ));
         let (lo, hi) = spread(&paired);
         layouts.push(format!("{:.3} ({lo:.3}–{hi:.3}) on {route}", median(paired.clone())));
         for (i, variant) in VARIANTS.iter().enumerate() {
@@ -371,7 +379,9 @@ async fn main() {
          - The layout shipped before (filter on in the HCM, `disabled` per route on every other route): {} of no-filter throughput; \
            shipped layout vs that one, within each round: {}.\n\
          - Goal: filter on every route within 3% of the empty-filter floor: plain **{}** ({} of the floor); \
-           behind `ExtensionWithMatcher` **{}** ({} of the floor).\n",
+           behind `ExtensionWithMatcher` **{}** ({} of the floor).\n\
+         - Noise: the no-filter Envoy alone ranged {} over the rounds (2 shared cores), so a single \
+           round's ratio moves by about as much; only medians over many rounds compare.\n",
         verdict(worst(Variant::Scoped, false) >= 0.98),
         pick(Variant::Scoped, false),
         pick(Variant::PerRoute, false),
@@ -380,6 +390,7 @@ async fn main() {
         pick(Variant::Every, true),
         verdict(worst(Variant::Matcher, true) >= 0.97),
         pick(Variant::Matcher, true),
+        noise.join(", "),
     );
     let envoy_version = envoy_version();
     let report = format!(
