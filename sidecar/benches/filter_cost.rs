@@ -1,10 +1,15 @@
 //! What the proxy-acme filter costs ordinary traffic, and how fast it answers
 //! a challenge, on a real Envoy 1.40 (`--concurrency 1`) driven by wrk.
 //!
-//! Five Envoys run side by side, identical but for the HTTP filter chain:
+//! Six Envoys run side by side, identical but for the HTTP filter chain:
 //! - `none`: no wasm filter (the baseline);
-//! - `scoped`: our filter, disabled per route everywhere but the challenge
-//!   route (how envoy/envoy.yaml ships it);
+//! - `scoped`: our filter marked `disabled: true` in the HTTP connection
+//!   manager and enabled only on the challenge route by its
+//!   `typed_per_filter_config` entry (how envoy/envoy.yaml ships it; checked
+//!   against that file);
+//! - `per_route`: our filter enabled in the connection manager and disabled
+//!   per route (`FilterConfig { disabled: true }`) on every route but the
+//!   challenge route (what envoy/envoy.yaml shipped before);
 //! - `matcher`: our filter on every route behind an `ExtensionWithMatcher`
 //!   that skips it unless `:path` starts with the challenge prefix (for
 //!   meshes where routes are not ours to edit);
@@ -48,18 +53,21 @@ const HOST: &str = "bench.test";
 enum Variant {
     None,
     Scoped,
+    PerRoute,
     Matcher,
     Every,
     Empty,
 }
 
-const VARIANTS: [Variant; 5] = [Variant::None, Variant::Scoped, Variant::Matcher, Variant::Every, Variant::Empty];
+const VARIANTS: [Variant; 6] =
+    [Variant::None, Variant::Scoped, Variant::PerRoute, Variant::Matcher, Variant::Every, Variant::Empty];
 
 impl Variant {
     fn label(self) -> &'static str {
         match self {
             Self::None => "no wasm filter",
-            Self::Scoped => "proxy-acme, scoped to the challenge route (shipped)",
+            Self::Scoped => "proxy-acme, off in the HCM, on for the challenge route (shipped)",
+            Self::PerRoute => "proxy-acme, on in the HCM, `disabled` per route elsewhere",
             Self::Matcher => "proxy-acme on every route, `ExtensionWithMatcher` skip",
             Self::Every => "proxy-acme on every route",
             Self::Empty => "empty Rust proxy-wasm filter on every route",
@@ -92,7 +100,8 @@ fn filters(variant: Variant, ours: &std::path::Path, empty: &std::path::Path) ->
     let config = r#"{"cluster": "proxy_acme_sidecar", "timeout_ms": 1000}"#;
     match variant {
         Variant::None => String::new(),
-        Variant::Scoped | Variant::Every => item(&wasm_filter("proxy_acme", ours, config)),
+        Variant::PerRoute | Variant::Every => item(&wasm_filter("proxy_acme", ours, config)),
+        Variant::Scoped => item(&wasm_filter("proxy_acme", ours, config).replacen('\n', "\ndisabled: true\n", 1)),
         Variant::Empty => item(&wasm_filter("empty", empty, "")),
         Variant::Matcher => mesh::shipped_mesh_filter(ours),
     }
@@ -103,18 +112,43 @@ fn filters(variant: Variant, ours: &std::path::Path, empty: &std::path::Path) ->
 fn bootstrap(variant: Variant, port: u16, admin: u16, app: u16, sidecar: u16) -> String {
     let root = workspace_root().join("target/wasm32-wasip1/release");
     let (ours, empty) = (root.join("proxy_acme_filter.wasm"), root.join("proxy_acme_empty_filter.wasm"));
-    let disable = if variant == Variant::Scoped {
+    let disable = if variant == Variant::PerRoute {
         "typed_per_filter_config:\n  envoy.filters.http.wasm:\n    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n    disabled: true\n"
     } else {
         ""
     };
+    // Off in the HCM: a `FilterConfig` entry enables it. Envoy 1.40 rejects an
+    // entry without `config` ("Empty route/virtual host per filter
+    // configuration") and the wasm filter takes no per-route config ("doesn't
+    // support virtual host or route specific configurations"), so the entry
+    // is optional: Envoy drops the config, and the entry enables the filter.
+    let enable = if variant == Variant::Scoped { ENABLE_ON_CHALLENGE_ROUTE } else { "" };
     let routes = [
-        format!("match: {{ prefix: \"{CHALLENGE_PREFIX}\" }}\ndirect_response: {{ status: 404 }}\n"),
+        format!("match: {{ prefix: \"{CHALLENGE_PREFIX}\" }}\ndirect_response: {{ status: 404 }}\n{enable}"),
         format!("match: {{ path: \"/direct\" }}\ndirect_response: {{ status: 200, body: {{ inline_string: \"ok\\n\" }} }}\n{disable}"),
         format!("match: {{ prefix: \"/\" }}\nroute: {{ cluster: app }}\n{disable}"),
     ];
     let filters = filters(variant, &ours, &empty);
     mesh::http_bootstrap(port, admin, &routes, &filters, &[("app", app), ("proxy_acme_sidecar", sidecar)])
+}
+
+/// The challenge route's entry in the `scoped` variant, as envoy/envoy.yaml has it.
+const ENABLE_ON_CHALLENGE_ROUTE: &str = "typed_per_filter_config:\n  envoy.filters.http.wasm:\n    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n    is_optional: true\n    config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm }\n";
+
+/// The `scoped` variant must be what envoy/envoy.yaml ships: the wasm filter
+/// `disabled: true` in the HCM and the same entry on the challenge route.
+fn assert_scoped_is_shipped() {
+    let shipped = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = shipped.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let expect = |wanted: &[&str]| {
+        let found = lines.windows(wanted.len()).any(|w| w == wanted);
+        assert!(found, "envoy/envoy.yaml no longer has {wanted:?}: update the `scoped` variant of this bench");
+    };
+    expect(&["- name: envoy.filters.http.wasm", "disabled: true"]);
+    let mut route =
+        vec![format!("- match: {{ prefix: \"{CHALLENGE_PREFIX}\" }}"), "direct_response: { status: 404 }".to_owned()];
+    route.extend(ENABLE_ON_CHALLENGE_ROUTE.lines().map(|l| l.trim().to_owned()));
+    expect(&route.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 /// What one wrk run measured.
@@ -206,6 +240,7 @@ async fn main() {
     let (runs, secs, challenges) =
         (env("FILTER_BENCH_RUNS", 5), env("FILTER_BENCH_SECS", 4), env("FILTER_BENCH_CHALLENGES", 2000));
     require("wrk", "apt-get install wrk");
+    assert_scoped_is_shipped();
     // Envoy's worker gets CPU 0 to itself; this process, wrk, nginx and the
     // challenge API share CPU 1 (children inherit the affinity set here).
     pin(std::process::id(), 1);
@@ -255,6 +290,10 @@ async fn main() {
     let mut table = String::new();
     // (route, variant) -> (median ratio vs no filter, median ratio vs empty filter)
     let mut medians: Vec<(&str, Variant, f64, f64)> = Vec::new();
+    // route -> shipped layout vs the one shipped before, within each round.
+    let mut layouts: Vec<String> = Vec::new();
+    // route -> the no-filter Envoy's own req/s over the rounds: the machine's noise.
+    let mut noise: Vec<String> = Vec::new();
     for (route, path) in [("`direct_response`", "/direct"), ("proxied to nginx", "/app")] {
         // Warm up every Envoy on this route.
         for (_, port, _) in &envoys {
@@ -270,6 +309,20 @@ async fn main() {
         }
         let base = &results[0];
         let empty_index = VARIANTS.iter().position(|v| *v == Variant::Empty).unwrap_or(0);
+        let index = |v: Variant| VARIANTS.iter().position(|w| *w == v).unwrap_or(0);
+        let paired: Vec<f64> = results[index(Variant::Scoped)]
+            .iter()
+            .zip(&results[index(Variant::PerRoute)])
+            .map(|(s, p)| s.rps / p.rps)
+            .collect();
+        let base_rps: Vec<f64> = results[0].iter().map(|r| r.rps).collect();
+        let (base_lo, base_hi) = spread(&base_rps);
+        noise.push(format!(
+            "{base_lo:.0}–{base_hi:.0} req/s ({:.0}% of its median) on {route}",
+            100.0 * (base_hi - base_lo) / median(base_rps.clone())
+        ));
+        let (lo, hi) = spread(&paired);
+        layouts.push(format!("{:.3} ({lo:.3}–{hi:.3}) on {route}", median(paired.clone())));
         for (i, variant) in VARIANTS.iter().enumerate() {
             let ratios: Vec<f64> = results[i].iter().zip(base).map(|(r, b)| r.rps / b.rps).collect();
             let vs_empty: Vec<f64> = results[i].iter().zip(&results[empty_index]).map(|(r, e)| r.rps / e.rps).collect();
@@ -323,19 +376,26 @@ async fn main() {
     };
     let findings = format!(
         "- Goal: scoped filter ≥ 0.98 of no-filter throughput: **{}** ({}).\n\
+         - The layout shipped before (filter on in the HCM, `disabled` per route on every other route): {} of no-filter throughput; \
+           shipped layout vs that one, within each round: {}.\n\
          - Goal: filter on every route within 3% of the empty-filter floor: plain **{}** ({} of the floor); \
-           behind `ExtensionWithMatcher` **{}** ({} of the floor).\n",
+           behind `ExtensionWithMatcher` **{}** ({} of the floor).\n\
+         - Noise: the no-filter Envoy alone ranged {} over the rounds (2 shared cores), so a single \
+           round's ratio moves by about as much; only medians over many rounds compare.\n",
         verdict(worst(Variant::Scoped, false) >= 0.98),
         pick(Variant::Scoped, false),
+        pick(Variant::PerRoute, false),
+        layouts.join(", "),
         verdict(worst(Variant::Every, true) >= 0.97),
         pick(Variant::Every, true),
         verdict(worst(Variant::Matcher, true) >= 0.97),
         pick(Variant::Matcher, true),
+        noise.join(", "),
     );
     let envoy_version = envoy_version();
     let report = format!(
         "## Filter cost on ordinary traffic\n\n\
-         wrk (`-t1 -c8`, {secs} s per run) against five Envoy {envoy_version} (`--concurrency 1`, pinned to CPU 0; wrk, \
+         wrk (`-t1 -c8`, {secs} s per run) against six Envoy {envoy_version} (`--concurrency 1`, pinned to CPU 0; wrk, \
          the nginx upstream and the challenge API on CPU 1) that differ only in their HTTP filters, {runs} rounds alternated across them; throughput ratios are taken within each round \
          against the no-filter Envoy (median, min–max over rounds), latency deltas likewise.\n\n\
          Command: `make bench` (`cargo bench -p proxy-acme --bench filter_cost`; FILTER_BENCH_RUNS, FILTER_BENCH_SECS).\n\n\
