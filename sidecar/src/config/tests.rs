@@ -209,8 +209,14 @@ fn the_documented_example_with_every_option_on_is_valid() {
         eab.hmac_key_file = None;
         eab.hmac_key = Some("c2VjcmV0".into());
     }
+    if let Some(etcd) = config.storage.etcd.as_mut() {
+        etcd.password_file = None;
+        etcd.password = Some("secret".into());
+        etcd.encryption_key = Some([7; 32]);
+    }
     config.validate().unwrap_or_else(|e| panic!("{e}\n{on}"));
     assert!(config.nginx.is_some() && config.post_deploy.is_some() && config.envoy.sds_directory.is_some());
+    assert_eq!(config.storage.store, StoreKind::Etcd);
 }
 
 #[test]
