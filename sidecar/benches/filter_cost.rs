@@ -35,6 +35,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::stats::median;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -191,19 +193,6 @@ fn wrk(url: &str, secs: u64) -> Wrk {
     let p50_us = duration_us(&field("50%")).unwrap_or_else(|| panic!("p50: {text}"));
     let p99_us = duration_us(&field("99%")).unwrap_or_else(|| panic!("p99: {text}"));
     Wrk { rps, p50_us, p99_us }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 fn spread(values: &[f64]) -> (f64, f64) {

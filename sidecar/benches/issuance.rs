@@ -23,6 +23,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::stats::median;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -348,19 +350,6 @@ fn version(command: &Path, args: &[&str]) -> String {
     text.unwrap_or_default()
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model =
@@ -471,10 +460,10 @@ fn report(
             if mine.is_empty() {
                 continue;
             }
-            let mut walls: Vec<f64> = mine.iter().map(|s| s.3.wall.as_secs_f64()).collect();
-            let mut cpu: Vec<f64> = mine.iter().map(|s| s.3.cpu_secs).collect();
-            let mut rss: Vec<f64> = mine.iter().map(|s| s.3.rss_kib as f64 / 1024.0).collect();
-            let mut ratios: Vec<f64> = mine
+            let walls: Vec<f64> = mine.iter().map(|s| s.3.wall.as_secs_f64()).collect();
+            let cpu: Vec<f64> = mine.iter().map(|s| s.3.cpu_secs).collect();
+            let rss: Vec<f64> = mine.iter().map(|s| s.3.rss_kib as f64 / 1024.0).collect();
+            let ratios: Vec<f64> = mine
                 .iter()
                 .filter_map(|(_, _, rep, s)| {
                     let base = samples.iter().find(|(c, m, r, _)| *c == Contender::ProxyAcme && *m == n && r == rep)?;
@@ -483,9 +472,9 @@ fn report(
                 .collect();
             let (min, max) =
                 (walls.iter().copied().fold(f64::INFINITY, f64::min), walls.iter().copied().fold(0.0, f64::max));
-            let wall = median(&mut walls);
-            let ratio = if ratios.is_empty() { "–".to_owned() } else { format!("{:.2}×", median(&mut ratios)) };
-            let (cpu, rss) = (median(&mut cpu), median(&mut rss));
+            let wall = median(walls.clone());
+            let ratio = if ratios.is_empty() { "–".to_owned() } else { format!("{:.2}×", median(ratios)) };
+            let (cpu, rss) = (median(cpu), median(rss));
             medians.insert((n, contender as u8), (wall, rss));
             let _ = writeln!(
                 md,
@@ -505,13 +494,13 @@ fn report(
         if envoy.is_empty() {
             continue;
         }
-        let mut cpu: Vec<f64> = envoy.iter().map(|e| e.0).collect();
-        let mut rss: Vec<f64> = envoy.iter().map(|e| e.1 as f64 / 1024.0).collect();
+        let cpu: Vec<f64> = envoy.iter().map(|e| e.0).collect();
+        let rss: Vec<f64> = envoy.iter().map(|e| e.1 as f64 / 1024.0).collect();
         let _ = writeln!(
             md,
             "- Envoy beside proxy-acme, N = {n} (not in the table; since Envoy's own start): CPU {:.2} s, peak RSS {:.1} MiB.",
-            median(&mut cpu),
-            median(&mut rss)
+            median(cpu),
+            median(rss)
         );
     }
     if let Some(&n) = ns.iter().max() {

@@ -13,6 +13,7 @@ pub mod net;
 pub mod nginx;
 pub mod procs;
 pub mod stack;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 
