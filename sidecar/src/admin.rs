@@ -47,8 +47,14 @@ pub type Reply = oneshot::Sender<Result<String, String>>;
 /// Operations on one certificate, sent to its task.
 #[derive(Debug)]
 pub enum CertCommand {
-    Renew { force: bool, reply: Reply },
-    Revoke { reason: Option<u8>, reply: Reply },
+    Renew {
+        force: bool,
+        reply: Reply,
+    },
+    Revoke {
+        reason: Option<u8>,
+        reply: Reply,
+    },
     /// A certificate written to the shared store (by any replica).
     Stored(Box<crate::cert::Bundle>),
 }

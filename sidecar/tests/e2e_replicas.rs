@@ -160,8 +160,11 @@ async fn three_replicas_share_one_etcd_store() {
             endpoints_toml.join(", "),
             key_file.display()
         ));
-        let config = sidecar_config(&dir, ports, &pebble, "", &certificates)
-            .replacen("[storage]\n", "[storage]\nstore = \"etcd\"\n", 1);
+        let config = sidecar_config(&dir, ports, &pebble, "", &certificates).replacen(
+            "[storage]\n",
+            "[storage]\nstore = \"etcd\"\n",
+            1,
+        );
         prepared.push((dir, *ports, config, envoy));
     }
     // The three sidecars start together and all ask for every certificate.
@@ -200,10 +203,8 @@ async fn three_replicas_share_one_etcd_store() {
     orders.unwrap_or_else(|e| panic!("one order per certificate: {e}"));
     // No private key reaches etcd in the clear.
     let mut client = etcd_client::Client::connect(&endpoints, None).await.unwrap_or_else(|e| panic!("{e}"));
-    let all = client
-        .get(PREFIX, Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let all =
+        client.get(PREFIX, Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap_or_else(|e| panic!("{e}"));
     let mut certificates_stored = 0;
     let mut stored_by = std::collections::BTreeSet::new();
     for kv in all.kvs() {
@@ -258,7 +259,11 @@ async fn three_replicas_share_one_etcd_store() {
     replicas[killed].sidecar = start_sidecar(&replicas[killed].dir, &config);
     let back = eventually(Duration::from_secs(60), || async {
         let serial = replicas[killed].served_serial(&root, KILL_DOMAIN).await?;
-        if serial == takeover_serial { Ok(()) } else { Err(format!("serves {serial}")) }
+        if serial == takeover_serial {
+            Ok(())
+        } else {
+            Err(format!("serves {serial}"))
+        }
     })
     .await;
     back.unwrap_or_else(|e| panic!("{e}\n{}", tails(&replicas)));
@@ -272,7 +277,11 @@ async fn three_replicas_share_one_etcd_store() {
     for replica in &replicas {
         let renewed = eventually(Duration::from_secs(20), || async {
             let serial = replica.served_serial(&root, &domain(0)).await?;
-            if serial == before { Err("old serial".to_owned()) } else { Ok(()) }
+            if serial == before {
+                Err("old serial".to_owned())
+            } else {
+                Ok(())
+            }
         })
         .await;
         renewed.unwrap_or_else(|e| panic!("{}: {e}", replica.dir.display()));
@@ -326,7 +335,11 @@ async fn three_replicas_share_one_etcd_store() {
     for replica in &replicas {
         let renewed = eventually(Duration::from_secs(30), || async {
             let serial = replica.served_serial(&root, &domain(1)).await?;
-            if serial == before { Err("old serial".to_owned()) } else { Ok(()) }
+            if serial == before {
+                Err("old serial".to_owned())
+            } else {
+                Ok(())
+            }
         })
         .await;
         renewed.unwrap_or_else(|e| panic!("{}: {e}\n{}", replica.dir.display(), tails(&replicas)));

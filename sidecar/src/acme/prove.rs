@@ -151,9 +151,12 @@ async fn prove_inner(
                 let cert = solvers.tls_alpn.publish(&identifier, digest.as_ref());
                 published.push(Published::TlsAlpn01(cert.map_err(|e| AcmeError::Solver(e.to_string()))?));
                 if let Some(shared) = &solvers.board {
-                    let post = board::TlsAlpnPost { identifier: identifier.clone(), digest: board::hex(digest.as_ref()) };
+                    let post =
+                        board::TlsAlpnPost { identifier: identifier.clone(), digest: board::hex(digest.as_ref()) };
                     let sni = tls_alpn::sni_for(&identifier);
-                    published.push(Published::Board(board::Posted::post(shared, kind, &sni, &post, board::ANSWER_TTL).await?));
+                    published.push(Published::Board(
+                        board::Posted::post(shared, kind, &sni, &post, board::ANSWER_TTL).await?,
+                    ));
                 }
             }
             ChallengeKind::Dns01 => {

@@ -139,9 +139,8 @@ impl Storage {
                     "set either password or password_file, not both",
                 ));
             }
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                ConfigError::invalid("storage.etcd.password_file", format!("{}: {e}", file.display()))
-            })?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::invalid("storage.etcd.password_file", format!("{}: {e}", file.display())))?;
             etcd.password = Some(text.trim().to_owned());
         }
         let (field, text) = match &etcd.encryption_key_file {
@@ -179,7 +178,10 @@ impl Etcd {
     fn validate(&self) -> Result<(), ConfigError> {
         let field = |name: &str| format!("storage.etcd.{name}");
         if self.endpoints.is_empty() {
-            return Err(ConfigError::invalid(field("endpoints"), "name at least one member, e.g. \"http://127.0.0.1:2379\""));
+            return Err(ConfigError::invalid(
+                field("endpoints"),
+                "name at least one member, e.g. \"http://127.0.0.1:2379\"",
+            ));
         }
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
@@ -190,17 +192,26 @@ impl Etcd {
                 ));
             }
             if endpoint.starts_with("https://") && self.ca_file.is_none() {
-                return Err(ConfigError::invalid(field("ca_file"), format!("required for the https endpoint '{endpoint}'")));
+                return Err(ConfigError::invalid(
+                    field("ca_file"),
+                    format!("required for the https endpoint '{endpoint}'"),
+                ));
             }
         }
         if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
-            return Err(ConfigError::invalid(field("prefix"), format!("'{}' must start and end with '/'", self.prefix)));
+            return Err(ConfigError::invalid(
+                field("prefix"),
+                format!("'{}' must start and end with '/'", self.prefix),
+            ));
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err(ConfigError::invalid(field("key_file"), "cert_file and key_file go together"));
         }
         if self.username.is_some() != self.password.is_some() {
-            return Err(ConfigError::invalid(field("password"), "username and password (or password_file) go together"));
+            return Err(ConfigError::invalid(
+                field("password"),
+                "username and password (or password_file) go together",
+            ));
         }
         if self.encryption_key.is_none() {
             return Err(ConfigError::invalid(

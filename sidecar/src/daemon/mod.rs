@@ -19,13 +19,13 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, Control, Rollover};
 use crate::api;
 use crate::cert::{self, Bundle, SecretPem};
+use crate::config::StoreKind;
 use crate::config::{Config, PostDeploy};
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
 use crate::solvers::{tls_alpn, Solvers};
-use crate::config::StoreKind;
 use crate::store::{EtcdStore, FileStore, Store, StoreError};
 
 use accounts::Accounts;

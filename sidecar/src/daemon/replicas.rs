@@ -24,7 +24,8 @@ pub(super) async fn follow(store: Arc<EtcdStore>, control: Control, readiness: R
         tokio::spawn(async move {
             loop {
                 let watching = healthy_rx.borrow_and_update().clone();
-                let result = store.health().await.map_err(|e| e.to_string()).and(watching.map_err(|w| format!("watch: {w}")));
+                let result =
+                    store.health().await.map_err(|e| e.to_string()).and(watching.map_err(|w| format!("watch: {w}")));
                 readiness.set("store", result);
                 let _ = tokio::time::timeout(PROBE_EVERY, healthy_rx.changed()).await;
             }

@@ -337,7 +337,9 @@ impl CertTask {
                     tracing::info!(certificate = %self.certificate.name, fqdn = %record.fqdn, "removed a DNS-01 record left by an interrupted order");
                     board.take_down(crate::solvers::ChallengeKind::Dns01, &key).await;
                 }
-                Err(e) => tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot remove a DNS-01 record left by an interrupted order"),
+                Err(e) => {
+                    tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot remove a DNS-01 record left by an interrupted order")
+                }
             }
         }
     }

@@ -26,8 +26,7 @@ use async_trait::async_trait;
 use crate::config::DnsChallenge;
 
 /// One TXT record to present or clean up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TxtRecord {
     /// The identifier being validated (`example.com` for `*.example.com`).
     pub domain: String,

@@ -69,7 +69,8 @@ impl Posted {
         value: &impl Serialize,
         ttl_secs: i64,
     ) -> Result<Self, StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
         board.post(kind, key, &bytes, ttl_secs).await?;
         Ok(Self { board: Arc::clone(board), kind, key: key.to_owned() })
     }

@@ -170,7 +170,8 @@ impl EtcdStore {
                 Ok(Err(e)) => return Err(unavailable(e)),
                 Err(_) => failures.push(format!("no answer within {:?}", self.timeout)),
             }
-            let _ = self.current.compare_exchange(i, (i + 1) % self.members.len(), Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                self.current.compare_exchange(i, (i + 1) % self.members.len(), Ordering::Relaxed, Ordering::Relaxed);
         }
         Err(StoreError::Unavailable(failures.join("; ")))
     }
@@ -210,7 +211,8 @@ impl EtcdStore {
     fn decode(&self, key: &str, value: &[u8]) -> Result<Bundle, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { key: key.to_owned(), reason };
         let record: Record = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
-        let sealed = base64::engine::general_purpose::STANDARD.decode(&record.key).map_err(|e| corrupt(e.to_string()))?;
+        let sealed =
+            base64::engine::general_purpose::STANDARD.decode(&record.key).map_err(|e| corrupt(e.to_string()))?;
         let key_pem = self.sealer.open(key, &sealed).map_err(|e| corrupt(e.to_string()))?;
         let key_pem = String::from_utf8(key_pem).map_err(|e| corrupt(e.to_string()))?;
         Ok(Bundle { fullchain_pem: record.fullchain_pem, key_pem: SecretPem::new(key_pem) })
@@ -227,7 +229,10 @@ impl EtcdStore {
     /// second; each reconnection starts with the full list again, so a
     /// replica catches up on whatever was written while it was cut off.
     /// `healthy` follows whether the watch is connected.
-    pub fn watch_certificates(self: &Arc<Self>, healthy: watch::Sender<Result<(), String>>) -> mpsc::Receiver<(String, Bundle)> {
+    pub fn watch_certificates(
+        self: &Arc<Self>,
+        healthy: watch::Sender<Result<(), String>>,
+    ) -> mpsc::Receiver<(String, Bundle)> {
         let (tx, rx) = mpsc::channel(256);
         let store = Arc::clone(self);
         tokio::spawn(async move {
@@ -255,7 +260,8 @@ impl EtcdStore {
         tx: &mpsc::Sender<(String, Bundle)>,
         healthy: &watch::Sender<Result<(), String>>,
     ) -> Result<(), StoreError> {
-        let listed = self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
+        let listed =
+            self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
         let revision = listed.header().map_or(0, |h| h.revision());
         for kv in listed.kvs() {
             self.deliver(prefix, kv.key(), kv.value(), tx).await;
@@ -289,7 +295,9 @@ impl EtcdStore {
             Ok(bundle) => {
                 let _ = tx.send((name.to_owned(), bundle)).await;
             }
-            Err(e) => tracing::error!(certificate = name, error = %e, "cannot read a certificate from the shared store"),
+            Err(e) => {
+                tracing::error!(certificate = name, error = %e, "cannot read a certificate from the shared store")
+            }
         }
     }
 }
@@ -312,7 +320,8 @@ impl Store for EtcdStore {
     async fn save_account(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
         check_key(key)?;
         let k = self.key("accounts", key);
-        let sealed = self.sealer.seal(&k, data).map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
+        let sealed =
+            self.sealer.seal(&k, data).map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
         self.put(&k, sealed).await
     }
 
@@ -347,11 +356,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(lock_key.as_str(), CompareOp::Equal, *token)])
             .and_then([TxnOp::put(key.as_str(), value, None)]);
-        let response = self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })
-        .await?;
+        let response = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
             Ok(())
         } else {
@@ -422,9 +432,9 @@ impl Store for EtcdStore {
         check_key(name)?;
         let key = self.key("renewal", name);
         match self.get(&key).await? {
-            Some(value) => serde_json::from_slice(&value)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt { key, reason: e.to_string() }),
+            Some(value) => {
+                serde_json::from_slice(&value).map(Some).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })
+            }
             None => Ok(None),
         }
     }
@@ -434,8 +444,8 @@ impl Store for EtcdStore {
         let key = self.key("renewal", name);
         match state {
             Some(state) => {
-                let value =
-                    serde_json::to_vec(state).map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+                let value = serde_json::to_vec(state)
+                    .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
                 self.put(&key, value).await
             }
             None => self.delete(&key).await,
@@ -448,8 +458,10 @@ impl Store for EtcdStore {
 async fn keep_alive(mut client: Client, lease: i64, ttl: i64, timeout: Duration, lost: watch::Sender<bool>) {
     let every = Duration::from_millis(u64::try_from(ttl).unwrap_or(15) * 1000 / 3);
     let result: Result<(), String> = async {
-        let (mut keeper, mut stream) =
-            tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await.map_err(|_| "time-out".to_owned())?.map_err(|e| e.to_string())?;
+        let (mut keeper, mut stream) = tokio::time::timeout(timeout, client.lease_keep_alive(lease))
+            .await
+            .map_err(|_| "time-out".to_owned())?
+            .map_err(|e| e.to_string())?;
         loop {
             tokio::time::sleep(every).await;
             keeper.keep_alive().await.map_err(|e| e.to_string())?;
@@ -516,7 +528,8 @@ impl ChallengeBoard for EtcdStore {
     async fn list(&self, kind: ChallengeKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let prefix = self.key("challenges", &format!("{kind}/"));
         let prefix = prefix.as_str();
-        let listed = self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
+        let listed =
+            self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
         Ok(listed
             .kvs()
             .iter()

@@ -37,12 +37,7 @@ impl Lock {
         Self { fence: None, lost, _release: None }
     }
 
-    pub(crate) fn shared(
-        key: String,
-        token: i64,
-        lost: watch::Receiver<bool>,
-        release: Box<dyn Send + Sync>,
-    ) -> Self {
+    pub(crate) fn shared(key: String, token: i64, lost: watch::Receiver<bool>, release: Box<dyn Send + Sync>) -> Self {
         Self { fence: Some((key, token)), lost, _release: Some(release) }
     }
 

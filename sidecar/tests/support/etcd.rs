@@ -28,11 +28,8 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..n)
             .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), proc: None })
             .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial_cluster =
+            members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
         let mut cluster = Self { members, dir: dir.to_owned(), initial_cluster };
         for i in 0..n {
             cluster.spawn(i);
