@@ -51,6 +51,17 @@ impl Replica {
         Ok(serial_of(&der))
     }
 
+    /// Waits until this replica's Envoy serves `sni` with a serial other than `old`.
+    async fn wait_for_new_serial(&self, root: &str, sni: &str, old: &str, timeout: Duration) -> Result<(), String> {
+        eventually(timeout, || async {
+            match self.served_serial(root, sni).await? {
+                serial if serial == old => Err("old serial".to_owned()),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     async fn readyz(&self) -> (u16, String) {
         http_get(("127.0.0.1", self.ports.sidecar), "localhost", "/readyz", &[]).await.unwrap_or((0, String::new()))
     }
@@ -275,15 +286,7 @@ async fn three_replicas_share_one_etcd_store() {
     let (code, out) = replicas[0].cli(&["renew", &name(0), "--force"]);
     assert_eq!(code, 0, "{out}\n{}", tails(&replicas));
     for replica in &replicas {
-        let renewed = eventually(Duration::from_secs(20), || async {
-            let serial = replica.served_serial(&root, &domain(0)).await?;
-            if serial == before {
-                Err("old serial".to_owned())
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        let renewed = replica.wait_for_new_serial(&root, &domain(0), &before, Duration::from_secs(20)).await;
         renewed.unwrap_or_else(|e| panic!("{}: {e}", replica.dir.display()));
     }
 
@@ -333,15 +336,7 @@ async fn three_replicas_share_one_etcd_store() {
     let (code, out) = replicas[1].cli(&["renew", &name(1), "--force"]);
     assert_eq!(code, 0, "{out}\n{}", tails(&replicas));
     for replica in &replicas {
-        let renewed = eventually(Duration::from_secs(30), || async {
-            let serial = replica.served_serial(&root, &domain(1)).await?;
-            if serial == before {
-                Err("old serial".to_owned())
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        let renewed = replica.wait_for_new_serial(&root, &domain(1), &before, Duration::from_secs(30)).await;
         renewed.unwrap_or_else(|e| panic!("{}: {e}\n{}", replica.dir.display(), tails(&replicas)));
     }
     for replica in &mut replicas {
