@@ -65,12 +65,20 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// Whether `e` says the member could not be reached (the request was not
-/// handled), so another member may be asked.
+/// Whether `e` says the member could not be reached or did not answer in
+/// time, so another member may be asked. Every request is safe to repeat:
+/// reads and puts are idempotent, the fenced write compares the same token,
+/// and a lock taken twice is found held (by this replica) until its lease
+/// expires.
 fn unreachable_member(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        // A member killed under an open connection shows as a request that
+        // times out (Cancelled, "Timeout expired"), not as a refused one.
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
         _ => false,
     }
 }
