@@ -75,10 +75,9 @@ fn unreachable_member(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) => true,
         // A member killed under an open connection shows as a request that
         // times out (Cancelled, "Timeout expired"), not as a refused one.
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-        ),
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
+        }
         _ => false,
     }
 }
