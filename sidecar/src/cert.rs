@@ -50,10 +50,6 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// DNS and IP subject alternative names of the leaf.
     pub names: Vec<String>,
-    /// The leaf alone (`cert.pem`).
-    pub leaf_pem: String,
-    /// The intermediates (`chain.pem`); may be empty.
-    pub chain_pem: String,
     /// The leaf key's type, when it is one we issue.
     pub key_type: Option<KeyType>,
 }
@@ -92,20 +88,32 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         return Err(CertError::KeyMismatch);
     }
 
-    let pem_of = |der: &CertificateDer<'_>| pem_encode("CERTIFICATE", der);
     let info = CertInfo {
         serial_hex: leaf.raw_serial_as_string().replace(':', ""),
         not_before: to_system_time(leaf.validity().not_before.timestamp()),
         not_after: to_system_time(leaf.validity().not_after.timestamp()),
         names: subject_alt_names(&leaf),
-        leaf_pem: pem_of(leaf_der),
-        chain_pem: ders[1..].iter().map(pem_of).collect(),
         key_type: key_type_of(&leaf),
     };
     if let Some(domains) = domains {
         info.covers(domains)?;
     }
     Ok(info)
+}
+
+impl Bundle {
+    /// The leaf alone (`cert.pem`) and the intermediates (`chain.pem`, may be
+    /// empty), re-encoded from the full chain. Computed when files are
+    /// written rather than kept: thousands of certificates in memory would
+    /// otherwise hold every PEM twice.
+    pub fn split(&self) -> Result<(String, String), CertError> {
+        let pem_of = |der: &CertificateDer<'_>| pem_encode("CERTIFICATE", der);
+        let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.fullchain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        let leaf = ders.first().ok_or(CertError::Empty)?;
+        Ok((pem_of(leaf), ders[1..].iter().map(pem_of).collect()))
+    }
 }
 
 impl CertInfo {

@@ -11,8 +11,10 @@ fn inspect_reads_names_validity_and_splits_the_chain() {
     let info = inspect(&bundle, Some(&["www.example.com".to_owned()])).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(info.names, vec!["example.com", "www.example.com"]);
     assert!(info.not_after > info.not_before);
-    assert!(info.leaf_pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
-    assert!(info.chain_pem.is_empty());
+    let (leaf_pem, chain_pem) = bundle.split().unwrap_or_else(|e| panic!("{e}"));
+    assert!(leaf_pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert_eq!(leaf_pem, bundle.fullchain_pem);
+    assert!(chain_pem.is_empty());
     assert_eq!(info.key_type, Some(KeyType::Ec256));
     assert!(!info.serial_hex.contains(':'));
 }

@@ -49,6 +49,7 @@ pub async fn prepare(config: &Config) -> Result<(), String> {
         let revoked = store.revoked(&certificate.name).await.map_err(|e| e.to_string())?.is_some();
         let stored = stored.filter(|_| !revoked);
         let (bundle, what) = choose(stored, default.as_ref(), &certificate.domains)?;
+        let bundle = std::sync::Arc::new(bundle);
         for sink in &sinks {
             sink.deploy(&certificate.name, &bundle).await.map_err(|e| format!("{}: {e}", certificate.name))?;
         }

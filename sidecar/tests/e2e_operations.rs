@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_acme::cert::{Bundle, SecretPem};
@@ -54,7 +55,7 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     let sds = other_dir.path().join("sds");
     let sink = proxy_acme::deploy::file_sds::FileSdsSink::new(&sds).unwrap_or_else(|e| panic!("{e}"));
     let rogue = self_signed(NAME);
-    sink.deploy("demo", &rogue).await.unwrap_or_else(|e| panic!("{e}"));
+    sink.deploy("demo", &Arc::new(rogue.clone())).await.unwrap_or_else(|e| panic!("{e}"));
     let other_yaml = shipped_file_sds_envoy_config(&other_ports, &sds, &["demo"]);
     let _other = Envoy::start(other_dir.path(), &other_yaml, other_ports.admin).await;
     let rogue_serial = serial_of(
@@ -133,7 +134,7 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     let live = stack.dir.join("state/certificates/demo/live");
     let read = |f: &str| std::fs::read_to_string(live.join(f)).unwrap_or_else(|e| panic!("{e}"));
     let deployed = Bundle { fullchain_pem: read("fullchain.pem"), key_pem: SecretPem::new(read("privkey.pem")) };
-    sink.deploy("demo", &deployed).await.unwrap_or_else(|e| panic!("{e}"));
+    sink.deploy("demo", &Arc::new(deployed.clone())).await.unwrap_or_else(|e| panic!("{e}"));
     let ready = eventually(Duration::from_secs(20), || async {
         match http_get(("127.0.0.1", sidecar_port), "localhost", "/readyz", &[]).await {
             Ok((200, text)) => Ok(text),

@@ -41,7 +41,8 @@ struct Running {
 /// All certificate tasks.
 pub(super) struct Fleet {
     shared: Arc<Shared>,
-    resolvers: BTreeMap<String, Resolver>,
+    /// Shared by every task on the resolver (not a copy per certificate).
+    resolvers: BTreeMap<String, Arc<Resolver>>,
     running: BTreeMap<String, Running>,
     listener: Option<ListenerFile>,
 }
@@ -58,6 +59,7 @@ impl Fleet {
         resolvers: BTreeMap<String, Resolver>,
         listener: Option<ListenerFile>,
     ) -> Self {
+        let resolvers = resolvers.into_iter().map(|(name, r)| (name, Arc::new(r))).collect();
         Self { shared, resolvers, running: BTreeMap::new(), listener }
     }
 

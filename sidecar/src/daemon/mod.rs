@@ -84,7 +84,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    async fn deploy(&self, name: &str, bundle: &Bundle) {
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) {
         for sink in &self.sinks {
             if let Err(e) = sink.deploy(name, bundle).await {
                 tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");

@@ -18,6 +18,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -117,7 +118,7 @@ pub fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool
 
 #[async_trait]
 impl Sink for FileSdsSink {
-    async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError> {
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError> {
         let (root, owned, contents) = (self.root.clone(), name.to_owned(), resource(name, bundle));
         let written =
             tokio::task::spawn_blocking(move || write_version(&root, &owned, &contents)).await.map_err(|e| {
@@ -142,8 +143,8 @@ mod tests {
         let sink = FileSdsSink::new(root.path()).unwrap();
         let first = crate::cert::placeholder(&["a.example".to_owned()]).unwrap();
         let second = crate::cert::placeholder(&["a.example".to_owned()]).unwrap();
-        sink.deploy("web", &first).await.unwrap();
-        sink.deploy("other", &second).await.unwrap();
+        sink.deploy("web", &Arc::new(first.clone())).await.unwrap();
+        sink.deploy("other", &Arc::new(second.clone())).await.unwrap();
         let path = sink.path("web");
         let parsed: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(parsed["resources"][0]["name"], "web");
@@ -154,7 +155,7 @@ mod tests {
         let data_before = fs::read_link(root.path().join("web/..data")).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 
-        sink.deploy("web", &second).await.unwrap();
+        sink.deploy("web", &Arc::new(second.clone())).await.unwrap();
         let data_after = fs::read_link(root.path().join("web/..data")).unwrap();
         assert_ne!(data_before, data_after);
         assert!(!root.path().join("web").join(&data_before).exists(), "the old version is removed");
@@ -165,7 +166,7 @@ mod tests {
         assert_eq!(chain(&path), second.fullchain_pem);
         assert_eq!(chain(&sink.path("other")), second.fullchain_pem);
 
-        sink.deploy("web", &second).await.unwrap();
+        sink.deploy("web", &Arc::new(second.clone())).await.unwrap();
         assert_eq!(fs::read_link(root.path().join("web/..data")).unwrap(), data_after, "unchanged: no new version");
     }
 }

@@ -8,6 +8,9 @@ pub mod lds;
 pub mod nginx;
 pub mod sds;
 pub mod snapshot;
+pub mod xds;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -37,5 +40,5 @@ impl DeployError {
 #[async_trait]
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Deploys `bundle` under `name`, replacing what was there.
-    async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError>;
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError>;
 }

@@ -65,7 +65,7 @@ impl NginxSink {
 
 #[async_trait]
 impl Sink for NginxSink {
-    async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError> {
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError> {
         let (tree, owned_name, bundle) = (self.tree.clone(), name.to_owned(), bundle.clone());
         let swap = tokio::task::spawn_blocking(move || {
             if let Ok(info) = crate::cert::inspect(&bundle, None) {

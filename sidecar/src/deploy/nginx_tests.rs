@@ -56,15 +56,15 @@ async fn a_burst_of_changes_is_one_reload_and_unchanged_files_none() {
     std::fs::write(dir.path().join("ok"), "").unwrap();
     let (sink, _task) = NginxSink::start(&config(dir.path())).unwrap();
     let (a, b) = (bundle("a.example"), bundle("b.example"));
-    sink.deploy("a", &a).await.unwrap();
-    sink.deploy("b", &b).await.unwrap();
+    sink.deploy("a", &Arc::new(a.clone())).await.unwrap();
+    sink.deploy("b", &Arc::new(b.clone())).await.unwrap();
     settle().await;
     assert_eq!(reloads(dir.path()), 1);
     assert_eq!(live_fullchain(dir.path(), "a"), a.fullchain_pem);
     let key = dir.path().join("certs/b/live/privkey.pem");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
 
-    sink.deploy("a", &a).await.unwrap();
+    sink.deploy("a", &Arc::new(a.clone())).await.unwrap();
     settle().await;
     assert_eq!(reloads(dir.path()), 1, "the same certificate again is no reload");
 }
@@ -76,12 +76,12 @@ async fn a_failed_check_restores_the_previous_files_and_retries() {
     std::fs::write(&ok, "").unwrap();
     let (sink, _task) = NginxSink::start(&config(dir.path())).unwrap();
     let (first, second) = (bundle("a.example"), bundle("a.example"));
-    sink.deploy("web", &first).await.unwrap();
+    sink.deploy("web", &Arc::new(first.clone())).await.unwrap();
     settle().await;
     assert_eq!(reloads(dir.path()), 1);
 
     std::fs::remove_file(&ok).unwrap();
-    sink.deploy("web", &second).await.unwrap();
+    sink.deploy("web", &Arc::new(second.clone())).await.unwrap();
     settle().await;
     assert_eq!(reloads(dir.path()), 1, "no reload after a failed check");
     assert_eq!(live_fullchain(dir.path(), "web"), first.fullchain_pem, "previous files restored");
@@ -102,7 +102,7 @@ async fn the_reload_is_a_sighup_to_the_pid_in_the_pid_file() {
     std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
     let config = config::Nginx { reload_command: None, check_command: Vec::new(), ..config(dir.path()) };
     let (sink, _task) = NginxSink::start(&config).unwrap();
-    sink.deploy("web", &bundle("a.example")).await.unwrap();
+    sink.deploy("web", &Arc::new(bundle("a.example"))).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

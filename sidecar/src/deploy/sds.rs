@@ -1,18 +1,21 @@
-//! Envoy's Secret Discovery Service, state of the world, over gRPC (tonic +
-//! envoy-types) on a Unix socket (0600) and optionally TCP.
+//! Envoy's Secret Discovery Service over gRPC (tonic + envoy-types), on a
+//! Unix socket (0600) and optionally TCP.
 //!
-//! Each stream remembers the secret versions it last sent. A request (first
-//! subscription, changed resource names) or a new snapshot makes it compare
-//! and, when anything differs, send a response with a new `version_info` and
-//! a fresh nonce. ACKs are logged at debug, NACKs at warn with Envoy's error
-//! detail; a NACK never triggers a resend loop.
+//! The same secrets are served four ways, all through [`xds::drive`]:
+//! `SecretDiscoveryService` (one stream per secret, as Envoy opens it for an
+//! `api_config_source`) and `AggregatedDiscoveryService` (one stream for all
+//! secrets, as Envoy opens it for `ads: {}`), each state of the world or
+//! incremental. ADS is what the shipped configs use: 10,000 secrets are one
+//! stream, not 10,000.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -24,6 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot::Snapshot;
+use super::xds::{self, Delta, Protocol, Sotw};
 use super::{DeployError, Sink};
 use crate::cert::Bundle;
 
@@ -44,20 +48,34 @@ impl SdsSink {
         Self { snapshots: Arc::new(watch::Sender::new(Snapshot::default())) }
     }
 
-    /// The gRPC service answering Envoy from this sink's snapshots.
+    /// The gRPC services (SDS and ADS) answering Envoy from this sink's
+    /// snapshots.
     pub fn service(&self) -> SecretDiscoveryServiceServer<SdsService> {
-        SecretDiscoveryServiceServer::new(SdsService { snapshots: self.snapshots.subscribe(), nonces: Arc::default() })
+        SecretDiscoveryServiceServer::new(self.handler())
+    }
+
+    /// The same secrets over the aggregated service.
+    pub fn ads_service(&self) -> AggregatedDiscoveryServiceServer<SdsService> {
+        AggregatedDiscoveryServiceServer::new(self.handler())
+    }
+
+    fn handler(&self) -> SdsService {
+        SdsService { snapshots: self.snapshots.subscribe(), nonces: Arc::default() }
     }
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshots.borrow().clone()
     }
+
+    fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder().add_service(self.service()).add_service(self.ads_service())
+    }
 }
 
 #[async_trait]
 impl Sink for SdsSink {
-    async fn deploy(&self, name: &str, bundle: &Bundle) -> Result<(), DeployError> {
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError> {
         let changed = self.snapshots.send_if_modified(|snap| snap.set(name, bundle));
         if changed {
             tracing::info!(certificate = name, version = self.snapshots.borrow().version, "SDS snapshot updated");
@@ -73,6 +91,14 @@ pub struct SdsService {
     nonces: Arc<AtomicU64>,
 }
 
+impl SdsService {
+    fn open<P: Protocol>(&self, inbound: Streaming<P::Request>) -> ReceiverStream<Result<P::Response, Status>> {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(xds::drive::<P>(self.snapshots.clone(), Arc::clone(&self.nonces), tx, inbound));
+        ReceiverStream::new(rx)
+    }
+}
+
 #[tonic::async_trait]
 impl SecretDiscoveryService for SdsService {
     type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
@@ -80,110 +106,42 @@ impl SecretDiscoveryService for SdsService {
 
     async fn delta_secrets(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        Err(Status::unimplemented("proxy-acme serves state-of-the-world SDS; configure api_type: GRPC"))
+        Ok(Response::new(self.open::<Delta>(request.into_inner())))
     }
 
     async fn stream_secrets(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        let stream = Stream { snapshots: self.snapshots.clone(), nonces: Arc::clone(&self.nonces), tx };
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(self.open::<Sotw>(request.into_inner())))
     }
 
     async fn fetch_secrets(&self, request: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
         let names = request.into_inner().resource_names;
         let snapshot = self.snapshots.borrow().clone();
-        Ok(Response::new(snapshot.response(&names, next_nonce(&self.nonces))))
+        Ok(Response::new(snapshot.response(&names, xds::next_nonce(&self.nonces))))
     }
 }
 
-fn next_nonce(nonces: &AtomicU64) -> String {
-    (nonces.fetch_add(1, Ordering::Relaxed) + 1).to_string()
-}
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SdsService {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
-/// One Envoy's `StreamSecrets` call.
-struct Stream {
-    snapshots: watch::Receiver<Snapshot>,
-    nonces: Arc<AtomicU64>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-}
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.open::<Sotw>(request.into_inner())))
+    }
 
-impl Stream {
-    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let mut node = String::from("?");
-        let mut names: Option<Vec<String>> = None;
-        let mut sent: Option<BTreeMap<String, u64>> = None;
-        let mut last_nonce = String::new();
-        loop {
-            tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(req)) => {
-                        if let Some(n) = &req.node {
-                            node.clone_from(&n.id);
-                        }
-                        track_ack(&node, &req, &last_nonce);
-                        names = Some(req.resource_names);
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(node, %status, "SDS stream ended");
-                        break;
-                    }
-                },
-                changed = self.snapshots.changed() => if changed.is_err() { break },
-            }
-            // Nothing is sent before Envoy has said what it wants.
-            let Some(names) = &names else { continue };
-            let snapshot = self.snapshots.borrow_and_update().clone();
-            let versions = snapshot.versions_for(names);
-            let unchanged = match &sent {
-                Some(sent) => *sent == versions,
-                None => versions.is_empty(),
-            };
-            if unchanged {
-                continue;
-            }
-            last_nonce = next_nonce(&self.nonces);
-            let response = snapshot.response(names, last_nonce.clone());
-            tracing::debug!(node, version = %response.version_info, nonce = %last_nonce, secrets = ?names, "SDS push");
-            if self.tx.send(Ok(response)).await.is_err() {
-                break;
-            }
-            crate::metrics::metrics().sds(&node).push();
-            sent = Some(versions);
-        }
-    }
-}
-
-/// Logs whether a request ACKs or NACKs our last response.
-fn track_ack(node: &str, req: &DiscoveryRequest, last_nonce: &str) {
-    if req.response_nonce.is_empty() {
-        tracing::debug!(node, secrets = ?req.resource_names, "SDS subscription");
-        return;
-    }
-    let stale = req.response_nonce != last_nonce;
-    let counters = crate::metrics::metrics().sds(node);
-    if req.error_detail.is_some() {
-        counters.nack();
-    } else {
-        counters.ack();
-    }
-    match &req.error_detail {
-        Some(error) => tracing::warn!(
-            node,
-            nonce = %req.response_nonce,
-            stale,
-            secrets = ?req.resource_names,
-            code = error.code,
-            error = %error.message,
-            "Envoy rejected SDS update (NACK); it keeps its previous secret"
-        ),
-        None => tracing::debug!(node, version = %req.version_info, nonce = %req.response_nonce, stale, "SDS ACK"),
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.open::<Delta>(request.into_inner())))
     }
 }
 
@@ -205,7 +163,7 @@ pub async fn serve_unix(
     let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let router = tonic::transport::Server::builder().add_service(sink.service());
+    let router = sink.router();
     tracing::info!(socket = %path.display(), "SDS listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
@@ -224,7 +182,7 @@ pub async fn serve_tcp(
         .await
         .map_err(|source| DeployError::Listen { address: address.to_string(), source })?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let router = tonic::transport::Server::builder().add_service(sink.service());
+    let router = sink.router();
     tracing::info!(%address, "SDS listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {

@@ -1,12 +1,12 @@
 //! The set of secrets every connected Envoy should have, and the pure
-//! function that turns it into an SDS response for one stream.
+//! functions that turn entries into xDS resources.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret, TlsCertificate};
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryResponse, Resource};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
@@ -16,10 +16,15 @@ use crate::cert::Bundle;
 pub const SECRET_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// One certificate as Envoy will get it, with the snapshot version at which
-/// it last changed.
+/// it last changed and a digest of its content.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub version: u64,
+    /// SHA-256 of chain and key, hex, first 16 bytes: the resource version of
+    /// incremental xDS. It depends on the content only, so an Envoy that
+    /// reconnects to a restarted sidecar or another replica and names the
+    /// version it holds is not sent the same secret again.
+    pub digest: Arc<str>,
     /// Shared, so a snapshot copy never copies PEM text.
     pub bundle: Arc<Bundle>,
 }
@@ -37,19 +42,20 @@ impl Snapshot {
     /// the bundle is identical (no needless pushes).
     pub fn with(&self, name: &str, bundle: Bundle) -> Option<Self> {
         let mut next = self.clone();
-        next.set(name, &bundle).then_some(next)
+        next.set(name, &Arc::new(bundle)).then_some(next)
     }
 
     /// Sets `name` to `bundle` in place; false when it already was. The map
     /// is copied only while a stream still reads the previous snapshot, so a
     /// burst of updates (start-up with thousands of certificates) costs one
     /// insertion each, not a copy of everything each.
-    pub fn set(&mut self, name: &str, bundle: &Bundle) -> bool {
-        if self.secrets.get(name).is_some_and(|e| *e.bundle == *bundle) {
+    /// The bundle is shared with the certificate's task, not copied.
+    pub fn set(&mut self, name: &str, bundle: &Arc<Bundle>) -> bool {
+        if self.secrets.get(name).is_some_and(|e| *e.bundle == **bundle) {
             return false;
         }
         self.version += 1;
-        let entry = Entry { version: self.version, bundle: Arc::new(bundle.clone()) };
+        let entry = Entry { version: self.version, digest: digest(bundle), bundle: Arc::clone(bundle) };
         Arc::make_mut(&mut self.secrets).insert(name.to_owned(), entry);
         true
     }
@@ -62,12 +68,6 @@ impl Snapshot {
         let mut secrets = (*self.secrets).clone();
         secrets.remove(name);
         Some(Self { version: self.version + 1, secrets: Arc::new(secrets) })
-    }
-
-    /// Versions of the subscribed secrets we have, by name: what a stream
-    /// compares with what it last sent to decide whether to send again.
-    pub fn versions_for(&self, names: &[String]) -> BTreeMap<String, u64> {
-        self.selected(names).into_iter().map(|(name, entry)| (name.clone(), entry.version)).collect()
     }
 
     fn selected<'a>(&'a self, names: &'a [String]) -> Vec<(&'a String, &'a Entry)> {
@@ -84,7 +84,7 @@ impl Snapshot {
 
     /// The state-of-the-world response for `names` (all when empty).
     pub fn response(&self, names: &[String], nonce: String) -> DiscoveryResponse {
-        let resources = self.selected(names).into_iter().map(|(name, entry)| to_any(name, &entry.bundle)).collect();
+        let resources = self.selected(names).into_iter().map(|(name, entry)| secret_any(name, entry)).collect();
         DiscoveryResponse {
             version_info: self.version.to_string(),
             resources,
@@ -95,7 +95,28 @@ impl Snapshot {
     }
 }
 
-fn to_any(name: &str, bundle: &Bundle) -> Any {
+/// The incremental-xDS resource for one entry, versioned by its digest.
+pub fn secret_resource(name: &str, entry: &Entry) -> Resource {
+    Resource {
+        name: name.to_owned(),
+        version: entry.digest.to_string(),
+        resource: Some(secret_any(name, entry)),
+        ..Default::default()
+    }
+}
+
+fn digest(bundle: &Bundle) -> Arc<str> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(bundle.fullchain_pem.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(bundle.key_pem.expose().as_bytes());
+    let hex: String = ctx.finish().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    hex.into()
+}
+
+/// One entry as an `Any`-wrapped SDS `Secret` with chain and key inline.
+pub fn secret_any(name: &str, entry: &Entry) -> Any {
+    let bundle = &entry.bundle;
     let inline = |pem: &str| {
         Some(DataSource { specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())), ..Default::default() })
     };
@@ -135,11 +156,23 @@ mod tests {
         assert!(s1.with("a", bundle("1")).is_none());
         let s2 = s1.with("a", bundle("2")).expect("changed");
         assert_eq!(s2.version, 2);
-        assert_eq!(s2.versions_for(&["a".into()]), BTreeMap::from([("a".into(), 2)]));
+        assert_eq!(s2.secrets["a"].version, 2);
         let s3 = s2.with("b", bundle("1")).expect("changed");
-        assert_eq!(s3.versions_for(&["a".into()]), BTreeMap::from([("a".into(), 2)]));
+        assert_eq!(s3.secrets["a"].version, 2);
         assert!(s3.without("zzz").is_none());
-        assert_eq!(s3.without("a").expect("removed").versions_for(&[]).len(), 1);
+        assert_eq!(s3.without("a").expect("removed").secrets.len(), 1);
+    }
+
+    #[test]
+    fn digest_follows_content_not_history() {
+        let a = Snapshot::default().with("a", bundle("1")).expect("set");
+        let b = Snapshot::default().with("x", bundle("0")).and_then(|s| s.with("a", bundle("1"))).expect("set");
+        assert_ne!(a.secrets["a"].version, b.secrets["a"].version);
+        assert_eq!(a.secrets["a"].digest, b.secrets["a"].digest);
+        assert_eq!(a.secrets["a"].digest.len(), 32);
+        assert_ne!(a.secrets["a"].digest, b.secrets["x"].digest);
+        let key_only = Bundle { fullchain_pem: "chain-1".into(), key_pem: SecretPem::new("key-2".into()) };
+        assert_ne!(a.with("a", key_only).expect("changed").secrets["a"].digest, a.secrets["a"].digest);
     }
 
     #[test]

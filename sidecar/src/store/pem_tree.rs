@@ -54,8 +54,9 @@ impl PemTree {
 
     /// Writes `bundle` as a new version of `name` and points `live` at it.
     pub fn write(&self, name: &str, bundle: &Bundle) -> Result<Swap, StoreError> {
-        let info = cert::inspect(bundle, None)
-            .map_err(|source| StoreError::InvalidCertificate { name: name.to_owned(), source })?;
+        let invalid = |source| StoreError::InvalidCertificate { name: name.to_owned(), source };
+        cert::inspect(bundle, None).map_err(invalid)?;
+        let (leaf_pem, chain_pem) = bundle.split().map_err(invalid)?;
         let cert_dir = self.root.join(name);
         DirBuilder::new().recursive(true).mode(0o700).create(&cert_dir).map_err(io(&cert_dir))?;
 
@@ -64,8 +65,8 @@ impl PemTree {
         let tmp = cert_dir.join(format!(".tmp-{version}"));
         DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
         let files: [(&str, &str, u32); 4] = [
-            ("cert.pem", &info.leaf_pem, 0o644),
-            ("chain.pem", &info.chain_pem, 0o644),
+            ("cert.pem", &leaf_pem, 0o644),
+            ("chain.pem", &chain_pem, 0o644),
             ("fullchain.pem", &bundle.fullchain_pem, 0o644),
             ("privkey.pem", bundle.key_pem.expose(), 0o600),
         ];
