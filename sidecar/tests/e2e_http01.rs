@@ -24,6 +24,7 @@ async fn http01_through_envoy_filter_certificate_served_over_sds() {
     let mut stack =
         Stack::start(&PebbleOptions::default(), "", |_| certificate("demo", &[DOMAIN], "pebble"), |c| c).await;
     let (ports, state) = (stack.ports, stack.dir.join("state"));
+    let sds_socket = stack.dir.join("sds.sock");
     let (sidecar, envoy, pebble) = (&mut stack.sidecar, &mut stack.envoy, &stack.pebble);
 
     // 1. The certificate Envoy serves for DOMAIN chains to Pebble's root.
@@ -47,6 +48,29 @@ async fn http01_through_envoy_filter_certificate_served_over_sds() {
         .unwrap_or_default();
     assert!(sans.contains(&format!("DNSName({DOMAIN})")), "served SANs: {sans:?}");
     let serial = cert.raw_serial_as_string();
+
+    // 1b. Envoys that keep their ADS for another control plane take the
+    // secret over its own SDS stream instead (the configuration of
+    // docs/getting-started-envoy.md), state of the world and incremental:
+    // they are served the same certificate.
+    for api_type in ["GRPC", "DELTA_GRPC"] {
+        let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let other_ports = StackPorts::free();
+        let yaml = per_secret_sds_envoy_config(&other_ports, &sds_socket, api_type);
+        assert!(
+            !yaml.contains("ads_config")
+                && !yaml.contains("ads: {}")
+                && yaml.contains(&format!("api_type: {api_type}")),
+            "{yaml}"
+        );
+        let _envoy = Envoy::start(other.path(), &yaml, other_ports.admin).await;
+        let leaf =
+            eventually(Duration::from_secs(30), || tls_leaf(tls.clone(), ("127.0.0.1", other_ports.https), DOMAIN))
+                .await
+                .unwrap_or_else(|e| panic!("{api_type} Envoy never served the certificate: {e}"));
+        let (_, other_cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(other_cert.raw_serial_as_string(), serial, "{api_type} Envoy serves another certificate");
+    }
 
     // 2. It is on disk too, certbot-style, key 0600.
     let live = state.join("certificates/demo/live");

@@ -142,6 +142,30 @@ pub fn shipped_envoy_config(ports: &StackPorts, sds_socket: &Path) -> String {
     )
 }
 
+/// The shipped envoy/envoy.yaml changed as docs/getting-started-envoy.md
+/// says for an Envoy whose ADS belongs to another control plane: no
+/// `ads_config`, and the secret over its own SDS stream (`api_type` GRPC or
+/// DELTA_GRPC), with the `sds_config` taken from that page.
+pub fn per_secret_sds_envoy_config(ports: &StackPorts, sds_socket: &Path, api_type: &str) -> String {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/getting-started-envoy.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let section = doc.split("**When another control plane owns ADS.**").nth(1).unwrap_or_else(|| panic!("no section"));
+    let snippet =
+        section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).unwrap_or_else(|| panic!("no yaml"));
+    let snippet = snippet.replace("api_type: GRPC          # or DELTA_GRPC", &format!("api_type: {api_type}"));
+    let config = shipped_envoy_config(ports, sds_socket);
+    // The shipped sds_config block, indented as in the listener.
+    let start = config.find("              sds_config:\n").unwrap_or_else(|| panic!("no sds_config in envoy.yaml"));
+    let end_marker = "ads: {}  # over dynamic_resources.ads_config above\n";
+    let end =
+        config[start..].find(end_marker).map(|i| start + i + end_marker.len()).unwrap_or_else(|| panic!("no ads"));
+    let indented: String = snippet.lines().map(|l| format!("              {l}\n")).collect();
+    let config = format!("{}{indented}{}", &config[..start], &config[end..]);
+    let ads_start = config.find("dynamic_resources:\n").unwrap_or_else(|| panic!("no dynamic_resources"));
+    let ads_end = config.find("\nstatic_resources:").unwrap_or_else(|| panic!("no static_resources"));
+    format!("{}{}", &config[..ads_start], &config[ads_end + 1..])
+}
+
 /// A sidecar config for one Pebble: state, sockets and ports under `dir`.
 /// `resolver_extra` and `tail` are appended TOML (resolver options and
 /// further sections or certificates).

@@ -132,7 +132,7 @@ pub fn resolver(pebble: &Pebble, name: &str, extra: &str) -> String {
 /// `demo` (Envoy picks among them by SNI).
 pub fn with_secrets(config: String, names: &[&str]) -> String {
     let start = config.find("            - name: demo").unwrap_or_else(|| panic!("no demo secret in envoy.yaml"));
-    let end_marker = "cluster_name: proxy_acme_sds }\n";
+    let end_marker = "ads: {}  # over dynamic_resources.ads_config above\n";
     let end = config[start..]
         .find(end_marker)
         .map(|i| start + i + end_marker.len())
