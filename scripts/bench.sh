@@ -10,7 +10,7 @@ mkdir -p "$out"
 benches=${BENCHES:-"filter_cost deploy_latency issuance scale"}
 # Rounds sized so the whole run, build included, stays under 20 minutes on 2
 # cores (Caddy's 200 certificates alone take over 3 minutes).
-export FILTER_BENCH_RUNS=${FILTER_BENCH_RUNS:-5} FILTER_BENCH_SECS=${FILTER_BENCH_SECS:-3}
+export FILTER_BENCH_RUNS=${FILTER_BENCH_RUNS:-4} FILTER_BENCH_SECS=${FILTER_BENCH_SECS:-3}
 export ISSUANCE_BENCH_RUNS=${ISSUANCE_BENCH_RUNS:-2,1,1}
 version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 started=$(date +%s)
