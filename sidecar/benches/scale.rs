@@ -571,7 +571,7 @@ fn main() {
              stored certificate, about {:.0} µs each here, and streams each to Envoy as it is loaded, {} at most per \
              response; Envoy builds one TLS context a secret on its main thread and acknowledges each response \
              after applying it. The two share the machine's 2 cores. Before ADS, with one SDS stream per secret, \
-             the same start took 58 s and 1.29 GiB (commit b596818).\n",
+             this start took 58 s and 1.29 GiB (commit b596818; another machine, stats still polled).\n",
             if loaded >= tail { "the sidecar's own load, then Envoy" } else { "Envoy, then the sidecar's own load" },
             loaded.as_secs_f64() * 1e6 / n as f64,
             proxy_acme::deploy::xds::CHUNK
