@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod names;
 pub mod nginx_config;
 pub mod prepare;
+pub mod process;
 pub mod schedule;
 pub mod served;
 pub mod solvers;

@@ -48,7 +48,7 @@ async fn look(client: &Client, settings: &Discover) -> Option<Vec<Vec<String>>> 
         }
     }
     if let Some(command) = &settings.nginx_command {
-        match crate::deploy::command::run(command, &[], Duration::from_secs(30)).await {
+        match crate::process::run(command, &[], Duration::from_secs(30)).await {
             Ok(text) => found.extend(discover::nginx::tls_server_names(&text)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read nginx's configuration; keeping the discovered certificates as they are");

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::command::{self, CommandError};
+use crate::process::{self as command, CommandError};
 use crate::cert::CertInfo;
 use crate::config::PostDeploy;
 

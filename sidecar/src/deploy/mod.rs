@@ -1,7 +1,6 @@
 //! Deployment sinks: where a stored certificate goes so proxies serve it:
 //! SDS over gRPC or files for Envoy, PEM files + a checked reload for nginx.
 
-pub mod command;
 pub mod file_sds;
 pub mod hook;
 pub mod lds;

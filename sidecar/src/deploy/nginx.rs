@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::command::{self, CommandError};
+use crate::process::{self as command, CommandError};
 use super::{DeployError, Sink};
 use crate::cert::Bundle;
 use crate::config;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{DnsError, DnsProvider, TxtRecord};
 use crate::config::Exec;
-use crate::deploy::command::{self, CommandError};
+use crate::process::{self as command, CommandError};
 
 const PROVIDER: &str = "exec";
 
