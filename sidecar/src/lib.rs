@@ -8,6 +8,7 @@
 pub mod acme;
 pub mod admin;
 pub mod api;
+pub mod atomic;
 pub mod cert;
 pub mod cli;
 pub mod config;

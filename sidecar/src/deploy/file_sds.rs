@@ -15,15 +15,13 @@
 //! others, however many there are.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::{DeployError, Sink};
+use crate::atomic;
 use crate::cert::Bundle;
 
 const DATA: &str = "..data";
@@ -38,11 +36,7 @@ pub struct FileSdsSink {
 impl FileSdsSink {
     /// Creates `root` (0700) if missing.
     pub fn new(root: &Path) -> Result<Self, DeployError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .map_err(|source| DeployError::Directory { path: root.display().to_string(), source })?;
+        atomic::create_dir(root, 0o700)?;
         Ok(Self { root: root.to_owned() })
     }
 
@@ -67,10 +61,6 @@ pub fn resource(name: &str, bundle: &Bundle) -> String {
     .to_string()
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
-    move |source| DeployError::Directory { path: path.display().to_string(), source }
-}
-
 /// Writes a new version of `name`'s file and swaps `..data`; `false` when
 /// the file already holds this bundle.
 fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, DeployError> {
@@ -81,38 +71,19 @@ fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, Deploy
 /// an Envoy `path_config_source` with `watched_directory: <dir>`; `false`
 /// when the file already holds `contents`.
 pub fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+    atomic::create_dir(dir, 0o700)?;
     if fs::read_to_string(dir.join(file_name)).is_ok_and(|current| current == contents) {
         return Ok(false);
     }
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let version = format!("..v{nanos:024}");
-    let tmp = dir.join(format!(".tmp{version}"));
-    fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
-    let file_path = tmp.join(file_name);
-    let mut file =
-        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file_path).map_err(io(&file_path))?;
-    file.write_all(contents.as_bytes()).map_err(io(&file_path))?;
-    file.sync_all().map_err(io(&file_path))?;
-    drop(file);
-    fs::File::open(&tmp).and_then(|d| d.sync_all()).map_err(io(&tmp))?;
-    fs::rename(&tmp, dir.join(&version)).map_err(io(dir))?;
-
-    let link_tmp = dir.join("..data_tmp");
-    let _ = fs::remove_file(&link_tmp);
-    std::os::unix::fs::symlink(&version, &link_tmp).map_err(io(&link_tmp))?;
-    fs::rename(&link_tmp, dir.join(DATA)).map_err(io(dir))?;
+    let version = atomic::version_name("..v");
+    atomic::write_version(dir, &version, &[(file_name, contents.as_bytes(), 0o600)])?;
+    atomic::point_link(dir, DATA, Path::new(&version))?;
     let file_link = dir.join(file_name);
     if fs::symlink_metadata(&file_link).is_err() {
-        std::os::unix::fs::symlink(format!("{DATA}/{file_name}"), &file_link).map_err(io(&file_link))?;
+        std::os::unix::fs::symlink(format!("{DATA}/{file_name}"), &file_link).map_err(atomic::on(&file_link))?;
+        atomic::sync_dir(dir)?;
     }
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        if (entry_name.starts_with("..v") && entry_name != version) || entry_name.starts_with(".tmp..v") {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
+    atomic::prune(dir, |entry| entry.starts_with("..v") && entry != version);
     Ok(true)
 }
 

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::process::{self as command, CommandError};
 use crate::cert::CertInfo;
 use crate::config::PostDeploy;
+use crate::process::{self as command, CommandError};
 
 /// The environment a hook sees for certificate `name`, whose PEM files are
 /// in `live_dir` (`cert.pem`, `chain.pem`, `fullchain.pem`, `privkey.pem`).

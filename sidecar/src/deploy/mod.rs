@@ -26,6 +26,12 @@ pub enum DeployError {
     Files(#[from] crate::store::StoreError),
 }
 
+impl From<crate::atomic::FileError> for DeployError {
+    fn from(e: crate::atomic::FileError) -> Self {
+        Self::Directory { path: e.path.display().to_string(), source: e.source }
+    }
+}
+
 impl DeployError {
     pub fn is_permanent(&self) -> bool {
         match self {

@@ -17,10 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::process::{self as command, CommandError};
 use super::{DeployError, Sink};
 use crate::cert::Bundle;
 use crate::config;
+use crate::process::{self as command, CommandError};
 use crate::store::{PemTree, Swap};
 
 /// Why a batch was not reloaded.

@@ -9,8 +9,6 @@
 //! wildcard and its apex need, and has no delete: `cleanup` does nothing.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -73,13 +71,8 @@ impl AcmeDnsProvider {
     }
 
     fn save(&self, all: &BTreeMap<String, Registration>) -> Result<(), DnsError> {
-        let fail = |e: std::io::Error| permanent(format!("{}: {e}", self.storage.display()));
         let data = serde_json::to_vec_pretty(all).map_err(|e| permanent(e.to_string()))?;
-        let tmp = self.storage.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(fail)?;
-        file.write_all(&data).and_then(|()| file.sync_all()).map_err(fail)?;
-        std::fs::rename(&tmp, &self.storage).map_err(fail)
+        crate::atomic::write_file(&self.storage, &data, 0o600).map_err(|e| permanent(e.to_string()))
     }
 
     /// The domain's registration, registering it first if needed.

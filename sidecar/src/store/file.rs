@@ -15,17 +15,16 @@
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::pem_tree::{io, sync_dir, write_synced, PemTree};
+use super::pem_tree::{io, PemTree};
 use super::{check_key, Store, StoreError};
+use crate::atomic;
 use crate::cert::Bundle;
 
 const REVOKED: &str = "REVOKED";
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Certificates and accounts under one state directory.
 #[derive(Debug, Clone)]
@@ -87,7 +86,7 @@ impl Store for FileStore {
         check_key(key)?;
         let path = self.account_path(key);
         let data = data.to_vec();
-        blocking(move || write_atomic(&path, &data, 0o600)).await
+        blocking(move || Ok(atomic::write_file(&path, &data, 0o600)?)).await
     }
 
     async fn forget_account(&self, key: &str) -> Result<(), StoreError> {
@@ -120,7 +119,7 @@ impl Store for FileStore {
         let (path, serial) = (dir.join(REVOKED), format!("{serial}\n"));
         blocking(move || {
             DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-            write_atomic(&path, serial.as_bytes(), 0o600)
+            Ok(atomic::write_file(&path, serial.as_bytes(), 0o600)?)
         })
         .await
     }
@@ -155,20 +154,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }))
-}
-
-/// Temp file in the same directory, `mode`, write, fsync, rename, fsync dir.
-pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
-    if let Err(e) = write_synced(&tmp, data, mode) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
 }
 
 #[cfg(test)]

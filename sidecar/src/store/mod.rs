@@ -38,6 +38,12 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+impl From<crate::atomic::FileError> for StoreError {
+    fn from(e: crate::atomic::FileError) -> Self {
+        Self::Io { path: e.path, source: e.source }
+    }
+}
+
 impl StoreError {
     /// A permanent error needs an operator; a retryable one may pass.
     pub fn is_permanent(&self) -> bool {

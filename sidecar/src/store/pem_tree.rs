@@ -12,13 +12,11 @@
 //! is kept, so `live` can be pointed back at it; older ones are removed.
 //! Used by the file store and by the nginx target.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use super::StoreError;
+use crate::atomic;
 use crate::cert::{self, Bundle, SecretPem};
 
 const LIVE: &str = "live";
@@ -58,29 +56,19 @@ impl PemTree {
         cert::inspect(bundle, None).map_err(invalid)?;
         let (leaf_pem, chain_pem) = bundle.split().map_err(invalid)?;
         let cert_dir = self.root.join(name);
-        DirBuilder::new().recursive(true).mode(0o700).create(&cert_dir).map_err(io(&cert_dir))?;
-
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let version = format!("v{nanos:024}");
-        let tmp = cert_dir.join(format!(".tmp-{version}"));
-        DirBuilder::new().mode(0o700).create(&tmp).map_err(io(&tmp))?;
-        let files: [(&str, &str, u32); 4] = [
-            ("cert.pem", &leaf_pem, 0o644),
-            ("chain.pem", &chain_pem, 0o644),
-            ("fullchain.pem", &bundle.fullchain_pem, 0o644),
-            ("privkey.pem", bundle.key_pem.expose(), 0o600),
+        atomic::create_dir(&cert_dir, 0o700)?;
+        let version = atomic::version_name("v");
+        let files: [(&str, &[u8], u32); 4] = [
+            ("cert.pem", leaf_pem.as_bytes(), 0o644),
+            ("chain.pem", chain_pem.as_bytes(), 0o644),
+            ("fullchain.pem", bundle.fullchain_pem.as_bytes(), 0o644),
+            ("privkey.pem", bundle.key_pem.expose().as_bytes(), 0o600),
         ];
-        for (file, contents, mode) in files {
-            write_synced(&tmp.join(file), contents.as_bytes(), mode)?;
-        }
-        sync_dir(&tmp)?;
-        let final_dir = cert_dir.join(&version);
-        fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        sync_dir(&cert_dir)?;
-
+        atomic::write_version(&cert_dir, &version, &files)?;
         let previous = self.live_version(name);
         self.point_live(name, &version)?;
-        prune(&cert_dir, &version, previous.as_deref());
+        let keep = previous.clone().unwrap_or_default();
+        atomic::prune(&cert_dir, |entry| entry.starts_with('v') && entry != version && entry != keep);
         Ok(Swap { name: name.to_owned(), previous, current: version })
     }
 
@@ -99,11 +87,7 @@ impl PemTree {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such version"),
             });
         }
-        let link_tmp = cert_dir.join(format!(".{LIVE}.tmp"));
-        let _ = fs::remove_file(&link_tmp);
-        std::os::unix::fs::symlink(version, &link_tmp).map_err(io(&link_tmp))?;
-        fs::rename(&link_tmp, cert_dir.join(LIVE)).map_err(io(&cert_dir))?;
-        sync_dir(&cert_dir)
+        Ok(atomic::point_link(&cert_dir, LIVE, Path::new(version))?)
     }
 
     /// The live bundle, if it is readable.
@@ -138,19 +122,6 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ 
     move |source| StoreError::Io { path: path.to_owned(), source }
 }
 
-/// Writes a new file with `mode` and fsyncs it. The file must not exist.
-pub(super) fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
-    // `mode` is filtered by the umask at creation: set it exactly.
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
-    file.write_all(data).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
-}
-
-pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
 fn version_dirs(cert_dir: &Path) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(cert_dir).map_err(io(cert_dir))? {
@@ -167,19 +138,4 @@ fn read_bundle(dir: &Path) -> Option<Bundle> {
     let fullchain_pem = fs::read_to_string(dir.join("fullchain.pem")).ok()?;
     let key_pem = fs::read_to_string(dir.join("privkey.pem")).ok()?;
     Some(Bundle { fullchain_pem, key_pem: SecretPem::new(key_pem) })
-}
-
-/// Removes versions other than `current` and `previous`, and leftover temps.
-fn prune(cert_dir: &Path, current: &str, previous: Option<&str>) {
-    let previous = previous.unwrap_or("");
-    let Ok(entries) = fs::read_dir(cert_dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let stale_version = name.starts_with('v') && name != current && name != previous;
-        if stale_version || name.starts_with(".tmp-") {
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove old certificate version");
-            }
-        }
-    }
 }
