@@ -23,9 +23,10 @@ use hyper_util::rt::TokioIo;
 
 use crate::health::Readiness;
 use crate::names;
-use crate::solvers::board::{ChallengeBoard, Http01Post};
 use crate::solvers::http01::Http01Tokens;
+use crate::solvers::posts::Http01Post;
 use crate::solvers::ChallengeKind;
+use crate::store::board::ChallengeBoard;
 
 /// The header the filter passes the validated request's host in.
 pub const HOST_HEADER: &str = "x-proxy-acme-host";
@@ -86,7 +87,7 @@ pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes
 async fn answer_shared<B>(api: &Api, req: &Request<B>, local: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let (Some(board), StatusCode::NOT_FOUND) = (&api.board, local.status()) else { return local };
     let Some(Ok((token, host))) = challenge_request(req) else { return local };
-    match board.read(ChallengeKind::Http01, token).await {
+    match board.read(ChallengeKind::Http01.as_str(), token).await {
         Ok(Some(bytes)) => match serde_json::from_slice::<Http01Post>(&bytes) {
             Ok(post) if post.identifier == host => {
                 tracing::debug!(token, host, "answered http-01 challenge posted by another replica");

@@ -11,7 +11,24 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::KeyType;
+/// Key types for certificate keys; Traefik's spellings are accepted too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// ECDSA P-256 (Traefik's `EC256`), the default.
+    #[default]
+    #[serde(alias = "EC256")]
+    Ec256,
+    /// ECDSA P-384 (Traefik's `EC384`).
+    #[serde(alias = "EC384")]
+    Ec384,
+    /// RSA 2048 (Traefik's `RSA2048`).
+    #[serde(alias = "RSA2048")]
+    Rsa2048,
+    /// RSA 4096 (Traefik's `RSA4096`).
+    #[serde(alias = "RSA4096")]
+    Rsa4096,
+}
 
 /// PEM text of a private key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]

@@ -28,3 +28,7 @@ pub mod served;
 pub mod solvers;
 pub mod store;
 pub mod watch;
+
+#[cfg(test)]
+#[path = "architecture_tests.rs"]
+mod architecture_tests;

@@ -35,7 +35,7 @@ pub async fn prepare(config: &Config) -> Result<(), String> {
         sinks.push(Arc::new(FileSdsSink::new(dir).map_err(|e| e.to_string())?));
     }
     if let Some(nginx) = &config.nginx {
-        let files_only = crate::config::Nginx { reload: false, ..nginx.clone() };
+        let files_only = crate::deploy::settings::Nginx { reload: false, ..nginx.clone() };
         let (sink, _task) = NginxSink::start(&files_only).map_err(|e| e.to_string())?;
         sinks.push(Arc::new(sink));
     }

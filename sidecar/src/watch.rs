@@ -17,7 +17,6 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use crate::cert::{self, Bundle, SecretPem};
-use crate::config;
 use crate::deploy::nginx::check_and_reload;
 
 /// What `watch` was told on the command line.
@@ -105,7 +104,7 @@ pub async fn watch(options: WatchOptions) -> Result<(), String> {
     })
     .map_err(|e| format!("inotify: {e}"))?;
     watcher.watch(&options.dir, RecursiveMode::Recursive).map_err(|e| format!("{}: {e}", options.dir.display()))?;
-    let nginx = config::Nginx {
+    let nginx = crate::deploy::settings::Nginx {
         directory: options.dir.clone(),
         pid_file: options.pid_file.clone(),
         reload: true,

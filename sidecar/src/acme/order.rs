@@ -13,8 +13,8 @@ use rustls_pki_types::CertificateDer;
 
 use super::chains;
 use super::{AcmeAccount, AcmeError};
+use crate::cert::KeyType;
 use crate::cert::{self, Bundle, CertError, SecretPem};
-use crate::config::KeyType;
 use crate::solvers::{ChallengeKind, Solvers};
 
 /// What to order.

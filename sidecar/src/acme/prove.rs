@@ -15,7 +15,8 @@ use instant_acme::{AuthorizationStatus, Order, OrderStatus, RetryPolicy};
 
 use super::{AcmeError, OrderRequest};
 use crate::dns::{self, DnsProvider, TxtRecord};
-use crate::solvers::{board, http01, tls_alpn, webroot, ChallengeKind, Solvers};
+use crate::solvers::{http01, posts, tls_alpn, webroot, ChallengeKind, Solvers};
+use crate::store::board;
 
 /// An answer shown to the validator until dropped.
 #[derive(Debug)]
@@ -137,12 +138,12 @@ async fn prove_inner(
                 let token = solvers.http01.publish(&challenge.token, &identifier, key_authorization.as_str());
                 published.push(Published::Http01(token));
                 if let Some(shared) = &solvers.board {
-                    let post = board::Http01Post {
+                    let post = posts::Http01Post {
                         identifier: identifier.to_ascii_lowercase(),
                         key_authorization: key_authorization.as_str().to_owned(),
                     };
                     published.push(Published::Board(
-                        board::Posted::post(shared, kind, &challenge.token, &post, board::ANSWER_TTL).await?,
+                        board::Posted::post(shared, kind.as_str(), &challenge.token, &post, board::ANSWER_TTL).await?,
                     ));
                 }
             }
@@ -152,10 +153,10 @@ async fn prove_inner(
                 published.push(Published::TlsAlpn01(cert.map_err(|e| AcmeError::Solver(e.to_string()))?));
                 if let Some(shared) = &solvers.board {
                     let post =
-                        board::TlsAlpnPost { identifier: identifier.clone(), digest: board::hex(digest.as_ref()) };
+                        posts::TlsAlpnPost { identifier: identifier.clone(), digest: posts::hex(digest.as_ref()) };
                     let sni = tls_alpn::sni_for(&identifier);
                     published.push(Published::Board(
-                        board::Posted::post(shared, kind, &sni, &post, board::ANSWER_TTL).await?,
+                        board::Posted::post(shared, kind.as_str(), &sni, &post, board::ANSWER_TTL).await?,
                     ));
                 }
             }
@@ -166,8 +167,8 @@ async fn prove_inner(
                 // that a replica taking over from a crashed one removes the
                 // record it may have left.
                 if let Some(shared) = &solvers.board {
-                    let key = board::dns_key(&record);
-                    match board::Posted::post(shared, kind, &key, &record, board::DNS_TTL).await {
+                    let key = posts::dns_key(&record);
+                    match board::Posted::post(shared, kind.as_str(), &key, &record, board::DNS_TTL).await {
                         Ok(posted) => published.push(Published::Board(posted)),
                         Err(e) => tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot post the DNS-01 record"),
                     }

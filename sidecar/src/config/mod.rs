@@ -18,17 +18,17 @@ use crate::names;
 mod check;
 mod discover;
 mod files;
+use crate::deploy::settings::{Nginx, PostDeploy};
 pub use crate::solvers::ChallengeKind;
 pub use check::ServedCheck;
 pub use discover::{Discover, OnDemand};
-pub use files::{Nginx, PostDeploy};
 mod dns;
 mod resolver;
 mod storage;
+use crate::store::Storage;
 pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
 use resolver::validate_resolver;
-pub use resolver::{Eab, HttpChallenge, KeyType, RateLimit, Resolver, TlsChallenge};
-pub use storage::{Etcd, Storage, StoreKind, ENCRYPTION_KEY_ENV};
+pub use resolver::{Eab, HttpChallenge, RateLimit, Resolver, TlsChallenge};
 
 /// Let's Encrypt's production directory: the default `ca_server`, as in Traefik.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{ConfigError, DnsChallenge, LETS_ENCRYPT_PRODUCTION};
+use crate::cert::KeyType;
 use crate::names;
 use crate::solvers::ChallengeKind;
 
@@ -165,25 +166,6 @@ pub struct HttpChallenge {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsChallenge {}
-
-/// Key types for certificate keys; Traefik's spellings are accepted too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyType {
-    /// ECDSA P-256 (Traefik's `EC256`), the default.
-    #[default]
-    #[serde(alias = "EC256")]
-    Ec256,
-    /// ECDSA P-384 (Traefik's `EC384`).
-    #[serde(alias = "EC384")]
-    Ec384,
-    /// RSA 2048 (Traefik's `RSA2048`).
-    #[serde(alias = "RSA2048")]
-    Rsa2048,
-    /// RSA 4096 (Traefik's `RSA4096`).
-    #[serde(alias = "RSA4096")]
-    Rsa4096,
-}
 
 pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), ConfigError> {
     let field = format!("resolvers.{name}");

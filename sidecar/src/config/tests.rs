@@ -1,4 +1,6 @@
 use super::*;
+use crate::cert::KeyType;
+use crate::store::StoreKind;
 
 const VALID: &str = r#"
 [storage]

@@ -19,13 +19,14 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, Control, Rollover};
 use crate::api;
 use crate::cert::{self, Bundle, SecretPem};
-use crate::config::StoreKind;
-use crate::config::{Config, PostDeploy};
+use crate::config::Config;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
+use crate::deploy::settings::PostDeploy;
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
 use crate::solvers::{tls_alpn, Solvers};
+use crate::store::StoreKind;
 use crate::store::{EtcdStore, FileStore, Store, StoreError};
 
 use accounts::Accounts;
@@ -106,7 +107,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let replica = etcd.as_ref().map_or_else(|| "local".to_owned(), |e| e.replica().to_owned());
     let default_certificate = load_default(&config)?;
     let mut solvers = Solvers::default();
-    solvers.board = etcd.clone().map(|e| e as Arc<dyn crate::solvers::board::ChallengeBoard>);
+    solvers.board = etcd.clone().map(|e| e as Arc<dyn crate::store::board::ChallengeBoard>);
     let sds = SdsSink::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

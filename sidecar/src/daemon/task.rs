@@ -325,7 +325,7 @@ impl CertTask {
         else {
             return;
         };
-        let posts = match board.list(crate::solvers::ChallengeKind::Dns01).await {
+        let posts = match board.list(crate::solvers::ChallengeKind::Dns01.as_str()).await {
             Ok(posts) => posts,
             Err(e) => {
                 tracing::warn!(certificate = %self.certificate.name, error = %e, "cannot list posted DNS-01 records");
@@ -341,7 +341,7 @@ impl CertTask {
             match dns.provider.cleanup(&record).await {
                 Ok(()) => {
                     tracing::info!(certificate = %self.certificate.name, fqdn = %record.fqdn, "removed a DNS-01 record left by an interrupted order");
-                    board.take_down(crate::solvers::ChallengeKind::Dns01, &key).await;
+                    board.take_down(crate::solvers::ChallengeKind::Dns01.as_str(), &key).await;
                 }
                 Err(e) => {
                     tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot remove a DNS-01 record left by an interrupted order")

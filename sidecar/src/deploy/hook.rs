@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::settings::PostDeploy;
 use crate::cert::CertInfo;
-use crate::config::PostDeploy;
 use crate::process::{self as command, CommandError};
 
 /// The environment a hook sees for certificate `name`, whose PEM files are

@@ -6,6 +6,7 @@ pub mod hook;
 pub mod lds;
 pub mod nginx;
 pub mod sds;
+pub mod settings;
 pub mod snapshot;
 pub mod xds;
 

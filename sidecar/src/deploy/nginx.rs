@@ -17,9 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::settings as config;
 use super::{DeployError, Sink};
 use crate::cert::Bundle;
-use crate::config;
 use crate::process::{self as command, CommandError};
 use crate::store::{PemTree, Swap};
 

@@ -16,8 +16,8 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::cert::{self, Bundle, CertError, CertInfo};
-use crate::config::{Config, KeyType};
+use crate::cert::{self, Bundle, CertError, CertInfo, KeyType};
+use crate::config::Config;
 use crate::store::{Store, StoreError};
 pub(crate) use keys::AccountKey;
 

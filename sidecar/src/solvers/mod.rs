@@ -1,8 +1,8 @@
 //! Challenge solvers: what the CA's validator is shown. The ACME protocol
 //! lives in `acme`; solvers only publish and withdraw answers.
 
-pub mod board;
 pub mod http01;
+pub mod posts;
 pub mod tls_alpn;
 pub mod webroot;
 
@@ -54,5 +54,5 @@ pub struct Solvers {
     pub http01: Http01Tokens,
     pub tls_alpn: TlsAlpnCerts,
     /// Shared with other replicas (etcd store); `None`: this process alone.
-    pub board: Option<std::sync::Arc<dyn board::ChallengeBoard>>,
+    pub board: Option<std::sync::Arc<dyn crate::store::board::ChallengeBoard>>,
 }

@@ -19,8 +19,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::board::{unhex, ChallengeBoard, TlsAlpnPost};
+use super::posts::{unhex, TlsAlpnPost};
 use super::ChallengeKind;
+use crate::store::board::ChallengeBoard;
 
 /// The ALPN protocol ID of RFC 8737 §6.2.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -232,7 +233,7 @@ pub fn serve_on(
 /// Builds the challenge certificate another replica posted for `sni`, and
 /// keeps it for [`BORROWED_FOR`].
 async fn borrow(board: &dyn ChallengeBoard, certs: &TlsAlpnCerts, sni: &str) {
-    let post = match board.read(ChallengeKind::TlsAlpn01, sni).await {
+    let post = match board.read(ChallengeKind::TlsAlpn01.as_str(), sni).await {
         Ok(Some(bytes)) => serde_json::from_slice::<TlsAlpnPost>(&bytes).ok(),
         Ok(None) => None,
         Err(e) => {

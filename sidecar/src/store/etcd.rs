@@ -29,12 +29,11 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use super::board::ChallengeBoard;
 use super::seal::Sealer;
+use super::settings::Etcd as Settings;
 use super::{check_key, Acquired, Lock, RenewalState, Store, StoreError};
 use crate::cert::{self, Bundle, SecretPem};
-use crate::config::Etcd as Settings;
-use crate::solvers::board::ChallengeBoard;
-use crate::solvers::ChallengeKind;
 
 /// A certificate as stored.
 #[derive(Serialize, Deserialize)]
@@ -512,7 +511,7 @@ fn revoke_later(mut client: Client, lease: i64) {
 
 #[async_trait]
 impl ChallengeBoard for EtcdStore {
-    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError> {
+    async fn post(&self, kind: &'static str, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError> {
         let lease = self.call(|mut c| async move { c.lease_grant(ttl_secs, None).await }).await?.id();
         let key = self.key("challenges", &format!("{kind}/{key}"));
         let key = key.as_str();
@@ -521,18 +520,18 @@ impl ChallengeBoard for EtcdStore {
             .map(drop)
     }
 
-    async fn take_down(&self, kind: ChallengeKind, key: &str) {
+    async fn take_down(&self, kind: &'static str, key: &str) {
         let key = self.key("challenges", &format!("{kind}/{key}"));
         if let Err(e) = self.delete(&key).await {
             tracing::debug!(key, error = %e, "cannot remove a pending challenge; its lease will");
         }
     }
 
-    async fn read(&self, kind: ChallengeKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn read(&self, kind: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(&self.key("challenges", &format!("{kind}/{key}"))).await
     }
 
-    async fn list(&self, kind: ChallengeKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn list(&self, kind: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let prefix = self.key("challenges", &format!("{kind}/"));
         let prefix = prefix.as_str();
         let listed =

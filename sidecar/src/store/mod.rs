@@ -2,18 +2,21 @@
 //! embedded default), an in-memory one for unit tests, and etcd, shared by
 //! several replicas (locks with fencing tokens, sealed keys, a watch).
 
+pub mod board;
 pub mod etcd;
 mod file;
 mod lock;
 mod memory;
 mod pem_tree;
 pub mod seal;
+pub mod settings;
 
 pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use lock::{Acquired, Lock};
 pub use memory::MemoryStore;
 pub use pem_tree::{PemTree, Swap};
+pub use settings::{Etcd, Storage, StoreKind};
 
 use async_trait::async_trait;
 

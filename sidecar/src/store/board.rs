@@ -3,26 +3,28 @@
 //! afterwards; a replica the CA's validator reaches without the answer in
 //! memory reads the board. Reads are linearizable, so an answer posted
 //! before the CA was told is always found.
+//!
+//! Posts are kept apart by `kind`, the challenge type's name (`http-01`);
+//! what a post holds is the solver's business (`solvers::posts`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::ChallengeKind;
-use crate::store::StoreError;
+use super::StoreError;
 
 /// Where pending challenges are shared.
 #[async_trait]
 pub trait ChallengeBoard: Send + Sync + std::fmt::Debug {
     /// Posts an answer for `ttl_secs`; returns once every replica can read it.
-    async fn post(&self, kind: ChallengeKind, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError>;
+    async fn post(&self, kind: &'static str, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError>;
     /// Takes an answer down (best effort: posts also expire).
-    async fn take_down(&self, kind: ChallengeKind, key: &str);
+    async fn take_down(&self, kind: &'static str, key: &str);
     /// The answer posted under `key`, if any.
-    async fn read(&self, kind: ChallengeKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn read(&self, kind: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every post of `kind`: (key, value).
-    async fn list(&self, kind: ChallengeKind) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    async fn list(&self, kind: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// How long an HTTP-01 or TLS-ALPN-01 post outlives a crashed publisher.
@@ -31,32 +33,11 @@ pub const ANSWER_TTL: i64 = 600;
 /// a crashed publisher left.
 pub const DNS_TTL: i64 = 86_400;
 
-/// A pending HTTP-01 answer (keyed by token).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Http01Post {
-    pub identifier: String,
-    pub key_authorization: String,
-}
-
-/// A pending TLS-ALPN-01 answer (keyed by SNI): each replica builds its own
-/// challenge certificate from the digest.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TlsAlpnPost {
-    pub identifier: String,
-    /// SHA-256 of the key authorization, hex.
-    pub digest: String,
-}
-
-/// The board key of a DNS-01 record.
-pub fn dns_key(record: &crate::dns::TxtRecord) -> String {
-    format!("{}{}", record.fqdn, record.value)
-}
-
 /// Takes its post down when dropped, so every exit path of an order does.
 #[derive(Debug)]
 pub struct Posted {
     board: Arc<dyn ChallengeBoard>,
-    kind: ChallengeKind,
+    kind: &'static str,
     key: String,
 }
 
@@ -64,7 +45,7 @@ impl Posted {
     /// Posts `value` under `key` and returns the guard.
     pub async fn post(
         board: &Arc<dyn ChallengeBoard>,
-        kind: ChallengeKind,
+        kind: &'static str,
         key: &str,
         value: &impl Serialize,
         ttl_secs: i64,
@@ -83,17 +64,4 @@ impl Drop for Posted {
             runtime.spawn(async move { board.take_down(kind, &key).await });
         }
     }
-}
-
-/// Hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes of `hex`, if it is hex.
-pub fn unhex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
