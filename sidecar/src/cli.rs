@@ -10,7 +10,7 @@ use crate::admin::{self, CertStatus, ClientError};
 use crate::cert;
 use crate::config::Config;
 use crate::schedule;
-use crate::store::{FileStore, Store};
+use crate::store;
 
 /// `proxy-acme certs`: one block per certificate.
 pub async fn certs(config: &Config) -> Result<(), String> {
@@ -40,7 +40,7 @@ fn render(statuses: &[CertStatus]) -> String {
 }
 
 async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, String> {
-    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
     let now = std::time::SystemTime::now();
     let mut out = Vec::new();
     for c in &config.certificates {
@@ -94,10 +94,10 @@ pub async fn revoke(config: &Config, name: &str, reason: Option<u8>) -> Result<(
     }
     let c = config.certificates.iter().find(|c| c.name == name).ok_or(format!("no certificate named {name}"))?;
     let resolver = &config.resolvers[&c.resolver];
-    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
     let bundle = store.load_certificate(name).await.map_err(|e| e.to_string())?.ok_or("nothing stored to revoke")?;
     let serial = cert::inspect(&bundle, None).map_err(|e| e.to_string())?.serial_hex;
-    let account = crate::acme::account(&store, &c.resolver, resolver).await.map_err(|e| e.to_string())?;
+    let account = crate::acme::account(store.as_ref(), &c.resolver, resolver).await.map_err(|e| e.to_string())?;
     crate::acme::revoke(&account, &bundle, reason).await.map_err(|e| e.to_string())?;
     store.mark_revoked(name, &serial).await.map_err(|e| e.to_string())?;
     println!("revoked {name} (serial {serial}); it will not be deployed again");
@@ -112,8 +112,8 @@ pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), String
         return Ok(());
     }
     let resolver = config.resolvers.get(resolver_name).ok_or(format!("no resolver named {resolver_name}"))?;
-    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
-    let id = crate::acme::rollover(&store, resolver_name, resolver).await.map_err(|e| e.to_string())?;
+    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
+    let id = crate::acme::rollover(store.as_ref(), resolver_name, resolver).await.map_err(|e| e.to_string())?;
     println!("rolled over the key of {id}");
     Ok(())
 }

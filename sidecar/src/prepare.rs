@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::deploy::file_sds::FileSdsSink;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::Sink;
-use crate::store::{FileStore, Store};
 
 /// What was written for one certificate.
 fn choose(
@@ -42,7 +41,7 @@ pub async fn prepare(config: &Config) -> Result<(), String> {
     if sinks.is_empty() {
         return Err("no file target: set [envoy] sds_directory or [nginx] directory".into());
     }
-    let store = FileStore::open(&config.storage.directory).map_err(|e| e.to_string())?;
+    let store = crate::store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
     let default = crate::daemon::load_default(config).map_err(|e| e.to_string())?;
     for certificate in &config.certificates {
         let stored = store.load_certificate(&certificate.name).await.map_err(|e| e.to_string())?;

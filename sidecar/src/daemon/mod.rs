@@ -26,8 +26,7 @@ use crate::deploy::settings::PostDeploy;
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
 use crate::solvers::{tls_alpn, Solvers};
-use crate::store::StoreKind;
-use crate::store::{EtcdStore, FileStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 use accounts::Accounts;
 
@@ -96,18 +95,14 @@ impl Shared {
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
-    let (store, etcd): (Arc<dyn Store>, Option<Arc<EtcdStore>>) = match (config.storage.store, &config.storage.etcd) {
-        (StoreKind::Etcd, Some(settings)) => {
-            let etcd = Arc::new(EtcdStore::connect(settings).await?);
-            tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, replica = etcd.replica(), "shared store: etcd");
-            (Arc::clone(&etcd) as Arc<dyn Store>, Some(etcd))
-        }
-        _ => (Arc::new(FileStore::open(&config.storage.directory)?), None),
-    };
-    let replica = etcd.as_ref().map_or_else(|| "local".to_owned(), |e| e.replica().to_owned());
+    let opened = crate::store::open(&config.storage).await?;
+    if let (Some(etcd), Some(settings)) = (&opened.etcd, &config.storage.etcd) {
+        tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, replica = etcd.replica(), "shared store: etcd");
+    }
+    let replica = opened.replica();
+    let (store, etcd) = (Arc::clone(&opened.store), opened.etcd.clone());
     let default_certificate = load_default(&config)?;
-    let mut solvers = Solvers::default();
-    solvers.board = etcd.clone().map(|e| e as Arc<dyn crate::store::board::ChallengeBoard>);
+    let solvers = Solvers { board: opened.board(), ..Solvers::default() };
     let sds = SdsSink::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -145,10 +145,9 @@ impl CertTask {
             CertCommand::Renew { force, reply } => {
                 let now = self.shared.clock.now();
                 if force {
-                    if let Err(e) = self.shared.store.clear_revoked(&self.certificate.name).await {
-                        let _ = reply.send(Err(e.to_string()));
-                        return;
-                    }
+                    // The revocation mark stays until a new certificate is
+                    // stored: until then the revoked one is never adopted
+                    // back from a shared store.
                     self.machine.force();
                 } else if !matches!(self.machine.next_action(now), Action::Order) {
                     let state = self.machine.describe(now);

@@ -329,8 +329,8 @@ pub async fn import(config: &Config, source: &Source) -> Result<Summary, ImportE
         Source::Certbot { dir } => certbot::read(dir)?,
     };
     let plan = plan(config, found, SystemTime::now());
-    let store = crate::store::FileStore::open(&config.storage.directory)?;
-    apply(plan, &store).await
+    let store = crate::store::open(&config.storage).await?.store;
+    apply(plan, store.as_ref()).await
 }
 
 fn rfc3339(t: SystemTime) -> String {

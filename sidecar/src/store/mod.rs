@@ -18,9 +18,48 @@ pub use memory::MemoryStore;
 pub use pem_tree::{PemTree, Swap};
 pub use settings::{Etcd, Storage, StoreKind};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::cert::{Bundle, CertError};
+
+/// The configured store, as [`open`] returns it: the daemon and every
+/// command reach accounts and certificates through `store` alone.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    /// The shared store's extras (challenge board, watch, replica name),
+    /// when it is etcd.
+    pub etcd: Option<Arc<EtcdStore>>,
+}
+
+impl Opened {
+    /// This process's name among replicas (`local` without a shared store).
+    pub fn replica(&self) -> String {
+        self.etcd.as_ref().map_or_else(|| "local".to_owned(), |e| e.replica().to_owned())
+    }
+
+    /// Where pending challenges are shared with other replicas, if anywhere.
+    pub fn board(&self) -> Option<Arc<dyn board::ChallengeBoard>> {
+        self.etcd.clone().map(|e| e as Arc<dyn board::ChallengeBoard>)
+    }
+}
+
+/// Opens the store `settings` name: the one construction site, so `run`,
+/// `certs`, `revoke`, `account rollover`, `prepare` and `import` all read
+/// and write the same place, sealed the same way. With etcd nothing is
+/// written under `directory`.
+pub async fn open(settings: &Storage) -> Result<Opened, StoreError> {
+    match (settings.store, &settings.etcd) {
+        (StoreKind::File, _) => Ok(Opened { store: Arc::new(FileStore::open(&settings.directory)?), etcd: None }),
+        (StoreKind::Etcd, Some(etcd)) => {
+            let etcd = Arc::new(EtcdStore::connect(etcd).await?);
+            Ok(Opened { store: Arc::clone(&etcd) as Arc<dyn Store>, etcd: Some(etcd) })
+        }
+        (StoreKind::Etcd, None) => Err(StoreError::Unavailable("store = \"etcd\" needs [storage.etcd]".into())),
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
