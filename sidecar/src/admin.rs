@@ -25,7 +25,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 /// What `certs` shows for one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,100 +40,76 @@ pub struct CertStatus {
     pub last_error: Option<String>,
 }
 
-/// The outcome the daemon reports for an operation.
-pub type Reply = oneshot::Sender<Result<String, String>>;
-
-/// Operations on one certificate, sent to its task.
-#[derive(Debug)]
-pub enum CertCommand {
-    Renew {
-        force: bool,
-        reply: Reply,
-    },
-    Revoke {
-        reason: Option<u8>,
-        reply: Reply,
-    },
-    /// A certificate written to the shared store (by any replica).
-    Stored(Box<crate::cert::Bundle>),
-}
-
-/// Operations on an account, sent to the daemon.
-#[derive(Debug)]
-pub struct Rollover {
-    pub resolver: String,
-    pub reply: Reply,
-}
-
-/// What the admin server reaches into: statuses and the tasks' inboxes.
+/// Every certificate's [`CertStatus`], kept by the daemon's tasks and read
+/// by the admin API and the served check.
 #[derive(Debug, Clone, Default)]
-pub struct Control {
-    pub statuses: Arc<RwLock<BTreeMap<String, CertStatus>>>,
-    /// Each certificate task's inbox; discovered certificates come and go.
-    pub certificates: Arc<RwLock<BTreeMap<String, mpsc::Sender<CertCommand>>>>,
-    pub accounts: Option<mpsc::Sender<Rollover>>,
-}
+pub struct Statuses(Arc<RwLock<BTreeMap<String, CertStatus>>>);
 
-impl Control {
+impl Statuses {
+    /// Records a certificate's status.
+    pub fn set(&self, status: CertStatus) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(status.name.clone(), status);
+    }
+
     /// Forgets a certificate that is no longer managed.
     pub fn remove(&self, name: &str) {
-        self.statuses.write().unwrap_or_else(|e| e.into_inner()).remove(name);
-        self.certificates.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
-    /// Records a certificate's status for `certs`.
-    pub fn set_status(&self, status: CertStatus) {
-        self.statuses.write().unwrap_or_else(|e| e.into_inner()).insert(status.name.clone(), status);
-    }
-
-    async fn handle(&self, method: &Method, path: &str, query: &str) -> (StatusCode, String) {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::GET, ["v1", "certificates"]) => {
-                let statuses: Vec<CertStatus> =
-                    self.statuses.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-                (StatusCode::OK, serde_json::to_string_pretty(&statuses).unwrap_or_default())
-            }
-            (&Method::POST, ["v1", "certificates", name, op @ ("renew" | "revoke")]) => {
-                let inbox = self.certificates.read().unwrap_or_else(|e| e.into_inner()).get(*name).cloned();
-                let Some(inbox) = inbox else {
-                    return (StatusCode::NOT_FOUND, format!("no certificate named {name}\n"));
-                };
-                let (reply, answer) = oneshot::channel();
-                let command = if *op == "renew" {
-                    CertCommand::Renew { force: query_flag(query, "force"), reply }
-                } else {
-                    match query_value(query, "reason").map(str::parse::<u8>).transpose() {
-                        Ok(reason) => CertCommand::Revoke { reason, reply },
-                        Err(_) => return (StatusCode::BAD_REQUEST, "reason must be an RFC 5280 code 0-10\n".into()),
-                    }
-                };
-                if inbox.send(command).await.is_err() {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "certificate task is gone\n".into());
-                }
-                outcome(answer.await)
-            }
-            (&Method::POST, ["v1", "accounts", resolver, "rollover"]) => {
-                let Some(inbox) = &self.accounts else {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "accounts are not managed here\n".into());
-                };
-                let (reply, answer) = oneshot::channel();
-                if inbox.send(Rollover { resolver: (*resolver).to_owned(), reply }).await.is_err() {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "account task is gone\n".into());
-                }
-                outcome(answer.await)
-            }
-            _ => (StatusCode::NOT_FOUND, "no such admin operation\n".into()),
-        }
+    /// All of them, by name.
+    pub fn all(&self) -> Vec<CertStatus> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }
 
-fn outcome(answer: Result<Result<String, String>, oneshot::error::RecvError>) -> (StatusCode, String) {
-    match answer {
-        Ok(Ok(text)) => (StatusCode::OK, format!("{text}\n")),
-        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the operation was dropped\n".into()),
-    }
+/// How an operation ended, as the daemon tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; the text says what happened (200).
+    Done(String),
+    /// The operation ran and failed (500).
+    Failed(String),
+    /// No certificate or resolver of that name (404).
+    Unknown(String),
+    /// Nothing can take the operation now (503).
+    Unavailable(String),
+}
+
+/// What the admin API asks of the daemon: the one boundary between HTTP
+/// and the daemon's command bus.
+#[async_trait::async_trait]
+pub trait Operations: Send + Sync + std::fmt::Debug {
+    fn statuses(&self) -> Vec<CertStatus>;
+    async fn renew(&self, name: &str, force: bool) -> Outcome;
+    async fn revoke(&self, name: &str, reason: Option<u8>) -> Outcome;
+    async fn rollover(&self, resolver: &str) -> Outcome;
+}
+
+async fn handle(operations: &dyn Operations, method: &Method, path: &str, query: &str) -> (StatusCode, String) {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let outcome = match (method, segments.as_slice()) {
+        (&Method::GET, ["v1", "certificates"]) => {
+            return (StatusCode::OK, serde_json::to_string_pretty(&operations.statuses()).unwrap_or_default());
+        }
+        (&Method::POST, ["v1", "certificates", name, "renew"]) => {
+            operations.renew(name, query_flag(query, "force")).await
+        }
+        (&Method::POST, ["v1", "certificates", name, "revoke"]) => {
+            match query_value(query, "reason").map(str::parse::<u8>).transpose() {
+                Ok(reason) => operations.revoke(name, reason).await,
+                Err(_) => return (StatusCode::BAD_REQUEST, "reason must be an RFC 5280 code 0-10\n".into()),
+            }
+        }
+        (&Method::POST, ["v1", "accounts", resolver, "rollover"]) => operations.rollover(resolver).await,
+        _ => return (StatusCode::NOT_FOUND, "no such admin operation\n".into()),
+    };
+    let (status, text) = match outcome {
+        Outcome::Done(text) => (StatusCode::OK, text),
+        Outcome::Failed(text) => (StatusCode::INTERNAL_SERVER_ERROR, text),
+        Outcome::Unknown(text) => (StatusCode::NOT_FOUND, text),
+        Outcome::Unavailable(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+    };
+    (status, format!("{text}\n"))
 }
 
 fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -146,13 +121,13 @@ fn query_flag(query: &str, key: &str) -> bool {
 }
 
 /// Serves one connection; with `token`, requests without it get 401.
-fn serve_connection<S>(stream: S, control: Control, token: Option<Arc<String>>)
+fn serve_connection<S>(stream: S, operations: Arc<dyn Operations>, token: Option<Arc<String>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let service = service_fn(move |req: Request<Incoming>| {
-            let (control, token) = (control.clone(), token.clone());
+            let (operations, token) = (Arc::clone(&operations), token.clone());
             async move {
                 if let Some(token) = &token {
                     let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -167,7 +142,7 @@ where
                     }
                 }
                 let query = req.uri().query().unwrap_or_default().to_owned();
-                let (status, body) = control.handle(req.method(), req.uri().path(), &query).await;
+                let (status, body) = handle(operations.as_ref(), req.method(), req.uri().path(), &query).await;
                 let mut rsp = Response::new(Full::new(Bytes::from(body)));
                 *rsp.status_mut() = status;
                 Ok::<_, Infallible>(rsp)
@@ -183,7 +158,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the admin API on a Unix socket (0600) until the task is aborted.
-pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(path: &Path, operations: Arc<dyn Operations>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -197,7 +172,7 @@ pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task
     tracing::info!(socket = %path.display(), "admin API listening");
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            serve_connection(stream, control.clone(), None);
+            serve_connection(stream, Arc::clone(&operations), None);
         }
     }))
 }
@@ -205,7 +180,7 @@ pub async fn serve(path: &Path, control: Control) -> std::io::Result<tokio::task
 /// Serves the admin API on TCP, every request authenticated with `token`.
 pub async fn serve_tcp(
     address: SocketAddr,
-    control: Control,
+    operations: Arc<dyn Operations>,
     token: String,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -213,7 +188,7 @@ pub async fn serve_tcp(
     let token = Arc::new(token);
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            serve_connection(stream, control.clone(), Some(Arc::clone(&token)));
+            serve_connection(stream, Arc::clone(&operations), Some(Arc::clone(&token)));
         }
     }))
 }
@@ -285,24 +260,41 @@ mod tests {
         assert_eq!(query_value("reason=4", "reason"), Some("4"));
     }
 
+    /// One certificate `web`: renewing needs `force`.
+    #[derive(Debug, Default)]
+    struct Fake(Statuses);
+
+    #[async_trait::async_trait]
+    impl Operations for Fake {
+        fn statuses(&self) -> Vec<CertStatus> {
+            self.0.all()
+        }
+        async fn renew(&self, name: &str, force: bool) -> Outcome {
+            match (name, force) {
+                ("web", true) => Outcome::Done("serial 01".into()),
+                ("web", false) => Outcome::Failed("not due".into()),
+                _ => Outcome::Unknown(format!("no certificate named {name}")),
+            }
+        }
+        async fn revoke(&self, _: &str, reason: Option<u8>) -> Outcome {
+            Outcome::Done(format!("reason {reason:?}"))
+        }
+        async fn rollover(&self, _: &str) -> Outcome {
+            Outcome::Unavailable("accounts are not managed here".into())
+        }
+    }
+
+    fn fake() -> Arc<dyn Operations> {
+        let fake = Fake::default();
+        fake.0.set(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
+        Arc::new(fake)
+    }
+
     #[tokio::test]
     async fn socket_round_trip_and_unknown_names() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("admin.sock");
-        let (tx, mut rx) = mpsc::channel(1);
-        let control = Control {
-            certificates: Arc::new(RwLock::new(BTreeMap::from([("web".to_owned(), tx)]))),
-            ..Default::default()
-        };
-        control.set_status(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
-        serve(&socket, control).await.expect("serve");
-        tokio::spawn(async move {
-            while let Some(command) = rx.recv().await {
-                if let CertCommand::Renew { force, reply } = command {
-                    let _ = reply.send(if force { Ok("serial 01".into()) } else { Err("not due".into()) });
-                }
-            }
-        });
+        serve(&socket, fake()).await.expect("serve");
         let list = call(&socket, Method::GET, "/v1/certificates").await.expect("list");
         let parsed: Vec<CertStatus> = serde_json::from_str(&list).expect("json");
         assert_eq!(parsed[0].name, "web");
@@ -316,7 +308,11 @@ mod tests {
         ));
         assert!(matches!(
             call(&socket, Method::POST, "/v1/certificates/nope/renew").await,
-            Err(ClientError::Failed(_))
+            Err(ClientError::Failed(e)) if e == "no certificate named nope"
+        ));
+        assert!(matches!(
+            call(&socket, Method::POST, "/v1/certificates/web/revoke?reason=x").await,
+            Err(ClientError::Failed(e)) if e.contains("RFC 5280")
         ));
         let missing = call(&dir.path().join("none.sock"), Method::GET, "/v1/certificates").await;
         assert!(matches!(missing, Err(ClientError::NotRunning(_))));
@@ -324,12 +320,10 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_needs_the_bearer_token() {
-        let control = Control::default();
-        control.set_status(CertStatus { name: "web".into(), state: "valid".into(), ..Default::default() });
         let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = probe.local_addr().expect("addr");
         drop(probe);
-        serve_tcp(address, control, "s3cret-token".into()).await.expect("serve");
+        serve_tcp(address, fake(), "s3cret-token".into()).await.expect("serve");
         let list = call_tcp(address, "s3cret-token", Method::GET, "/v1/certificates").await.expect("with the token");
         assert!(list.contains("\"web\""), "{list}");
         for wrong in ["", "s3cret-tokeN", "s3cret-token-and-more"] {

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::admin::Control;
+use crate::admin::Statuses;
 use crate::config::ServedCheck;
 use crate::health::Readiness;
 
@@ -77,12 +77,11 @@ pub async fn fetch_leaf(endpoint: &str, sni: &str, timeout: Duration) -> Result<
 
 /// Checks every deployed certificate on every endpoint, every
 /// `interval_secs`, until dropped.
-pub async fn run(config: ServedCheck, control: Control, readiness: Readiness) {
+pub async fn run(config: ServedCheck, statuses: Statuses, readiness: Readiness) {
     let timeout = Duration::from_millis(config.timeout_ms);
     let mut last: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     loop {
-        let statuses: Vec<_> = control.statuses.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for status in statuses {
+        for status in statuses.all() {
             let Some(serial) = &status.serial else { continue };
             for endpoint in &config.endpoints {
                 let mut result = Ok(());

@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::task::CertTask;
-use super::{RunError, Shared};
+use super::bus::Bus;
+use super::task::{CertTask, Parts};
+use super::RunError;
 use crate::config::{Certificate, Resolver};
 use crate::deploy::lds::ListenerFile;
 use crate::discover::Request;
+use crate::health::Readiness;
 
 /// Where a managed certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,9 @@ struct Running {
 
 /// All certificate tasks.
 pub(super) struct Fleet {
-    shared: Arc<Shared>,
+    parts: Arc<Parts>,
+    bus: Bus,
+    readiness: Readiness,
     /// Shared by every task on the resolver (not a copy per certificate).
     resolvers: BTreeMap<String, Arc<Resolver>>,
     running: BTreeMap<String, Running>,
@@ -55,12 +59,14 @@ impl std::fmt::Debug for Fleet {
 
 impl Fleet {
     pub(super) fn new(
-        shared: Arc<Shared>,
+        parts: Arc<Parts>,
+        bus: Bus,
+        readiness: Readiness,
         resolvers: BTreeMap<String, Resolver>,
         listener: Option<ListenerFile>,
     ) -> Self {
         let resolvers = resolvers.into_iter().map(|(name, r)| (name, Arc::new(r))).collect();
-        Self { shared, resolvers, running: BTreeMap::new(), listener }
+        Self { parts, bus, readiness, resolvers, running: BTreeMap::new(), listener }
     }
 
     /// Starts a certificate's task: loads and deploys what is stored (or a
@@ -70,8 +76,8 @@ impl Fleet {
         let resolver = self.resolvers.get(&certificate.resolver).cloned();
         let name = certificate.name.clone();
         let domains = certificate.domains.clone();
-        let task = CertTask::start(Arc::clone(&self.shared), certificate, resolver, rx).await?;
-        self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+        let task = CertTask::start(Arc::clone(&self.parts), certificate, resolver, rx).await?;
+        self.bus.add(&name, tx);
         let handle = tokio::spawn(task.run());
         self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         Ok(())
@@ -87,11 +93,11 @@ impl Fleet {
         for certificate in certificates {
             let (tx, rx) = mpsc::channel(4);
             let resolver = self.resolvers.get(&certificate.resolver).cloned();
-            let (shared, permits) = (Arc::clone(&self.shared), Arc::clone(&permits));
+            let (parts, permits) = (Arc::clone(&self.parts), Arc::clone(&permits));
             let domains = certificate.domains.clone();
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                CertTask::start(shared, certificate, resolver, rx).await
+                CertTask::start(parts, certificate, resolver, rx).await
             });
             loading.push((handle, tx, domains));
         }
@@ -101,7 +107,7 @@ impl Fleet {
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
             let name = task.name().to_owned();
-            self.shared.control.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+            self.bus.add(&name, tx);
             let handle = tokio::spawn(task.run());
             self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         }
@@ -112,8 +118,8 @@ impl Fleet {
         if let Some(running) = self.running.remove(name) {
             running.handle.abort();
         }
-        self.shared.control.remove(name);
-        self.shared.readiness.remove(&format!("certificate:{name}"));
+        self.bus.remove(name);
+        self.readiness.remove(&format!("certificate:{name}"));
     }
 
     /// Brings the discovered certificates in line with `requests`: new ones
@@ -121,7 +127,7 @@ impl Fleet {
     /// named stop after `grace` (their files stay). Returns whether the set
     /// changed.
     pub(super) async fn reconcile(&mut self, requests: &[Request], resolver: &str, grace: Duration) -> bool {
-        let now = SystemTime::now();
+        let now = self.parts.clock.now();
         let mut changed = false;
         for request in requests {
             let existing = self.running.get_mut(&request.name);

@@ -4,31 +4,40 @@
 //! [`Machine`](crate::schedule::Machine).
 
 mod accounts;
+pub(crate) mod bus;
+mod coordinator;
 mod discovery;
 mod fleet;
+mod issuer;
 mod on_demand;
 mod replicas;
+mod reporter;
+mod serving;
 mod task;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Control, Rollover};
+use crate::admin::{self, Operations};
 use crate::api;
 use crate::cert::{self, Bundle, SecretPem};
 use crate::config::Config;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
-use crate::deploy::settings::PostDeploy;
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
 use crate::solvers::{tls_alpn, Solvers};
 use crate::store::{Store, StoreError};
 
 use accounts::Accounts;
+use bus::{Bus, Rollover};
+use coordinator::Coordinator;
+use issuer::Issuer;
+use reporter::Reporter;
+use serving::Serving;
+use task::Parts;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,49 +58,11 @@ pub enum RunError {
     Dns { resolver: String, source: crate::dns::DnsError },
 }
 
-/// Everything a certificate's task needs, shared.
-struct Shared {
-    store: Arc<dyn Store>,
-    sinks: Vec<Arc<dyn Sink>>,
-    solvers: Solvers,
-    clock: Arc<dyn Clock>,
-    accounts: Accounts,
-    control: Control,
-    default_certificate: Option<Bundle>,
-    placeholder: bool,
-    /// DNS-01 solvers by resolver name.
-    dns: BTreeMap<String, crate::dns::DnsSolver>,
-    /// The post-deploy hook and the directory whose `<name>/live` it is shown.
-    post_deploy: Option<(PostDeploy, PathBuf)>,
-    /// `/readyz`'s checks; each task sets its `certificate:<name>`.
-    readiness: crate::health::Readiness,
-    /// Admits first actions at start-up, [`FIRST_ACTIONS_IN_FLIGHT`] at a time (FIFO).
-    first_actions: tokio::sync::Semaphore,
-    /// This replica's name in the shared renewal state.
-    replica: String,
-}
-
 /// First orders and ARI polls (due at start-up) in flight at once. They are
 /// admitted in configuration order as earlier ones finish, instead of
 /// waiting out a fixed spread (250 ms per certificate was 50 s before the
 /// 200th order even began; found by the issuance benchmark).
 const FIRST_ACTIONS_IN_FLIGHT: usize = 10;
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("store", &self.store).field("accounts", &self.accounts).finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) {
-        for sink in &self.sinks {
-            if let Err(e) = sink.deploy(name, bundle).await {
-                tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");
-            }
-        }
-    }
-}
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
@@ -164,34 +135,35 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         }
     }
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
-    let control = Control { accounts: Some(rollover_tx), ..Default::default() };
-    let shared = Arc::new(Shared {
-        store,
-        sinks,
-        solvers,
+    let bus = Bus::new(Some(rollover_tx));
+    let accounts = Arc::new(Accounts::new(&config.resolvers));
+    let dns = Arc::new(dns);
+    let parts = Arc::new(Parts {
+        issuer: Issuer::new(Arc::clone(&store), Arc::clone(&accounts), solvers, Arc::clone(&dns), Arc::clone(&clock)),
+        coordinator: Coordinator::new(Arc::clone(&store), opened.board(), dns, replica),
+        serving: Serving {
+            sinks,
+            default_certificate: default_certificate.map(Arc::new),
+            placeholder: config.envoy.placeholder,
+            post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
+        },
+        reporter: Reporter::new(bus.clone(), readiness.clone()),
         clock,
-        accounts: Accounts::new(&config.resolvers),
-        control: control.clone(),
-        default_certificate,
-        placeholder: config.envoy.placeholder,
-        dns,
-        post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
-        readiness: readiness.clone(),
         first_actions: tokio::sync::Semaphore::new(FIRST_ACTIONS_IN_FLIGHT),
-        replica,
     });
+    let operations: Arc<dyn Operations> = Arc::new(bus.clone());
     if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {
-        admin::serve_tcp(address, control.clone(), token)
+        admin::serve_tcp(address, Arc::clone(&operations), token)
             .await
             .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
     }
     if let Some(socket) = config.admin.socket() {
-        admin::serve(socket, control)
+        admin::serve(socket, operations)
             .await
             .map_err(|source| RunError::Listen { address: socket.display().to_string(), source })?;
     }
 
-    let mut tasks = vec![tokio::spawn(rollovers(Arc::clone(&shared), rollover_rx))];
+    let mut tasks = vec![tokio::spawn(rollovers(Arc::clone(&accounts), Arc::clone(&store), rollover_rx))];
     let used: BTreeMap<String, crate::config::Resolver> = config
         .resolvers
         .iter()
@@ -202,25 +174,22 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
-    tasks.push(tokio::spawn(crate::health::probe(
-        readiness.clone(),
-        etcd.is_none().then(|| Arc::clone(&shared.store)),
-        used,
-    )));
+    tasks.push(tokio::spawn(crate::health::probe(readiness.clone(), etcd.is_none().then(|| Arc::clone(&store)), used)));
     if let Some(check) = config.served_check.clone() {
-        tasks.push(tokio::spawn(crate::served::run(check, shared.control.clone(), readiness.clone())));
+        tasks.push(tokio::spawn(crate::served::run(check, bus.statuses.clone(), readiness.clone())));
     }
 
     let listener = match config.discover.as_ref().map(|d| (&d.listener_directory, &d.listener_template)) {
         Some((Some(dir), Some(template))) => Some(crate::deploy::lds::ListenerFile::load(dir, template)?),
         _ => None,
     };
-    let mut fleet = fleet::Fleet::new(Arc::clone(&shared), config.resolvers.clone(), listener);
+    let mut fleet =
+        fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
     fleet.start_all(config.certificates, fleet::Origin::Configured).await?;
     fleet.write_listener().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     if let Some(etcd) = &etcd {
-        tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), shared.control.clone(), readiness.clone())));
+        tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
     }
     if let Some(discover) = config.discover {
         let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.dns_challenge.is_some());
@@ -248,9 +217,9 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 }
 
 /// Account operations from the admin API.
-async fn rollovers(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Rollover>) {
+async fn rollovers(accounts: Arc<Accounts>, store: Arc<dyn Store>, mut inbox: mpsc::Receiver<Rollover>) {
     while let Some(Rollover { resolver, reply }) = inbox.recv().await {
-        let result = shared.accounts.rollover(shared.store.as_ref(), &resolver).await;
+        let result = accounts.rollover(store.as_ref(), &resolver).await;
         let _ = reply.send(result.map(|id| format!("rolled over the key of {id}")).map_err(|e| e.to_string()));
     }
 }

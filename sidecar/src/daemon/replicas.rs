@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::admin::{CertCommand, Control};
+use super::bus::{Bus, CertCommand};
 use crate::health::Readiness;
 use crate::store::{EtcdStore, Store};
 
@@ -16,7 +16,7 @@ use crate::store::{EtcdStore, Store};
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs until aborted.
-pub(super) async fn follow(store: Arc<EtcdStore>, control: Control, readiness: Readiness) {
+pub(super) async fn follow(store: Arc<EtcdStore>, bus: Bus, readiness: Readiness) {
     let (healthy_tx, mut healthy_rx) = watch::channel(Err("connecting".to_owned()));
     let mut certificates = store.watch_certificates(healthy_tx);
     let probe = {
@@ -32,8 +32,7 @@ pub(super) async fn follow(store: Arc<EtcdStore>, control: Control, readiness: R
         })
     };
     while let Some((name, bundle)) = certificates.recv().await {
-        let inbox = control.certificates.read().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
-        if let Some(inbox) = inbox {
+        if let Some(inbox) = bus.inbox(&name) {
             let _ = inbox.send(CertCommand::Stored(Box::new(bundle))).await;
         }
     }

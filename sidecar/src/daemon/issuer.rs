@@ -1,0 +1,227 @@
+//! The issuer: everything between "order now" and a stored certificate.
+//! The self-imposed limits (order budget, failed authorizations), the
+//! retries the protocol expects (a refused nonce, a CA that forgot the
+//! account), the fallback from one challenge type to the next, and the
+//! fenced save that refuses to write once the lock is lost. Also the
+//! account's other calls: renewal information and revocation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::accounts::Accounts;
+use crate::acme::{self, AcmeError, OrderRequest};
+use crate::cert::{self, Bundle, CertInfo};
+use crate::config::{Certificate, Resolver};
+use crate::dns::DnsSolver;
+use crate::schedule::{AriAnswer, Clock};
+use crate::solvers::{ChallengeKind, Solvers};
+use crate::store::{Lock, Store, StoreError};
+
+/// What an ARI poll found.
+#[derive(Debug)]
+pub(super) enum AriPoll {
+    /// The CA has no renewal information (RFC 9773 not offered).
+    Unsupported,
+    Answer(AriAnswer),
+}
+
+#[derive(Debug)]
+pub(super) struct Issuer {
+    store: Arc<dyn Store>,
+    accounts: Arc<Accounts>,
+    solvers: Solvers,
+    /// DNS-01 solvers by resolver name.
+    dns: Arc<BTreeMap<String, DnsSolver>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Issuer {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        accounts: Arc<Accounts>,
+        solvers: Solvers,
+        dns: Arc<BTreeMap<String, DnsSolver>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, accounts, solvers, dns, clock }
+    }
+
+    /// Whether an order for `certificate` is within the resolver's limits
+    /// now; takes one order from the budget when it is.
+    pub(super) fn admit(&self, certificate: &Certificate) -> Result<(), AcmeError> {
+        let now = self.clock.now();
+        self.accounts
+            .check_authz(&certificate.resolver, &certificate.domains, now)
+            .and_then(|()| self.accounts.take_order(&certificate.resolver, now))
+    }
+
+    /// Orders, proves, stores (fenced by `lock`) and returns the new
+    /// certificate. A refused nonce or a forgotten account (re-registered
+    /// at once) orders again: neither is a failure of this certificate.
+    /// Stops as soon as `lock` is lost, so nothing is written after another
+    /// replica may have taken over.
+    pub(super) async fn issue(
+        &self,
+        certificate: &Certificate,
+        resolver: &Resolver,
+        current: Option<&Bundle>,
+        lock: &Lock,
+    ) -> Result<(Bundle, CertInfo), AcmeError> {
+        let mut result = self.issue_fenced(certificate, resolver, current, lock).await;
+        for _ in 0..2 {
+            let Err(e) = &result else { break };
+            let forgotten = self.accounts.on_error(self.store.as_ref(), &certificate.resolver, e).await;
+            if !(forgotten || e.is_bad_nonce()) {
+                break;
+            }
+            tracing::info!(certificate = %certificate.name, error = %e, "ordering again at once");
+            result = self.issue_fenced(certificate, resolver, current, lock).await;
+        }
+        result
+    }
+
+    async fn issue_fenced(
+        &self,
+        certificate: &Certificate,
+        resolver: &Resolver,
+        current: Option<&Bundle>,
+        lock: &Lock,
+    ) -> Result<(Bundle, CertInfo), AcmeError> {
+        tokio::select! {
+            result = self.issue_once(certificate, resolver, current, lock) => result,
+            () = lock.lost() => Err(AcmeError::Store(StoreError::LockLost(certificate.name.clone()))),
+        }
+    }
+
+    async fn issue_once(
+        &self,
+        certificate: &Certificate,
+        resolver: &Resolver,
+        current: Option<&Bundle>,
+        lock: &Lock,
+    ) -> Result<(Bundle, CertInfo), AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), &certificate.resolver).await?;
+        let ari = self.accounts.ari(&certificate.resolver) == Some(true);
+        let request = OrderRequest {
+            domains: &certificate.domains,
+            key_type: resolver.key_type,
+            profile: resolver.profile.as_deref(),
+            preferred_chain: resolver.preferred_chain.as_deref(),
+            replaces: current.filter(|_| ari),
+            webroot: resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_deref()),
+            dns: self.dns.get(&certificate.resolver),
+        };
+        let bundle = self.with_fallback(certificate, resolver, &account, &request).await?;
+        let info = cert::inspect(&bundle, Some(&certificate.domains))?;
+        self.store.save_certificate_fenced(&certificate.name, &bundle, lock).await?;
+        self.store.clear_revoked(&certificate.name).await?;
+        Ok((bundle, info))
+    }
+
+    /// Tries the resolver's challenge types in order: when an order fails
+    /// because of its challenge (the CA could not validate it, or did not
+    /// offer it), the next type gets a new order, within the order budget.
+    async fn with_fallback(
+        &self,
+        certificate: &Certificate,
+        resolver: &Resolver,
+        account: &acme::AcmeAccount,
+        request: &OrderRequest<'_>,
+    ) -> Result<Bundle, AcmeError> {
+        let mut kinds = resolver.challenges();
+        // A wildcard can only be proven with DNS-01 (RFC 8555 §7.1.3).
+        if certificate.domains.iter().any(|d| d.starts_with("*.")) {
+            kinds.retain(|k| *k == ChallengeKind::Dns01);
+        }
+        let mut kinds = kinds.iter().peekable();
+        loop {
+            let Some(&kind) = kinds.next() else {
+                return Err(AcmeError::Solver("the resolver has no challenge type".into()));
+            };
+            let started = std::time::Instant::now();
+            let result = acme::issue(account, request, &self.solvers, kind).await;
+            let outcome = match &result {
+                Ok(_) => "valid",
+                Err(e) if e.is_challenge_failure() => "invalid",
+                Err(_) => "error",
+            };
+            crate::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
+            match result {
+                Err(e) if e.is_challenge_failure() && kinds.peek().is_some() => {
+                    let now = self.clock.now();
+                    if let Some(identifier) = e.failed_identifier() {
+                        self.accounts.record_authz_failure(&certificate.resolver, identifier, now);
+                    }
+                    let next = kinds.peek().map(|k| k.as_str()).unwrap_or_default();
+                    tracing::warn!(
+                        certificate = %certificate.name,
+                        challenge = %kind,
+                        error = %e,
+                        next,
+                        "challenge failed; ordering again with the next challenge type"
+                    );
+                    self.accounts.take_order(&certificate.resolver, now)?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Counts a failed order against the limits (a failed authorization).
+    pub(super) fn record_failure(&self, certificate: &Certificate, error: &AcmeError) {
+        if let Some(problem) = error.problem_type() {
+            crate::metrics::metrics().acme_error(problem);
+        }
+        if let Some(identifier) = error.failed_identifier() {
+            self.accounts.record_authz_failure(&certificate.resolver, identifier, self.clock.now());
+        }
+    }
+
+    /// Asks the CA for renewal information (RFC 9773) about `bundle`.
+    pub(super) async fn poll_ari(&self, certificate: &Certificate, bundle: &Bundle) -> AriPoll {
+        let resolver = &certificate.resolver;
+        let account = match self.accounts.get(self.store.as_ref(), resolver).await {
+            Ok(account) => account,
+            Err(e) => return AriPoll::Answer(AriAnswer::Unavailable(e.to_string())),
+        };
+        let answer = match acme::renewal_info(&account, bundle).await {
+            Ok(None) => {
+                self.accounts.set_ari(resolver, false);
+                return AriPoll::Unsupported;
+            }
+            Ok(Some(window)) => {
+                self.accounts.set_ari(resolver, true);
+                tracing::debug!(certificate = %certificate.name, ?window, "ARI window");
+                AriAnswer::Window { start: window.start, end: window.end, retry_after: Some(window.retry_after) }
+            }
+            Err(AcmeError::Protocol(e @ (instant_acme::Error::Json(_) | instant_acme::Error::Str(_)))) => {
+                AriAnswer::Malformed(e.to_string())
+            }
+            Err(e) => AriAnswer::Unavailable(e.to_string()),
+        };
+        AriPoll::Answer(answer)
+    }
+
+    /// Revokes `bundle` at the CA and records it in the store.
+    pub(super) async fn revoke(
+        &self,
+        certificate: &Certificate,
+        bundle: &Bundle,
+        serial: &str,
+        reason: Option<u8>,
+    ) -> Result<(), AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), &certificate.resolver).await?;
+        acme::revoke(&account, bundle, reason).await?;
+        Ok(self.store.mark_revoked(&certificate.name, serial).await?)
+    }
+
+    /// Whether the resolver's CA answers renewal information (`None`: not asked yet).
+    pub(super) fn ari(&self, resolver: &str) -> Option<bool> {
+        self.accounts.ari(resolver)
+    }
+
+    /// Orders left in the resolver's budget now.
+    pub(super) fn orders_remaining(&self, resolver: &str) -> Option<u32> {
+        self.accounts.orders_remaining(resolver, self.clock.now())
+    }
+}

@@ -1,0 +1,66 @@
+//! What a certificate's proxies are given: the deployment sinks (SDS, file
+//! SDS, nginx), the fallbacks when there is no usable certificate (the
+//! default certificate, a placeholder) and the post-deploy hook.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cert::{self, Bundle, CertInfo};
+use crate::config::Certificate;
+use crate::deploy::settings::PostDeploy;
+use crate::deploy::Sink;
+use crate::schedule::Served;
+
+#[derive(Debug)]
+pub(super) struct Serving {
+    pub(super) sinks: Vec<Arc<dyn Sink>>,
+    pub(super) default_certificate: Option<Arc<Bundle>>,
+    /// Serve a self-signed placeholder until the first certificate.
+    pub(super) placeholder: bool,
+    /// The post-deploy hook and the directory whose `<name>/live` it is shown.
+    pub(super) post_deploy: Option<(PostDeploy, PathBuf)>,
+}
+
+impl Serving {
+    /// Gives `bundle` to every sink; a failing sink is logged, the others still get it.
+    pub(super) async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) {
+        for sink in &self.sinks {
+            if let Err(e) = sink.deploy(name, bundle).await {
+                tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");
+            }
+        }
+    }
+
+    /// Deploys what `served` names: the current certificate (valid or
+    /// expired), the default certificate or a placeholder.
+    pub(super) async fn deploy_served(&self, certificate: &Certificate, served: Served, current: Option<&Arc<Bundle>>) {
+        let name = &certificate.name;
+        let bundle = match served {
+            Served::Current | Served::Expired => current.cloned(),
+            Served::Default => self.default_certificate.clone(),
+            Served::Placeholder => match cert::placeholder(&certificate.domains) {
+                Ok(b) => Some(Arc::new(b)),
+                Err(e) => {
+                    tracing::warn!(certificate = %name, error = %e, "cannot build placeholder");
+                    None
+                }
+            },
+            Served::Nothing => None,
+        };
+        if let Some(bundle) = bundle {
+            self.deploy(name, &bundle).await;
+        }
+    }
+
+    /// Runs the `[post_deploy]` hook for a newly issued certificate.
+    pub(super) async fn post_deploy(&self, certificate: &Certificate, info: &CertInfo) {
+        let Some((hook, root)) = &self.post_deploy else { return };
+        let name = &certificate.name;
+        let live = root.join(name).join("live");
+        let env = crate::deploy::hook::environment(name, &certificate.domains, info, &live);
+        match crate::deploy::hook::run(hook, &env).await {
+            Ok(()) => tracing::info!(certificate = %name, "post_deploy hook succeeded"),
+            Err(e) => tracing::error!(certificate = %name, error = %e, "post_deploy hook failed"),
+        }
+    }
+}
