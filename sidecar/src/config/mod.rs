@@ -25,7 +25,7 @@ pub use files::{Nginx, PostDeploy};
 mod dns;
 mod resolver;
 mod storage;
-pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
+pub use dns::DnsChallenge;
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, KeyType, RateLimit, Resolver, TlsChallenge};
 pub use storage::{Etcd, Storage, StoreKind, ENCRYPTION_KEY_ENV};

@@ -1,4 +1,5 @@
 use super::*;
+use crate::dns::rfc2136::Rfc2136;
 
 const VALID: &str = r#"
 [storage]
@@ -147,8 +148,8 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     let path = dir.path().join("proxy-acme.toml");
     std::fs::write(&path, &dns).unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
-    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.rfc2136.clone());
-    assert_eq!(rfc2136.and_then(|r| r.tsig_secret).as_deref(), Some("c2VjcmV0"));
+    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.provider_settings::<Rfc2136>());
+    assert_eq!(rfc2136.and_then(|r| r.tsig_secret.as_deref()), Some("c2VjcmV0"));
     assert_eq!(
         config.resolvers["le"].challenges(),
         vec![crate::solvers::ChallengeKind::Http01, crate::solvers::ChallengeKind::Dns01]
@@ -200,7 +201,7 @@ fn the_documented_example_with_every_option_on_is_valid() {
     let mut config = config;
     // The secret file the example names does not exist here.
     if let Some(dns) = config.resolvers.get_mut("letsencrypt").and_then(|r| r.dns_challenge.as_mut()) {
-        if let Some(rfc2136) = dns.rfc2136.as_mut() {
+        if let Some(rfc2136) = dns.provider_settings_mut::<Rfc2136>() {
             rfc2136.tsig_secret_file = None;
             rfc2136.tsig_secret = Some("c2VjcmV0".into());
         }
