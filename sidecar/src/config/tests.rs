@@ -173,6 +173,22 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     config.validate().unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[test]
+fn dns_provider_errors_name_the_field_path() {
+    let table = |body: &str| format!("{VALID}\n[resolvers.le.dns_challenge.cloudflare]\n{body}");
+    let typo = invalid(&table("api_tokn = \"t\"\n"));
+    assert!(typo.contains("[resolvers.le.dns_challenge.cloudflare]") && typo.contains("`api_tokn`"), "{typo}");
+    let missing = invalid(&table("base_url = \"http://127.0.0.1:1\"\n"));
+    assert!(missing.starts_with("resolvers.le.dns_challenge.cloudflare.api_token: is required"), "{missing}");
+    let unknown = invalid(&format!("{VALID}\n[resolvers.le.dns_challenge.cloudflar]\napi_token = \"t\"\n"));
+    assert!(unknown.contains("[resolvers.le.dns_challenge.cloudflar]"), "{unknown}");
+    assert!(unknown.contains("unknown DNS provider or setting 'cloudflar'; providers: rfc2136, exec,"), "{unknown}");
+    let algorithm = format!(
+        "{VALID}\n[resolvers.le.dns_challenge.rfc2136]\nnameserver = \"127.0.0.1:53\"\ntsig_algorithm = \"md5\"\n"
+    );
+    assert!(invalid(&algorithm).starts_with("resolvers.le.dns_challenge.rfc2136.tsig_algorithm: 'md5'"));
+}
+
 /// The annotated example in docs/configuration.md, with every commented
 /// option switched on, is a valid configuration: the reference cannot drift
 /// from the parser.

@@ -375,3 +375,7 @@ pub(super) fn http_url(field: &str, url: &str) -> Result<(), SettingsError> {
 pub(super) fn redacted(value: Option<&String>) -> Option<&'static str> {
     value.map(|_| "...")
 }
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;
