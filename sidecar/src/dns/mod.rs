@@ -7,20 +7,27 @@
 //! share `_acme-challenge.<apex>`), and remove only the value they added.
 //!
 //! Each provider's file also owns its settings table
-//! ([`ProviderSettings`]); `registry.rs` is the one list of providers, and
-//! [`DnsChallenge`] the `[dns_challenge]` table that `config` composes.
+//! ([`ProviderSettings`]); the `providers!` list below is the one list of
+//! providers, and [`DnsChallenge`] the `[dns_challenge]` table that
+//! `config` composes.
 
-pub mod acme_dns;
-pub mod cloudflare;
-pub mod digitalocean;
-pub mod exec;
 pub mod http;
-pub mod httpreq;
 pub mod propagation;
 mod registry;
-pub mod rfc2136;
-pub mod route53;
 mod settings;
+
+// The registry: one line per provider, `module::Settings` (its file in
+// dns/ and its `ProviderSettings` type). Adding a provider is a new file
+// and a line here; see docs/dns-providers.md.
+registry::providers! {
+    rfc2136::Rfc2136,
+    exec::Exec,
+    httpreq::HttpReq,
+    acme_dns::AcmeDns,
+    cloudflare::Cloudflare,
+    route53::Route53,
+    digitalocean::DigitalOcean,
+}
 
 #[cfg(test)]
 mod mock_tests;

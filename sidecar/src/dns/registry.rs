@@ -1,27 +1,29 @@
-//! The one list of DNS providers.
+//! The DNS provider registry: [`providers!`] declares each provider's
+//! module and lists it, from one line per provider in `dns/mod.rs`.
 //!
 //! Adding a provider: a file in `dns/` whose settings type implements
 //! [`ProviderSettings`] (its table name, secrets, validation, and the
-//! [`DnsProvider`](super::DnsProvider) it builds), and one line below.
-//! Parsing, `name one provider table` and unknown-key messages, secrets,
-//! validation and [`build`](super::build) all go through this list.
+//! [`DnsProvider`](super::DnsProvider) it builds), and one line in that list.
+//! Parsing, the `name one provider table` and unknown-key messages, secrets,
+//! validation and [`build`](super::build) all go through it.
 
 use serde::de::{self, DeserializeSeed};
 use serde::{Deserialize, Deserializer};
 
 use super::settings::{Provider, ProviderSettings};
-use super::{acme_dns, cloudflare, digitalocean, exec, httpreq, rfc2136, route53};
+use super::PROVIDERS;
 
-/// Every provider, in the order messages and the documentation list them.
-const PROVIDERS: &[Entry] = &[
-    Entry::of::<rfc2136::Rfc2136>(),
-    Entry::of::<exec::Exec>(),
-    Entry::of::<httpreq::HttpReq>(),
-    Entry::of::<acme_dns::AcmeDns>(),
-    Entry::of::<cloudflare::Cloudflare>(),
-    Entry::of::<route53::Route53>(),
-    Entry::of::<digitalocean::DigitalOcean>(),
-];
+/// `module::Settings, ...`: declares `pub mod module;` for each provider
+/// and lists `Settings` in `PROVIDERS`, in order.
+macro_rules! providers {
+    ($($module:ident::$settings:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Every provider, in the order messages and the documentation list them.
+        const PROVIDERS: &[registry::Entry] = &[$(registry::Entry::of::<$module::$settings>()),+];
+    };
+}
+pub(super) use providers;
 
 /// A provider's table name and how its table is parsed.
 pub(super) struct Entry {
@@ -30,7 +32,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    const fn of<T: ProviderSettings>() -> Self {
+    pub(super) const fn of<T: ProviderSettings>() -> Self {
         Self { name: T::NAME, parse: parse::<T> }
     }
 }

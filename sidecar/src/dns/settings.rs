@@ -1,6 +1,7 @@
 //! `[resolvers.<name>.dns_challenge]`: the DNS-01 check settings, and one
 //! provider table (`[resolvers.<name>.dns_challenge.cloudflare]`), parsed
-//! by the provider that `registry.rs` lists under that name.
+//! by the provider that the registry (`providers!` in `dns/mod.rs`) lists
+//! under that name.
 //!
 //! Each provider owns its settings: a type implementing [`ProviderSettings`]
 //! that reads its secrets, validates itself and builds its [`DnsProvider`].
