@@ -20,8 +20,8 @@ use hickory_client::client::{Client, ClientHandle};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
-use proxy_acme::config::{DnsChallenge, Rfc2136};
-use proxy_acme::dns::{propagation, rfc2136::Rfc2136Provider, DnsProvider, TxtRecord};
+use proxy_acme::dns::rfc2136::{Rfc2136, Rfc2136Provider};
+use proxy_acme::dns::{propagation, DnsChallenge, DnsProvider, TxtRecord};
 use support::*;
 
 const ZONE: &str = "wild.test";
@@ -58,7 +58,7 @@ fn settings(bind: &Bind, secret: Option<&str>, timeout_secs: u64) -> DnsChalleng
 }
 
 fn provider(settings: &DnsChallenge) -> Rfc2136Provider {
-    let config: &Rfc2136 = settings.rfc2136.as_ref().unwrap_or_else(|| panic!("no rfc2136"));
+    let config: &Rfc2136 = settings.provider_settings().unwrap_or_else(|| panic!("no rfc2136"));
     Rfc2136Provider::new(config, 60).unwrap_or_else(|e| panic!("{e}"))
 }
 

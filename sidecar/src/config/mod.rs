@@ -26,7 +26,7 @@ mod dns;
 mod resolver;
 mod storage;
 use crate::store::Storage;
-pub use dns::{AcmeDns, Cloudflare, DigitalOcean, DnsChallenge, Exec, HttpReq, Rfc2136, Route53};
+pub use dns::DnsChallenge;
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, RateLimit, Resolver, TlsChallenge};
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::cert::KeyType;
+use crate::dns::rfc2136::Rfc2136;
 use crate::store::StoreKind;
 
 const VALID: &str = r#"
@@ -149,8 +150,8 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     let path = dir.path().join("proxy-acme.toml");
     std::fs::write(&path, &dns).unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
-    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.rfc2136.clone());
-    assert_eq!(rfc2136.and_then(|r| r.tsig_secret).as_deref(), Some("c2VjcmV0"));
+    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.provider_settings::<Rfc2136>());
+    assert_eq!(rfc2136.and_then(|r| r.tsig_secret.as_deref()), Some("c2VjcmV0"));
     assert_eq!(
         config.resolvers["le"].challenges(),
         vec![crate::solvers::ChallengeKind::Http01, crate::solvers::ChallengeKind::Dns01]
@@ -172,6 +173,22 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     let with_dns = format!("{wildcard}\n[resolvers.le.dns_challenge.exec]\nprogram = \"/bin/true\"\n");
     let config: Config = with_dns.parse().unwrap_or_else(|e| panic!("{e}"));
     config.validate().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn dns_provider_errors_name_the_field_path() {
+    let table = |body: &str| format!("{VALID}\n[resolvers.le.dns_challenge.cloudflare]\n{body}");
+    let typo = invalid(&table("api_tokn = \"t\"\n"));
+    assert!(typo.contains("[resolvers.le.dns_challenge.cloudflare]") && typo.contains("`api_tokn`"), "{typo}");
+    let missing = invalid(&table("base_url = \"http://127.0.0.1:1\"\n"));
+    assert!(missing.starts_with("resolvers.le.dns_challenge.cloudflare.api_token: is required"), "{missing}");
+    let unknown = invalid(&format!("{VALID}\n[resolvers.le.dns_challenge.cloudflar]\napi_token = \"t\"\n"));
+    assert!(unknown.contains("[resolvers.le.dns_challenge.cloudflar]"), "{unknown}");
+    assert!(unknown.contains("unknown DNS provider or setting 'cloudflar'; providers: rfc2136, exec,"), "{unknown}");
+    let algorithm = format!(
+        "{VALID}\n[resolvers.le.dns_challenge.rfc2136]\nnameserver = \"127.0.0.1:53\"\ntsig_algorithm = \"md5\"\n"
+    );
+    assert!(invalid(&algorithm).starts_with("resolvers.le.dns_challenge.rfc2136.tsig_algorithm: 'md5'"));
 }
 
 /// The annotated example in docs/configuration.md, with every commented
@@ -202,7 +219,7 @@ fn the_documented_example_with_every_option_on_is_valid() {
     let mut config = config;
     // The secret file the example names does not exist here.
     if let Some(dns) = config.resolvers.get_mut("letsencrypt").and_then(|r| r.dns_challenge.as_mut()) {
-        if let Some(rfc2136) = dns.rfc2136.as_mut() {
+        if let Some(rfc2136) = dns.provider_settings_mut::<Rfc2136>() {
             rfc2136.tsig_secret_file = None;
             rfc2136.tsig_secret = Some("c2VjcmV0".into());
         }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
@@ -17,10 +18,38 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::http::ApiClient;
+use super::settings::{http_url, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::AcmeDns;
 
 const PROVIDER: &str = "acme-dns";
+
+// === settings ===
+
+/// `[dns_challenge.acme_dns]`: one registration per domain, stored in
+/// `storage_file`; `_acme-challenge.<domain>` must be a CNAME to its
+/// `fulldomain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeDns {
+    /// The acme-dns API, e.g. `https://auth.example.org` (`ACME_DNS_API_BASE`).
+    pub api_base: String,
+    /// JSON file of registrations (`ACME_DNS_STORAGE_PATH`), 0600.
+    pub storage_file: PathBuf,
+}
+
+impl ProviderSettings for AcmeDns {
+    const NAME: &'static str = "acme_dns";
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        http_url(&format!("{field}.api_base"), &self.api_base)
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(AcmeDnsProvider::new(self)?))
+    }
+}
+
+// === impl AcmeDnsProvider ===
 
 /// One domain's acme-dns account.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,19 +4,70 @@
 //! TXT record, `cleanup` lists the TXT records at the name (all pages) and
 //! deletes the one holding our value.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use http::Method;
 use serde::Deserialize;
 
 use super::http::{relative, zone_candidates, Answer, ApiClient};
+use super::settings::{redacted, required, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::Cloudflare;
 
 const PROVIDER: &str = "cloudflare";
 /// Cloudflare's smallest TTL other than 1 (automatic).
 const MIN_TTL: u32 = 120;
 /// "An identical record already exists."
 const IDENTICAL_RECORD: u64 = 81058;
+
+// === settings ===
+
+/// `[dns_challenge.cloudflare]`: API v4 with an API token (`CF_DNS_API_TOKEN`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cloudflare {
+    #[serde(default)]
+    pub api_token: Option<String>,
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
+    /// API base URL; change only for tests or a proxy.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+}
+
+fn default_base_url() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+
+impl std::fmt::Debug for Cloudflare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloudflare")
+            .field("api_token", &redacted(self.api_token.as_ref()))
+            .field("api_token_file", &self.api_token_file)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl ProviderSettings for Cloudflare {
+    const NAME: &'static str = PROVIDER;
+
+    fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let file = self.api_token_file.as_deref();
+        env.secret(&format!("{field}.api_token"), &mut self.api_token, file, "CF_DNS_API_TOKEN")
+    }
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        required(&format!("{field}.api_token"), self.api_token.as_ref())
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(CloudflareProvider::new(self)?))
+    }
+}
+
+// === impl CloudflareProvider ===
 
 pub struct CloudflareProvider {
     base: String,
@@ -153,7 +204,7 @@ impl DnsProvider for CloudflareProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use http::StatusCode;
 

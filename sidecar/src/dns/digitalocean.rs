@@ -4,16 +4,67 @@
 //! are created with a name relative to it, and `cleanup` follows
 //! `links.pages.next` to find and delete the record holding our value.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::http::{relative, zone_candidates, Answer, ApiClient};
+use super::settings::{redacted, required, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::DigitalOcean;
 
 const PROVIDER: &str = "digitalocean";
 const MIN_TTL: u32 = 30;
+
+// === settings ===
+
+/// `[dns_challenge.digitalocean]`: API v2 with a token (`DO_AUTH_TOKEN`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigitalOcean {
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    #[serde(default)]
+    pub auth_token_file: Option<PathBuf>,
+    /// API base URL; change only for tests or a proxy.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+}
+
+fn default_base_url() -> String {
+    "https://api.digitalocean.com".into()
+}
+
+impl std::fmt::Debug for DigitalOcean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigitalOcean")
+            .field("auth_token", &redacted(self.auth_token.as_ref()))
+            .field("auth_token_file", &self.auth_token_file)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl ProviderSettings for DigitalOcean {
+    const NAME: &'static str = PROVIDER;
+
+    fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let file = self.auth_token_file.as_deref();
+        env.secret(&format!("{field}.auth_token"), &mut self.auth_token, file, "DO_AUTH_TOKEN")
+    }
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        required(&format!("{field}.auth_token"), self.auth_token.as_ref())
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(DigitalOceanProvider::new(self)?))
+    }
+}
+
+// === impl DigitalOceanProvider ===
 
 pub struct DigitalOceanProvider {
     base: String,

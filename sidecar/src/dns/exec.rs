@@ -3,15 +3,51 @@
 //! the fqdn absolute with its final dot. No shell; killed after
 //! `timeout_secs`; its output goes into the error when it fails.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 
+use super::settings::{ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::Exec;
 use crate::process::{self as command, CommandError};
 
 const PROVIDER: &str = "exec";
+
+// === settings ===
+
+/// `[dns_challenge.exec]`: a program called as
+/// `program present|cleanup FQDN VALUE` (lego's `EXEC_PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    pub program: PathBuf,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
+impl ProviderSettings for Exec {
+    const NAME: &'static str = PROVIDER;
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        if !self.program.is_absolute() {
+            return Err(SettingsError::new(format!("{field}.program"), "must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(ExecProvider::new(self)))
+    }
+}
+
+// === impl ExecProvider ===
 
 #[derive(Debug)]
 pub struct ExecProvider {

@@ -4,15 +4,66 @@
 //! `{"fqdn": "_acme-challenge.example.com.", "value": "..."}`, HTTP basic
 //! authentication when a username and password are set. Any 2xx succeeds.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use http::Method;
+use serde::Deserialize;
 
 use super::http::ApiClient;
+use super::settings::{http_url, redacted, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::HttpReq;
 
 const PROVIDER: &str = "httpreq";
+
+// === settings ===
+
+/// `[dns_challenge.httpreq]`: lego's HTTP request contract (`HTTPREQ_*`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpReq {
+    pub endpoint: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HttpReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpReq")
+            .field("endpoint", &self.endpoint)
+            .field("username", &self.username)
+            .field("password", &redacted(self.password.as_ref()))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl ProviderSettings for HttpReq {
+    const NAME: &'static str = PROVIDER;
+
+    fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let file = self.password_file.as_deref();
+        env.secret(&format!("{field}.password"), &mut self.password, file, "HTTPREQ_PASSWORD")?;
+        env.fill(&mut self.username, "HTTPREQ_USERNAME");
+        Ok(())
+    }
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        http_url(&format!("{field}.endpoint"), &self.endpoint)
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(HttpReqProvider::new(self)?))
+    }
+}
+
+// === impl HttpReqProvider ===
 
 pub struct HttpReqProvider {
     endpoint: String,
@@ -69,8 +120,6 @@ impl DnsProvider for HttpReqProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use http::StatusCode;
 
     use super::*;

@@ -19,8 +19,7 @@ use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
 use hickory_proto::xfer::DnsResponse;
 
-use super::{DnsError, TxtRecord};
-use crate::config::DnsChallenge;
+use super::{DnsChallenge, DnsError, TxtRecord};
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CNAME_HOPS: usize = 8;

@@ -4,6 +4,7 @@
 //! and removed with a delete-by-rdata, so other values at the name survive.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +19,90 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
+use serde::Deserialize;
 
+use super::settings::{redacted, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::Rfc2136;
 
 const PROVIDER: &str = "rfc2136";
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Allowed clock difference with the server, in seconds (RFC 8945 §5.2.3).
 const FUDGE: u16 = 300;
+
+// === settings ===
+
+/// `[dns_challenge.rfc2136]`: RFC 2136 dynamic update, signed with TSIG
+/// (lego's `RFC2136_*`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136 {
+    /// The primary nameserver that takes updates (`RFC2136_NAMESERVER`).
+    pub nameserver: SocketAddr,
+    /// The zone to update; found with an SOA lookup when absent.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// TSIG key name (`RFC2136_TSIG_KEY`); no TSIG when absent.
+    #[serde(default)]
+    pub tsig_key: Option<String>,
+    /// `hmac-sha256` (default) or `hmac-sha512` (`RFC2136_TSIG_ALGORITHM`).
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// Base64 TSIG secret (`RFC2136_TSIG_SECRET`).
+    #[serde(default)]
+    pub tsig_secret: Option<String>,
+    #[serde(default)]
+    pub tsig_secret_file: Option<PathBuf>,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+impl std::fmt::Debug for Rfc2136 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rfc2136")
+            .field("nameserver", &self.nameserver)
+            .field("zone", &self.zone)
+            .field("tsig_key", &self.tsig_key)
+            .field("tsig_algorithm", &self.tsig_algorithm)
+            .field("tsig_secret", &redacted(self.tsig_secret.as_ref()))
+            .field("tsig_secret_file", &self.tsig_secret_file)
+            .finish()
+    }
+}
+
+impl ProviderSettings for Rfc2136 {
+    const NAME: &'static str = PROVIDER;
+
+    fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let file = self.tsig_secret_file.as_deref();
+        env.secret(&format!("{field}.tsig_secret"), &mut self.tsig_secret, file, "RFC2136_TSIG_SECRET")?;
+        env.fill(&mut self.tsig_key, "RFC2136_TSIG_KEY");
+        Ok(())
+    }
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        if !matches!(self.tsig_algorithm.as_str(), "hmac-sha256" | "hmac-sha512") {
+            return Err(SettingsError::new(
+                format!("{field}.tsig_algorithm"),
+                format!("'{}' is not hmac-sha256 or hmac-sha512", self.tsig_algorithm),
+            ));
+        }
+        if self.tsig_key.is_some() != self.tsig_secret.is_some() {
+            return Err(SettingsError::new(
+                format!("{field}.tsig_secret"),
+                "set both tsig_key and tsig_secret, or neither",
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(&self, ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(Rfc2136Provider::new(self, ttl)?))
+    }
+}
+
+// === impl Rfc2136Provider ===
 
 /// Dynamic updates to one primary nameserver.
 pub struct Rfc2136Provider {

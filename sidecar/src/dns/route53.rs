@@ -8,20 +8,89 @@
 //! `DELETE` it, exactly as it is, when our value was the last), then wait
 //! until the change is `INSYNC`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
 use ring::{digest, hmac};
+use serde::Deserialize;
 
 use super::http::{zone_candidates, Answer, ApiClient};
+use super::settings::{redacted, required, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::config::Route53;
 
 const PROVIDER: &str = "route53";
 const API: &str = "/2013-04-01";
 const XMLNS: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
 const INSYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+// === settings ===
+
+/// `[dns_challenge.route53]`: an access key (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53 {
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Signing region (`AWS_REGION`); Route 53 is global, `us-east-1` by default.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The hosted zone (`AWS_HOSTED_ZONE_ID`); found by name when absent.
+    #[serde(default)]
+    pub hosted_zone_id: Option<String>,
+    /// API endpoint; change only for tests or a proxy.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_endpoint() -> String {
+    "https://route53.amazonaws.com".into()
+}
+
+impl std::fmt::Debug for Route53 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route53")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(self.secret_access_key.as_ref()))
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("region", &self.region)
+            .field("hosted_zone_id", &self.hosted_zone_id)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl ProviderSettings for Route53 {
+    const NAME: &'static str = PROVIDER;
+
+    fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let (key, file) = (format!("{field}.secret_access_key"), self.secret_access_key_file.as_deref());
+        env.secret(&key, &mut self.secret_access_key, file, "AWS_SECRET_ACCESS_KEY")?;
+        env.secret(&format!("{field}.access_key_id"), &mut self.access_key_id, None, "AWS_ACCESS_KEY_ID")
+    }
+
+    fn validate(&self, field: &str) -> Result<(), SettingsError> {
+        required(&format!("{field}.access_key_id"), self.access_key_id.as_ref())?;
+        required(&format!("{field}.secret_access_key"), self.secret_access_key.as_ref())
+    }
+
+    fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        Ok(Arc::new(Route53Provider::new(self)?))
+    }
+}
+
+// === impl Route53Provider ===
 
 pub struct Route53Provider {
     endpoint: String,
