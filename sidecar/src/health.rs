@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Resolver;
+use crate::schedule::Clock;
 use crate::store::Store;
 
 /// How long a CA may go unanswered before the sidecar reports not ready.
@@ -57,14 +58,19 @@ impl Readiness {
 /// Probes the store and every resolver's CA directory until dropped.
 /// `store: None` leaves the `store` check to someone else (the shared
 /// store's follower, which probes it more often).
-pub async fn probe(readiness: Readiness, store: Option<Arc<dyn Store>>, resolvers: BTreeMap<String, Resolver>) {
+pub async fn probe(
+    readiness: Readiness,
+    store: Option<Arc<dyn Store>>,
+    resolvers: BTreeMap<String, Resolver>,
+    clock: Arc<dyn Clock>,
+) {
     let mut last_ok: BTreeMap<String, SystemTime> = BTreeMap::new();
     loop {
         if let Some(store) = &store {
             readiness.set("store", store.health().await.map_err(|e| e.to_string()));
         }
         for (name, resolver) in &resolvers {
-            let now = SystemTime::now();
+            let now = clock.now();
             let result = crate::acme::directory_reachable(resolver).await;
             if result.is_ok() {
                 last_ok.insert(name.clone(), now);

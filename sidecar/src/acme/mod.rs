@@ -9,7 +9,7 @@ mod prove;
 
 pub(crate) use account::imported_account;
 pub use account::{account, directory_reachable, rollover, AcmeAccount};
-pub use order::{issue, renewal_info, revoke, OrderRequest};
+pub use order::{issue, renewal_info, revoke, OrderRequest, Window};
 pub use prove::finish_cleanups;
 
 use std::time::SystemTime;
@@ -95,12 +95,11 @@ impl AcmeError {
         }
     }
 
-    /// When the CA said to come back, if it did.
-    pub fn retry_after(&self) -> Option<SystemTime> {
+    /// When the CA said to come back, if it did, on the clock that says `now`.
+    pub fn retry_after(&self, now: SystemTime) -> Option<SystemTime> {
         match self {
             Self::Protocol(instant_acme::Error::Timeout(Some(at))) => {
-                let wait = at.saturating_duration_since(std::time::Instant::now());
-                Some(SystemTime::now() + wait)
+                Some(now + at.saturating_duration_since(std::time::Instant::now()))
             }
             _ => None,
         }

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::bus::Bus;
-use super::task::{CertTask, Parts};
-use super::RunError;
+use super::task::CertTask;
+use super::{Parts, RunError};
 use crate::config::{Certificate, Resolver};
 use crate::deploy::lds::ListenerFile;
 use crate::discover::Request;

@@ -9,27 +9,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::accounts::Accounts;
-use crate::acme::{self, AcmeError, OrderRequest};
+use super::ca::Ca;
+use crate::acme::{AcmeError, OrderRequest};
 use crate::cert::{self, Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::dns::DnsSolver;
-use crate::schedule::{AriAnswer, Clock};
-use crate::solvers::{ChallengeKind, Solvers};
+use crate::schedule::{AriAnswer, Clock, Failure};
+use crate::solvers::ChallengeKind;
 use crate::store::{Lock, Store, StoreError};
-
-/// What an ARI poll found.
-#[derive(Debug)]
-pub(super) enum AriPoll {
-    /// The CA has no renewal information (RFC 9773 not offered).
-    Unsupported,
-    Answer(AriAnswer),
-}
 
 #[derive(Debug)]
 pub(super) struct Issuer {
+    ca: Arc<dyn Ca>,
     store: Arc<dyn Store>,
+    /// The resolvers' limits and what their CAs support.
     accounts: Arc<Accounts>,
-    solvers: Solvers,
     /// DNS-01 solvers by resolver name.
     dns: Arc<BTreeMap<String, DnsSolver>>,
     clock: Arc<dyn Clock>,
@@ -37,13 +31,13 @@ pub(super) struct Issuer {
 
 impl Issuer {
     pub(super) fn new(
+        ca: Arc<dyn Ca>,
         store: Arc<dyn Store>,
         accounts: Arc<Accounts>,
-        solvers: Solvers,
         dns: Arc<BTreeMap<String, DnsSolver>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, accounts, solvers, dns, clock }
+        Self { ca, store, accounts, dns, clock }
     }
 
     /// Whether an order for `certificate` is within the resolver's limits
@@ -70,7 +64,7 @@ impl Issuer {
         let mut result = self.issue_fenced(certificate, resolver, current, lock).await;
         for _ in 0..2 {
             let Err(e) = &result else { break };
-            let forgotten = self.accounts.on_error(self.store.as_ref(), &certificate.resolver, e).await;
+            let forgotten = self.ca.recover(&certificate.resolver, e).await;
             if !(forgotten || e.is_bad_nonce()) {
                 break;
             }
@@ -100,7 +94,6 @@ impl Issuer {
         current: Option<&Bundle>,
         lock: &Lock,
     ) -> Result<(Bundle, CertInfo), AcmeError> {
-        let account = self.accounts.get(self.store.as_ref(), &certificate.resolver).await?;
         let ari = self.accounts.ari(&certificate.resolver) == Some(true);
         let request = OrderRequest {
             domains: &certificate.domains,
@@ -111,7 +104,7 @@ impl Issuer {
             webroot: resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_deref()),
             dns: self.dns.get(&certificate.resolver),
         };
-        let bundle = self.with_fallback(certificate, resolver, &account, &request).await?;
+        let bundle = self.with_fallback(certificate, resolver, &request).await?;
         let info = cert::inspect(&bundle, Some(&certificate.domains))?;
         self.store.save_certificate_fenced(&certificate.name, &bundle, lock).await?;
         self.store.clear_revoked(&certificate.name).await?;
@@ -125,7 +118,6 @@ impl Issuer {
         &self,
         certificate: &Certificate,
         resolver: &Resolver,
-        account: &acme::AcmeAccount,
         request: &OrderRequest<'_>,
     ) -> Result<Bundle, AcmeError> {
         let mut kinds = resolver.challenges();
@@ -139,7 +131,7 @@ impl Issuer {
                 return Err(AcmeError::Solver("the resolver has no challenge type".into()));
             };
             let started = std::time::Instant::now();
-            let result = acme::issue(account, request, &self.solvers, kind).await;
+            let result = self.ca.issue(&certificate.resolver, request, kind).await;
             let outcome = match &result {
                 Ok(_) => "valid",
                 Err(e) if e.is_challenge_failure() => "invalid",
@@ -167,27 +159,31 @@ impl Issuer {
         }
     }
 
-    /// Counts a failed order against the limits (a failed authorization).
-    pub(super) fn record_failure(&self, certificate: &Certificate, error: &AcmeError) {
+    /// Counts a failed order against the limits (a failed authorization)
+    /// and says what kind of failure it is for the schedule.
+    pub(super) fn record_failure(&self, certificate: &Certificate, error: &AcmeError) -> Failure {
         if let Some(problem) = error.problem_type() {
             crate::metrics::metrics().acme_error(problem);
         }
         if let Some(identifier) = error.failed_identifier() {
             self.accounts.record_authz_failure(&certificate.resolver, identifier, self.clock.now());
         }
+        Failure {
+            permanent: error.is_permanent(),
+            rate_limited: error.is_rate_limited(),
+            retry_after: error.retry_after(self.clock.now()),
+            message: error.to_string(),
+        }
     }
 
-    /// Asks the CA for renewal information (RFC 9773) about `bundle`.
-    pub(super) async fn poll_ari(&self, certificate: &Certificate, bundle: &Bundle) -> AriPoll {
+    /// Asks the CA for renewal information (RFC 9773) about `bundle`;
+    /// `None` when the CA has none.
+    pub(super) async fn poll_ari(&self, certificate: &Certificate, bundle: &Bundle) -> Option<AriAnswer> {
         let resolver = &certificate.resolver;
-        let account = match self.accounts.get(self.store.as_ref(), resolver).await {
-            Ok(account) => account,
-            Err(e) => return AriPoll::Answer(AriAnswer::Unavailable(e.to_string())),
-        };
-        let answer = match acme::renewal_info(&account, bundle).await {
+        let answer = match self.ca.renewal_info(resolver, bundle).await {
             Ok(None) => {
                 self.accounts.set_ari(resolver, false);
-                return AriPoll::Unsupported;
+                return None;
             }
             Ok(Some(window)) => {
                 self.accounts.set_ari(resolver, true);
@@ -199,7 +195,7 @@ impl Issuer {
             }
             Err(e) => AriAnswer::Unavailable(e.to_string()),
         };
-        AriPoll::Answer(answer)
+        Some(answer)
     }
 
     /// Revokes `bundle` at the CA and records it in the store.
@@ -210,8 +206,7 @@ impl Issuer {
         serial: &str,
         reason: Option<u8>,
     ) -> Result<(), AcmeError> {
-        let account = self.accounts.get(self.store.as_ref(), &certificate.resolver).await?;
-        acme::revoke(&account, bundle, reason).await?;
+        self.ca.revoke(&certificate.resolver, bundle, reason).await?;
         Ok(self.store.mark_revoked(&certificate.name, serial).await?)
     }
 
@@ -223,5 +218,17 @@ impl Issuer {
     /// Orders left in the resolver's budget now.
     pub(super) fn orders_remaining(&self, resolver: &str) -> Option<u32> {
         self.accounts.orders_remaining(resolver, self.clock.now())
+    }
+}
+
+/// The permanent "failure" a revocation leaves: nothing is ordered until
+/// the operator forces a renewal.
+pub(super) fn revoked(name: &str, serial: &str) -> Failure {
+    Failure {
+        permanent: true,
+        message: format!(
+            "revoked by the operator (serial {serial}); `proxy-acme renew {name} --force` orders a new one"
+        ),
+        ..Failure::default()
     }
 }

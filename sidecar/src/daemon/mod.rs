@@ -5,6 +5,7 @@
 
 mod accounts;
 pub(crate) mod bus;
+mod ca;
 mod coordinator;
 mod discovery;
 mod fleet;
@@ -12,6 +13,7 @@ mod issuer;
 mod on_demand;
 mod replicas;
 mod reporter;
+mod resume;
 mod serving;
 mod task;
 
@@ -33,11 +35,11 @@ use crate::store::{Store, StoreError};
 
 use accounts::Accounts;
 use bus::{Bus, Rollover};
+use ca::LiveCa;
 use coordinator::Coordinator;
 use issuer::Issuer;
 use reporter::Reporter;
 use serving::Serving;
-use task::Parts;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,26 @@ pub enum RunError {
     Discover(String),
     #[error("resolvers.{resolver}.dns_challenge: {source}")]
     Dns { resolver: String, source: crate::dns::DnsError },
+}
+
+/// What every certificate's task works through.
+#[derive(Debug)]
+struct Parts {
+    issuer: Issuer,
+    coordinator: Coordinator,
+    serving: Serving,
+    reporter: Reporter,
+    clock: Arc<dyn Clock>,
+    /// Admits first actions at start-up, a few at a time (FIFO).
+    first_actions: tokio::sync::Semaphore,
+    /// Spreads renewals and backoffs: a number in [0, 1).
+    jitter: fn() -> f64,
+}
+
+impl Parts {
+    fn jitter(&self) -> f64 {
+        (self.jitter)()
+    }
 }
 
 /// First orders and ARI polls (due at start-up) in flight at once. They are
@@ -139,7 +161,13 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let accounts = Arc::new(Accounts::new(&config.resolvers));
     let dns = Arc::new(dns);
     let parts = Arc::new(Parts {
-        issuer: Issuer::new(Arc::clone(&store), Arc::clone(&accounts), solvers, Arc::clone(&dns), Arc::clone(&clock)),
+        issuer: Issuer::new(
+            Arc::new(LiveCa { accounts: Arc::clone(&accounts), store: Arc::clone(&store), solvers }),
+            Arc::clone(&store),
+            Arc::clone(&accounts),
+            Arc::clone(&dns),
+            Arc::clone(&clock),
+        ),
         coordinator: Coordinator::new(Arc::clone(&store), opened.board(), dns, replica),
         serving: Serving {
             sinks,
@@ -148,8 +176,9 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
             post_deploy: config.post_deploy.clone().map(|hook| (hook, files_root)),
         },
         reporter: Reporter::new(bus.clone(), readiness.clone()),
-        clock,
+        clock: Arc::clone(&clock),
         first_actions: tokio::sync::Semaphore::new(FIRST_ACTIONS_IN_FLIGHT),
+        jitter: rand::random::<f64>,
     });
     let operations: Arc<dyn Operations> = Arc::new(bus.clone());
     if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {
@@ -174,7 +203,12 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
-    tasks.push(tokio::spawn(crate::health::probe(readiness.clone(), etcd.is_none().then(|| Arc::clone(&store)), used)));
+    tasks.push(tokio::spawn(crate::health::probe(
+        readiness.clone(),
+        etcd.is_none().then(|| Arc::clone(&store)),
+        used,
+        Arc::clone(&clock),
+    )));
     if let Some(check) = config.served_check.clone() {
         tasks.push(tokio::spawn(crate::served::run(check, bus.statuses.clone(), readiness.clone())));
     }
@@ -198,7 +232,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     }
     if let Some(settings) = config.on_demand {
         let policy = settings.policy().map_err(|e| RunError::Discover(e.to_string()))?;
-        tasks.push(tokio::spawn(on_demand::run(Arc::clone(&fleet), settings, policy, reports_rx)));
+        tasks.push(tokio::spawn(on_demand::run(Arc::clone(&fleet), settings, policy, reports_rx, clock)));
     }
 
     wait_for_signal().await;

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::fleet::{Fleet, Origin};
 use crate::config::{Certificate, OnDemand};
 use crate::discover::Policy;
-use crate::schedule::OrderBudget;
+use crate::schedule::{Clock, OrderBudget};
 
 /// How long a refused host is not asked about again.
 const REMEMBER_NO: Duration = Duration::from_secs(3600);
@@ -68,6 +68,7 @@ pub(super) async fn run(
     settings: OnDemand,
     policy: Policy,
     mut reports: mpsc::Receiver<String>,
+    clock: Arc<dyn Clock>,
 ) {
     let client: Option<Client> = match hyper_rustls::HttpsConnectorBuilder::new().try_with_platform_verifier() {
         Ok(builder) => Some(
@@ -101,7 +102,7 @@ pub(super) async fn run(
             refused.insert(host, Instant::now());
             continue;
         }
-        if budget.try_take(std::time::SystemTime::now()).is_err() {
+        if budget.try_take(clock.now()).is_err() {
             crate::metrics::metrics().on_demand("over_budget");
             tracing::warn!(
                 host,

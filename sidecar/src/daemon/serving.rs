@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::cert::{self, Bundle, CertInfo};
 use crate::config::Certificate;
 use crate::deploy::settings::PostDeploy;
 use crate::deploy::Sink;
-use crate::schedule::Served;
+use crate::schedule::{choose_served, Served};
 
 #[derive(Debug)]
 pub(super) struct Serving {
@@ -31,10 +32,21 @@ impl Serving {
         }
     }
 
-    /// Deploys what `served` names: the current certificate (valid or
-    /// expired), the default certificate or a placeholder.
-    pub(super) async fn deploy_served(&self, certificate: &Certificate, served: Served, current: Option<&Arc<Bundle>>) {
-        let name = &certificate.name;
+    /// Deploys what should be served now: the current certificate (valid
+    /// or expired), else the default certificate, else a placeholder. After
+    /// a revocation the placeholder is used even when disabled: SDS cannot
+    /// take a secret away from Envoy, only replace it.
+    pub(super) async fn fall_back(
+        &self,
+        certificate: &Certificate,
+        current: Option<(&Arc<Bundle>, &CertInfo)>,
+        now: SystemTime,
+        revoked: bool,
+    ) -> Served {
+        let validity = current.map(|(_, i)| (i.not_before, i.not_after));
+        let has_default = self.default_certificate.is_some();
+        let served = choose_served(validity, has_default, self.placeholder || revoked, now);
+        let (name, current) = (&certificate.name, current.map(|(b, _)| b));
         let bundle = match served {
             Served::Current | Served::Expired => current.cloned(),
             Served::Default => self.default_certificate.clone(),
@@ -50,6 +62,7 @@ impl Serving {
         if let Some(bundle) = bundle {
             self.deploy(name, &bundle).await;
         }
+        served
     }
 
     /// Runs the `[post_deploy]` hook for a newly issued certificate.

@@ -3,37 +3,29 @@
 //! the replicas' lock, [`Serving`] deploy and the [`Reporter`] show the
 //! result, answers the admin API's renew and revoke, and keeps the last
 //! good certificate deployed through failures.
+//!
+//! [`Issuer`]: super::issuer::Issuer
+//! [`Coordinator`]: super::coordinator::Coordinator
+//! [`Serving`]: super::serving::Serving
+//! [`Reporter`]: super::reporter::Reporter
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use super::bus::CertCommand;
-use super::coordinator::{next_attempt, Coordinator, Turn};
-use super::issuer::{AriPoll, Issuer};
-use super::reporter::{Reporter, View};
-use super::serving::Serving;
-use super::RunError;
+use super::coordinator::Turn;
+use super::reporter::View;
+use super::resume::{resume, Resumed};
+use super::{Parts, RunError};
 use crate::acme::AcmeError;
-use crate::cert::{self, Bundle, CertInfo};
+use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
-use crate::schedule::{self, Action, Clock, Failure, Machine, Policy, Served};
+use crate::schedule::{self, Action, Machine, Served};
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
-/// What every certificate's task works through.
-#[derive(Debug)]
-pub(super) struct Parts {
-    pub(super) issuer: Issuer,
-    pub(super) coordinator: Coordinator,
-    pub(super) serving: Serving,
-    pub(super) reporter: Reporter,
-    pub(super) clock: Arc<dyn Clock>,
-    /// Admits first actions at start-up, a few at a time (FIFO).
-    pub(super) first_actions: Semaphore,
-}
 
 pub(super) struct CertTask {
     parts: Arc<Parts>,
@@ -43,13 +35,9 @@ pub(super) struct CertTask {
     /// The last good certificate: what is deployed while it exists.
     current: Option<(Arc<Bundle>, CertInfo)>,
     last_error: Option<String>,
-    /// When an order last succeeded (at start: the stored certificate's notBefore).
+    /// When an order last succeeded.
     last_success: Option<SystemTime>,
     inbox: mpsc::Receiver<CertCommand>,
-}
-
-fn jitter() -> f64 {
-    rand::random::<f64>()
 }
 
 impl CertTask {
@@ -61,34 +49,11 @@ impl CertTask {
         inbox: mpsc::Receiver<CertCommand>,
     ) -> Result<Self, RunError> {
         let resolver = resolver.ok_or_else(|| RunError::UnknownResolver(certificate.resolver.clone()))?;
-        let (name, now) = (certificate.name.clone(), parts.clock.now());
-        let policy =
-            Policy { renew_before: resolver.renew_before, ari: parts.issuer.ari(&certificate.resolver) != Some(false) };
-        let (stored, revoked) = parts.coordinator.stored(&name).await?;
-        let current = stored.and_then(|b| cert::inspect(&b, None).ok().map(|info| (Arc::new(b), info)));
-        let mut machine = match &current {
-            Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, jitter()),
-            None => Machine::new(policy),
-        };
-        if let Some((_, info)) = &current {
-            if let Err(e) = info.covers(&certificate.domains) {
-                tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
-                machine.config_changed();
-            } else if info.key_type != Some(resolver.key_type) {
-                tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
-                machine.config_changed();
-            }
-        }
-        if let Some(state) = parts.coordinator.renewal(&name).await {
-            machine.restore_backoff(state.failures, next_attempt(&state), &state.last_error, now);
-        }
+        let Resumed { machine, current, revoked } = resume(&parts, &certificate, &resolver).await?;
+        // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
-        let mut task = Self { parts, certificate, resolver, machine, current, last_error: None, last_success, inbox };
-        if let Some(serial) = &revoked {
-            task.machine.failed(&revoked_failure(&name, serial), now, 0.0);
-            task.current = None;
-        }
-        task.deploy_served(now, revoked.is_some()).await;
+        let task = Self { parts, certificate, resolver, machine, current, last_error: None, last_success, inbox };
+        task.deploy_served(task.parts.clock.now(), revoked).await;
         task.publish();
         Ok(task)
     }
@@ -110,11 +75,21 @@ impl CertTask {
             self.act(first).await;
         }
         loop {
-            let now = self.parts.clock.now();
-            match self.machine.next_action(now) {
-                Action::WaitUntil(at) => self.wait(at.duration_since(now).unwrap_or_default()).await,
-                Action::Idle => self.wait(MAX_SLEEP).await,
-                action => self.act(action).await,
+            if let Some(sleep) = self.step().await {
+                self.wait(sleep).await;
+            }
+        }
+    }
+
+    /// Does what the machine says is due now; else says how long to sleep.
+    pub(super) async fn step(&mut self) -> Option<Duration> {
+        let now = self.parts.clock.now();
+        match self.machine.next_action(now) {
+            Action::WaitUntil(at) => Some(at.duration_since(now).unwrap_or_default().min(MAX_SLEEP)),
+            Action::Idle => Some(MAX_SLEEP),
+            action => {
+                self.act(action).await;
+                None
             }
         }
     }
@@ -134,7 +109,6 @@ impl CertTask {
 
     /// Sleeps, waking early for a command.
     async fn wait(&mut self, duration: Duration) {
-        let duration = duration.min(MAX_SLEEP);
         tokio::select! {
             () = tokio::time::sleep(duration) => {}
             command = self.inbox.recv() => match command {
@@ -187,7 +161,7 @@ impl CertTask {
                 lock
             }
             Turn::Held(holder) => {
-                let retry = now + Duration::from_millis(1000 + (jitter() * 1000.0) as u64);
+                let retry = now + Duration::from_millis(1000 + (self.parts.jitter() * 1000.0) as u64);
                 self.machine.deferred(retry, &format!("{holder} is ordering it"));
                 return self.current_serial();
             }
@@ -210,7 +184,7 @@ impl CertTask {
                 self.last_success = Some(now);
                 self.parts.serving.deploy(&self.certificate.name, &bundle).await;
                 self.parts.serving.post_deploy(&self.certificate, &info).await;
-                self.machine.issued(info.not_before, info.not_after, now, jitter());
+                self.machine.issued(info.not_before, info.not_after, now, self.parts.jitter());
                 let serial = info.serial_hex.clone();
                 self.current = Some((bundle, info));
                 self.last_error = None;
@@ -247,7 +221,7 @@ impl CertTask {
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, "new certificate from the shared store");
         let bundle = Arc::new(bundle);
         self.parts.serving.deploy(&self.certificate.name, &bundle).await;
-        self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), jitter());
+        self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.jitter());
         self.last_success = Some(info.not_before);
         self.current = Some((bundle, info));
         self.last_error = None;
@@ -257,14 +231,8 @@ impl CertTask {
 
     /// Records a failed order in the machine and the logs; returns the message.
     fn failed(&mut self, error: &AcmeError, now: SystemTime) -> String {
-        self.parts.issuer.record_failure(&self.certificate, error);
-        let failure = Failure {
-            permanent: error.is_permanent(),
-            rate_limited: error.is_rate_limited(),
-            retry_after: error.retry_after(),
-            message: error.to_string(),
-        };
-        self.machine.failed(&failure, now, jitter());
+        let failure = self.parts.issuer.record_failure(&self.certificate, error);
+        self.machine.failed(&failure, now, self.parts.jitter());
         tracing::error!(
             certificate = %self.certificate.name,
             error = %error,
@@ -280,14 +248,11 @@ impl CertTask {
     async fn poll_ari(&mut self) {
         let now = self.parts.clock.now();
         let answer = match &self.current {
+            Some((bundle, _)) => self.parts.issuer.poll_ari(&self.certificate, bundle).await,
             None => None,
-            Some((bundle, _)) => match self.parts.issuer.poll_ari(&self.certificate, bundle).await {
-                AriPoll::Unsupported => None,
-                AriPoll::Answer(answer) => Some(answer),
-            },
         };
-        let Some(answer) = answer else { return self.machine.set_ari(false, now, jitter()) };
-        if let Some(warning) = self.machine.ari_answer(&answer, now, jitter()) {
+        let Some(answer) = answer else { return self.machine.set_ari(false, now, self.parts.jitter()) };
+        if let Some(warning) = self.machine.ari_answer(&answer, now, self.parts.jitter()) {
             tracing::warn!(certificate = %self.certificate.name, "{warning}");
         }
     }
@@ -301,22 +266,16 @@ impl CertTask {
         revoked.map_err(|e| e.to_string())?;
         let now = self.parts.clock.now();
         self.current = None;
-        self.machine.failed(&revoked_failure(&self.certificate.name, &info.serial_hex), now, 0.0);
+        self.machine.failed(&super::issuer::revoked(&self.certificate.name, &info.serial_hex), now, 0.0);
         let served = self.deploy_served(now, true).await;
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, ?served, "certificate revoked");
         Ok(format!("revoked {} (serial {}); now serving: {served:?}", self.certificate.name, info.serial_hex))
     }
 
-    /// Deploys what should be served now. After a revocation the placeholder
-    /// is used even when disabled: SDS cannot take a secret away from Envoy,
-    /// only replace it.
+    /// Deploys what should be served now (see `Serving::fall_back`).
     async fn deploy_served(&self, now: SystemTime, revoked: bool) -> Served {
-        let validity = self.current.as_ref().map(|(_, i)| (i.not_before, i.not_after));
-        let serving = &self.parts.serving;
-        let has_default = serving.default_certificate.is_some();
-        let served = schedule::choose_served(validity, has_default, serving.placeholder || revoked, now);
-        serving.deploy_served(&self.certificate, served, self.current.as_ref().map(|(b, _)| b)).await;
-        served
+        let current = self.current.as_ref().map(|(b, i)| (b, i));
+        self.parts.serving.fall_back(&self.certificate, current, now, revoked).await
     }
 
     fn publish(&self) {
@@ -335,12 +294,6 @@ impl CertTask {
     }
 }
 
-fn revoked_failure(name: &str, serial: &str) -> Failure {
-    Failure {
-        permanent: true,
-        message: format!(
-            "revoked by the operator (serial {serial}); `proxy-acme renew {name} --force` orders a new one"
-        ),
-        ..Failure::default()
-    }
-}
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

@@ -1,0 +1,61 @@
+//! The daemon's one boundary to the CA: order with one challenge type, ask
+//! for renewal information, revoke. [`LiveCa`] does it over ACME with each
+//! resolver's account; unit tests put an in-memory CA in its place.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::accounts::Accounts;
+use crate::acme::{self, AcmeError, OrderRequest, Window};
+use crate::cert::Bundle;
+use crate::solvers::{ChallengeKind, Solvers};
+use crate::store::Store;
+
+#[async_trait]
+pub(super) trait Ca: Send + Sync + std::fmt::Debug {
+    /// One order for `request`, proven with `kind`: the issued chain and key.
+    async fn issue(&self, resolver: &str, request: &OrderRequest<'_>, kind: ChallengeKind)
+        -> Result<Bundle, AcmeError>;
+    /// The CA's renewal window for `bundle`; `None` when it has no ARI.
+    async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError>;
+    async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError>;
+    /// After a failed request: whether the same order may go again at once
+    /// (the CA forgot the account, and a new one is registered).
+    async fn recover(&self, resolver: &str, error: &AcmeError) -> bool;
+}
+
+/// The CA over ACME, with each resolver's account (registered on first use).
+#[derive(Debug)]
+pub(super) struct LiveCa {
+    pub(super) accounts: Arc<Accounts>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) solvers: Solvers,
+}
+
+#[async_trait]
+impl Ca for LiveCa {
+    async fn issue(
+        &self,
+        resolver: &str,
+        request: &OrderRequest<'_>,
+        kind: ChallengeKind,
+    ) -> Result<Bundle, AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+        acme::issue(&account, request, &self.solvers, kind).await
+    }
+
+    async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+        acme::renewal_info(&account, bundle).await
+    }
+
+    async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+        acme::revoke(&account, bundle, reason).await
+    }
+
+    async fn recover(&self, resolver: &str, error: &AcmeError) -> bool {
+        self.accounts.on_error(self.store.as_ref(), resolver, error).await
+    }
+}

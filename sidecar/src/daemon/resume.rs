@@ -1,0 +1,48 @@
+//! Where a certificate's task starts after a (re)start: the stored
+//! certificate, whether it still matches the configuration, the operator's
+//! revocation and the backoff recorded by an earlier run or another replica.
+
+use std::sync::Arc;
+
+use super::coordinator::next_attempt;
+use super::{Parts, RunError};
+use crate::cert::{self, Bundle, CertInfo};
+use crate::config::{Certificate, Resolver};
+use crate::schedule::{Machine, Policy};
+
+#[derive(Debug)]
+pub(super) struct Resumed {
+    pub(super) machine: Machine,
+    /// The last good certificate, unless the operator revoked it.
+    pub(super) current: Option<(Arc<Bundle>, CertInfo)>,
+    pub(super) revoked: bool,
+}
+
+pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &Resolver) -> Result<Resumed, RunError> {
+    let (name, now) = (&certificate.name, parts.clock.now());
+    let policy =
+        Policy { renew_before: resolver.renew_before, ari: parts.issuer.ari(&certificate.resolver) != Some(false) };
+    let (stored, revoked) = parts.coordinator.stored(name).await?;
+    let current = stored.and_then(|b| cert::inspect(&b, None).ok().map(|info| (Arc::new(b), info)));
+    let mut machine = match &current {
+        Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, parts.jitter()),
+        None => Machine::new(policy),
+    };
+    if let Some((_, info)) = &current {
+        if let Err(e) = info.covers(&certificate.domains) {
+            tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
+            machine.config_changed();
+        } else if info.key_type != Some(resolver.key_type) {
+            tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
+            machine.config_changed();
+        }
+    }
+    if let Some(state) = parts.coordinator.renewal(name).await {
+        machine.restore_backoff(state.failures, next_attempt(&state), &state.last_error, now);
+    }
+    if let Some(serial) = &revoked {
+        machine.failed(&super::issuer::revoked(name, serial), now, 0.0);
+        return Ok(Resumed { machine, current: None, revoked: true });
+    }
+    Ok(Resumed { machine, current, revoked: false })
+}

@@ -1,0 +1,367 @@
+//! The certificate task in memory: a clock the test moves, the in-memory
+//! store, a sink that records what proxies would be given and a CA that
+//! does what each test scripts. No socket, no sleep: milliseconds.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use super::*;
+use crate::acme::{OrderRequest, Window};
+use crate::admin::Statuses;
+use crate::cert::{self, SecretPem};
+use crate::daemon::accounts::Accounts;
+use crate::daemon::bus::Bus;
+use crate::daemon::ca::Ca;
+use crate::daemon::coordinator::Coordinator;
+use crate::daemon::issuer::Issuer;
+use crate::daemon::reporter::Reporter;
+use crate::daemon::serving::Serving;
+use crate::deploy::{DeployError, Sink};
+use crate::health::Readiness;
+use crate::schedule::{Clock, State};
+use crate::solvers::ChallengeKind;
+use crate::store::{Acquired, Lock, MemoryStore, Store, StoreError};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_867_200) // 2026-11-28T12:00:00Z
+}
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(Mutex<SystemTime>);
+
+impl Clock for TestClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+/// A self-signed certificate for `domains`, valid from `not_before` for `days`.
+fn issued(domains: &[String], not_before: SystemTime, days: u64) -> Bundle {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(domains.to_vec()).unwrap();
+    params.not_before = not_before.into();
+    params.not_after = (not_before + DAY * u32::try_from(days).unwrap()).into();
+    let cert = params.self_signed(&key).unwrap();
+    Bundle { fullchain_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) }
+}
+
+/// What the CA does with the next order.
+#[derive(Debug)]
+enum Next {
+    Issue {
+        days: u64,
+    },
+    Fail(AcmeError),
+    /// The lock's lease (in this store) expires while the CA is
+    /// validating; the order hangs.
+    LoseLock(Arc<SharedStore>),
+}
+
+#[derive(Debug)]
+struct TestCa {
+    clock: Arc<TestClock>,
+    orders: Mutex<VecDeque<Next>>,
+    windows: Mutex<VecDeque<Window>>,
+    revoked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Ca for TestCa {
+    async fn issue(&self, _: &str, request: &OrderRequest<'_>, _: ChallengeKind) -> Result<Bundle, AcmeError> {
+        let next = self.orders.lock().unwrap().pop_front().expect("an order the test did not expect");
+        match next {
+            Next::Issue { days } => Ok(issued(request.domains, self.clock.now(), days)),
+            Next::Fail(e) => Err(e),
+            Next::LoseLock(store) => {
+                let _ = store.lease.lock().unwrap().as_ref().expect("no shared lock taken").send(true);
+                std::future::pending().await
+            }
+        }
+    }
+    async fn renewal_info(&self, _: &str, _: &Bundle) -> Result<Option<Window>, AcmeError> {
+        Ok(self.windows.lock().unwrap().pop_front())
+    }
+    async fn revoke(&self, _: &str, bundle: &Bundle, _: Option<u8>) -> Result<(), AcmeError> {
+        self.revoked.lock().unwrap().push(cert::inspect(bundle, None)?.serial_hex);
+        Ok(())
+    }
+    async fn recover(&self, _: &str, _: &AcmeError) -> bool {
+        false
+    }
+}
+
+/// What the proxies were given, in order: (certificate, serial).
+#[derive(Debug, Default)]
+struct TestSink(Mutex<Vec<(String, String)>>);
+
+#[async_trait]
+impl Sink for TestSink {
+    async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError> {
+        let serial = cert::inspect(bundle, None).map(|i| i.serial_hex).unwrap_or_default();
+        self.0.lock().unwrap().push((name.to_owned(), serial));
+        Ok(())
+    }
+}
+
+impl TestSink {
+    fn last(&self) -> String {
+        self.0.lock().unwrap().last().map(|(_, serial)| serial.clone()).unwrap_or_default()
+    }
+}
+
+/// A store shared with other replicas: its lock has a fencing token and a
+/// lease the test can let expire (through the CA's `LoseLock`).
+#[derive(Debug, Default)]
+struct SharedStore {
+    inner: MemoryStore,
+    lease: Mutex<Option<watch::Sender<bool>>>,
+}
+
+#[async_trait]
+impl Store for SharedStore {
+    async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.load_account(key).await
+    }
+    async fn save_account(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        self.inner.save_account(key, data).await
+    }
+    async fn forget_account(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.forget_account(key).await
+    }
+    async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
+        self.inner.load_certificate(name).await
+    }
+    async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError> {
+        self.inner.save_certificate(name, bundle).await
+    }
+    async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
+        self.inner.mark_revoked(name, serial).await
+    }
+    async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.revoked(name).await
+    }
+    async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.clear_revoked(name).await
+    }
+    async fn lock(&self, id: &str) -> Result<Acquired, StoreError> {
+        let (tx, rx) = watch::channel(false);
+        *self.lease.lock().unwrap() = Some(tx);
+        Ok(Acquired::Lock(Lock::shared(format!("locks/{id}"), 7, rx, Box::new(()))))
+    }
+}
+
+struct World {
+    clock: Arc<TestClock>,
+    ca: Arc<TestCa>,
+    store: Arc<dyn Store>,
+    sink: Arc<TestSink>,
+    statuses: Statuses,
+    parts: Arc<Parts>,
+}
+
+impl World {
+    fn new(store: Arc<dyn Store>, default_certificate: Option<Bundle>) -> Self {
+        let clock = Arc::new(TestClock(Mutex::new(t0())));
+        let ca = Arc::new(TestCa {
+            clock: Arc::clone(&clock),
+            orders: Mutex::default(),
+            windows: Mutex::default(),
+            revoked: Mutex::default(),
+        });
+        let sink = Arc::new(TestSink::default());
+        let resolvers = BTreeMap::from([("le".to_owned(), resolver())]);
+        let bus = Bus::new(None);
+        let statuses = bus.statuses.clone();
+        let dns = Arc::new(BTreeMap::new());
+        let parts = Arc::new(Parts {
+            issuer: Issuer::new(
+                Arc::clone(&ca) as Arc<dyn Ca>,
+                Arc::clone(&store),
+                Arc::new(Accounts::new(&resolvers)),
+                Arc::clone(&dns),
+                Arc::clone(&clock) as Arc<dyn Clock>,
+            ),
+            coordinator: Coordinator::new(Arc::clone(&store), None, dns, "test".into()),
+            serving: Serving {
+                sinks: vec![Arc::clone(&sink) as Arc<dyn Sink>],
+                default_certificate: default_certificate.map(Arc::new),
+                placeholder: true,
+                post_deploy: None,
+            },
+            reporter: Reporter::new(bus, Readiness::default()),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            first_actions: tokio::sync::Semaphore::new(1),
+            jitter: || 0.0,
+        });
+        Self { clock, ca, store, sink, statuses, parts }
+    }
+
+    async fn task(&self) -> CertTask {
+        let (_tx, rx) = mpsc::channel(1);
+        CertTask::start(Arc::clone(&self.parts), certificate(), Some(Arc::new(resolver())), rx).await.unwrap()
+    }
+
+    fn script(&self, next: Next) {
+        self.ca.orders.lock().unwrap().push_back(next);
+    }
+
+    fn status(&self) -> crate::admin::CertStatus {
+        self.statuses.all().into_iter().next().expect("no status published")
+    }
+}
+
+fn resolver() -> Resolver {
+    toml::from_str("ca_server = \"https://ca.test/directory\"\nhttp_challenge = {}\n").unwrap()
+}
+
+fn certificate() -> Certificate {
+    Certificate { name: "web".into(), domains: vec!["web.example".into()], resolver: "le".into() }
+}
+
+/// Steps until the machine says to wait; returns until when.
+async fn settle(task: &mut CertTask) -> SystemTime {
+    while task.step().await.is_none() {}
+    match task.machine.next_action(task.parts.clock.now()) {
+        Action::WaitUntil(at) => at,
+        other => panic!("not waiting: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_new_certificate_is_renewed_when_a_third_of_its_lifetime_is_left() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::Issue { days: 90 });
+    let mut task = world.task().await;
+    let placeholder = world.sink.last();
+    // The CA has no ARI (no window): the rule decides.
+    let wake = settle(&mut task).await;
+    assert_eq!(wake, t0() + 60 * DAY, "{}", world.status().state);
+    let served = world.sink.last();
+    assert_ne!(served, placeholder, "the issued certificate was not deployed");
+    assert_eq!(world.status().serial.as_deref(), Some(served.as_str()));
+    assert!(world.store.load_certificate("web").await.unwrap().is_some(), "not stored");
+
+    // Nothing happens until then; then the renewal.
+    world.clock.advance(60 * DAY - Duration::from_secs(1));
+    assert!(task.step().await.is_some());
+    world.script(Next::Issue { days: 90 });
+    world.clock.advance(Duration::from_secs(1));
+    let wake = settle(&mut task).await;
+    assert_eq!(wake, t0() + 120 * DAY);
+    assert_ne!(world.sink.last(), served, "the renewed certificate was not deployed");
+    assert!(world.ca.orders.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_order_backs_off_keeps_the_last_good_certificate_and_a_success_resets_it() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::Issue { days: 9 });
+    let mut task = world.task().await;
+    settle(&mut task).await;
+    let good = world.sink.last();
+    world.clock.advance(6 * DAY);
+
+    world.script(Next::Fail(AcmeError::Solver("the validator could not connect".into())));
+    let retry = settle(&mut task).await;
+    let waited = retry.duration_since(world.clock.now()).unwrap();
+    assert!(waited > Duration::ZERO && waited <= Duration::from_secs(120), "first backoff: {waited:?}");
+    assert_eq!(task.machine.failures(), 1);
+    assert_eq!(world.sink.last(), good, "the last good certificate must stay deployed");
+    let status = world.status();
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("could not connect")), "{status:?}");
+    assert!(status.state.starts_with("backing off (attempt 1)"), "{}", status.state);
+
+    world.clock.advance(waited);
+    world.script(Next::Issue { days: 9 });
+    settle(&mut task).await;
+    assert_eq!(task.machine.failures(), 0, "a success resets the backoff");
+    assert!(matches!(task.machine.state(), State::Valid { .. }));
+    assert_ne!(world.sink.last(), good);
+    assert_eq!(world.status().last_error, None);
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_gives_way_to_the_default_and_is_not_reordered() {
+    let default = issued(&["default.example".into()], t0() - DAY, 365);
+    let default_serial = cert::inspect(&default, None).unwrap().serial_hex;
+    let world = World::new(Arc::new(MemoryStore::new()), Some(default));
+    world.script(Next::Issue { days: 90 });
+    let mut task = world.task().await;
+    settle(&mut task).await;
+    let revoked = world.sink.last();
+
+    let (reply, answer) = oneshot::channel();
+    task.command(CertCommand::Revoke { reason: Some(4), reply }).await;
+    let answer = answer.await.unwrap().unwrap();
+    assert!(answer.contains(&revoked) && answer.contains("Default"), "{answer}");
+    assert_eq!(*world.ca.revoked.lock().unwrap(), [revoked.clone()]);
+    assert_eq!(world.sink.last(), default_serial, "the default certificate is served after a revocation");
+    assert_eq!(world.store.revoked("web").await.unwrap(), Some(revoked.clone()));
+
+    // Not re-ordered, even after a restart; only a forced renewal orders.
+    assert_eq!(task.step().await, Some(MAX_SLEEP));
+    let mut restarted = world.task().await;
+    assert_eq!(restarted.step().await, Some(MAX_SLEEP));
+    assert_eq!(world.sink.last(), default_serial);
+    assert!(world.status().state.contains("renew web --force"), "{}", world.status().state);
+    world.script(Next::Issue { days: 90 });
+    let (reply, answer) = oneshot::channel();
+    restarted.command(CertCommand::Renew { force: true, reply }).await;
+    assert!(answer.await.unwrap().is_ok());
+    assert_ne!(world.sink.last(), revoked);
+    assert_eq!(world.store.revoked("web").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_its_lock_mid_order_writes_nothing() {
+    let store = Arc::new(SharedStore::default());
+    let world = World::new(Arc::clone(&store) as Arc<dyn Store>, None);
+    world.script(Next::LoseLock(Arc::clone(&store)));
+    let mut task = world.task().await;
+    let placeholder = world.sink.last();
+    let retry = tokio::time::timeout(Duration::from_secs(5), settle(&mut task)).await.expect("the order hung");
+    assert!(store.load_certificate("web").await.unwrap().is_none(), "written after the lock was lost");
+    assert_eq!(world.sink.last(), placeholder, "deployed after the lock was lost");
+    let status = world.status();
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("lost the lock")), "{status:?}");
+    assert!(retry > world.clock.now(), "a lost lock is retried later, not at once");
+}
+
+#[tokio::test]
+async fn an_ari_window_that_moves_earlier_moves_the_renewal() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::Issue { days: 90 });
+    let window = |from: u32, to: u32| Window {
+        start: t0() + from * DAY,
+        end: t0() + to * DAY,
+        retry_after: Duration::from_secs(6 * 3600),
+        explanation_url: None,
+    };
+    world.ca.windows.lock().unwrap().extend([window(50, 52), window(20, 21)]);
+    let mut task = world.task().await;
+    // Issued, then polled at once: the renewal lies in the first window.
+    let poll = settle(&mut task).await;
+    let (first, _) = task.machine.next_order(world.clock.now()).unwrap();
+    assert!(first >= t0() + 50 * DAY && first < t0() + 52 * DAY, "{}", world.status().state);
+    assert!(poll <= t0() + Duration::from_secs(6 * 3600), "next poll at the CA's Retry-After");
+
+    // The CA moves the window earlier (an incident): the next poll follows it.
+    world.clock.advance(poll.duration_since(world.clock.now()).unwrap());
+    settle(&mut task).await;
+    let (second, _) = task.machine.next_order(world.clock.now()).unwrap();
+    assert!(second >= t0() + 20 * DAY && second < t0() + 21 * DAY, "{}", world.status().state);
+    assert!(world.ca.windows.lock().unwrap().is_empty());
+}
