@@ -2,32 +2,26 @@
 //!
 //! A certificate request from the configuration becomes an order ([`acme`]),
 //! is proven by a solver ([`solvers`]), lands in the [`store`] and is
-//! deployed ([`deploy`]) to every proxy. [`schedule`] decides when; [`api`]
-//! answers the CA's validator through the proxy; [`daemon`] wires it up.
+//! deployed ([`deploy`]) to every proxy. [`schedule`] decides when; the
+//! [`serve`] listeners answer the CA's validator through the proxy and the
+//! operator; [`daemon`] wires it up; [`commands`] are the CLI verbs.
+//! `docs/architecture.md` draws it.
 
 pub mod acme;
-pub mod admin;
-pub mod api;
 pub mod atomic;
 pub mod cert;
-pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod discover;
 pub mod dns;
-pub mod health;
-pub mod import;
-pub mod metrics;
 pub mod names;
-pub mod nginx_config;
-pub mod prepare;
 pub mod process;
 pub mod schedule;
-pub mod served;
+pub mod serve;
 pub mod solvers;
 pub mod store;
-pub mod watch;
 
 #[cfg(test)]
 #[path = "architecture_tests.rs"]

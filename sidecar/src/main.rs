@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use proxy_acme::commands::operate as cli;
 use proxy_acme::config::Config;
-use proxy_acme::{cli, daemon, schedule};
+use proxy_acme::{daemon, schedule};
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
 
     if let Command::Watch { dir, pid_file, check, reload, debounce_ms } = &cli.command {
         let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let options = proxy_acme::watch::WatchOptions {
+        let options = proxy_acme::commands::watch::WatchOptions {
             dir: dir.clone(),
             pid_file: pid_file.clone(),
             check: split(check),
@@ -131,7 +132,7 @@ fn main() -> ExitCode {
             debounce: std::time::Duration::from_millis(*debounce_ms),
         };
         return match tokio::runtime::Runtime::new().map_err(|e| e.to_string()) {
-            Ok(runtime) => match runtime.block_on(proxy_acme::watch::watch(options)) {
+            Ok(runtime) => match runtime.block_on(proxy_acme::commands::watch::watch(options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("proxy-acme: {e}");
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&cli.config, &e),
     };
     if let Command::NginxConfig = cli.command {
-        print!("{}", proxy_acme::nginx_config::render(&config));
+        print!("{}", proxy_acme::commands::nginx_config::render(&config));
         return ExitCode::SUCCESS;
     }
     if let Command::Check = cli.command {
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
             Command::Check | Command::NginxConfig | Command::Watch { .. } => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await,
-            Command::Prepare => proxy_acme::prepare::prepare(&config).await,
+            Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await,
             Command::Renew { name, force } => cli::renew(&config, &name, force).await,
             Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await,
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
@@ -181,10 +182,13 @@ fn main() -> ExitCode {
             }
             Command::Import { source } => {
                 let source = match source {
-                    ImportSource::Traefik { path, resolver } => proxy_acme::import::Source::Traefik { path, resolver },
-                    ImportSource::Certbot { path } => proxy_acme::import::Source::Certbot { dir: path },
+                    ImportSource::Traefik { path, resolver } => {
+                        proxy_acme::commands::import::Source::Traefik { path, resolver }
+                    }
+                    ImportSource::Certbot { path } => proxy_acme::commands::import::Source::Certbot { dir: path },
                 };
-                let summary = proxy_acme::import::import(&config, &source).await.map_err(|e| e.to_string())?;
+                let summary =
+                    proxy_acme::commands::import::import(&config, &source).await.map_err(|e| e.to_string())?;
                 print!("{}", summary.render());
                 Ok(())
             }

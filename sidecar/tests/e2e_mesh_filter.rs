@@ -15,10 +15,12 @@ async fn the_mesh_filter_entry_answers_challenges_and_passes_everything_else() {
     let tokens = proxy_acme::solvers::http01::Http01Tokens::new();
     let _published = tokens.publish("mesh-token_1", "mesh.proxy-acme.test", "mesh-token_1.thumbprint");
     let sidecar = free_port();
-    let _api =
-        proxy_acme::api::serve(([127, 0, 0, 1], sidecar).into(), proxy_acme::api::Api { tokens, ..Default::default() })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    let _api = proxy_acme::serve::api::serve(
+        ([127, 0, 0, 1], sidecar).into(),
+        proxy_acme::serve::api::Api { tokens, ..Default::default() },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let (port, admin) = (free_port(), free_port());
     let routes = [

@@ -297,10 +297,12 @@ async fn main() {
     let key_authorization = format!("{TOKEN}.bench-thumbprint_0123456789abcdefghijklmnopq");
     let _published = tokens.publish(TOKEN, HOST, &key_authorization);
     let sidecar = free_port();
-    let _api =
-        proxy_acme::api::serve(([127, 0, 0, 1], sidecar).into(), proxy_acme::api::Api { tokens, ..Default::default() })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    let _api = proxy_acme::serve::api::serve(
+        ([127, 0, 0, 1], sidecar).into(),
+        proxy_acme::serve::api::Api { tokens, ..Default::default() },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // The upstream: nginx answering 200.
     let app = free_port();

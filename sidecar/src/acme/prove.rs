@@ -187,7 +187,7 @@ async fn prove_inner(
         if let Some(dns) = request.dns {
             let started = std::time::Instant::now();
             let waited = dns::propagation::wait_for(&records.records, &dns.settings).await;
-            crate::metrics::metrics().dns_propagation(waited.is_ok(), started.elapsed());
+            crate::serve::metrics::metrics().dns_propagation(waited.is_ok(), started.elapsed());
             waited?;
         }
         let mut authorizations = order.authorizations();

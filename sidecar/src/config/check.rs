@@ -1,32 +1,7 @@
-//! `[served_check]`: where the proxy serves the certificates, so the sidecar
-//! can look at what a TLS client is actually given.
-
-use serde::Deserialize;
+//! `[served_check]` (settings defined by [`crate::serve::served`]), validated.
 
 use super::ConfigError;
-
-/// Connect to each endpoint with SNI = each name of each certificate and
-/// compare the served certificate with the deployed one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServedCheck {
-    /// TLS endpoints, `host:port` (the proxy's HTTPS listeners).
-    pub endpoints: Vec<String>,
-    /// Seconds between two rounds.
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
-    /// Connect and handshake timeout per name, in milliseconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn default_interval() -> u64 {
-    60
-}
-
-fn default_timeout() -> u64 {
-    3000
-}
+use crate::serve::served::ServedCheck;
 
 impl ServedCheck {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

@@ -121,7 +121,7 @@ impl Accounts {
         let entry = self.entry(name)?;
         let mut budget = entry.budget.lock().unwrap_or_else(|e| e.into_inner());
         let taken = budget.try_take(now);
-        crate::metrics::metrics().orders_remaining(name, budget.remaining(now));
+        crate::serve::metrics::metrics().orders_remaining(name, budget.remaining(now));
         taken.map_err(|free_at| AcmeError::RateLimited(format!("order budget used up until {}", rfc3339(free_at))))
     }
 

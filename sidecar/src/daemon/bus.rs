@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admin::{CertStatus, Operations, Outcome, Statuses};
 use crate::cert::Bundle;
+use crate::serve::admin::{CertStatus, Operations, Outcome, Statuses};
 
 /// The outcome a task reports for an operation.
 pub(crate) type Reply = oneshot::Sender<Result<String, String>>;

@@ -16,7 +16,7 @@ use super::{Parts, RunError};
 use crate::config::{Certificate, Resolver};
 use crate::deploy::lds::ListenerFile;
 use crate::discover::Request;
-use crate::health::Readiness;
+use crate::serve::health::Readiness;
 
 /// Where a managed certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

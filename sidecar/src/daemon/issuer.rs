@@ -137,7 +137,7 @@ impl Issuer {
                 Err(e) if e.is_challenge_failure() => "invalid",
                 Err(_) => "error",
             };
-            crate::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
+            crate::serve::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
             match result {
                 Err(e) if e.is_challenge_failure() && kinds.peek().is_some() => {
                     let now = self.clock.now();
@@ -163,7 +163,7 @@ impl Issuer {
     /// and says what kind of failure it is for the schedule.
     pub(super) fn record_failure(&self, certificate: &Certificate, error: &AcmeError) -> Failure {
         if let Some(problem) = error.problem_type() {
-            crate::metrics::metrics().acme_error(problem);
+            crate::serve::metrics::metrics().acme_error(problem);
         }
         if let Some(identifier) = error.failed_identifier() {
             self.accounts.record_authz_failure(&certificate.resolver, identifier, self.clock.now());

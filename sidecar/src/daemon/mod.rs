@@ -11,6 +11,7 @@ mod discovery;
 mod fleet;
 mod issuer;
 mod on_demand;
+mod probe;
 mod replicas;
 mod reporter;
 mod resume;
@@ -22,14 +23,14 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Operations};
-use crate::api;
 use crate::cert::{self, Bundle, SecretPem};
 use crate::config::Config;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
 use crate::schedule::Clock;
+use crate::serve::admin::{self, Operations};
+use crate::serve::api;
 use crate::solvers::{tls_alpn, Solvers};
 use crate::store::{Store, StoreError};
 
@@ -105,7 +106,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         }
     };
 
-    let readiness = crate::health::Readiness::default();
+    let readiness = crate::serve::health::Readiness::default();
     let address = config.listen.http;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(on_demand::QUEUE);
     let endpoints = api::Api {
@@ -203,14 +204,14 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         })
         .map(|(name, r)| (name.clone(), r.clone()))
         .collect();
-    tasks.push(tokio::spawn(crate::health::probe(
+    tasks.push(tokio::spawn(probe::probe(
         readiness.clone(),
         etcd.is_none().then(|| Arc::clone(&store)),
         used,
         Arc::clone(&clock),
     )));
     if let Some(check) = config.served_check.clone() {
-        tasks.push(tokio::spawn(crate::served::run(check, bus.statuses.clone(), readiness.clone())));
+        tasks.push(tokio::spawn(crate::serve::served::run(check, bus.statuses.clone(), readiness.clone())));
     }
 
     let listener = match config.discover.as_ref().map(|d| (&d.listener_directory, &d.listener_template)) {

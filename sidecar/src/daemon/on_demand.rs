@@ -88,7 +88,7 @@ pub(super) async fn run(
         }
         let decision = decide(&policy, &settings, client.as_ref(), &host).await;
         let yes = matches!(decision, Decision::Allowed | Decision::Asked(true));
-        crate::metrics::metrics().on_demand(match decision {
+        crate::serve::metrics::metrics().on_demand(match decision {
             Decision::Allowed => "allowed",
             Decision::Asked(true) => "asked_yes",
             Decision::Asked(false) => "asked_no",
@@ -103,7 +103,7 @@ pub(super) async fn run(
             continue;
         }
         if budget.try_take(clock.now()).is_err() {
-            crate::metrics::metrics().on_demand("over_budget");
+            crate::serve::metrics::metrics().on_demand("over_budget");
             tracing::warn!(
                 host,
                 orders_per_minute = settings.orders_per_minute,

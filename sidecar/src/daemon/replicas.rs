@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::bus::{Bus, CertCommand};
-use crate::health::Readiness;
+use crate::serve::health::Readiness;
 use crate::store::{EtcdStore, Store};
 
 /// How often the store is probed for `/readyz`.

@@ -4,11 +4,11 @@
 use std::time::SystemTime;
 
 use super::bus::Bus;
-use crate::admin::CertStatus;
 use crate::cert::CertInfo;
 use crate::config::Certificate;
-use crate::health::Readiness;
-use crate::metrics::{metrics, CertificateState};
+use crate::serve::admin::CertStatus;
+use crate::serve::health::Readiness;
+use crate::serve::metrics::{metrics, CertificateState};
 
 /// One certificate as of `now`, as the task sees it.
 #[derive(Debug)]

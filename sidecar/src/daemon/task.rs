@@ -177,7 +177,7 @@ impl CertTask {
         let current = self.current.as_ref().map(|(b, _)| &**b);
         let result = self.parts.issuer.issue(&self.certificate, &self.resolver, current, &lock).await;
         let now = self.parts.clock.now();
-        crate::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
+        crate::serve::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
         match result {
             Ok((bundle, info)) => {
                 let bundle = Arc::new(bundle);

@@ -11,7 +11,6 @@ use tokio::sync::{oneshot, watch};
 
 use super::*;
 use crate::acme::{OrderRequest, Window};
-use crate::admin::Statuses;
 use crate::cert::{self, SecretPem};
 use crate::daemon::accounts::Accounts;
 use crate::daemon::bus::Bus;
@@ -21,8 +20,9 @@ use crate::daemon::issuer::Issuer;
 use crate::daemon::reporter::Reporter;
 use crate::daemon::serving::Serving;
 use crate::deploy::{DeployError, Sink};
-use crate::health::Readiness;
 use crate::schedule::{Clock, State};
+use crate::serve::admin::Statuses;
+use crate::serve::health::Readiness;
 use crate::solvers::ChallengeKind;
 use crate::store::{Acquired, Lock, MemoryStore, Store, StoreError};
 
@@ -218,7 +218,7 @@ impl World {
         self.ca.orders.lock().unwrap().push_back(next);
     }
 
-    fn status(&self) -> crate::admin::CertStatus {
+    fn status(&self) -> crate::serve::admin::CertStatus {
         self.statuses.all().into_iter().next().expect("no status published")
     }
 }

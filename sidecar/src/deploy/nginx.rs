@@ -169,7 +169,7 @@ impl Reloader {
                 Err(ReloadError::Check(_)) => "check_failed",
                 Err(_) => "failed",
             };
-            crate::metrics::metrics().nginx_reload(result);
+            crate::serve::metrics::metrics().nginx_reload(result);
             match outcome {
                 Ok(()) => tracing::info!(
                     certificates = ?names,

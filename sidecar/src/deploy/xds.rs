@@ -253,7 +253,7 @@ pub async fn drive<P: Protocol>(
                 tracing::debug!(node, protocol = P::NAME, version, nonce = %last_nonce, secrets = due.len(), first = %due[0].0, "SDS push");
                 permit.send(Ok(P::response(version, &due, last_nonce.clone())));
                 sub.sent(&due);
-                crate::metrics::metrics().sds(&node).push();
+                crate::serve::metrics::metrics().sds(&node).push();
             },
             changed = snapshots.changed() => if changed.is_err() { break },
         }
@@ -272,7 +272,7 @@ fn track_ack<P: Protocol>(node: &str, req: &Inbound, last_nonce: &str) {
         return;
     }
     let stale = req.nonce != last_nonce;
-    let counters = crate::metrics::metrics().sds(node);
+    let counters = crate::serve::metrics::metrics().sds(node);
     match &req.error {
         Some((code, error)) => {
             counters.nack();

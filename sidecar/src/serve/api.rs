@@ -7,8 +7,8 @@
 //! | `GET /v1/http-01/<token>` + `x-proxy-acme-host: <host>` | the filter's call |
 //! | `GET /.well-known/acme-challenge/<token>` + `Host` | the public path, for nginx |
 //! | `GET /healthz` | `ok` (the process answers) |
-//! | `GET /readyz` | 200 or 503, one line per check (see [`crate::health`]) |
-//! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
+//! | `GET /readyz` | 200 or 503, one line per check (see [`crate::serve::health`]) |
+//! | `GET /metrics` | Prometheus metrics (see [`crate::serve::metrics`]) |
 //! | `POST /v1/on-demand` + `x-proxy-acme-host: <host>` | the filter's report of a host (`[on_demand]`): 202 queued, 429 queue full, 404 off |
 
 use std::convert::Infallible;
@@ -21,8 +21,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::health::Readiness;
 use crate::names;
+use crate::serve::health::Readiness;
 use crate::solvers::http01::Http01Tokens;
 use crate::solvers::posts::Http01Post;
 use crate::solvers::ChallengeKind;
@@ -135,7 +135,7 @@ pub fn route<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/on-demand") => on_demand(api.on_demand.as_ref(), req),
         (&Method::GET, "/metrics") => {
-            let mut rsp = text(StatusCode::OK, crate::metrics::metrics().encode());
+            let mut rsp = text(StatusCode::OK, crate::serve::metrics::metrics().encode());
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

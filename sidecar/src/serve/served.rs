@@ -15,9 +15,31 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::admin::Statuses;
-use crate::config::ServedCheck;
-use crate::health::Readiness;
+use crate::serve::admin::Statuses;
+use crate::serve::health::Readiness;
+
+/// Connect to each endpoint with SNI = each name of each certificate and
+/// compare the served certificate with the deployed one.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServedCheck {
+    /// TLS endpoints, `host:port` (the proxy's HTTPS listeners).
+    pub endpoints: Vec<String>,
+    /// Seconds between two rounds.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Connect and handshake timeout per name, in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_interval() -> u64 {
+    60
+}
+
+fn default_timeout() -> u64 {
+    3000
+}
 
 /// The SNI used to check a name: a wildcard is checked with one label in
 /// its place.
@@ -96,7 +118,7 @@ pub async fn run(config: ServedCheck, statuses: Statuses, readiness: Readiness) 
                         break;
                     }
                 }
-                crate::metrics::metrics().served(&status.name, endpoint, result.is_ok());
+                crate::serve::metrics::metrics().served(&status.name, endpoint, result.is_ok());
                 let key = format!("served:{}@{endpoint}", status.name);
                 if last.get(&key) != Some(&result) {
                     match &result {

@@ -6,10 +6,10 @@ use std::fmt::Write;
 
 use http::Method;
 
-use crate::admin::{self, CertStatus, ClientError};
 use crate::cert;
 use crate::config::Config;
 use crate::schedule;
+use crate::serve::admin::{self, CertStatus, ClientError};
 use crate::store;
 
 /// `proxy-acme certs`: one block per certificate.
