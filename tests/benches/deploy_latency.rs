@@ -9,13 +9,10 @@
 //! `cargo bench -p proxy-acme --bench deploy_latency` (`make bench-deploy`);
 //! `DEPLOY_BENCH_RUNS` sets the runs per path (default 15).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use proxy_acme_e2e::*;
 
 /// One running deployment path: how to renew, and where to look.
 struct Path {
@@ -36,7 +33,7 @@ impl Path {
     /// Renews and returns the time from the CLI's return to the new serial.
     async fn once(&self) -> Duration {
         let before = self.serial().await.unwrap_or_default();
-        let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        let out = Command::new(proxy_acme_bin())
             .args(["renew", "web", "--force", "--config"])
             .arg(&self.config)
             .output()
@@ -91,8 +88,7 @@ async fn nginx(watch: bool) -> Path {
         sidecar_config(&dir, &ports, &pebble, "", &format!("{target}\n{}", certificate("web", &[domain], "pebble")));
     let config_path = dir.join("proxy-acme.toml");
     write(&config_path, &config);
-    let prepared =
-        Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
+    let prepared = Command::new(proxy_acme_bin()).args(["prepare", "--config"]).arg(&config_path).output();
     assert!(prepared.is_ok_and(|o| o.status.success()));
     write(&dir.join("site.conf"), &shipped_site(&ports, domain, &certs.join("web/live")));
     let nginx_conf = format!(
@@ -107,7 +103,7 @@ async fn nginx(watch: bool) -> Path {
         let check = format!("nginx -t -q -p {} -c {}", dir.display(), conf.display());
         let watcher = Proc::spawn(
             "watch",
-            Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            Command::new(proxy_acme_bin())
                 .args(["watch", "--dir"])
                 .arg(&certs)
                 .arg("--pid-file")
@@ -141,8 +137,7 @@ async fn file_sds() -> Path {
         );
     let config_path = dir.join("proxy-acme.toml");
     write(&config_path, &config);
-    let prepared =
-        Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(["prepare", "--config"]).arg(&config_path).output();
+    let prepared = Command::new(proxy_acme_bin()).args(["prepare", "--config"]).arg(&config_path).output();
     assert!(prepared.is_ok_and(|o| o.status.success()));
     let yaml = shipped_file_sds_envoy_config(&ports, &sds, &["web"]);
     let envoy = Envoy::start(&dir, &yaml, ports.admin).await;

@@ -20,17 +20,14 @@
 //! `proxy-acme,traefik,caddy`), `PROXY_ACME_TRAEFIK` / `PROXY_ACME_CADDY`
 //! (binaries; else PATH). Writes `target/bench/issuance.md` too.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use support::stats::median;
+use proxy_acme_e2e::stats::median;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use proxy_acme_e2e::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
@@ -252,7 +249,7 @@ impl Run {
         let started = Instant::now();
         let sidecar = Proc::spawn(
             "proxy-acme",
-            Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            Command::new(proxy_acme_bin())
                 .arg("run")
                 .arg("--config")
                 .arg(&path)

@@ -29,9 +29,6 @@
 //! `cargo bench -p proxy-acme --bench scale` (`make bench-scale`); writes
 //! target/bench/scale.md.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -39,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use proxy_acme::cert::{Bundle, SecretPem};
 use proxy_acme::store::{FileStore, Store};
-use support::*;
+use proxy_acme_e2e::*;
 
 const BASELINE: usize = 100;
 
@@ -269,7 +266,7 @@ impl Scale {
         let spawned_at = time::OffsetDateTime::now_utc();
         let mut sidecar = Proc::spawn(
             "proxy-acme",
-            Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            Command::new(proxy_acme_bin())
                 .arg("run")
                 .arg("--config")
                 .arg(&self.config_path)
@@ -330,7 +327,7 @@ impl Scale {
             }
         });
         let cli_started = Instant::now();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        let out = tokio::process::Command::new(proxy_acme_bin())
             .args(["renew", name, "--force", "--config"])
             .arg(&self.config_path)
             .output()
@@ -564,7 +561,7 @@ fn main() {
         md
     });
     println!("{section}");
-    let out = support::workspace_root().join("target/bench");
+    let out = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
     write(&out.join("scale.md"), &section);
 }

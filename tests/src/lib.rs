@@ -1,9 +1,16 @@
-//! Real components for end-to-end tests: each is a drop-guarded child process
-//! on free loopback ports in the test's temp dir, killed by pid on drop.
-//! A missing component fails the test with what to install; nothing skips.
+//! Real components for the end-to-end suites (tests/) and the benches
+//! (benches/): each is a drop-guarded child process on free loopback ports
+//! in the test's temp dir, killed by pid on drop. A missing component fails
+//! the test with what to install; nothing skips.
+//!
+//! The suites and benches run the `proxy-acme` binary found by
+//! [`proxy_acme_bin`]; `make test` and `make bench` build it first.
 
-// Each test binary uses part of this module.
-#![allow(dead_code, unreachable_pub, unused_imports)]
+// Test-support code, not an API: its public types are process guards and
+// connections the suites hold, never print, and would gain nothing from a
+// Debug impl. (As `mod support;` inside each test binary the workspace lint
+// never saw them as public.)
+#![allow(missing_debug_implementations)]
 
 pub mod ari_front;
 pub mod bind;
@@ -23,9 +30,44 @@ pub use nginx::{shipped_site, Nginx};
 pub use procs::*;
 pub use stack::*;
 
-/// The workspace root (where `make` runs).
+/// The workspace root (where `make` runs): this crate is its `tests/`.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The `proxy-acme` binary under test: `PROXY_ACME_BIN` if set, else the one
+/// cargo built into the profile directory of the running test or bench
+/// (`target/<profile>/deps/<name>-<hash>` runs `target/<profile>/proxy-acme`).
+///
+/// Cargo gives `CARGO_BIN_EXE_*` only to the binary's own package, so the
+/// binary is built beforehand, with the features the test or bench build
+/// resolves so the two share the sidecar library: `make test` runs `cargo
+/// build --workspace --bins --tests` (debug, as the tests), `make bench`
+/// `cargo build --profile bench -p proxy-acme -p proxy-acme-e2e --bins
+/// --benches` (target/release, as `cargo bench`). Nothing here rebuilds it:
+/// after changing sidecar/src, build it again before running a suite or a
+/// bench by hand.
+pub fn proxy_acme_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROXY_ACME_BIN") {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "PROXY_ACME_BIN={} is not a file", path.display());
+        return path;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("where is this test executable? {e}"));
+    let mut dir = exe.parent().unwrap_or_else(|| panic!("{} has no directory", exe.display()));
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    let path = dir.join("proxy-acme");
+    if !path.is_file() {
+        let build = if dir.ends_with("release") {
+            "`cargo build --profile bench -p proxy-acme -p proxy-acme-e2e --bins --benches` (`make bench` does)"
+        } else {
+            "`cargo build --workspace --bins --tests` (`make test` does)"
+        };
+        panic!("{} is missing: build it with {build}, or point PROXY_ACME_BIN at one", path.display());
+    }
+    path
 }
 
 /// The wasm filter, built by `make wasm` (or `PROXY_ACME_WASM`).

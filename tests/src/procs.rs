@@ -365,7 +365,7 @@ pub fn start_sidecar(dir: &Path, config: &str) -> Proc {
     write(&path, config);
     Proc::spawn(
         "proxy-acme",
-        Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        Command::new(crate::proxy_acme_bin())
             .arg("run")
             .arg("--config")
             .arg(&path)

@@ -1,20 +1,18 @@
-//! The ARI front (tests/support/ari_front.rs) against a real Pebble: its
+//! The ARI front (tests/src/ari_front.rs) against a real Pebble: its
 //! directory is Pebble's plus `renewalInfo`, renewal-info answers are what
 //! the test programs, requests are recorded, and instant-acme (the client
 //! the sidecar uses) accepts all of it.
-
-mod support;
 
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use instant_acme::{Account, CertificateIdentifier, NewAccount};
+use proxy_acme_e2e::ari_front::{cert_id, Answer, AriFront, ERROR_RETRY_AFTER_SECS};
+use proxy_acme_e2e::net::{header, https_get_with_headers};
+use proxy_acme_e2e::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber};
 use rustls::pki_types::CertificateDer;
-use support::ari_front::{cert_id, Answer, AriFront, ERROR_RETRY_AFTER_SECS};
-use support::net::{header, https_get_with_headers};
-use support::*;
 
 /// A leaf signed by a CA with a pre-set key identifier, so the AKI is known.
 fn leaf_with(aki: &[u8], serial: &[u8]) -> CertificateDer<'static> {

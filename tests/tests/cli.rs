@@ -3,8 +3,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use proxy_acme_e2e::proxy_acme_bin;
+
 fn proxy_acme(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme")).args(args).output().expect("run proxy-acme");
+    let out = Command::new(proxy_acme_bin()).args(args).output().expect("run proxy-acme");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),

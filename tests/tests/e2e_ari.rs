@@ -3,12 +3,10 @@
 //! Pebble issues 5-year certificates, so any renewal within the test is the
 //! CA's window at work; a malformed answer must change nothing.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
-use support::ari_front::{cert_id, Answer, AriFront};
-use support::*;
+use proxy_acme_e2e::ari_front::{cert_id, Answer, AriFront};
+use proxy_acme_e2e::*;
 
 const DOMAIN: &str = "ari.proxy-acme.test";
 const ODD: &str = "odd.proxy-acme.test";

@@ -7,12 +7,10 @@
 //! denied name is never ordered; a name gone from the routes stops being
 //! managed after the grace period and its files stay.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const FIRST: &str = "first.discover.test";
 const NEW: &str = "new.discover.test";
@@ -151,7 +149,7 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
 }
 
 fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let out = std::process::Command::new(proxy_acme_bin())
         .args(args)
         .arg("--config")
         .arg(dir.join("proxy-acme.toml"))

@@ -5,13 +5,11 @@
 //! docs/discovery.md recommends), so a `server_name` added with
 //! `nginx -s reload` gets its certificate with no other step.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const FIRST: &str = "first.ngx.test";
 const NEW: &str = "new.ngx.test";

@@ -8,8 +8,6 @@
 //!
 //! One Pebble, one Envoy and one sidecar for the whole binary.
 
-mod support;
-
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -20,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use support::*;
+use proxy_acme_e2e::*;
 
 const EXEC_APEX: &str = "exec.proxy-acme.test";
 const EXEC_WILDCARD: &str = "*.exec.proxy-acme.test";

@@ -11,8 +11,6 @@
 //!
 //! One BIND, one Pebble, one Envoy and one sidecar for the whole binary.
 
-mod support;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,7 +20,7 @@ use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
 use proxy_acme::config::{DnsChallenge, Rfc2136};
 use proxy_acme::dns::{propagation, rfc2136::Rfc2136Provider, DnsProvider, TxtRecord};
-use support::*;
+use proxy_acme_e2e::*;
 
 const ZONE: &str = "wild.test";
 

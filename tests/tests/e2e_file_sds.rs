@@ -6,12 +6,10 @@
 //! Also the start-up pitfall: Envoy refuses to start without the files, and
 //! `proxy-acme prepare` is what lets it start before the daemon.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const FIRST: &str = "file-sds.proxy-acme.test";
 const SECOND: &str = "second-file-sds.proxy-acme.test";
@@ -47,7 +45,7 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     assert!(said.contains("does not exist"), "Envoy said: {said}");
 
     // 2. `prepare` writes the placeholders; Envoy starts and serves them.
-    let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let out = Command::new(proxy_acme_bin())
         .args(["prepare", "--config"])
         .arg(&config_path)
         .output()
@@ -78,7 +76,7 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     eventually(Duration::from_secs(60), || serial_for(SECOND)).await.unwrap_or_else(|e| panic!("{SECOND}: {e}"));
 
     // 4. A renewal: the new serial, same Envoy, no listener modified or drained.
-    let renewed = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let renewed = Command::new(proxy_acme_bin())
         .args(["renew", "demo", "--force", "--config"])
         .arg(&config_path)
         .output()
@@ -114,7 +112,7 @@ async fn envoy_watches_sds_files_written_by_the_sidecar_and_swaps_without_restar
     assert_eq!(serial_for(FIRST).await, Ok(second.clone()), "Envoy must keep the last good certificate");
     envoy.proc.assert_running();
     // The sidecar's next write replaces the torn version.
-    let renewed = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let renewed = Command::new(proxy_acme_bin())
         .args(["renew", "demo", "--force", "--config"])
         .arg(&config_path)
         .output()

@@ -7,12 +7,10 @@
 //! One Pebble, one Envoy and one sidecar for the whole binary: the steps run
 //! in order inside one test.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const DOMAIN: &str = "e2e.proxy-acme.test";

@@ -3,18 +3,16 @@
 //! sidecar then deploys it to a real Envoy without placing an order. The
 //! TLS client must see the very serial the other client obtained.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use support::*;
+use proxy_acme_e2e::*;
 
 /// Runs `proxy-acme ARGS --config CONFIG`: (exit code, stdout, stderr).
 fn proxy_acme(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let out = Command::new(proxy_acme_bin())
         .args(args)
         .arg("--config")
         .arg(config)

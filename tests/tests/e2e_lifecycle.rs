@@ -3,11 +3,9 @@
 //! outage, EAB, revocation, and every key type served by Envoy. Each test
 //! owns its stack on free ports, so they run side by side.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 

@@ -4,11 +4,9 @@
 //! key, the account key, the EAB HMAC key and key authorizations. Every
 //! line must also be a JSON object.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const DOMAIN: &str = "logs.proxy-acme.test";
 const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";

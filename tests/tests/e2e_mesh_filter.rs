@@ -4,10 +4,8 @@
 //! sidecar's challenge API, here in this process with one published
 //! token), while every other path goes to its route untouched.
 
-mod support;
-
-use support::mesh::{http_bootstrap, shipped_mesh_filter};
-use support::*;
+use proxy_acme_e2e::mesh::{http_bootstrap, shipped_mesh_filter};
+use proxy_acme_e2e::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_filter_entry_answers_challenges_and_passes_everything_else() {

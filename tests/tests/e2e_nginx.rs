@@ -9,14 +9,12 @@
 //!
 //! One Pebble, one nginx and one sidecar for the whole binary.
 
-mod support;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOMAIN: &str = "nginx.proxy-acme.test";
@@ -146,7 +144,7 @@ command = ["sh", "-c", "echo \"$PROXY_ACME_NAME $PROXY_ACME_SERIAL $PROXY_ACME_F
     assert!(hook.contains(&format!("web {first} {}", live.join("fullchain.pem").display())), "{hook}");
 
     // `nginx-config` prints blocks that a real nginx loads.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let out = std::process::Command::new(proxy_acme_bin())
         .args(["nginx-config", "--config"])
         .arg(dir.join("proxy-acme.toml"))
         .output()
@@ -208,7 +206,7 @@ command = ["sh", "-c", "echo \"$PROXY_ACME_NAME $PROXY_ACME_SERIAL $PROXY_ACME_F
     //    logged, the previous files are restored and still served.
     write(&dir.join("broken.conf"), "this_is_not_a_directive on;\n");
     let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        std::process::Command::new(proxy_acme_bin())
             .args(args)
             .arg("--config")
             .arg(dir.join("proxy-acme.toml"))

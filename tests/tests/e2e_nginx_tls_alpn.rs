@@ -4,11 +4,9 @@
 //! other connection reaches the https server block unchanged. Pebble
 //! validates on nginx's stream port; no Envoy, no HTTP port.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const DOMAIN: &str = "nginx-alpn.proxy-acme.test";
 

@@ -5,12 +5,10 @@
 //! truncated `privkey.pem` dropped into the directory causes no reload and
 //! is reported.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 
 const DOMAIN: &str = "watch.proxy-acme.test";
 
@@ -33,7 +31,7 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     let config_path = dir.join("proxy-acme.toml");
     write(&config_path, &config);
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        let out = Command::new(proxy_acme_bin())
             .args(args)
             .arg("--config")
             .arg(&config_path)
@@ -60,7 +58,7 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     let check = format!("nginx -t -q -p {} -c {}", dir.display(), conf.display());
     let mut watch = Proc::spawn(
         "watch",
-        Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        Command::new(proxy_acme_bin())
             .args(["watch", "--dir"])
             .arg(&certs)
             .arg("--pid-file")

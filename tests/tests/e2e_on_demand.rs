@@ -5,15 +5,13 @@
 //! gets no order while the `ask` endpoint says no, and at most the budget
 //! once it says yes.
 
-mod support;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::mesh::{http_bootstrap, item};
-use support::*;
+use proxy_acme_e2e::mesh::{http_bootstrap, item};
+use proxy_acme_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BUDGET: usize = 3;
@@ -43,7 +41,7 @@ async fn ask_server(yes: Arc<AtomicBool>, asked: Arc<AtomicUsize>) -> u16 {
 
 /// Names `certs` lists, with a serial (issued).
 fn issued(dir: &Path) -> Vec<String> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+    let out = std::process::Command::new(proxy_acme_bin())
         .args(["certs", "--config"])
         .arg(dir.join("proxy-acme.toml"))
         .output()

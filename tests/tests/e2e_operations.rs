@@ -8,15 +8,13 @@
 //! wired to the wrong secret source): first with a self-signed certificate,
 //! then with the sidecar's own files.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_acme::cert::{Bundle, SecretPem};
 use proxy_acme::deploy::Sink;
-use support::*;
+use proxy_acme_e2e::*;
 
 const NAME: &str = "ops.proxy-acme.test";
 

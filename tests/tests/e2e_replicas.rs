@@ -10,14 +10,12 @@
 //! member down; all of them down (Envoys keep serving, sidecars not ready,
 //! no orders); etcd back (caught up with no operator action).
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::etcd::EtcdCluster;
-use support::*;
+use proxy_acme_e2e::etcd::EtcdCluster;
+use proxy_acme_e2e::*;
 
 const CERTS: usize = 20;
 const PREFIX: &str = "/proxy-acme-test/";
@@ -67,7 +65,7 @@ impl Replica {
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+        let out = std::process::Command::new(proxy_acme_bin())
             .args(args)
             .arg("--config")
             .arg(self.dir.join("proxy-acme.toml"))

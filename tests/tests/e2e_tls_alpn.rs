@@ -8,13 +8,11 @@
 //!
 //! One Pebble, one Envoy and one sidecar for the whole binary.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use proxy_acme_e2e::*;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const ALPN_ONLY: &str = "alpn.proxy-acme.test";
@@ -120,7 +118,7 @@ async fn tls_alpn01_through_envoy_tls_port_with_production_traffic_unchanged() {
     let (code, out, err) = {
         let config = stack.config_path.clone();
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-acme"))
+            let out = std::process::Command::new(proxy_acme_bin())
                 .args(["renew", "alpn", "--force", "--config"])
                 .arg(config)
                 .output()

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{envoy_bin, require, write, Proc};
 use crate::{connect, get};
+use proxy_acme_e2e::{envoy_bin, require, write, Proc};
 
 /// One Envoy under callgrind.
 pub(crate) struct Callgrind {
@@ -55,7 +55,7 @@ impl Callgrind {
         let started = Instant::now();
         loop {
             proc.assert_running();
-            if matches!(crate::support::http_get(("127.0.0.1", admin), "localhost", "/ready", &[]).await, Ok((200, _)))
+            if matches!(proxy_acme_e2e::http_get(("127.0.0.1", admin), "localhost", "/ready", &[]).await, Ok((200, _)))
             {
                 break;
             }

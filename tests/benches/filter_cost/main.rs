@@ -36,10 +36,8 @@
 //! (default 4), `FILTER_BENCH_CHALLENGES` requests (default 2000).
 
 mod instructions;
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
-use support::stats::median;
+use proxy_acme_e2e::stats::median;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,8 +46,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use proxy_acme::solvers::http01::Http01Tokens;
-use support::mesh::{self, item};
-use support::*;
+use proxy_acme_e2e::mesh::{self, item};
+use proxy_acme_e2e::*;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 const TOKEN: &str = "bench-token_0123456789abcdefghijklmnopqrstuvwxyz";
