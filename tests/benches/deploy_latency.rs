@@ -6,7 +6,7 @@
 //! so machine noise spreads over all of them; prints a Markdown table of
 //! p50/p90/max per path.
 //!
-//! `cargo bench -p proxy-acme --bench deploy_latency` (`make bench-deploy`);
+//! `cargo bench -p proxy-acme-e2e --bench deploy_latency` (`make bench-deploy`);
 //! `DEPLOY_BENCH_RUNS` sets the runs per path (default 15).
 
 use std::process::Command;
@@ -201,11 +201,11 @@ fn main() {
              target) to the proxy serving the new serial to a TLS client polling every 2 ms. One real Envoy \
              (`--concurrency 1`) per Envoy path, one real nginx per nginx path, Pebble as the CA. The four paths run side \
              by side and are renewed in turn (A, B, C, D, A, ...), {runs} times each.\n\n\
-             Command: `make bench` (`cargo bench -p proxy-acme --bench deploy_latency`; DEPLOY_BENCH_RUNS).\n\n\
+             Command: `make bench` (`cargo bench -p proxy-acme-e2e --bench deploy_latency`; DEPLOY_BENCH_RUNS).\n\n\
              | path | runs | p50 | p90 | max | p50 vs gRPC SDS |\n| --- | --- | --- | --- | --- | --- |\n{table}\n\
              - **Goal: gRPC SDS p99 < 100 ms: {verdict}** (max of {runs} runs: {:.1} ms). The push is one SDS response on \
                an open stream; Envoy swaps the secret in memory, no listener is modified or drained (checked in \
-               `sidecar/tests/e2e_file_sds.rs` and the scale benchmark through Envoy's `listener_manager` stats).\n\
+               `tests/tests/e2e_file_sds.rs` and the scale benchmark through Envoy's `listener_manager` stats).\n\
              - File SDS costs about the same: the sidecar swaps a symlink and Envoy's inotify watch fires at once.\n\
              - The nginx paths are dominated by their coalescing windows, by design: the `[nginx]` target waits \
                `reload_delay_ms` (1000 ms by default) so that a batch of renewals shares one reload; `proxy-acme watch` \

@@ -13,7 +13,7 @@
 //!
 //! Contenders alternate (proxy-acme, Traefik, Caddy, proxy-acme, ...).
 //!
-//! `cargo bench -p proxy-acme --bench issuance` (`make bench-issuance`).
+//! `cargo bench -p proxy-acme-e2e --bench issuance` (`make bench-issuance`).
 //! Environment: `ISSUANCE_BENCH_N` (default `1,50,200`),
 //! `ISSUANCE_BENCH_RUNS` (one count for all N, or one per N; default
 //! `3,3,1`), `ISSUANCE_BENCH_CONTENDERS` (default
@@ -444,7 +444,7 @@ fn report(
     );
     let _ = writeln!(md, "{}\n", machine());
     let command = format!(
-        "ISSUANCE_BENCH_N={} ISSUANCE_BENCH_RUNS={} cargo bench -p proxy-acme --bench issuance",
+        "ISSUANCE_BENCH_N={} ISSUANCE_BENCH_RUNS={} cargo bench -p proxy-acme-e2e --bench issuance",
         std::env::var("ISSUANCE_BENCH_N").unwrap_or_else(|_| "1,50,200".into()),
         std::env::var("ISSUANCE_BENCH_RUNS").unwrap_or_else(|_| "3,3,1".into())
     );

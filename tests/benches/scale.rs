@@ -26,7 +26,7 @@
 //!
 //! 100 certificates are the same-run baseline; the cold starts of both sizes
 //! are interleaved. `SCALE_BENCH_RUNS` (default 3) repeats each figure.
-//! `cargo bench -p proxy-acme --bench scale` (`make bench-scale`); writes
+//! `cargo bench -p proxy-acme-e2e --bench scale` (`make bench-scale`); writes
 //! target/bench/scale.md.
 
 use std::path::{Path, PathBuf};
@@ -494,7 +494,7 @@ fn main() {
             envoy_version()
         ));
         md.push_str(&format!(
-            "- Machine: {} × {}, Linux {}.\n- Command: `make bench-scale` (`cargo bench -p proxy-acme --bench scale`; \
+            "- Machine: {} × {}, Linux {}.\n- Command: `make bench-scale` (`cargo bench -p proxy-acme-e2e --bench scale`; \
              `SCALE_BENCH_CERTS={n} SCALE_BENCH_RUNS={runs}`).\n\n",
             std::thread::available_parallelism().map_or(0, |p| p.get()),
             cpu_model(),

@@ -31,7 +31,7 @@
 //! challenge API, in this process), interleaved with requests for the
 //! `direct_response` route on the same Envoy as a same-run baseline.
 //!
-//! `cargo bench -p proxy-acme --bench filter_cost` (part of `make bench`).
+//! `cargo bench -p proxy-acme-e2e --bench filter_cost` (part of `make bench`).
 //! `FILTER_BENCH_RUNS` rounds (default 5), `FILTER_BENCH_SECS` per wrk run
 //! (default 4), `FILTER_BENCH_CHALLENGES` requests (default 2000).
 
@@ -533,7 +533,7 @@ async fn main() {
          the nginx upstream and the challenge API on CPU 1) that differ only in their HTTP filters, {runs} rounds alternated across them; throughput ratios are taken within each round \
          against the no-filter Envoy (median, min–max over rounds), latency deltas likewise. Envoy's CPU time a request is \
          user + system time from /proc over the run divided by the requests wrk counted.\n\n\
-         Command: `make bench` (`cargo bench -p proxy-acme --bench filter_cost`; FILTER_BENCH_RUNS, FILTER_BENCH_SECS, FILTER_BENCH_COUNTED, FILTER_BENCH_SAMPLES).\n\n\
+         Command: `make bench` (`cargo bench -p proxy-acme-e2e --bench filter_cost`; FILTER_BENCH_RUNS, FILTER_BENCH_SECS, FILTER_BENCH_COUNTED, FILTER_BENCH_SAMPLES).\n\n\
          | route | filter | req/s | req/s vs no filter | req/s vs empty filter | Envoy CPU a request | CPU vs no filter | \
          CPU vs empty filter | Δ p50 | Δ p99 |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{table}\n\
