@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-deploy bench-issuance bench-scale
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-issuance bench-scale
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -57,8 +57,12 @@ lint:
 ## test: everything, real components included. With cargo-nextest the
 ## end-to-end tests (each owns its Pebble, Envoy and sidecar on free ports,
 ## mostly waiting on timers) run side by side; else cargo test runs them.
+## The suites (tests/, crate proxy-acme-e2e) run target/debug/proxy-acme:
+## it is built with the test binaries, in one build, so both share the
+## sidecar library.
 TEST_THREADS ?= 8
 test: setup wasm lint
+	$(CARGO) build --workspace --bins --tests
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --test-threads $(TEST_THREADS) --no-fail-fast; \
 	else \
@@ -78,15 +82,20 @@ bench: setup wasm
 
 ## bench-issuance, bench-scale: one section of `make bench` each (printed;
 ## target/bench/<name>.md). `make bench` writes docs/benchmarks.md.
-bench-issuance: setup wasm
-	$(CARGO) bench -p proxy-acme --bench issuance
-bench-scale: setup wasm
-	$(CARGO) bench -p proxy-acme --bench scale
+bench-issuance: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench issuance
+bench-scale: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench scale
 
 ## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table
-bench-deploy: setup wasm
-	$(CARGO) bench -p proxy-acme --bench deploy_latency
+bench-deploy: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench deploy_latency
+
+# The benches (tests/benches) and the target/release/proxy-acme they run, in
+# one build so they share the sidecar library; scripts/bench.sh does the same.
+bench-build:
+	$(CARGO) build --profile bench -p proxy-acme -p proxy-acme-e2e --bins --benches
 
 ## demo: Pebble + sidecar + Envoy with the filter, HTTPS on :8443 (Ctrl-C stops)
 demo: setup wasm
