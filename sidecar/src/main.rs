@@ -173,12 +173,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check | Command::NginxConfig | Command::Watch { .. } => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
-            Command::Certs => cli::certs(&config).await,
-            Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await,
-            Command::Renew { name, force } => cli::renew(&config, &name, force).await,
-            Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await,
+            Command::Certs => cli::certs(&config).await.map_err(|e| e.to_string()),
+            Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await.map_err(|e| e.to_string()),
+            Command::Renew { name, force } => cli::renew(&config, &name, force).await.map_err(|e| e.to_string()),
+            Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await.map_err(|e| e.to_string()),
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
-                cli::rollover(&config, &resolver).await
+                cli::rollover(&config, &resolver).await.map_err(|e| e.to_string())
             }
             Command::Import { source } => {
                 let source = match source {

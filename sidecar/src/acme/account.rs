@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::chains::{Downloads, Recording};
 use super::AcmeError;
 use crate::config::Resolver;
+use crate::fetch::MaxBody;
 use crate::store::Store;
 
 /// What is stored for an account: the CA it belongs to, the contacts it was
@@ -140,25 +141,15 @@ fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::A
 
 /// Whether the resolver's ACME directory answers 200 with a `newNonce` URL
 /// (the `/readyz` CA probe). Ten seconds at most.
-pub async fn directory_reachable(resolver: &Resolver) -> Result<(), String> {
-    use http_body_util::BodyExt;
-    let connector = https_connector(resolver).map_err(|e| e.to_string())?;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let uri: http::Uri = resolver.ca_server.parse().map_err(|e| format!("ca_server: {e}"))?;
-    let fetch = async {
-        let rsp = client.get(uri).await.map_err(|e| format!("{}: {e}", resolver.ca_server))?;
-        let status = rsp.status();
-        let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("{} answered {status}", resolver.ca_server));
-        }
-        let directory: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("directory: {e}"))?;
-        directory.get("newNonce").map(drop).ok_or_else(|| format!("{} is no ACME directory", resolver.ca_server))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
-        .await
-        .unwrap_or_else(|_| Err(format!("{}: no answer within 10 s", resolver.ca_server)))
+pub async fn directory_reachable(resolver: &Resolver) -> Result<(), AcmeError> {
+    let connector = https_connector(resolver)?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let url = &resolver.ca_server;
+    let directory = crate::fetch::get_json(&client, url, std::time::Duration::from_secs(10), MaxBody(1 << 20)).await?;
+    match directory.get("newNonce") {
+        Some(_) => Ok(()),
+        None => Err(AcmeError::NotADirectory(url.clone())),
+    }
 }
 
 /// HTTPS to the CA: its own roots when `ca_certificate` is set, else the platform's.

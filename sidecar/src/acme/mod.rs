@@ -50,6 +50,10 @@ pub enum AcmeError {
     EabKey,
     #[error("self-imposed rate limit: {0}")]
     RateLimited(String),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error("{0} is no ACME directory (no newNonce)")]
+    NotADirectory(String),
 }
 
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
@@ -74,7 +78,8 @@ impl AcmeError {
             | Self::OrderStatus(_)
             | Self::NoChallenge(..)
             | Self::Solver(_)
-            | Self::RateLimited(_) => false,
+            | Self::RateLimited(_)
+            | Self::Fetch(_) => false,
             Self::Store(e) => e.is_permanent(),
             Self::Dns(e) => !e.is_retryable(),
             Self::CaCertificate { .. }
@@ -82,7 +87,8 @@ impl AcmeError {
             | Self::StoredAccount(_)
             | Self::UnknownResolver(_)
             | Self::UnknownProfile { .. }
-            | Self::EabKey => true,
+            | Self::EabKey
+            | Self::NotADirectory(_) => true,
         }
     }
 

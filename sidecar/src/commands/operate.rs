@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use http::Method;
 
+use super::CommandError;
 use crate::cert;
 use crate::config::Config;
 use crate::schedule;
@@ -13,11 +14,11 @@ use crate::serve::admin::{self, CertStatus, ClientError};
 use crate::store;
 
 /// `proxy-acme certs`: one block per certificate.
-pub async fn certs(config: &Config) -> Result<(), String> {
+pub async fn certs(config: &Config) -> Result<(), CommandError> {
     let statuses = match daemon(config, Method::GET, "/v1/certificates").await {
-        Ok(Some(json)) => serde_json::from_str::<Vec<CertStatus>>(&json).map_err(|e| e.to_string())?,
+        Ok(Some(json)) => serde_json::from_str::<Vec<CertStatus>>(&json)?,
         Ok(None) => offline_statuses(config).await?,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     print!("{}", render(&statuses));
     Ok(())
@@ -39,14 +40,14 @@ fn render(statuses: &[CertStatus]) -> String {
     out
 }
 
-async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, String> {
-    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
+async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, CommandError> {
+    let store = store::open(&config.storage).await?.store;
     let now = std::time::SystemTime::now();
     let mut out = Vec::new();
     for c in &config.certificates {
-        let stored = store.load_certificate(&c.name).await.map_err(|e| e.to_string())?;
+        let stored = store.load_certificate(&c.name).await?;
         let info = stored.as_ref().and_then(|b| cert::inspect(b, None).ok());
-        let revoked = store.revoked(&c.name).await.map_err(|e| e.to_string())?;
+        let revoked = store.revoked(&c.name).await?;
         let renew_before = config.resolvers.get(&c.resolver).and_then(|r| r.renew_before.as_ref());
         let state = match (&info, revoked) {
             (_, Some(serial)) => format!("revoked ({serial}); `proxy-acme renew {} --force` orders a new one", c.name),
@@ -71,49 +72,54 @@ async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, String> {
 }
 
 /// `proxy-acme renew NAME [--force]`: only the running daemon can renew.
-pub async fn renew(config: &Config, name: &str, force: bool) -> Result<(), String> {
+pub async fn renew(config: &Config, name: &str, force: bool) -> Result<(), CommandError> {
     let path = format!("/v1/certificates/{name}/renew{}", if force { "?force=true" } else { "" });
-    match daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+    match daemon(config, Method::POST, &path).await? {
         Some(answer) => {
             println!("{answer}");
             Ok(())
         }
-        None => Err("the daemon is not running: start `proxy-acme run`; it orders what is missing or due".into()),
+        None => Err(CommandError::NotRunning),
     }
 }
 
 /// `proxy-acme revoke NAME [--reason N]`.
-pub async fn revoke(config: &Config, name: &str, reason: Option<u8>) -> Result<(), String> {
+pub async fn revoke(config: &Config, name: &str, reason: Option<u8>) -> Result<(), CommandError> {
     let path = match reason {
         Some(r) => format!("/v1/certificates/{name}/revoke?reason={r}"),
         None => format!("/v1/certificates/{name}/revoke"),
     };
-    if let Some(answer) = daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+    if let Some(answer) = daemon(config, Method::POST, &path).await? {
         println!("{answer}");
         return Ok(());
     }
-    let c = config.certificates.iter().find(|c| c.name == name).ok_or(format!("no certificate named {name}"))?;
+    let c = config
+        .certificates
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| CommandError::UnknownCertificate(name.to_owned()))?;
     let resolver = &config.resolvers[&c.resolver];
-    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
-    let bundle = store.load_certificate(name).await.map_err(|e| e.to_string())?.ok_or("nothing stored to revoke")?;
-    let serial = cert::inspect(&bundle, None).map_err(|e| e.to_string())?.serial_hex;
-    let account = crate::acme::account(store.as_ref(), &c.resolver, resolver).await.map_err(|e| e.to_string())?;
-    crate::acme::revoke(&account, &bundle, reason).await.map_err(|e| e.to_string())?;
-    store.mark_revoked(name, &serial).await.map_err(|e| e.to_string())?;
+    let store = store::open(&config.storage).await?.store;
+    let bundle = store.load_certificate(name).await?.ok_or_else(|| CommandError::NothingStored(name.to_owned()))?;
+    let serial = cert::inspect(&bundle, None)?.serial_hex;
+    let account = crate::acme::account(store.as_ref(), &c.resolver, resolver).await?;
+    crate::acme::revoke(&account, &bundle, reason).await?;
+    store.mark_revoked(name, &serial).await?;
     println!("revoked {name} (serial {serial}); it will not be deployed again");
     Ok(())
 }
 
 /// `proxy-acme account rollover RESOLVER`.
-pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), String> {
+pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), CommandError> {
     let path = format!("/v1/accounts/{resolver_name}/rollover");
-    if let Some(answer) = daemon(config, Method::POST, &path).await.map_err(|e| e.to_string())? {
+    if let Some(answer) = daemon(config, Method::POST, &path).await? {
         println!("{answer}");
         return Ok(());
     }
-    let resolver = config.resolvers.get(resolver_name).ok_or(format!("no resolver named {resolver_name}"))?;
-    let store = store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
-    let id = crate::acme::rollover(store.as_ref(), resolver_name, resolver).await.map_err(|e| e.to_string())?;
+    let resolver =
+        config.resolvers.get(resolver_name).ok_or_else(|| CommandError::UnknownResolver(resolver_name.to_owned()))?;
+    let store = store::open(&config.storage).await?.store;
+    let id = crate::acme::rollover(store.as_ref(), resolver_name, resolver).await?;
     println!("rolled over the key of {id}");
     Ok(())
 }

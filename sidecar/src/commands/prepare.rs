@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::CommandError;
 use crate::cert::{self, Bundle};
 use crate::config::Config;
 use crate::deploy::file_sds::FileSdsSink;
@@ -18,39 +19,40 @@ fn choose(
     stored: Option<Bundle>,
     default: Option<&Bundle>,
     domains: &[String],
-) -> Result<(Bundle, &'static str), String> {
+) -> Result<(Bundle, &'static str), CommandError> {
     if let Some(bundle) = stored.filter(|b| cert::inspect(b, None).is_ok()) {
         return Ok((bundle, "stored certificate"));
     }
     if let Some(bundle) = default {
         return Ok((bundle.clone(), "default certificate"));
     }
-    cert::placeholder(domains).map(|b| (b, "placeholder")).map_err(|e| e.to_string())
+    Ok(cert::placeholder(domains).map(|b| (b, "placeholder"))?)
 }
 
-pub async fn prepare(config: &Config) -> Result<(), String> {
+pub async fn prepare(config: &Config) -> Result<(), CommandError> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     if let Some(dir) = &config.envoy.sds_directory {
-        sinks.push(Arc::new(FileSdsSink::new(dir).map_err(|e| e.to_string())?));
+        sinks.push(Arc::new(FileSdsSink::new(dir)?));
     }
     if let Some(nginx) = &config.nginx {
         let files_only = crate::deploy::settings::Nginx { reload: false, ..nginx.clone() };
-        let (sink, _task) = NginxSink::start(&files_only).map_err(|e| e.to_string())?;
+        let (sink, _task) = NginxSink::start(&files_only)?;
         sinks.push(Arc::new(sink));
     }
     if sinks.is_empty() {
-        return Err("no file target: set [envoy] sds_directory or [nginx] directory".into());
+        return Err(CommandError::NoFileTarget);
     }
-    let store = crate::store::open(&config.storage).await.map_err(|e| e.to_string())?.store;
-    let default = crate::daemon::load_default(config).map_err(|e| e.to_string())?;
+    let store = crate::store::open(&config.storage).await?.store;
+    let default = crate::daemon::load_default(config)?;
     for certificate in &config.certificates {
-        let stored = store.load_certificate(&certificate.name).await.map_err(|e| e.to_string())?;
-        let revoked = store.revoked(&certificate.name).await.map_err(|e| e.to_string())?.is_some();
+        let stored = store.load_certificate(&certificate.name).await?;
+        let revoked = store.revoked(&certificate.name).await?.is_some();
         let stored = stored.filter(|_| !revoked);
         let (bundle, what) = choose(stored, default.as_ref(), &certificate.domains)?;
         let bundle = std::sync::Arc::new(bundle);
         for sink in &sinks {
-            sink.deploy(&certificate.name, &bundle).await.map_err(|e| format!("{}: {e}", certificate.name))?;
+            let certificate = certificate.name.clone();
+            sink.deploy(&certificate, &bundle).await.map_err(|source| CommandError::Prepare { certificate, source })?;
         }
         println!("prepared {}: {what}", certificate.name);
     }

@@ -10,6 +10,7 @@
 //! target writes) or `<dir>/<name>/` holding `fullchain.pem` and
 //! `privkey.pem`.
 
+use super::CommandError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,15 +96,17 @@ fn usable(scan: &Scan) -> BTreeMap<String, String> {
 }
 
 /// Runs until the process is stopped.
-pub async fn watch(options: WatchOptions) -> Result<(), String> {
+pub async fn watch(options: WatchOptions) -> Result<(), CommandError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             let _ = tx.send(());
         }
     })
-    .map_err(|e| format!("inotify: {e}"))?;
-    watcher.watch(&options.dir, RecursiveMode::Recursive).map_err(|e| format!("{}: {e}", options.dir.display()))?;
+    .map_err(|source| CommandError::Watch { path: "inotify".into(), source })?;
+    watcher
+        .watch(&options.dir, RecursiveMode::Recursive)
+        .map_err(|source| CommandError::Watch { path: options.dir.display().to_string(), source })?;
     let nginx = crate::deploy::settings::Nginx {
         directory: options.dir.clone(),
         pid_file: options.pid_file.clone(),

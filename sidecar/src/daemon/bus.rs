@@ -9,11 +9,28 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::acme::AcmeError;
 use crate::cert::Bundle;
 use crate::serve::admin::{CertStatus, Operations, Outcome, Statuses};
+use crate::store::StoreError;
 
-/// The outcome a task reports for an operation.
-pub(crate) type Reply = oneshot::Sender<Result<String, String>>;
+/// The outcome a task reports for an operation: what was done, or why not.
+pub(crate) type Reply = oneshot::Sender<Result<String, OpError>>;
+
+/// Why a renewal or revocation asked of a certificate's task did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpError {
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    #[error("{0} is ordering it")]
+    Elsewhere(String),
+    #[error("not ordering without the lock: {0}")]
+    NoLock(StoreError),
+    #[error("{0} has no certificate to revoke")]
+    NothingToRevoke(String),
+    #[error("not due ({0}); add --force to renew anyway")]
+    NotDue(String),
+}
 
 /// Operations on one certificate, sent to its task.
 #[derive(Debug)]
@@ -34,7 +51,7 @@ pub(crate) enum CertCommand {
 #[derive(Debug)]
 pub(crate) struct Rollover {
     pub(crate) resolver: String,
-    pub(crate) reply: Reply,
+    pub(crate) reply: oneshot::Sender<Result<String, AcmeError>>,
 }
 
 /// The inboxes and the statuses.
@@ -77,10 +94,10 @@ impl Bus {
     }
 }
 
-fn outcome(answer: Result<Result<String, String>, oneshot::error::RecvError>) -> Outcome {
+fn outcome<E: std::fmt::Display>(answer: Result<Result<String, E>, oneshot::error::RecvError>) -> Outcome {
     match answer {
         Ok(Ok(text)) => Outcome::Done(text),
-        Ok(Err(error)) => Outcome::Failed(error),
+        Ok(Err(error)) => Outcome::Failed(error.to_string()),
         Err(_) => Outcome::Unavailable("the operation was dropped".into()),
     }
 }
@@ -121,12 +138,16 @@ mod tests {
         tokio::spawn(async move {
             while let Some(command) = rx.recv().await {
                 if let CertCommand::Renew { force, reply } = command {
-                    let _ = reply.send(if force { Ok("serial 01".into()) } else { Err("not due".into()) });
+                    let _ =
+                        reply.send(if force { Ok("serial 01".into()) } else { Err(OpError::NotDue("valid".into())) });
                 }
             }
         });
         assert_eq!(bus.renew("web", true).await, Outcome::Done("serial 01".into()));
-        assert_eq!(bus.renew("web", false).await, Outcome::Failed("not due".into()));
+        assert_eq!(
+            bus.renew("web", false).await,
+            Outcome::Failed("not due (valid); add --force to renew anyway".into())
+        );
         assert_eq!(bus.renew("nope", true).await, Outcome::Unknown("no certificate named nope".into()));
         assert!(matches!(bus.rollover("le").await, Outcome::Unavailable(_)));
         bus.statuses.set(CertStatus { name: "web".into(), ..CertStatus::default() });

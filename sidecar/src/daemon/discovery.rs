@@ -7,31 +7,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use tokio::sync::Mutex;
 
 use super::fleet::Fleet;
 use crate::config::Discover;
 use crate::discover::{self, Policy, Skipped};
+use crate::fetch::{FetchError, MaxBody};
 
 type Client =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
 
-async fn config_dump(client: &Client, admin: &str) -> Result<serde_json::Value, String> {
+async fn config_dump(client: &Client, admin: &str) -> Result<serde_json::Value, FetchError> {
     let url = format!("{}/config_dump", admin.trim_end_matches('/'));
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let fetch = async {
-        let rsp = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
-        let status = rsp.status();
-        let body = rsp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .unwrap_or_else(|_| Err(format!("{url}: no answer within 10 s")))
+    // Tens of thousands of routes are tens of megabytes.
+    crate::fetch::get_json(client, &url, Duration::from_secs(10), MaxBody(256 << 20)).await
 }
 
 /// What the sources name now; `None` when one of them did not answer.

@@ -255,7 +255,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 async fn rollovers(accounts: Arc<Accounts>, store: Arc<dyn Store>, mut inbox: mpsc::Receiver<Rollover>) {
     while let Some(Rollover { resolver, reply }) = inbox.recv().await {
         let result = accounts.rollover(store.as_ref(), &resolver).await;
-        let _ = reply.send(result.map(|id| format!("rolled over the key of {id}")).map_err(|e| e.to_string()));
+        let _ = reply.send(result.map(|id| format!("rolled over the key of {id}")));
     }
 }
 

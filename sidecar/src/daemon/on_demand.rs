@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::fleet::{Fleet, Origin};
 use crate::config::{Certificate, OnDemand};
 use crate::discover::Policy;
+use crate::fetch::{FetchError, MaxBody};
 use crate::schedule::{Clock, OrderBudget};
 
 /// How long a refused host is not asked about again.
@@ -36,14 +37,11 @@ enum Decision {
     Denied,
 }
 
-async fn ask(client: &Client, url: &str, host: &str) -> Result<bool, String> {
+async fn ask(client: &Client, url: &str, host: &str) -> Result<bool, FetchError> {
     let separator = if url.contains('?') { '&' } else { '?' };
-    let uri: http::Uri = format!("{url}{separator}domain={host}").parse().map_err(|e| format!("{url}: {e}"))?;
-    let rsp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
-        .await
-        .map_err(|_| format!("{url}: no answer within 5 s"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    Ok(rsp.status() == http::StatusCode::OK)
+    let url = format!("{url}{separator}domain={host}");
+    let (status, _) = crate::fetch::get(client, &url, Duration::from_secs(5), MaxBody(64 << 10)).await?;
+    Ok(status == http::StatusCode::OK)
 }
 
 async fn decide(policy: &Policy, settings: &OnDemand, client: Option<&Client>, host: &str) -> Decision {

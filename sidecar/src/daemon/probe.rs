@@ -31,7 +31,7 @@ pub(super) async fn probe(
         }
         for (name, resolver) in &resolvers {
             let now = clock.now();
-            let result = crate::acme::directory_reachable(resolver).await;
+            let result = crate::acme::directory_reachable(resolver).await.map_err(|e| e.to_string());
             if result.is_ok() {
                 last_ok.insert(name.clone(), now);
             }

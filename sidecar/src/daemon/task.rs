@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::bus::CertCommand;
+use super::bus::{CertCommand, OpError};
 use super::coordinator::Turn;
 use super::reporter::View;
 use super::resume::{resume, Resumed};
@@ -128,7 +128,7 @@ impl CertTask {
                     self.machine.force();
                 } else if !matches!(self.machine.next_action(now), Action::Order) {
                     let state = self.machine.describe(now);
-                    let _ = reply.send(Err(format!("not due ({state}); add --force to renew anyway")));
+                    let _ = reply.send(Err(OpError::NotDue(state)));
                     return;
                 }
                 let result = self.order().await;
@@ -146,16 +146,17 @@ impl CertTask {
     }
 
     /// One order within the limits and under the lock; success deploys everywhere.
-    async fn order(&mut self) -> Result<String, String> {
+    async fn order(&mut self) -> Result<String, OpError> {
         let now = self.parts.clock.now();
         if let Err(e) = self.parts.issuer.admit(&self.certificate) {
-            return Err(self.failed(&e, now));
+            self.failed(&e, now);
+            return Err(e.into());
         }
         let lock = match self.parts.coordinator.take_turn(&self.certificate).await {
             Turn::Ours { lock, stored } => {
                 if let Some(stored) = stored {
                     if self.adopt(stored).await {
-                        return self.current_serial();
+                        return self.current_serial("another replica");
                     }
                 }
                 lock
@@ -163,13 +164,13 @@ impl CertTask {
             Turn::Held(holder) => {
                 let retry = now + Duration::from_millis(1000 + (self.parts.jitter() * 1000.0) as u64);
                 self.machine.deferred(retry, &format!("{holder} is ordering it"));
-                return self.current_serial();
+                return self.current_serial(&holder);
             }
             Turn::Unreachable(e) => {
-                let why = format!("not ordering without the lock: {e}");
-                self.machine.deferred(now + Duration::from_secs(5), &why);
-                self.last_error = Some(why.clone());
-                return Err(why);
+                let error = OpError::NoLock(e);
+                self.machine.deferred(now + Duration::from_secs(5), &error.to_string());
+                self.last_error = Some(error.to_string());
+                return Err(error);
             }
         };
         self.machine.order_started(now);
@@ -192,21 +193,21 @@ impl CertTask {
                 Ok(serial)
             }
             Err(e) => {
-                let message = self.failed(&e, now);
+                self.failed(&e, now);
                 if let schedule::State::Backoff { attempt, next, error } = self.machine.state() {
                     let backoff = Some((*attempt, *next, error.as_str()));
                     self.parts.coordinator.share(&self.certificate.name, backoff).await;
                 }
-                Err(message)
+                Err(e.into())
             }
         }
     }
 
     /// The serial served now: what an order that was not needed answers.
-    fn current_serial(&self) -> Result<String, String> {
+    fn current_serial(&self, holder: &str) -> Result<String, OpError> {
         match &self.current {
             Some((_, info)) => Ok(info.serial_hex.clone()),
-            None => Err("another replica is ordering this certificate".to_owned()),
+            None => Err(OpError::Elsewhere(holder.to_owned())),
         }
     }
 
@@ -229,8 +230,8 @@ impl CertTask {
         true
     }
 
-    /// Records a failed order in the machine and the logs; returns the message.
-    fn failed(&mut self, error: &AcmeError, now: SystemTime) -> String {
+    /// Records a failed order in the machine and the logs.
+    fn failed(&mut self, error: &AcmeError, now: SystemTime) {
         let failure = self.parts.issuer.record_failure(&self.certificate, error);
         self.machine.failed(&failure, now, self.parts.jitter());
         tracing::error!(
@@ -241,7 +242,6 @@ impl CertTask {
             "order failed; the last good certificate stays deployed"
         );
         self.last_error = Some(failure.message);
-        error.to_string()
     }
 
     /// Asks the CA for renewal information (RFC 9773) about the current certificate.
@@ -258,12 +258,11 @@ impl CertTask {
     }
 
     /// Revokes the current certificate at the CA and stops serving it.
-    async fn revoke(&mut self, reason: Option<u8>) -> Result<String, String> {
+    async fn revoke(&mut self, reason: Option<u8>) -> Result<String, OpError> {
         let Some((bundle, info)) = self.current.clone() else {
-            return Err(format!("{} has no certificate to revoke", self.certificate.name));
+            return Err(OpError::NothingToRevoke(self.certificate.name.clone()));
         };
-        let revoked = self.parts.issuer.revoke(&self.certificate, &bundle, &info.serial_hex, reason).await;
-        revoked.map_err(|e| e.to_string())?;
+        self.parts.issuer.revoke(&self.certificate, &bundle, &info.serial_hex, reason).await?;
         let now = self.parts.clock.now();
         self.current = None;
         self.machine.failed(&super::issuer::revoked(&self.certificate.name, &info.serial_hex), now, 0.0);

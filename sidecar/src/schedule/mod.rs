@@ -14,8 +14,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::cert::CertInfo;
-
 mod ari;
 mod limits;
 mod machine;
@@ -46,37 +44,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// What to do next for one certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Order now: nothing stored, or the stored one is due.
-    OrderNow,
-    /// Valid; look again at this time.
-    RenewAt(SystemTime),
-}
-
-/// When a certificate valid from `not_before` to `not_after` should be
-/// renewed: when one third of its lifetime remains, or one half for
-/// lifetimes under ten days (short-lived certificates need more slack).
-pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
-    renew_time(not_before, not_after, None).0
-}
-
-/// Decides for a stored certificate (or none) at time `now`.
-pub fn next(stored: Option<&CertInfo>, now: SystemTime) -> Next {
-    match stored {
-        None => Next::OrderNow,
-        Some(info) => {
-            let at = renew_at(info.not_before, info.not_after);
-            if at <= now {
-                Next::OrderNow
-            } else {
-                Next::RenewAt(at)
-            }
-        }
     }
 }
 

@@ -2,46 +2,21 @@ use super::*;
 
 const DAYS: u64 = 24 * 3600;
 
-fn info(not_before: SystemTime, lifetime: Duration) -> CertInfo {
-    CertInfo {
-        key_type: None,
-        serial_hex: "01".into(),
-        not_before,
-        not_after: not_before + lifetime,
-        names: vec!["example.com".into()],
-    }
+/// The lifetime rule alone (no `renew_before`, no spread).
+fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+    renew_time(not_before, not_after, None).0
 }
 
 #[test]
 fn ninety_day_certificate_renews_with_thirty_days_left() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 * DAYS);
-    let cert = info(t0, Duration::from_secs(90 * DAYS));
-    assert_eq!(renew_at(cert.not_before, cert.not_after), t0 + Duration::from_secs(60 * DAYS));
-    assert_eq!(
-        next(Some(&cert), t0 + Duration::from_secs(59 * DAYS)),
-        Next::RenewAt(t0 + Duration::from_secs(60 * DAYS))
-    );
-    assert_eq!(next(Some(&cert), t0 + Duration::from_secs(60 * DAYS)), Next::OrderNow);
+    assert_eq!(renew_at(t0, t0 + Duration::from_secs(90 * DAYS)), t0 + Duration::from_secs(60 * DAYS));
 }
 
 #[test]
 fn short_lived_certificate_renews_at_half_life() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 * DAYS);
-    let cert = info(t0, Duration::from_secs(6 * DAYS));
-    assert_eq!(renew_at(cert.not_before, cert.not_after), t0 + Duration::from_secs(3 * DAYS));
-}
-
-#[test]
-fn nothing_stored_orders_now() {
-    assert_eq!(next(None, SystemTime::UNIX_EPOCH), Next::OrderNow);
-}
-
-#[test]
-fn inverted_validity_orders_now() {
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 * DAYS);
-    let mut cert = info(t0, Duration::ZERO);
-    cert.not_after = t0 - Duration::from_secs(DAYS);
-    assert_eq!(next(Some(&cert), t0), Next::OrderNow);
+    assert_eq!(renew_at(t0, t0 + Duration::from_secs(6 * DAYS)), t0 + Duration::from_secs(3 * DAYS));
 }
 
 #[test]
