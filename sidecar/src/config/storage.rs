@@ -31,7 +31,7 @@ impl Storage {
                 Err(_) => return Ok(()),
             },
         };
-        etcd.encryption_key = Some(parse_key(text.trim()).map_err(|why| ConfigError::invalid(field, why))?);
+        etcd.encryption_key = Some(parse_key(text.trim()).map_err(|why| ConfigError::invalid(field, why.to_string()))?);
         Ok(())
     }
 
@@ -108,14 +108,20 @@ impl Etcd {
     }
 }
 
+/// Why an encryption key is unusable.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("not base64 ({0}); make one with `head -c 32 /dev/urandom | base64`")]
+    Base64(base64::DecodeError),
+    #[error("the key is {0} bytes; it must be 32 (`head -c 32 /dev/urandom | base64`)")]
+    Length(usize),
+}
+
 /// A base64 key of exactly 32 bytes.
-fn parse_key(text: &str) -> Result<[u8; 32], String> {
+fn parse_key(text: &str) -> Result<[u8; 32], KeyError> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("not base64 ({e}); make one with `head -c 32 /dev/urandom | base64`"))?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("the key is {} bytes; it must be 32 (`head -c 32 /dev/urandom | base64`)", bytes.len()))
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(KeyError::Base64)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length(bytes.len()))
 }
 
 #[cfg(test)]
@@ -125,7 +131,7 @@ mod tests {
     #[test]
     fn keys_must_be_32_bytes_of_base64() {
         assert!(parse_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").is_ok());
-        assert!(parse_key("AAAAAA==").unwrap_err().contains("4 bytes"));
-        assert!(parse_key("not base64!").unwrap_err().contains("not base64"));
+        assert!(parse_key("AAAAAA==").unwrap_err().to_string().contains("4 bytes"));
+        assert!(parse_key("not base64!").unwrap_err().to_string().contains("not base64"));
     }
 }

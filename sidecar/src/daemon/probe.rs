@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Resolver;
 use crate::schedule::Clock;
-use crate::serve::health::Readiness;
+use crate::serve::health::{Check, Readiness};
 use crate::store::Store;
 
 /// How long a CA may go unanswered before the sidecar reports not ready.
@@ -42,7 +42,7 @@ pub(super) async fn probe(
 }
 
 /// The CA check: answered now, or within [`CA_WINDOW`].
-fn ca_verdict(last_ok: Option<SystemTime>, now_result: Result<(), String>, now: SystemTime) -> Result<(), String> {
+fn ca_verdict(last_ok: Option<SystemTime>, now_result: Check, now: SystemTime) -> Check {
     let Err(why) = now_result else { return Ok(()) };
     match last_ok {
         Some(t) if now.duration_since(t).unwrap_or_default() < CA_WINDOW => {

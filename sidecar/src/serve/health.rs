@@ -12,14 +12,18 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+/// One check's result: passing, or failing with the reason `/readyz`
+/// shows (a status for people, not an error to handle).
+pub type Check = Result<(), String>;
+
 /// The named checks behind `/readyz`.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    checks: Arc<RwLock<BTreeMap<String, Result<(), String>>>>,
+    checks: Arc<RwLock<BTreeMap<String, Check>>>,
 }
 
 impl Readiness {
-    pub fn set(&self, check: impl Into<String>, result: Result<(), String>) {
+    pub fn set(&self, check: impl Into<String>, result: Check) {
         self.checks.write().unwrap_or_else(|e| e.into_inner()).insert(check.into(), result);
     }
 

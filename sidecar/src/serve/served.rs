@@ -16,7 +16,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::serve::admin::Statuses;
-use crate::serve::health::Readiness;
+use crate::serve::health::{Check, Readiness};
 
 /// Connect to each endpoint with SNI = each name of each certificate and
 /// compare the served certificate with the deployed one.
@@ -53,7 +53,7 @@ pub fn probe_name(domain: &str) -> String {
 /// Compares the served leaf with the deployed serial (hex, no colons, as
 /// [`crate::cert::CertInfo::serial_hex`]). The error describes what is
 /// served instead.
-pub fn compare(expected_serial: &str, served_der: &[u8]) -> Result<(), String> {
+pub fn compare(expected_serial: &str, served_der: &[u8]) -> Check {
     let (_, leaf) = X509Certificate::from_der(served_der).map_err(|e| format!("unparsable certificate served: {e}"))?;
     let served = leaf.raw_serial_as_string().replace(':', "");
     if served.eq_ignore_ascii_case(expected_serial) {
@@ -101,7 +101,7 @@ pub async fn fetch_leaf(endpoint: &str, sni: &str, timeout: Duration) -> Result<
 /// `interval_secs`, until dropped.
 pub async fn run(config: ServedCheck, statuses: Statuses, readiness: Readiness) {
     let timeout = Duration::from_millis(config.timeout_ms);
-    let mut last: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut last: BTreeMap<String, Check> = BTreeMap::new();
     loop {
         for status in statuses.all() {
             let Some(serial) = &status.serial else { continue };

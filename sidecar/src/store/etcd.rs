@@ -35,6 +35,9 @@ use super::settings::Etcd as Settings;
 use super::{check_key, Acquired, Lock, RenewalState, Store, StoreError};
 use crate::cert::{self, Bundle, SecretPem};
 
+/// Whether the watch is live, or why not (shown in `/readyz`).
+pub type Health = Result<(), String>;
+
 /// A certificate as stored.
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -235,10 +238,7 @@ impl EtcdStore {
     /// second; each reconnection starts with the full list again, so a
     /// replica catches up on whatever was written while it was cut off.
     /// `healthy` follows whether the watch is connected.
-    pub fn watch_certificates(
-        self: &Arc<Self>,
-        healthy: watch::Sender<Result<(), String>>,
-    ) -> mpsc::Receiver<(String, Bundle)> {
+    pub fn watch_certificates(self: &Arc<Self>, healthy: watch::Sender<Health>) -> mpsc::Receiver<(String, Bundle)> {
         let (tx, rx) = mpsc::channel(256);
         let store = Arc::clone(self);
         tokio::spawn(async move {
@@ -264,7 +264,7 @@ impl EtcdStore {
         &self,
         prefix: &str,
         tx: &mpsc::Sender<(String, Bundle)>,
-        healthy: &watch::Sender<Result<(), String>>,
+        healthy: &watch::Sender<Health>,
     ) -> Result<(), StoreError> {
         let listed =
             self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
@@ -463,7 +463,7 @@ impl Store for EtcdStore {
 /// cannot, or when etcd says the lease is gone.
 async fn keep_alive(mut client: Client, lease: i64, ttl: i64, timeout: Duration, lost: watch::Sender<bool>) {
     let every = Duration::from_millis(u64::try_from(ttl).unwrap_or(15) * 1000 / 3);
-    let result: Result<(), String> = async {
+    let result: Health = async {
         let (mut keeper, mut stream) = tokio::time::timeout(timeout, client.lease_keep_alive(lease))
             .await
             .map_err(|_| "time-out".to_owned())?

@@ -42,7 +42,7 @@ pub fn parse_account(private_key: &str, regr: &str, dir: &Path, origin: &str) ->
     let key_path = dir.join("private_key.json");
     let jwk: serde_json::Value =
         serde_json::from_str(private_key).map_err(|e| ImportError::invalid(&key_path, format!("not a JWK: {e}")))?;
-    let key = account_key_from_jwk(&jwk).map_err(|e| ImportError::invalid(&key_path, e))?;
+    let key = account_key_from_jwk(&jwk).map_err(|e| ImportError::invalid(&key_path, e.to_string()))?;
     let regr_path = dir.join("regr.json");
     let regr: serde_json::Value =
         serde_json::from_str(regr).map_err(|e| ImportError::invalid(&regr_path, format!("not JSON: {e}")))?;

@@ -68,21 +68,34 @@ pub(crate) fn account_key_from_der(der: &[u8]) -> AccountKey {
     }
 }
 
+/// Why a JWK account key cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JwkError {
+    #[error("no \"{0}\"")]
+    Missing(String),
+    #[error("\"{0}\" is not base64url")]
+    NotBase64(String),
+    #[error("P-256 \"d\", \"x\" and \"y\" must be 32 bytes each")]
+    Length,
+    #[error("the P-256 key is not valid (its public part does not match)")]
+    Mismatch,
+}
+
 /// Classifies an account key given as a JWK (certbot's `private_key.json`).
-pub(crate) fn account_key_from_jwk(jwk: &serde_json::Value) -> Result<AccountKey, String> {
+pub(crate) fn account_key_from_jwk(jwk: &serde_json::Value) -> Result<AccountKey, JwkError> {
     let field = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
-    let b64 = |name: &str| -> Result<Vec<u8>, String> {
-        let text = field(name).ok_or(format!("no \"{name}\""))?;
+    let b64 = |name: &str| -> Result<Vec<u8>, JwkError> {
+        let text = field(name).ok_or_else(|| JwkError::Missing(name.to_owned()))?;
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text.trim_end_matches('='))
-            .map_err(|_| format!("\"{name}\" is not base64url"))
+            .map_err(|_| JwkError::NotBase64(name.to_owned()))
     };
     match (field("kty"), field("crv")) {
         (Some("RSA"), _) => Ok(AccountKey::Unusable(format!("RSA {}", significant_bits(&b64("n")?)))),
         (Some("EC"), Some("P-256")) => {
             let (d, x, y) = (b64("d")?, b64("x")?, b64("y")?);
             if d.len() != 32 || x.len() != 32 || y.len() != 32 {
-                return Err("P-256 \"d\", \"x\" and \"y\" must be 32 bytes each".into());
+                return Err(JwkError::Length);
             }
             let mut public = vec![0x00, 0x04];
             public.extend_from_slice(&x);
@@ -91,7 +104,7 @@ pub(crate) fn account_key_from_jwk(jwk: &serde_json::Value) -> Result<AccountKey
                 der(0x30, &[der(0x02, &[1]), der(0x04, &d), der(0xa0, P256), der(0xa1, &der(0x03, &public))].concat());
             let pkcs8 = wrap_pkcs8(&sec1, P256);
             if !p256_ok(&pkcs8) {
-                return Err("the P-256 key is not valid (its public part does not match)".into());
+                return Err(JwkError::Mismatch);
             }
             Ok(AccountKey::P256(pkcs8))
         }
