@@ -44,9 +44,9 @@ pub fn workspace_root() -> PathBuf {
 /// resolves so the two share the sidecar library: `make test` runs `cargo
 /// build --workspace --bins --tests` (debug, as the tests), `make bench`
 /// `cargo build --profile bench -p proxy-acme -p proxy-acme-e2e --bins
-/// --benches` (target/release, as `cargo bench`). Nothing here rebuilds it:
-/// after changing sidecar/src, build it again before running a suite or a
-/// bench by hand.
+/// --benches` (target/release, as `cargo bench`). Nothing here rebuilds it,
+/// but a binary older than a file of sidecar/src is refused, so a suite run
+/// by hand after an edit never tests yesterday's daemon.
 pub fn proxy_acme_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("PROXY_ACME_BIN") {
         let path = PathBuf::from(path);
@@ -67,7 +67,35 @@ pub fn proxy_acme_bin() -> PathBuf {
         };
         panic!("{} is missing: build it with {build}, or point PROXY_ACME_BIN at one", path.display());
     }
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some((source, edited))) = (built, newest(&workspace_root().join("sidecar/src"))) {
+        assert!(
+            edited <= built,
+            "{} is older than {}: build it again (`make test` and `make bench` do)",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The most recently modified file under `dir`, and when.
+fn newest(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut best: Option<(PathBuf, std::time::SystemTime)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (path, t))
+        };
+        if let Some((p, t)) = candidate {
+            if best.as_ref().is_none_or(|(_, b)| t > *b) {
+                best = Some((p, t));
+            }
+        }
+    }
+    best
 }
 
 /// The wasm filter, built by `make wasm` (or `PROXY_ACME_WASM`).
