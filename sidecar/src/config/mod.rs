@@ -370,4 +370,5 @@ fn validate_certificate_name(field: &str, name: &str) -> Result<(), ConfigError>
 }
 
 #[cfg(test)]
+#[path = "mod_tests.rs"]
 mod tests;

@@ -103,4 +103,5 @@ pub fn requests(found: &[Vec<String>], policy: &Policy) -> (Vec<Request>, Vec<Sk
 }
 
 #[cfg(test)]
+#[path = "mod_tests.rs"]
 mod tests;

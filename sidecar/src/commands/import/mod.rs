@@ -340,4 +340,5 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+#[path = "mod_tests.rs"]
 mod tests;
