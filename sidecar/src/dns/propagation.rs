@@ -24,6 +24,28 @@ use super::{DnsChallenge, DnsError, TxtRecord};
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CNAME_HOPS: usize = 8;
 
+/// Why the zone of a record, or one server's answer, could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The query got no answer (time-out, refused, unparsable).
+    #[error("{server}: {reason}")]
+    Query { server: SocketAddr, reason: String },
+    #[error("{server}: {code}")]
+    Failed { server: SocketAddr, code: ResponseCode },
+    #[error("no resolvers: set dns_challenge.resolvers or /etc/resolv.conf")]
+    NoResolvers,
+    #[error("more than {MAX_CNAME_HOPS} CNAMEs from {0}")]
+    CnameLoop(Name),
+    #[error("no SOA for {0} or above")]
+    NoSoa(Name),
+    #[error("zone {0} has no NS records")]
+    NoNameservers(Name),
+    #[error("no address for the nameservers of {0}")]
+    NoAddresses(Name),
+    #[error("not a DNS name: {0}")]
+    BadName(String),
+}
+
 /// What one server answered for one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
@@ -31,7 +53,7 @@ pub enum Seen {
     Stale(Vec<String>),
     NxDomain,
     Failed(String),
-    Unreachable(String),
+    Unreachable(LookupError),
 }
 
 impl std::fmt::Display for Seen {
@@ -54,22 +76,23 @@ struct Server {
     address: SocketAddr,
 }
 
-async fn query(server: SocketAddr, name: &Name, record_type: RecordType) -> Result<DnsResponse, String> {
+async fn query(server: SocketAddr, name: &Name, record_type: RecordType) -> Result<DnsResponse, LookupError> {
+    let failed = |e: &dyn std::fmt::Display| LookupError::Query { server, reason: e.to_string() };
     let stream =
         UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(QUERY_TIMEOUT)).build();
-    let (mut client, background) = Client::connect(stream).await.map_err(|e| e.to_string())?;
+    let (mut client, background) = Client::connect(stream).await.map_err(|e| failed(&e))?;
     tokio::spawn(background);
-    client.query(name.clone(), DNSClass::IN, record_type).await.map_err(|e| e.to_string())
+    client.query(name.clone(), DNSClass::IN, record_type).await.map_err(|e| failed(&e))
 }
 
 /// Asks the recursive servers in turn; the first answer wins.
-async fn recursive(resolvers: &[SocketAddr], name: &Name, record_type: RecordType) -> Result<DnsResponse, String> {
-    let mut last = "no resolvers".to_owned();
+async fn recursive(resolvers: &[SocketAddr], name: &Name, record_type: RecordType) -> Result<DnsResponse, LookupError> {
+    let mut last = LookupError::NoResolvers;
     for server in resolvers {
         match query(*server, name, record_type).await {
             Ok(response) if response.response_code() != ResponseCode::ServFail => return Ok(response),
-            Ok(response) => last = format!("{server}: {}", response.response_code()),
-            Err(e) => last = format!("{server}: {e}"),
+            Ok(response) => last = LookupError::Failed { server: *server, code: response.response_code() },
+            Err(e) => last = e,
         }
     }
     Err(last)
@@ -94,7 +117,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 /// Follows CNAMEs from `name`; the name that holds the TXT records.
-async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, String> {
+async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, LookupError> {
     let mut current = name;
     for _ in 0..MAX_CNAME_HOPS {
         let response = recursive(resolvers, &current, RecordType::CNAME).await?;
@@ -107,11 +130,11 @@ async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, Str
             None => return Ok(current),
         }
     }
-    Err(format!("more than {MAX_CNAME_HOPS} CNAMEs from {current}"))
+    Err(LookupError::CnameLoop(current))
 }
 
 /// The authoritative nameservers of the zone holding `name`.
-async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Result<Vec<Server>, String> {
+async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Result<Vec<Server>, LookupError> {
     let response = recursive(resolvers, name, RecordType::SOA).await?;
     let zone = response
         .answers()
@@ -119,7 +142,7 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
         .chain(response.name_servers())
         .find(|r| r.record_type() == RecordType::SOA)
         .map(|r| r.name().clone())
-        .ok_or_else(|| format!("no SOA for {name} or above"))?;
+        .ok_or_else(|| LookupError::NoSoa(name.clone()))?;
     let ns = recursive(resolvers, &zone, RecordType::NS).await?;
     let hosts: Vec<Name> = ns
         .answers()
@@ -130,7 +153,7 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
         })
         .collect();
     if hosts.is_empty() {
-        return Err(format!("zone {zone} has no NS records"));
+        return Err(LookupError::NoNameservers(zone));
     }
     let mut servers = Vec::new();
     for host in hosts {
@@ -147,7 +170,7 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
         }
     }
     if servers.is_empty() {
-        return Err(format!("no address for the nameservers of {zone}"));
+        return Err(LookupError::NoAddresses(zone));
     }
     servers.sort();
     servers.dedup();
@@ -194,8 +217,8 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
     // (record index, the name holding it, the servers to ask)
     let mut targets = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let fail = |e: String| DnsError::Propagation { waited_secs: 0, detail: format!("{}: {e}", record.fqdn) };
-        let name = Name::from_str(&record.fqdn).map_err(|e| fail(e.to_string()))?;
+        let fail = |e: LookupError| DnsError::Propagation { waited_secs: 0, detail: format!("{}: {e}", record.fqdn) };
+        let name = Name::from_str(&record.fqdn).map_err(|e| fail(LookupError::BadName(e.to_string())))?;
         let name = follow_cnames(&resolvers, name).await.map_err(fail)?;
         let servers = if settings.check_all_nameservers {
             authoritative(&resolvers, &name, settings.nameserver_port).await.map_err(fail)?
