@@ -10,13 +10,13 @@ mod prove;
 pub(crate) use account::imported_account;
 pub use account::{account, directory_reachable, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, revoke, OrderRequest, Window};
-pub use prove::finish_cleanups;
 
 use std::time::SystemTime;
 
 use instant_acme::OrderStatus;
 
 use crate::cert::CertError;
+use crate::solvers::SolverError;
 use crate::store::StoreError;
 
 /// Why an account or an order failed.
@@ -31,7 +31,7 @@ pub enum AcmeError {
     #[error("the CA offered no {0} challenge for {1}")]
     NoChallenge(&'static str, String),
     #[error("cannot present the challenge: {0}")]
-    Solver(String),
+    Solver(#[source] SolverError),
     #[error("DNS-01: {0}")]
     Dns(#[from] crate::dns::DnsError),
     #[error("order ended {0:?}")]
@@ -54,6 +54,20 @@ pub enum AcmeError {
     Fetch(#[from] crate::fetch::FetchError),
     #[error("{0} is no ACME directory (no newNonce)")]
     NotADirectory(String),
+}
+
+impl From<SolverError> for AcmeError {
+    /// A DNS provider's or the propagation check's failure stays a DNS one
+    /// (its retryability says whether it is permanent), and a board that
+    /// cannot be written is the store's failure, as before solvers had a
+    /// trait.
+    fn from(error: SolverError) -> Self {
+        match error {
+            SolverError::Dns(e) => Self::Dns(e),
+            SolverError::Board(e) => Self::Store(e),
+            e => Self::Solver(e),
+        }
+    }
 }
 
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";

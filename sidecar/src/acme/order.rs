@@ -1,4 +1,4 @@
-//! Orders (RFC 8555 §7.4; HTTP-01 and TLS-ALPN-01), revocation and renewal information (ARI,
+//! Orders (RFC 8555 §7.4), revocation and renewal information (ARI,
 //! RFC 9773).
 
 use std::net::IpAddr;
@@ -15,7 +15,7 @@ use super::chains;
 use super::{AcmeAccount, AcmeError};
 use crate::cert::KeyType;
 use crate::cert::{self, Bundle, CertError, SecretPem};
-use crate::solvers::{ChallengeKind, Solvers};
+use crate::solvers::Solver;
 
 /// What to order.
 #[derive(Debug, Clone)]
@@ -30,20 +30,15 @@ pub struct OrderRequest<'a> {
     /// The certificate this order replaces. Sent as ARI's `replaces` only
     /// when the caller has seen the CA answer renewal information.
     pub replaces: Option<&'a Bundle>,
-    /// Also write HTTP-01 tokens under this directory.
-    pub webroot: Option<&'a std::path::Path>,
-    /// The resolver's DNS-01 provider and check settings.
-    pub dns: Option<&'a crate::dns::DnsSolver>,
 }
 
-/// Orders a certificate and proves control with `kind` through `solvers`.
+/// Orders a certificate and proves control through `solver`.
 /// The chain is checked against the key and the names before it is returned.
 /// Answers are withdrawn on every exit path.
 pub async fn issue(
     account: &AcmeAccount,
     request: &OrderRequest<'_>,
-    solvers: &Solvers,
-    kind: ChallengeKind,
+    solver: &dyn Solver,
 ) -> Result<Bundle, AcmeError> {
     let identifiers: Vec<Identifier> = request
         .domains
@@ -84,12 +79,12 @@ pub async fn issue(
     tracing::info!(
         order = order.url(),
         domains = ?request.domains,
-        challenge = %kind,
+        challenge = %solver.kind(),
         replaces = replaces.is_some(),
         "order created"
     );
 
-    let status = super::prove::prove(&mut order, request, solvers, kind).await?;
+    let status = super::prove::prove(&mut order, solver).await?;
     let retries = super::prove::retries();
     if status != OrderStatus::Ready {
         return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));

@@ -1,4 +1,4 @@
-//! The daemon's one boundary to the CA: order with one challenge type, ask
+//! The daemon's one boundary to the CA: order with one solver, ask
 //! for renewal information, revoke. [`LiveCa`] does it over ACME with each
 //! resolver's account; unit tests put an in-memory CA in its place.
 
@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use super::accounts::Accounts;
 use crate::acme::{self, AcmeError, OrderRequest, Window};
 use crate::cert::Bundle;
-use crate::solvers::{ChallengeKind, Solvers};
+use crate::solvers::Solver;
 use crate::store::Store;
 
 #[async_trait]
 pub(super) trait Ca: Send + Sync + std::fmt::Debug {
-    /// One order for `request`, proven with `kind`: the issued chain and key.
-    async fn issue(&self, resolver: &str, request: &OrderRequest<'_>, kind: ChallengeKind)
+    /// One order for `request`, proven with `solver`: the issued chain and key.
+    async fn issue(&self, resolver: &str, request: &OrderRequest<'_>, solver: &dyn Solver)
         -> Result<Bundle, AcmeError>;
     /// The CA's renewal window for `bundle`; `None` when it has no ARI.
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError>;
@@ -30,7 +30,6 @@ pub(super) trait Ca: Send + Sync + std::fmt::Debug {
 pub(super) struct LiveCa {
     pub(super) accounts: Arc<Accounts>,
     pub(super) store: Arc<dyn Store>,
-    pub(super) solvers: Solvers,
 }
 
 #[async_trait]
@@ -39,10 +38,10 @@ impl Ca for LiveCa {
         &self,
         resolver: &str,
         request: &OrderRequest<'_>,
-        kind: ChallengeKind,
+        solver: &dyn Solver,
     ) -> Result<Bundle, AcmeError> {
         let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::issue(&account, request, &self.solvers, kind).await
+        acme::issue(&account, request, solver).await
     }
 
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {

@@ -13,10 +13,12 @@ use super::ca::Ca;
 use crate::acme::{AcmeError, OrderRequest};
 use crate::cert::{self, Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
-use crate::dns::DnsSolver;
 use crate::schedule::{AriAnswer, Clock, Failure};
-use crate::solvers::ChallengeKind;
+use crate::solvers::{Solver, SolverError};
 use crate::store::{Lock, Store, StoreError};
+
+/// Each resolver's solvers by resolver name, in the order they are tried.
+pub(super) type ResolverSolvers = BTreeMap<String, Vec<Arc<dyn Solver>>>;
 
 #[derive(Debug)]
 pub(super) struct Issuer {
@@ -24,8 +26,8 @@ pub(super) struct Issuer {
     store: Arc<dyn Store>,
     /// The resolvers' limits and what their CAs support.
     accounts: Arc<Accounts>,
-    /// DNS-01 solvers by resolver name.
-    dns: Arc<BTreeMap<String, DnsSolver>>,
+    /// Each resolver's solvers, in the order they are tried.
+    solvers: Arc<ResolverSolvers>,
     clock: Arc<dyn Clock>,
 }
 
@@ -34,10 +36,10 @@ impl Issuer {
         ca: Arc<dyn Ca>,
         store: Arc<dyn Store>,
         accounts: Arc<Accounts>,
-        dns: Arc<BTreeMap<String, DnsSolver>>,
+        solvers: Arc<ResolverSolvers>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { ca, store, accounts, dns, clock }
+        Self { ca, store, accounts, solvers, clock }
     }
 
     /// Whether an order for `certificate` is within the resolver's limits
@@ -101,37 +103,33 @@ impl Issuer {
             profile: resolver.profile.as_deref(),
             preferred_chain: resolver.preferred_chain.as_deref(),
             replaces: current.filter(|_| ari),
-            webroot: resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_deref()),
-            dns: self.dns.get(&certificate.resolver),
         };
-        let bundle = self.with_fallback(certificate, resolver, &request).await?;
+        let bundle = self.with_fallback(certificate, &request).await?;
         let info = cert::inspect(&bundle, Some(&certificate.domains))?;
         self.store.save_certificate_fenced(&certificate.name, &bundle, lock).await?;
         self.store.clear_revoked(&certificate.name).await?;
         Ok((bundle, info))
     }
 
-    /// Tries the resolver's challenge types in order: when an order fails
-    /// because of its challenge (the CA could not validate it, or did not
-    /// offer it), the next type gets a new order, within the order budget.
-    async fn with_fallback(
-        &self,
-        certificate: &Certificate,
-        resolver: &Resolver,
-        request: &OrderRequest<'_>,
-    ) -> Result<Bundle, AcmeError> {
-        let mut kinds = resolver.challenges();
-        // A wildcard can only be proven with DNS-01 (RFC 8555 §7.1.3).
-        if certificate.domains.iter().any(|d| d.starts_with("*.")) {
-            kinds.retain(|k| *k == ChallengeKind::Dns01);
-        }
-        let mut kinds = kinds.iter().peekable();
+    /// Tries the resolver's solvers in order, those that support every
+    /// name (a wildcard needs DNS-01, an IP address cannot have it): when
+    /// an order fails because of its challenge (the CA could not validate
+    /// it, or did not offer it), the next solver gets a new order, within
+    /// the order budget.
+    async fn with_fallback(&self, certificate: &Certificate, request: &OrderRequest<'_>) -> Result<Bundle, AcmeError> {
+        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        // Collected: a filter closure held across the awaits below would
+        // make the task's future not `Send` (rust-lang/rust#102211).
+        let usable: Vec<&Arc<dyn Solver>> =
+            solvers.iter().filter(|s| certificate.domains.iter().all(|d| s.supports(d))).collect();
+        let mut solvers = usable.into_iter().peekable();
         loop {
-            let Some(&kind) = kinds.next() else {
-                return Err(AcmeError::Solver("the resolver has no challenge type".into()));
+            let Some(solver) = solvers.next() else {
+                return Err(SolverError::NoSolver(certificate.domains.join(", ")).into());
             };
+            let kind = solver.kind();
             let started = std::time::Instant::now();
-            let result = self.ca.issue(&certificate.resolver, request, kind).await;
+            let result = self.ca.issue(&certificate.resolver, request, solver.as_ref()).await;
             let outcome = match &result {
                 Ok(_) => "valid",
                 Err(e) if e.is_challenge_failure() => "invalid",
@@ -139,12 +137,12 @@ impl Issuer {
             };
             crate::serve::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
             match result {
-                Err(e) if e.is_challenge_failure() && kinds.peek().is_some() => {
+                Err(e) if e.is_challenge_failure() && solvers.peek().is_some() => {
                     let now = self.clock.now();
                     if let Some(identifier) = e.failed_identifier() {
                         self.accounts.record_authz_failure(&certificate.resolver, identifier, now);
                     }
-                    let next = kinds.peek().map(|k| k.as_str()).unwrap_or_default();
+                    let next = solvers.peek().map(|s| s.kind().as_str()).unwrap_or_default();
                     tracing::warn!(
                         certificate = %certificate.name,
                         challenge = %kind,

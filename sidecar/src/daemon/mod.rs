@@ -28,17 +28,21 @@ use crate::config::Config;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
 use crate::deploy::{DeployError, Sink};
+use crate::dns::DnsSolver;
 use crate::schedule::Clock;
 use crate::serve::admin::{self, Operations};
 use crate::serve::api;
-use crate::solvers::{tls_alpn, Solvers};
+use crate::solvers::dns01::Dns01Solver;
+use crate::solvers::http01::Http01Solver;
+use crate::solvers::tls_alpn::{self, TlsAlpnSolver};
+use crate::solvers::{ChallengeKind, Solver, Solvers};
 use crate::store::{Store, StoreError};
 
 use accounts::Accounts;
 use bus::{Bus, Rollover};
 use ca::LiveCa;
 use coordinator::Coordinator;
-use issuer::Issuer;
+use issuer::{Issuer, ResolverSolvers};
 use reporter::Reporter;
 use serving::Serving;
 
@@ -160,13 +164,14 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
     let bus = Bus::new(Some(rollover_tx));
     let accounts = Arc::new(Accounts::new(&config.resolvers));
+    let by_resolver = Arc::new(resolver_solvers(&config.resolvers, &solvers, &dns));
     let dns = Arc::new(dns);
     let parts = Arc::new(Parts {
         issuer: Issuer::new(
-            Arc::new(LiveCa { accounts: Arc::clone(&accounts), store: Arc::clone(&store), solvers }),
+            Arc::new(LiveCa { accounts: Arc::clone(&accounts), store: Arc::clone(&store) }),
             Arc::clone(&store),
             Arc::clone(&accounts),
-            Arc::clone(&dns),
+            by_resolver,
             Arc::clone(&clock),
         ),
         coordinator: Coordinator::new(Arc::clone(&store), opened.board(), dns, replica),
@@ -247,8 +252,38 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         let _ = task.await;
     }
     // Orders stopped mid-way remove their DNS-01 records before we exit.
-    crate::acme::finish_cleanups(std::time::Duration::from_secs(10)).await;
+    crate::solvers::finish_cleanups(std::time::Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// Each resolver's solvers, in its challenge order, sharing the answers
+/// the endpoints show (`shared`) and each resolver's DNS-01 provider.
+fn resolver_solvers(
+    resolvers: &BTreeMap<String, crate::config::Resolver>,
+    shared: &Solvers,
+    dns: &BTreeMap<String, DnsSolver>,
+) -> ResolverSolvers {
+    let board = || shared.board.clone();
+    let solver = |name: &str, resolver: &crate::config::Resolver, kind| -> Option<Arc<dyn Solver>> {
+        Some(match kind {
+            ChallengeKind::Http01 => {
+                let webroot = resolver.http_challenge.as_ref().and_then(|h| h.webroot.clone());
+                Arc::new(Http01Solver::new(shared.http01.clone(), webroot, board()))
+            }
+            ChallengeKind::TlsAlpn01 => Arc::new(TlsAlpnSolver::new(shared.tls_alpn.clone(), board())),
+            ChallengeKind::Dns01 => Arc::new(
+                Dns01Solver::new(dns.get(name)?.clone(), board())
+                    .observe_propagation(|ok, took| crate::serve::metrics::metrics().dns_propagation(ok, took)),
+            ),
+        })
+    };
+    resolvers
+        .iter()
+        .map(|(name, resolver)| {
+            let solvers = resolver.challenges().into_iter().filter_map(|kind| solver(name, resolver, kind)).collect();
+            (name.clone(), solvers)
+        })
+        .collect()
 }
 
 /// Account operations from the admin API.

@@ -20,10 +20,12 @@ use crate::daemon::issuer::Issuer;
 use crate::daemon::reporter::Reporter;
 use crate::daemon::serving::Serving;
 use crate::deploy::{DeployError, Sink};
+use crate::dns::DnsError;
 use crate::schedule::{Clock, State};
 use crate::serve::admin::Statuses;
 use crate::serve::health::Readiness;
-use crate::solvers::ChallengeKind;
+use crate::solvers::http01::{Http01Solver, Http01Tokens};
+use crate::solvers::Solver;
 use crate::store::{Acquired, Lock, MemoryStore, Store, StoreError};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -80,7 +82,7 @@ struct TestCa {
 
 #[async_trait]
 impl Ca for TestCa {
-    async fn issue(&self, _: &str, request: &OrderRequest<'_>, _: ChallengeKind) -> Result<Bundle, AcmeError> {
+    async fn issue(&self, _: &str, request: &OrderRequest<'_>, _: &dyn Solver) -> Result<Bundle, AcmeError> {
         let next = self.orders.lock().unwrap().pop_front().expect("an order the test did not expect");
         match next {
             Next::Issue { days } => Ok(issued(request.domains, self.clock.now(), days)),
@@ -186,12 +188,13 @@ impl World {
         let bus = Bus::new(None);
         let statuses = bus.statuses.clone();
         let dns = Arc::new(BTreeMap::new());
+        let http01: Arc<dyn Solver> = Arc::new(Http01Solver::new(Http01Tokens::new(), None, None));
         let parts = Arc::new(Parts {
             issuer: Issuer::new(
                 Arc::clone(&ca) as Arc<dyn Ca>,
                 Arc::clone(&store),
                 Arc::new(Accounts::new(&resolvers)),
-                Arc::clone(&dns),
+                Arc::new(BTreeMap::from([("le".to_owned(), vec![http01])])),
                 Arc::clone(&clock) as Arc<dyn Clock>,
             ),
             coordinator: Coordinator::new(Arc::clone(&store), None, dns, "test".into()),
@@ -274,7 +277,7 @@ async fn a_failed_order_backs_off_keeps_the_last_good_certificate_and_a_success_
     let good = world.sink.last();
     world.clock.advance(6 * DAY);
 
-    world.script(Next::Fail(AcmeError::Solver("the validator could not connect".into())));
+    world.script(Next::Fail(AcmeError::Dns(DnsError::provider("rfc2136", "the nameserver could not connect", true))));
     let retry = settle(&mut task).await;
     let waited = retry.duration_since(world.clock.now()).unwrap();
     assert!(waited > Duration::ZERO && waited <= Duration::from_secs(120), "first backoff: {waited:?}");

@@ -1,9 +1,18 @@
 //! HTTP-01 (RFC 8555 §8.3): pending tokens and their key authorizations,
-//! answered by `api` to the Envoy filter and to nginx `proxy_pass`.
+//! answered by `api` to the Envoy filter and to nginx `proxy_pass`, and
+//! [`Http01Solver`], which publishes them (and the webroot file, and the
+//! board post for other replicas).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use super::posts::Http01Post;
+use super::{is_wildcard, webroot, Challenge, ChallengeKind, Presented, Solver, SolverError};
+use crate::store::board::{self, ChallengeBoard};
 
 /// A pending challenge: the identifier it proves and its key authorization.
 #[derive(Clone)]
@@ -66,6 +75,51 @@ pub struct Published {
 impl Drop for Published {
     fn drop(&mut self) {
         self.tokens.inner.write().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
+    }
+}
+
+/// HTTP-01: the token in memory (answered by the API), under the webroot
+/// when one is configured, and on the board when replicas share one.
+#[derive(Debug)]
+pub struct Http01Solver {
+    tokens: Http01Tokens,
+    webroot: Option<PathBuf>,
+    board: Option<Arc<dyn ChallengeBoard>>,
+}
+
+impl Http01Solver {
+    pub fn new(tokens: Http01Tokens, webroot: Option<PathBuf>, board: Option<Arc<dyn ChallengeBoard>>) -> Self {
+        Self { tokens, webroot, board }
+    }
+}
+
+#[async_trait]
+impl Solver for Http01Solver {
+    fn kind(&self) -> ChallengeKind {
+        ChallengeKind::Http01
+    }
+
+    /// Names and IP addresses (RFC 8738), not wildcards.
+    fn supports(&self, identifier: &str) -> bool {
+        !is_wildcard(identifier)
+    }
+
+    async fn present(&self, challenge: Challenge<'_>) -> Result<Presented, SolverError> {
+        let Challenge { identifier, token, key_authorization } = challenge;
+        let mut presented = Presented::new(self.kind(), identifier);
+        if let Some(root) = &self.webroot {
+            presented = presented.with(webroot::publish(root, token, key_authorization)?);
+        }
+        presented = presented.with(self.tokens.publish(token, identifier, key_authorization));
+        if let Some(shared) = &self.board {
+            let post = Http01Post {
+                identifier: identifier.to_ascii_lowercase(),
+                key_authorization: key_authorization.to_owned(),
+            };
+            let kind = self.kind().as_str();
+            presented = presented.with(board::Posted::post(shared, kind, token, &post, board::ANSWER_TTL).await?);
+        }
+        Ok(presented)
     }
 }
 

@@ -1,10 +1,20 @@
 //! Challenge solvers: what the CA's validator is shown. The ACME protocol
-//! lives in `acme`; solvers only publish and withdraw answers.
+//! lives in `acme`; solvers only publish and withdraw answers, each challenge
+//! type behind the [`Solver`] trait (`solver.rs`), implemented beside its
+//! module: [`http01::Http01Solver`], [`tls_alpn::TlsAlpnSolver`],
+//! [`dns01::Dns01Solver`].
 
+pub mod dns01;
 pub mod http01;
 pub mod posts;
+mod solver;
 pub mod tls_alpn;
 pub mod webroot;
+
+#[cfg(test)]
+mod solver_tests;
+
+pub use solver::{finish_cleanups, is_ip, is_wildcard, spawn_cleanup, Challenge, Presented, Solver, SolverError};
 
 use serde::Deserialize;
 

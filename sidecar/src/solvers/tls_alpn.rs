@@ -19,9 +19,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::posts::{unhex, TlsAlpnPost};
-use super::ChallengeKind;
-use crate::store::board::ChallengeBoard;
+use async_trait::async_trait;
+
+use super::posts::{hex, unhex, TlsAlpnPost};
+use super::{is_wildcard, Challenge, ChallengeKind, Presented, Solver, SolverError};
+use crate::store::board::{self, ChallengeBoard};
 
 /// The ALPN protocol ID of RFC 8737 §6.2.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -141,6 +143,45 @@ pub struct Published {
 impl Drop for Published {
     fn drop(&mut self) {
         self.certs.inner.write().unwrap_or_else(|e| e.into_inner()).remove(&self.sni);
+    }
+}
+
+/// TLS-ALPN-01: the challenge certificate served by this replica's
+/// responder, and its digest on the board when replicas share one (each
+/// replica builds its own certificate from it).
+#[derive(Debug)]
+pub struct TlsAlpnSolver {
+    certs: TlsAlpnCerts,
+    board: Option<Arc<dyn ChallengeBoard>>,
+}
+
+impl TlsAlpnSolver {
+    pub fn new(certs: TlsAlpnCerts, board: Option<Arc<dyn ChallengeBoard>>) -> Self {
+        Self { certs, board }
+    }
+}
+
+#[async_trait]
+impl Solver for TlsAlpnSolver {
+    fn kind(&self) -> ChallengeKind {
+        ChallengeKind::TlsAlpn01
+    }
+
+    /// Names and IP addresses (RFC 8738), not wildcards.
+    fn supports(&self, identifier: &str) -> bool {
+        !is_wildcard(identifier)
+    }
+
+    async fn present(&self, challenge: Challenge<'_>) -> Result<Presented, SolverError> {
+        let identifier = challenge.identifier;
+        let digest = challenge.digest();
+        let mut presented = Presented::new(self.kind(), identifier).with(self.certs.publish(identifier, &digest)?);
+        if let Some(shared) = &self.board {
+            let post = TlsAlpnPost { identifier: identifier.to_owned(), digest: hex(&digest) };
+            let (kind, sni) = (self.kind().as_str(), sni_for(identifier));
+            presented = presented.with(board::Posted::post(shared, kind, &sni, &post, board::ANSWER_TTL).await?);
+        }
+        Ok(presented)
     }
 }
 
