@@ -179,7 +179,7 @@ impl AcmeHttp {
         let (Some(config), Some(reporter)) = (&self.config, &self.reporter) else {
             return Action::Continue;
         };
-        let Some(host) = request_header(":authority").and_then(|a| crate::host::normalize_host(&a)) else {
+        let Some(host) = request_header(":authority").and_then(|a| host::normalize_host(&a)) else {
             return Action::Continue;
         };
         let now_ms = hostcalls::get_current_time()

@@ -88,7 +88,7 @@ fn answers_soa(port: u16, zone: &str) -> bool {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
         runtime.block_on(async move {
             use hickory_client::client::{Client, ClientHandle};
-            let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let server = SocketAddr::from(([127, 0, 0, 1], port));
             let stream = hickory_proto::udp::UdpClientStream::builder(
                 server,
                 hickory_proto::runtime::TokioRuntimeProvider::default(),

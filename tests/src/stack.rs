@@ -58,7 +58,7 @@ impl Stack {
 
     /// Runs `proxy-acme ARGS --config <this stack's config>`.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(crate::proxy_acme_bin())
+        let out = Command::new(proxy_acme_bin())
             .args(args)
             .arg("--config")
             .arg(&self.config_path)

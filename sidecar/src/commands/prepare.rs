@@ -49,7 +49,7 @@ pub async fn prepare(config: &Config) -> Result<(), CommandError> {
         let revoked = store.revoked(&certificate.name).await?.is_some();
         let stored = stored.filter(|_| !revoked);
         let (bundle, what) = choose(stored, default.as_ref(), &certificate.domains)?;
-        let bundle = std::sync::Arc::new(bundle);
+        let bundle = Arc::new(bundle);
         for sink in &sinks {
             let certificate = certificate.name.clone();
             sink.deploy(&certificate, &bundle).await.map_err(|source| CommandError::Prepare { certificate, source })?;

@@ -152,10 +152,7 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
     let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.provider_settings::<Rfc2136>());
     assert_eq!(rfc2136.and_then(|r| r.tsig_secret.as_deref()), Some("c2VjcmV0"));
-    assert_eq!(
-        config.resolvers["le"].challenges(),
-        vec![crate::solvers::ChallengeKind::Http01, crate::solvers::ChallengeKind::Dns01]
-    );
+    assert_eq!(config.resolvers["le"].challenges(), vec![ChallengeKind::Http01, ChallengeKind::Dns01]);
 
     let none = format!("{VALID}\n[resolvers.le.dns_challenge]\ntimeout_secs = 5\n");
     assert!(invalid(&none).contains("resolvers.le.dns_challenge"), "{}", invalid(&none));

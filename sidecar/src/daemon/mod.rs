@@ -112,7 +112,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 
     let readiness = crate::serve::health::Readiness::default();
     let address = config.listen.http;
-    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(on_demand::QUEUE);
+    let (reports_tx, reports_rx) = mpsc::channel(on_demand::QUEUE);
     let endpoints = api::Api {
         tokens: solvers.http01.clone(),
         readiness: readiness.clone(),

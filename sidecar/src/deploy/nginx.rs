@@ -102,7 +102,7 @@ impl Sink for NginxSink {
 /// every certificate by SNI:
 /// `ssl_certificate <root>/by-name/$ssl_server_name/live/fullchain.pem;`
 /// Each link is replaced with a rename, never removed first.
-fn link_names(root: &std::path::Path, name: &str, names: &[String]) -> std::io::Result<()> {
+fn link_names(root: &Path, name: &str, names: &[String]) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = root.join(BY_NAME);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;

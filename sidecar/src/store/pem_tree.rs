@@ -41,7 +41,7 @@ impl PemTree {
     }
 
     /// The directory holding one subdirectory per certificate.
-    pub fn root(&self) -> &std::path::Path {
+    pub fn root(&self) -> &Path {
         &self.root
     }
 

@@ -291,12 +291,12 @@ async fn a_stored_certificate_that_expires_later_is_kept() {
     let (newer, newer_key) = issued(&["a.test"], 80);
     let (older, older_key) = issued(&["a.test"], 30);
     let store = MemoryStore::new();
-    let bundle = Bundle { fullchain_pem: newer, key_pem: crate::cert::SecretPem::new(newer_key.serialize_pem()) };
+    let bundle = Bundle { fullchain_pem: newer, key_pem: cert::SecretPem::new(newer_key.serialize_pem()) };
     store.save_certificate("a", &bundle).await.unwrap_or_else(|e| panic!("{e}"));
     let found = Found {
         certificates: vec![FoundCertificate {
             origin: "test".into(),
-            bundle: Bundle { fullchain_pem: older, key_pem: crate::cert::SecretPem::new(older_key.serialize_pem()) },
+            bundle: Bundle { fullchain_pem: older, key_pem: cert::SecretPem::new(older_key.serialize_pem()) },
         }],
         accounts: Vec::new(),
     };
