@@ -39,7 +39,7 @@ impl Serving {
     pub(super) async fn fall_back(
         &self,
         certificate: &Certificate,
-        current: Option<(&Arc<Bundle>, &CertInfo)>,
+        current: Option<&(Arc<Bundle>, CertInfo)>,
         now: SystemTime,
         revoked: bool,
     ) -> Served {

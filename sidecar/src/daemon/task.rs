@@ -22,7 +22,7 @@ use super::{Parts, RunError};
 use crate::acme::AcmeError;
 use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
-use crate::schedule::{self, Action, Machine, Served};
+use crate::schedule::{self, Action, Machine};
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
@@ -53,7 +53,8 @@ impl CertTask {
         // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
         let task = Self { parts, certificate, resolver, machine, current, last_error: None, last_success, inbox };
-        task.deploy_served(task.parts.clock.now(), revoked).await;
+        let now = task.parts.clock.now();
+        task.parts.serving.fall_back(&task.certificate, task.current.as_ref(), now, revoked).await;
         task.publish();
         Ok(task)
     }
@@ -181,14 +182,12 @@ impl CertTask {
         crate::serve::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
         match result {
             Ok((bundle, info)) => {
-                let bundle = Arc::new(bundle);
-                self.last_success = Some(now);
-                self.parts.serving.deploy(&self.certificate.name, &bundle).await;
-                self.parts.serving.post_deploy(&self.certificate, &info).await;
-                self.machine.issued(info.not_before, info.not_after, now, self.parts.jitter());
                 let serial = info.serial_hex.clone();
-                self.current = Some((bundle, info));
-                self.last_error = None;
+                self.take_new(bundle, info, now).await;
+                let (parts, certificate) = (&self.parts, &self.certificate);
+                if let Some((_, info)) = &self.current {
+                    parts.serving.post_deploy(certificate, info).await;
+                }
                 self.parts.coordinator.share(&self.certificate.name, None).await;
                 Ok(serial)
             }
@@ -220,14 +219,21 @@ impl CertTask {
             return false;
         };
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, "new certificate from the shared store");
+        let issued_at = info.not_before;
+        self.take_new(bundle, info, issued_at).await;
+        self.publish();
+        true
+    }
+
+    /// A new certificate, issued here or stored by another replica: deployed
+    /// everywhere and scheduled; `succeeded_at` is when its order succeeded.
+    async fn take_new(&mut self, bundle: Bundle, info: CertInfo, succeeded_at: SystemTime) {
         let bundle = Arc::new(bundle);
         self.parts.serving.deploy(&self.certificate.name, &bundle).await;
         self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.jitter());
-        self.last_success = Some(info.not_before);
-        self.current = Some((bundle, info));
+        self.last_success = Some(succeeded_at);
         self.last_error = None;
-        self.publish();
-        true
+        self.current = Some((bundle, info));
     }
 
     /// Records a failed order in the machine and the logs.
@@ -266,15 +272,9 @@ impl CertTask {
         let now = self.parts.clock.now();
         self.current = None;
         self.machine.failed(&super::issuer::revoked(&self.certificate.name, &info.serial_hex), now, 0.0);
-        let served = self.deploy_served(now, true).await;
+        let served = self.parts.serving.fall_back(&self.certificate, None, now, true).await;
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, ?served, "certificate revoked");
         Ok(format!("revoked {} (serial {}); now serving: {served:?}", self.certificate.name, info.serial_hex))
-    }
-
-    /// Deploys what should be served now (see `Serving::fall_back`).
-    async fn deploy_served(&self, now: SystemTime, revoked: bool) -> Served {
-        let current = self.current.as_ref().map(|(b, i)| (b, i));
-        self.parts.serving.fall_back(&self.certificate, current, now, revoked).await
     }
 
     fn publish(&self) {
