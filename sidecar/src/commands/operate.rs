@@ -9,7 +9,7 @@ use http::Method;
 use super::CommandError;
 use crate::cert;
 use crate::config::Config;
-use crate::schedule;
+use crate::schedule::{self, rfc3339};
 use crate::serve::admin::{self, CertStatus, ClientError};
 use crate::store;
 
@@ -136,10 +136,4 @@ async fn daemon(config: &Config, method: Method, path: &str) -> Result<Option<St
         Err(ClientError::NotRunning(_)) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
 }

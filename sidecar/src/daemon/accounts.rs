@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::acme::AcmeAccount as Account;
+use crate::schedule::rfc3339;
 use tokio::sync::RwLock;
 
 use crate::acme::{self, AcmeError};
@@ -173,10 +174,4 @@ impl Accounts {
         *slot = Some(acme::account(store, name, &entry.resolver).await?);
         Ok(id)
     }
-}
-
-pub(super) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
 }

@@ -61,7 +61,7 @@ impl Reporter {
             domains: certificate.domains.clone(),
             resolver: certificate.resolver.clone(),
             serial: view.info.map(|i| i.serial_hex.clone()),
-            not_after: view.info.map(|i| super::accounts::rfc3339(i.not_after)),
+            not_after: view.info.map(|i| crate::schedule::rfc3339(i.not_after)),
             state: view.state.clone(),
             last_error: view.last_error.map(str::to_owned),
         });

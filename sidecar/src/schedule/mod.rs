@@ -75,8 +75,8 @@ fn add(at: SystemTime, d: Duration) -> SystemTime {
     at.checked_add(d).unwrap_or(at)
 }
 
-/// RFC 3339 in UTC, e.g. `2027-02-26T12:00:00Z`.
-fn rfc3339(t: SystemTime) -> String {
+/// RFC 3339 in UTC, e.g. `2027-02-26T12:00:00Z`: how every time is shown.
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| format!("{t:?}"))

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use crate::cert::{self, Bundle, CertError, CertInfo, KeyType};
 use crate::config::Config;
+use crate::schedule::rfc3339;
 use crate::store::{Store, StoreError};
 pub(crate) use keys::AccountKey;
 
@@ -331,12 +332,6 @@ pub async fn import(config: &Config, source: &Source) -> Result<Summary, ImportE
     let plan = plan(config, found, SystemTime::now());
     let store = crate::store::open(&config.storage).await?.store;
     apply(plan, store.as_ref()).await
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 #[cfg(test)]
