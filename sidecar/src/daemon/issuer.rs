@@ -63,7 +63,14 @@ impl Issuer {
         current: Option<&Bundle>,
         lock: &Lock,
     ) -> Result<(Bundle, CertInfo), AcmeError> {
-        let mut result = self.issue_fenced(certificate, resolver, current, lock).await;
+        // Stops as soon as the lock is lost: nothing is written after that.
+        let fenced = || async {
+            tokio::select! {
+                result = self.issue_once(certificate, resolver, current, lock) => result,
+                () = lock.lost() => Err(AcmeError::Store(StoreError::LockLost(certificate.name.clone()))),
+            }
+        };
+        let mut result = fenced().await;
         for _ in 0..2 {
             let Err(e) = &result else { break };
             let forgotten = self.ca.recover(&certificate.resolver, e).await;
@@ -71,22 +78,9 @@ impl Issuer {
                 break;
             }
             tracing::info!(certificate = %certificate.name, error = %e, "ordering again at once");
-            result = self.issue_fenced(certificate, resolver, current, lock).await;
+            result = fenced().await;
         }
         result
-    }
-
-    async fn issue_fenced(
-        &self,
-        certificate: &Certificate,
-        resolver: &Resolver,
-        current: Option<&Bundle>,
-        lock: &Lock,
-    ) -> Result<(Bundle, CertInfo), AcmeError> {
-        tokio::select! {
-            result = self.issue_once(certificate, resolver, current, lock) => result,
-            () = lock.lost() => Err(AcmeError::Store(StoreError::LockLost(certificate.name.clone()))),
-        }
     }
 
     async fn issue_once(
