@@ -32,6 +32,18 @@ pub fn validate_dns_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks a name a certificate may be ordered for on request (on-demand):
+/// one DNS host name, neither a wildcard nor an IP literal.
+pub fn validate_hostname(name: &str) -> Result<(), &'static str> {
+    if name.starts_with('*') {
+        return Err("is a wildcard");
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err("is an IP address");
+    }
+    validate_dns_name(name)
+}
+
 /// Normalises a request's `Host`: strips a `:port`, lower-cases, strips one
 /// trailing dot. Returns `None` for anything that is not a plausible host.
 pub fn normalize_host(host: &str) -> Option<String> {
@@ -50,7 +62,8 @@ pub fn normalize_host(host: &str) -> Option<String> {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    if name.parse::<std::net::Ipv4Addr>().is_ok() || validate_dns_name(&name).is_ok() {
+    // A request names one host: a wildcard is never a host.
+    if name.parse::<std::net::Ipv4Addr>().is_ok() || (!name.starts_with("*.") && validate_dns_name(&name).is_ok()) {
         Some(name)
     } else {
         None
@@ -83,6 +96,16 @@ mod tests {
     }
 
     #[test]
+    fn hostnames_are_one_dns_name() {
+        assert_eq!(validate_hostname("a.example.com"), Ok(()));
+        assert_eq!(validate_hostname("*.example.com"), Err("is a wildcard"));
+        assert_eq!(validate_hostname("192.0.2.1"), Err("is an IP address"));
+        assert_eq!(validate_hostname("::1"), Err("is an IP address"));
+        assert!(validate_hostname("a..example.com").is_err());
+        assert!(validate_hostname("a_b.example.com").is_err());
+    }
+
+    #[test]
     fn normalizes_hosts() {
         assert_eq!(normalize_host("Example.COM:8080").as_deref(), Some("example.com"));
         assert_eq!(normalize_host("example.com.").as_deref(), Some("example.com"));
@@ -93,8 +116,20 @@ mod tests {
 
     #[test]
     fn refuses_hostile_hosts() {
-        for bad in ["", ":80", "example.com:http", "a..b", "[::1", "[nope]", "exa mple.com", "a/b.com", "x.com:123456"]
-        {
+        for bad in [
+            "",
+            ":80",
+            "example.com:http",
+            "a..b",
+            "[::1",
+            "[nope]",
+            "exa mple.com",
+            "a/b.com",
+            "x.com:123456",
+            "*.example.com",
+            "*.example.com:80",
+            "*",
+        ] {
             assert_eq!(normalize_host(bad), None, "{bad:?} accepted");
         }
     }

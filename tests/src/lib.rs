@@ -143,6 +143,8 @@ pub struct StackPorts {
     pub admin: u16,
     pub app: u16,
     pub sidecar: u16,
+    /// The sidecar's ops listener (`/healthz`, `/readyz`, `/metrics`).
+    pub ops: u16,
     /// The sidecar's TLS-ALPN-01 responder.
     pub tls_alpn: u16,
 }
@@ -155,6 +157,7 @@ impl StackPorts {
             admin: free_port(),
             app: free_port(),
             sidecar: free_port(),
+            ops: free_port(),
             tls_alpn: free_port(),
         }
     }
@@ -257,6 +260,7 @@ directory = "{state}"
 
 [listen]
 http = "127.0.0.1:{sidecar}"
+ops = "127.0.0.1:{ops}"
 tls_alpn = "127.0.0.1:{tls_alpn}"
 
 [envoy]
@@ -276,6 +280,7 @@ http_challenge = {{}}
 "#,
         state = state.display(),
         sidecar = ports.sidecar,
+        ops = ports.ops,
         tls_alpn = ports.tls_alpn,
         dir = dir.display(),
         directory = pebble.directory_url(),

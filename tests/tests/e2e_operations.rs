@@ -78,7 +78,13 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     .await;
     let ours = format!("127.0.0.1:{}", stack.ports.https);
     let theirs = format!("127.0.0.1:{}", other_ports.https);
-    let sidecar_port = stack.ports.sidecar;
+    let sidecar_port = stack.ports.ops;
+    // The challenge API, which the pod network may reach, shows none of it.
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let (status, _) =
+            http_get(("127.0.0.1", stack.ports.sidecar), "localhost", path, &[]).await.unwrap_or_default();
+        assert_eq!(status, 404, "{path} on the challenge API");
+    }
 
     // A real issuance, served by the stack's Envoy.
     let der = eventually(Duration::from_secs(60), || stack.served(NAME)).await.unwrap_or_else(|e| panic!("{e}"));

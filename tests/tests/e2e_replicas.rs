@@ -61,7 +61,7 @@ impl Replica {
     }
 
     async fn readyz(&self) -> (u16, String) {
-        http_get(("127.0.0.1", self.ports.sidecar), "localhost", "/readyz", &[]).await.unwrap_or((0, String::new()))
+        http_get(("127.0.0.1", self.ports.ops), "localhost", "/readyz", &[]).await.unwrap_or((0, String::new()))
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String) {

@@ -119,9 +119,13 @@ pub struct DefaultCertificate {
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// HTTP endpoint that answers challenges (for the Envoy filter and for
-    /// nginx `proxy_pass`) and serves `/healthz`.
+    /// nginx `proxy_pass`) and takes the filter's on-demand reports.
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics`, for the kubelet and Prometheus.
+    /// Set it to the `http` address to serve them on the challenge API.
+    #[serde(default = "default_ops")]
+    pub ops: SocketAddr,
     /// TLS-ALPN-01 responder, for Envoy's `acme-tls/1` filter chain
     /// (`tcp_proxy`) or nginx `stream` + `ssl_preread`. Bound only when a
     /// resolver has `tls_challenge`.
@@ -131,12 +135,16 @@ pub struct Listen {
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { http: default_http(), tls_alpn: default_tls_alpn() }
+        Self { http: default_http(), ops: default_ops(), tls_alpn: default_tls_alpn() }
     }
 }
 
 fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8555))
+}
+
+fn default_ops() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8557))
 }
 
 fn default_tls_alpn() -> SocketAddr {

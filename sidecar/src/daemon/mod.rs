@@ -34,7 +34,7 @@ use crate::serve::admin::{self, Operations};
 use crate::serve::api;
 use crate::solvers::dns01::Dns01Solver;
 use crate::solvers::http01::Http01Solver;
-use crate::solvers::tls_alpn::{self, TlsAlpnSolver};
+use crate::solvers::tls_alpn::TlsAlpnSolver;
 use crate::solvers::{ChallengeKind, Solver, Solvers};
 use crate::store::{Store, StoreError};
 
@@ -113,18 +113,25 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let readiness = crate::serve::health::Readiness::default();
     let address = config.listen.http;
     let (reports_tx, reports_rx) = mpsc::channel(on_demand::QUEUE);
+    let shared_ops = config.listen.ops == address;
     let endpoints = api::Api {
         tokens: solvers.http01.clone(),
-        readiness: readiness.clone(),
+        ops: shared_ops.then(|| readiness.clone()),
         on_demand: config.on_demand.is_some().then_some(reports_tx),
         board: solvers.board.clone(),
     };
     let _api = api::serve(address, endpoints)
         .await
         .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
+    if !shared_ops {
+        let address = config.listen.ops;
+        crate::serve::ops::serve(address, readiness.clone())
+            .await
+            .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
+    }
     let _tls_alpn = if config.resolvers.values().any(|r| r.tls_challenge.is_some()) {
         let address = config.listen.tls_alpn;
-        let responder = tls_alpn::serve(address, solvers.tls_alpn.clone(), solvers.board.clone())
+        let responder = crate::serve::tls_alpn::serve(address, solvers.tls_alpn.clone(), solvers.board.clone())
             .await
             .map_err(|source| RunError::Listen { address: address.to_string(), source })?;
         Some(responder)

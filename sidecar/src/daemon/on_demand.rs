@@ -81,6 +81,11 @@ pub(super) async fn run(
     let mut budget = OrderBudget::new(settings.orders_per_minute, Duration::from_secs(60));
     let mut refused: HashMap<String, Instant> = HashMap::new();
     while let Some(host) = reports.recv().await {
+        if let Err(why) = crate::names::validate_hostname(&host) {
+            // The API refuses these already; nothing reaches the budget.
+            tracing::info!(host, why, "on-demand: not a host name, not ordering");
+            continue;
+        }
         if refused.get(&host).is_some_and(|at| at.elapsed() < REMEMBER_NO) || fleet.lock().await.manages(&host) {
             continue;
         }

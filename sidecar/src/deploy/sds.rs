@@ -162,7 +162,7 @@ pub async fn serve_unix(
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = crate::serve::door::incoming(listener, "sds");
     let router = sink.router();
     tracing::info!(socket = %path.display(), "SDS listening");
     Ok(tokio::spawn(async move {
@@ -181,7 +181,7 @@ pub async fn serve_tcp(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| DeployError::Listen { address: address.to_string(), source })?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::serve::door::incoming(listener, "sds_tcp");
     let router = sink.router();
     tracing::info!(%address, "SDS listening");
     Ok(tokio::spawn(async move {

@@ -13,7 +13,6 @@
 //! | `POST /v1/accounts/<resolver>/rollover` | 200 + account URL |
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -22,9 +21,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+
+use crate::serve::door::{self, Limits};
 
 /// What `certs` shows for one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,41 +120,58 @@ fn query_flag(query: &str, key: &str) -> bool {
     matches!(query_value(query, key), Some("true" | "1"))
 }
 
-/// Serves one connection; with `token`, requests without it get 401.
-fn serve_connection<S>(stream: S, operations: Arc<dyn Operations>, token: Option<Arc<String>>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let service = service_fn(move |req: Request<Incoming>| {
-            let (operations, token) = (Arc::clone(&operations), token.clone());
-            async move {
-                if let Some(token) = &token {
-                    let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                    let expected = format!("Bearer {token}");
-                    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-                        tracing::warn!(path = req.uri().path(), "admin API: missing or wrong bearer token");
-                        let mut rsp = Response::new(Full::new(Bytes::from("missing or wrong bearer token\n")));
-                        *rsp.status_mut() = StatusCode::UNAUTHORIZED;
-                        rsp.headers_mut()
-                            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-                        return Ok::<_, Infallible>(rsp);
-                    }
-                }
-                let query = req.uri().query().unwrap_or_default().to_owned();
-                let (status, body) = handle(operations.as_ref(), req.method(), req.uri().path(), &query).await;
-                let mut rsp = Response::new(Full::new(Bytes::from(body)));
-                *rsp.status_mut() = status;
-                Ok::<_, Infallible>(rsp)
-            }
-        });
-        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-    });
+/// Answers one admin request; with `token`, requests without it get 401.
+async fn answer(
+    operations: Arc<dyn Operations>,
+    token: Option<Arc<String>>,
+    refusals: Arc<RefusalLog>,
+    req: Request<Incoming>,
+) -> door::Reply {
+    if let Some(token) = &token {
+        let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !given.and_then(bearer).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            refusals.note(req.uri().path());
+            let mut rsp = Response::new(Full::new(Bytes::from("missing or wrong bearer token\n")));
+            *rsp.status_mut() = StatusCode::UNAUTHORIZED;
+            rsp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return rsp;
+        }
+    }
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let (status, body) = handle(operations.as_ref(), req.method(), req.uri().path(), &query).await;
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme
+/// name is case-insensitive (RFC 9110 §11.1).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim_start_matches(' '))
 }
 
 /// Compares without an early exit, so timing does not reveal the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Logs refused admin requests at most once every [`RefusalLog::EVERY`],
+/// with the count since the last line: a probe cannot flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl RefusalLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn note(&self, path: &str) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state.0.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            tracing::warn!(path, refused = state.1, "admin API: missing or wrong bearer token");
+            *state = (Some(std::time::Instant::now()), 0);
+        }
+    }
 }
 
 /// Serves the admin API on a Unix socket (0600) until the task is aborted.
@@ -170,10 +187,9 @@ pub async fn serve(path: &Path, operations: Arc<dyn Operations>) -> std::io::Res
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "admin API listening");
-    Ok(tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            serve_connection(stream, Arc::clone(&operations), None);
-        }
+    let refusals = Arc::new(RefusalLog::default());
+    Ok(door::serve_http(listener, "admin", Limits::OPERATOR, move |req| {
+        answer(Arc::clone(&operations), None, Arc::clone(&refusals), req)
     }))
 }
 
@@ -186,10 +202,9 @@ pub async fn serve_tcp(
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "admin API listening on TCP (bearer token required)");
     let token = Arc::new(token);
-    Ok(tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            serve_connection(stream, Arc::clone(&operations), Some(Arc::clone(&token)));
-        }
+    let refusals = Arc::new(RefusalLog::default());
+    Ok(door::serve_http(listener, "admin_tcp", Limits::OPERATOR, move |req| {
+        answer(Arc::clone(&operations), Some(Arc::clone(&token)), Arc::clone(&refusals), req)
     }))
 }
 
@@ -333,6 +348,18 @@ mod tests {
                 "{wrong:?}: {refused:?}"
             );
         }
+        // The scheme name is case-insensitive (RFC 9110).
+        let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get("/v1/certificates")
+            .header(http::header::HOST, "proxy-acme")
+            .header(http::header::AUTHORIZATION, "bearer s3cret-token")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        assert_eq!(sender.send_request(req).await.expect("send").status(), StatusCode::OK);
+        assert_eq!(bearer("BEARER  tok"), Some("tok"));
+        assert_eq!(bearer("Basic tok"), None);
         // No Authorization header at all.
         let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
         let refused = send(stream, None, Method::POST, "/v1/certificates/web/renew?force=true").await;

@@ -1,27 +1,23 @@
-//! The sidecar's HTTP endpoint (hyper): challenge answers for the Envoy
-//! filter and for nginx `proxy_pass`, and `/healthz`. No business logic: it
-//! looks tokens up in `Http01Tokens` and answers.
+//! The challenge API (hyper): challenge answers for the Envoy filter and
+//! for nginx `proxy_pass`, and the filter's on-demand reports. No business
+//! logic: it looks tokens up in `Http01Tokens` (and, with a shared store,
+//! in the board's copy of other replicas' posts) and answers. The ops
+//! endpoints have their own listener ([`crate::serve::ops`]).
 //!
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /v1/http-01/<token>` + `x-proxy-acme-host: <host>` | the filter's call |
 //! | `GET /.well-known/acme-challenge/<token>` + `Host` | the public path, for nginx |
-//! | `GET /healthz` | `ok` (the process answers) |
-//! | `GET /readyz` | 200 or 503, one line per check (see [`crate::serve::health`]) |
-//! | `GET /metrics` | Prometheus metrics (see [`crate::serve::metrics`]) |
-//! | `POST /v1/on-demand` + `x-proxy-acme-host: <host>` | the filter's report of a host (`[on_demand]`): 202 queued, 429 queue full, 404 off |
+//! | `POST /v1/on-demand` + `x-proxy-acme-host: <host>` | the filter's report of a host (`[on_demand]`): 202 queued, 400 not a host name, 429 queue full, 404 off |
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use crate::names;
+use crate::serve::door::{self, Limits};
 use crate::serve::health::Readiness;
 use crate::solvers::http01::Http01Tokens;
 use crate::solvers::posts::Http01Post;
@@ -62,9 +58,6 @@ fn challenge_request<B>(req: &Request<B>) -> Option<Result<(&str, String), Reply
 
 /// Answers one request. Pure apart from reading `tokens`.
 pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/healthz" {
-        return text(StatusCode::OK, "ok\n");
-    }
     let (token, host) = match challenge_request(req) {
         None => return text(StatusCode::NOT_FOUND, "not found\n"),
         Some(Err(refused)) => return refused,
@@ -107,7 +100,9 @@ async fn answer_shared<B>(api: &Api, req: &Request<B>, local: Response<Full<Byte
 #[derive(Debug, Clone, Default)]
 pub struct Api {
     pub tokens: Http01Tokens,
-    pub readiness: Readiness,
+    /// `/healthz`, `/readyz` and `/metrics` here too: only when `[listen]
+    /// ops` is the challenge API's own address.
+    pub ops: Option<Readiness>,
     /// Reported hosts go here (`[on_demand]`); `None`: on-demand is off.
     pub on_demand: Option<tokio::sync::mpsc::Sender<String>>,
     /// Challenges posted by other replicas (shared store).
@@ -123,31 +118,24 @@ fn on_demand<B>(queue: Option<&tokio::sync::mpsc::Sender<String>>, req: &Request
     let Some(host) = host else {
         return text(StatusCode::BAD_REQUEST, "missing or invalid host\n");
     };
+    if let Err(why) = names::validate_hostname(&host) {
+        return text(StatusCode::BAD_REQUEST, format!("not a host name: {why}\n"));
+    }
     match queue.try_send(host) {
         Ok(()) => text(StatusCode::ACCEPTED, "noted\n"),
         Err(_) => text(StatusCode::TOO_MANY_REQUESTS, "on-demand queue full\n"),
     }
 }
 
-/// Answers one request, operational endpoints included.
+/// Answers one request: a challenge, an on-demand report, or (when the
+/// ops endpoints share this listener) an ops request.
 pub fn route<B>(api: &Api, req: &Request<B>) -> Response<Full<Bytes>> {
-    let (tokens, readiness) = (&api.tokens, &api.readiness);
+    if let Some(answer) = api.ops.as_ref().and_then(|readiness| crate::serve::ops::route(readiness, req)) {
+        return answer;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/on-demand") => on_demand(api.on_demand.as_ref(), req),
-        (&Method::GET, "/metrics") => {
-            let mut rsp = text(StatusCode::OK, crate::serve::metrics::metrics().encode());
-            rsp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            rsp
-        }
-        (&Method::GET, "/readyz") => {
-            let (ready, report) = readiness.report();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            text(status, if ready { format!("ready\n{report}") } else { format!("not ready\n{report}") })
-        }
-        _ => handle(tokens, req),
+        _ => handle(&api.tokens, req),
     }
 }
 
@@ -157,44 +145,19 @@ fn valid_token(token: &str) -> bool {
         && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut rsp = Response::new(Full::new(body.into()));
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-    rsp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-    rsp
-}
+use crate::serve::ops::text;
 
-/// Binds `address` and serves until the task is dropped or aborted.
+/// Binds `address` and serves until the task is aborted, within
+/// [`Limits::PUBLIC`]: the Envoy filter, nginx and the on-demand reports
+/// come through here, and so may anyone who reaches the address.
 pub async fn serve(address: SocketAddr, api: Api) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "challenge API listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let api = api.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let api = api.clone();
-                    async move {
-                        let rsp = route(&api, &req);
-                        Ok::<_, Infallible>(answer_shared(&api, &req, rsp).await)
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .max_buf_size(16 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "challenge API connection error");
-                }
-            });
+    Ok(door::serve_http(listener, "challenge_api", Limits::PUBLIC, move |req| {
+        let api = api.clone();
+        async move {
+            let rsp = route(&api, &req);
+            answer_shared(&api, &req, rsp).await
         }
     }))
 }
@@ -255,20 +218,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readyz_says_which_check_fails_and_metrics_encode() {
+    async fn ops_endpoints_only_when_they_share_this_listener() {
         let api = Api::default();
-        let readiness = &api.readiness;
-        readiness.set("store", Ok(()));
-        let ready = route(&api, &get("/readyz", &[]));
-        assert_eq!(body(ready).await, (StatusCode::OK, "ready\nok store\n".into()));
-        readiness.set("certificate:web", Err("no certificate issued yet".into()));
-        let (status, text) = body(route(&api, &get("/readyz", &[]))).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(text.contains("fail certificate:web: no certificate issued yet"), "{text}");
-        let (status, text) = body(route(&api, &get("/metrics", &[]))).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(text.ends_with("# EOF\n"), "{text}");
-        let challenge = route(&api, &get("/.well-known/acme-challenge/tok", &[("host", "a.test")]));
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(route(&api, &get(path, &[])).status(), StatusCode::NOT_FOUND, "{path} off by default");
+        }
+        let shared = Api { ops: Some(Readiness::default()), ..Api::default() };
+        shared.ops.iter().for_each(|r| r.set("store", Ok(())));
+        assert_eq!(body(route(&shared, &get("/readyz", &[]))).await, (StatusCode::OK, "ready\nok store\n".into()));
+        let challenge = route(&shared, &get("/.well-known/acme-challenge/tok", &[("host", "a.test")]));
         assert_eq!(challenge.status(), StatusCode::NOT_FOUND);
     }
 
@@ -285,6 +243,9 @@ mod tests {
         assert_eq!(route(&api, &post("A.test:80")).status(), StatusCode::ACCEPTED);
         assert_eq!(route(&api, &post("b.test")).status(), StatusCode::TOO_MANY_REQUESTS, "queue of one is full");
         assert_eq!(rx.recv().await.as_deref(), Some("a.test"));
-        assert_eq!(route(&api, &post("a..b")).status(), StatusCode::BAD_REQUEST);
+        for hostile in ["a..b", "*.ondemand.example.test", "192.0.2.1", "[::1]:443", "a_b.test"] {
+            assert_eq!(route(&api, &post(hostile)).status(), StatusCode::BAD_REQUEST, "{hostile}");
+        }
+        assert!(rx.try_recv().is_err(), "nothing refused reached the queue");
     }
 }

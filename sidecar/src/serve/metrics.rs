@@ -77,6 +77,17 @@ pub struct ProblemLabels {
     pub problem: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
 type Seconds = Family<ResolverLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the sidecar exports.
@@ -99,6 +110,8 @@ pub struct Metrics {
     pub acme_errors: Family<ProblemLabels, Counter>,
     pub orders_remaining: Family<ResolverLabels, Gauge>,
     pub on_demand: Family<DecisionLabels, Counter>,
+    pub connections: Family<ListenerLabels, Gauge>,
+    pub connections_closed: Family<ClosedLabels, Counter>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
     renew_reasons: Mutex<HashMap<String, String>>,
@@ -136,6 +149,8 @@ impl Metrics {
             acme_errors: Family::default(),
             orders_remaining: Family::default(),
             on_demand: Family::default(),
+            connections: Family::default(),
+            connections_closed: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -188,6 +203,12 @@ impl Metrics {
             "on_demand_decisions",
             "Hosts reported by the filter, by decision (allowed, asked_yes, asked_no, denied, over_budget)",
             metrics.on_demand.clone(),
+        );
+        r.register("connections_open", "Open connections per listener", metrics.connections.clone());
+        r.register(
+            "connections_closed",
+            "Connections the sidecar closed itself, per listener and reason (timeout, cap, shed, descriptors)",
+            metrics.connections_closed.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -265,6 +286,17 @@ impl Metrics {
         self.orders_remaining
             .get_or_create(&ResolverLabels { resolver: resolver.to_owned() })
             .set(i64::from(remaining));
+    }
+
+    /// One connection opened (`1`) or closed (`-1`) on `listener`.
+    pub fn connections_open(&self, listener: &str, delta: i64) {
+        self.connections.get_or_create(&ListenerLabels { listener: listener.to_owned() }).inc_by(delta);
+    }
+
+    /// `count` connections the sidecar closed on `listener`, and why.
+    pub fn connections_closed(&self, listener: &str, reason: &str, count: u64) {
+        let labels = ClosedLabels { listener: listener.to_owned(), reason: reason.to_owned() };
+        self.connections_closed.get_or_create(&labels).inc_by(count);
     }
 
     pub fn on_demand(&self, decision: &str) {

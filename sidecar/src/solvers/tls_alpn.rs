@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -21,14 +20,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use async_trait::async_trait;
 
-use super::posts::{hex, unhex, TlsAlpnPost};
+use super::posts::{hex, TlsAlpnPost};
 use super::{is_wildcard, Challenge, ChallengeKind, Presented, Solver, SolverError};
 use crate::store::board::{self, ChallengeBoard};
 
 /// The ALPN protocol ID of RFC 8737 §6.2.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
-/// How long a validator may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a challenge certificate could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -194,105 +191,6 @@ impl ResolvesServerCert for TlsAlpnCerts {
             tracing::debug!(sni = ?sni, pending = self.len(), "tls-alpn-01 handshake refused");
         }
         answer
-    }
-}
-
-/// The responder's TLS settings: `acme-tls/1` only, certificates by SNI.
-pub fn server_config(certs: &TlsAlpnCerts) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certs.clone()));
-    config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Binds `address` and answers TLS-ALPN-01 handshakes until aborted.
-pub async fn serve(
-    address: SocketAddr,
-    certs: TlsAlpnCerts,
-    board: Option<Arc<dyn ChallengeBoard>>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    serve_on(listener, certs, board)
-}
-
-/// How long a challenge certificate built from another replica's post is kept.
-const BORROWED_FOR: Duration = Duration::from_secs(60);
-
-/// Answers TLS-ALPN-01 handshakes on `listener` until aborted. Each
-/// connection is closed once its handshake ends (RFC 8737 §3: the validator
-/// sends no data). With a `board`, an SNI this replica has no challenge for
-/// is looked up among other replicas' posts before the handshake goes on.
-pub fn serve_on(
-    listener: tokio::net::TcpListener,
-    certs: TlsAlpnCerts,
-    board: Option<Arc<dyn ChallengeBoard>>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let config = server_config(&certs).map_err(std::io::Error::other)?;
-    tracing::info!(address = %listener.local_addr()?, "tls-alpn-01 responder listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let (config, certs, board) = (Arc::clone(&config), certs.clone(), board.clone());
-            tokio::spawn(async move {
-                let handshake = async {
-                    let start =
-                        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-                    let hello = start.client_hello();
-                    let sni = hello.server_name().map(str::to_ascii_lowercase);
-                    let offered = hello.alpn().is_some_and(|mut alpn| alpn.any(|p| p == ACME_TLS_ALPN));
-                    if let (Some(board), Some(sni), true) = (&board, &sni, offered) {
-                        if certs.answer(Some(sni), std::iter::once(ACME_TLS_ALPN)).is_none() {
-                            borrow(board.as_ref(), &certs, sni).await;
-                        }
-                    }
-                    start.into_stream(config).await
-                };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                    Ok(Ok(mut tls)) => {
-                        let sni = tls.get_ref().1.server_name().map(str::to_owned);
-                        tracing::debug!(%peer, sni = ?sni, "answered a tls-alpn-01 validation");
-                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls-alpn-01 handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "tls-alpn-01 handshake timed out"),
-                }
-            });
-        }
-    }))
-}
-
-/// Builds the challenge certificate another replica posted for `sni`, and
-/// keeps it for [`BORROWED_FOR`].
-async fn borrow(board: &dyn ChallengeBoard, certs: &TlsAlpnCerts, sni: &str) {
-    let post = match board.read(ChallengeKind::TlsAlpn01.as_str(), sni).await {
-        Ok(Some(bytes)) => serde_json::from_slice::<TlsAlpnPost>(&bytes).ok(),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(sni, error = %e, "cannot read the shared challenge board");
-            None
-        }
-    };
-    let Some(post) = post.filter(|p| sni_for(&p.identifier) == sni) else { return };
-    let Some(digest) = unhex(&post.digest) else { return };
-    match certs.publish(&post.identifier, &digest) {
-        Ok(published) => {
-            tracing::debug!(sni, "serving a tls-alpn-01 challenge posted by another replica");
-            tokio::spawn(async move {
-                tokio::time::sleep(BORROWED_FOR).await;
-                drop(published);
-            });
-        }
-        Err(e) => tracing::warn!(sni, error = %e, "cannot build a posted tls-alpn-01 certificate"),
     }
 }
 
