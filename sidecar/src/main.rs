@@ -204,6 +204,7 @@ fn main() -> ExitCode {
 }
 
 fn config_error(path: &Path, e: &proxy_acme::config::ConfigError) -> ExitCode {
-    eprintln!("proxy-acme: {}: {e}", path.display());
+    // One line, control characters escaped (`ConfigError::in_file`).
+    eprintln!("proxy-acme: {}", e.in_file(path));
     ExitCode::from(EXIT_CONFIG)
 }

@@ -1,9 +1,58 @@
 //! Domain names: validation of configured names and normalisation of the
 //! `Host` a validation request arrives with.
 
+use std::net::IpAddr;
+
+/// What a configured name is: an IP address (RFC 8738) or a DNS name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identifier {
+    Ip(IpAddr),
+    Dns,
+}
+
+/// Classifies a configured name. Anything with a `:` is an IPv6 address or
+/// nothing; a name whose last label is a number (`999.1.1.1`, `1.2.3`,
+/// `a.0x1f`) is an IPv4 address or nothing, as the URL standard's host
+/// parser has it (no top-level domain is numeric), so it is never ordered
+/// as a DNS name; the rest must pass [`validate_dns_name`].
+pub fn classify(name: &str) -> Result<Identifier, &'static str> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(Identifier::Ip(ip));
+    }
+    if name.contains(':') {
+        return Err("is not an IPv6 address");
+    }
+    if ends_in_a_number(name) {
+        return Err("is not an IPv4 address (four numbers 0-255, no leading zeros)");
+    }
+    validate_dns_name(name).map(|()| Identifier::Dns)
+}
+
+/// The last label (after one trailing dot) is decimal digits or `0x` hex:
+/// a resolver or browser would take the name for an IPv4 address.
+fn ends_in_a_number(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// The form two names are compared in: an IP address in its canonical text,
+/// a DNS name in lower case without a trailing dot.
+pub fn normalize_name(name: &str) -> String {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase(),
+    }
+}
+
 /// Checks a configured domain: LDH labels, 1-63 bytes each, 253 in all,
-/// lower case ASCII (IDNs must be given in their `xn--` form). A leading
-/// `*.` is allowed here; whether a wildcard can be issued is the caller's call.
+/// lower case ASCII (IDNs must be given in their `xn--` form), a last label
+/// that is not a number. A leading `*.` is allowed here; whether a wildcard
+/// can be issued is the caller's call.
 pub fn validate_dns_name(name: &str) -> Result<(), &'static str> {
     let rest = name.strip_prefix("*.").unwrap_or(name);
     if rest.is_empty() {
@@ -28,6 +77,9 @@ pub fn validate_dns_name(name: &str) -> Result<(), &'static str> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err("has a label starting or ending with '-'");
         }
+    }
+    if ends_in_a_number(rest) {
+        return Err("ends in a number, which makes it an IPv4 address, not a DNS name");
     }
     Ok(())
 }
@@ -103,6 +155,31 @@ mod tests {
         assert_eq!(validate_hostname("::1"), Err("is an IP address"));
         assert!(validate_hostname("a..example.com").is_err());
         assert!(validate_hostname("a_b.example.com").is_err());
+    }
+
+    #[test]
+    fn numbers_are_ip_addresses_or_nothing() {
+        assert_eq!(classify("1.2.3.4"), Ok(Identifier::Ip([1, 2, 3, 4].into())));
+        assert_eq!(classify("::1"), Ok(Identifier::Ip(std::net::Ipv6Addr::LOCALHOST.into())));
+        assert_eq!(classify("example.com"), Ok(Identifier::Dns));
+        assert_eq!(classify("1.2.3.example"), Ok(Identifier::Dns));
+        assert_eq!(classify("0x.example"), Ok(Identifier::Dns));
+        for bad in ["999.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "a.1", "a.0x1f", "256.0.0.0"] {
+            assert_eq!(classify(bad), Err("is not an IPv4 address (four numbers 0-255, no leading zeros)"), "{bad}");
+            assert!(validate_dns_name(bad).is_err(), "{bad:?} taken as a DNS name");
+        }
+        for bad in ["::g", "1::2::3", "[::1]", "a.test:443"] {
+            assert_eq!(classify(bad), Err("is not an IPv6 address"), "{bad}");
+        }
+        assert_eq!(normalize_host("999.1.1.1"), None);
+    }
+
+    #[test]
+    fn names_compare_in_one_form() {
+        assert_eq!(normalize_name("WWW.Example.com."), "www.example.com");
+        assert_eq!(normalize_name("0:0::1"), "::1");
+        assert_eq!(normalize_name("*.a.test"), "*.a.test");
+        assert_ne!(normalize_name("*.a.test"), normalize_name("b.a.test"));
     }
 
     #[test]

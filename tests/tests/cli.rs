@@ -108,3 +108,89 @@ fn import_exit_codes_name_the_file_and_the_field() {
     let (code, _, _) = proxy_acme(&["import", "traefik", &acme, "--config", &bad]);
     assert_eq!(code, 64);
 }
+
+/// `check` and `run` on `text`: both exit 64 with the same single stderr
+/// line and no raw control character anywhere; returns that line.
+fn refused(text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), text);
+    let mut lines = Vec::new();
+    for command in ["check", "run"] {
+        let (code, stdout, stderr) = proxy_acme(&[command, "--config", &config]);
+        assert_eq!(code, 64, "{command}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{command}: not one line: {stderr:?}");
+        let raw = |c: char| c.is_control() && c != '\n';
+        assert!(!stderr.chars().any(raw) && !stdout.chars().any(raw), "{command}: raw control character: {stderr:?}");
+        assert!(stderr.starts_with(&format!("proxy-acme: {config}: ")), "{stderr}");
+        lines.push(stderr.trim_end()[format!("proxy-acme: {config}: ").len()..].to_owned());
+    }
+    assert_eq!(lines[0], lines[1], "check and run disagree");
+    lines.swap_remove(0)
+}
+
+#[test]
+fn a_file_with_nothing_to_do_exits_64() {
+    let nothing = "certificates: nothing to do: no [[certificates]], [discover] or [on_demand] is configured";
+    assert_eq!(refused(""), nothing);
+    assert_eq!(refused(&VALID[..VALID.find("[[certificates]]").expect("certificates")]), nothing);
+}
+
+#[test]
+fn a_domain_in_two_certificates_exits_64_unless_allowed() {
+    let two = format!("{VALID}\n[[certificates]]\nname = \"api\"\ndomains = [\"api.example.com\", \"example.com\"]\nresolver = \"le\"\n");
+    assert_eq!(
+        refused(&two),
+        "certificates[1].domains[1]: 'example.com' is already in certificates[0]; to order it in both, set \
+         allow_shared_domains = true at the top of the file"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allowed = config_file(dir.path(), &format!("allow_shared_domains = true\n{two}"));
+    let (code, stdout, stderr) = proxy_acme(&["check", "--config", &allowed]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 resolvers, 2 certificates)"), "{stdout}");
+}
+
+#[test]
+fn invalid_ip_literals_exit_64() {
+    for (bad, why) in [
+        ("999.1.1.1", "is not an IPv4 address (four numbers 0-255, no leading zeros)"),
+        ("1.2.3", "is not an IPv4 address (four numbers 0-255, no leading zeros)"),
+        ("::g", "is not an IPv6 address"),
+    ] {
+        let text = VALID.replace("[\"example.com\"]", &format!("[\"example.com\", \"{bad}\"]"));
+        assert_eq!(refused(&text), format!("certificates[0].domains[1]: '{bad}' {why}"));
+    }
+}
+
+#[test]
+fn more_than_100_names_exit_64() {
+    let names: Vec<String> = (0..200).map(|i| format!("\"n{i}.example.com\"")).collect();
+    let text = VALID.replace("[\"example.com\"]", &format!("[{}]", names.join(", ")));
+    assert_eq!(
+        refused(&text),
+        "certificates[0].domains: has 200 names; a certificate may have at most 100 (Let's Encrypt's limit): split it"
+    );
+}
+
+#[test]
+fn toml_errors_are_one_line_naming_the_field() {
+    let text = VALID.replace("[\"example.com\"]", "\"x\"");
+    assert_eq!(
+        refused(&text),
+        "line 8, column 11: certificates[0].domains: invalid type: string \"x\", expected a sequence"
+    );
+    assert_eq!(refused("[resolvers.le\n"), "line 1, column 14: unclosed table, expected `]`");
+}
+
+#[test]
+fn control_characters_are_never_echoed_raw() {
+    // TOML escapes put ESC, BEL and NUL into values; the terminal gets `\u{..}`.
+    let esc = VALID.replace("\"example.com\"", "\"\\u001b]0;pwned\\u0007.example.com\"");
+    assert!(
+        refused(&esc).starts_with("certificates[0].domains[0]: '\\u{1b}]0;pwned\\u{7}.example.com' may contain only")
+    );
+    let nul = VALID.replace("name = \"web\"", "name = \"web\\u0000\"");
+    assert!(refused(&nul).starts_with("certificates[0].name: 'web\\u{0}' must be"));
+    let parser_echo = VALID.replace("http_challenge = {}", "http_challenge = {}\nkey_type = \"\\u001b[2J\"");
+    assert!(refused(&parser_echo).contains("resolvers.le.key_type: unknown variant `\\u{1b}[2J`"));
+}

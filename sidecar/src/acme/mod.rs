@@ -133,12 +133,20 @@ impl AcmeError {
     }
 
     /// Whether the failure belongs to the challenge type, so the next
-    /// configured type may succeed where this one did not.
+    /// configured type may succeed where this one did not: the CA's verdict
+    /// ([`Self::is_invalid`]), the CA not offering the type, or the solver
+    /// (a DNS provider, the propagation check) failing to present it.
     pub fn is_challenge_failure(&self) -> bool {
+        self.is_invalid() || matches!(self, Self::NoChallenge(..) | Self::Solver(_) | Self::Dns(_))
+    }
+
+    /// The CA validated a challenge and found it invalid (an invalid
+    /// authorization, or one of the validation errors of RFC 8555 §6.7).
+    /// A provider or transport failure on our side is not this: it is an
+    /// error worth retrying, and the challenge metric counts it as `error`.
+    pub fn is_invalid(&self) -> bool {
         match self {
-            Self::Authorization { .. } | Self::NoChallenge(..) | Self::Solver(_) | Self::Dns(_) => true,
-            // The validation errors of RFC 8555 §6.7, as the CA reports them
-            // for an invalid challenge.
+            Self::Authorization { .. } => true,
             Self::Protocol(instant_acme::Error::Api(problem)) => matches!(
                 problem.r#type.as_deref(),
                 Some(
@@ -150,6 +158,16 @@ impl AcmeError {
                 )
             ),
             _ => false,
+        }
+    }
+
+    /// The `result` label of `proxy_acme_challenges_total` for a failed
+    /// attempt: `invalid` for the CA's verdict, `error` for the rest.
+    pub fn challenge_result(&self) -> &'static str {
+        if self.is_invalid() {
+            "invalid"
+        } else {
+            "error"
         }
     }
 
@@ -171,5 +189,35 @@ impl AcmeError {
             Self::Authorization { identifier, .. } => Some(identifier),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_cas_verdict_counts_as_invalid() {
+        let provider = AcmeError::Dns(crate::dns::DnsError::provider("rfc2136", "connection refused", true));
+        assert_eq!(provider.challenge_result(), "error");
+        assert!(provider.is_challenge_failure(), "a provider failure still falls back to the next challenge type");
+        let not_offered = AcmeError::NoChallenge("dns-01", "a.test".into());
+        assert_eq!(not_offered.challenge_result(), "error");
+        let verdict = AcmeError::Authorization {
+            identifier: "a.test".into(),
+            status: "invalid".into(),
+            detail: "incorrect TXT record".into(),
+        };
+        assert_eq!(verdict.challenge_result(), "invalid");
+        assert!(verdict.is_challenge_failure());
+        let refused = AcmeError::Protocol(instant_acme::Error::Api(instant_acme::Problem {
+            r#type: Some("urn:ietf:params:acme:error:unauthorized".into()),
+            detail: None,
+            status: Some(403),
+            subproblems: Vec::new(),
+        }));
+        assert_eq!(refused.challenge_result(), "invalid");
+        let outage = AcmeError::Protocol(instant_acme::Error::Str("connection reset"));
+        assert_eq!(outage.challenge_result(), "error");
     }
 }

@@ -13,8 +13,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::names;
-
+mod certificates;
 mod check;
 mod discover;
 mod files;
@@ -23,10 +22,13 @@ use crate::serve::served::ServedCheck;
 pub use crate::solvers::ChallengeKind;
 pub use discover::{Discover, OnDemand};
 mod dns;
+mod error;
 mod resolver;
 mod storage;
 use crate::store::Storage;
+pub use certificates::MAX_NAMES;
 pub use dns::DnsChallenge;
+pub use error::{escape_controls, ConfigError};
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, RateLimit, Resolver, TlsChallenge};
 
@@ -37,6 +39,11 @@ pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// A name may be in several `[[certificates]]` (say an RSA and an ECDSA
+    /// certificate for the same names); without it that is refused as a
+    /// mistake. A top-level key: it goes before the first table.
+    #[serde(default)]
+    pub allow_shared_domains: bool,
     #[serde(default)]
     pub storage: Storage,
     #[serde(default)]
@@ -207,29 +214,11 @@ pub struct Certificate {
     pub resolver: String,
 }
 
-/// A configuration error: the field's path and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
-    Parse(String),
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-}
-
-impl ConfigError {
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
-    }
-}
-
 impl FromStr for Config {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // toml's error already names the key path and the line.
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &e))
     }
 }
 
@@ -322,61 +311,20 @@ impl Config {
                 "none of sds_socket, sds_address, sds_directory or [nginx] is set: no proxy would get certificates",
             ));
         }
-        let mut seen = BTreeMap::new();
-        for (i, cert) in self.certificates.iter().enumerate() {
-            let field = format!("certificates[{i}]");
-            validate_certificate_name(&format!("{field}.name"), &cert.name)?;
-            if let Some(first) = seen.insert(cert.name.as_str(), i) {
-                return Err(ConfigError::invalid(
-                    format!("{field}.name"),
-                    format!("'{}' is already used by certificates[{first}]", cert.name),
-                ));
-            }
-            if cert.domains.is_empty() {
-                return Err(ConfigError::invalid(format!("{field}.domains"), "must name at least one domain"));
-            }
-            for (j, domain) in cert.domains.iter().enumerate() {
-                if domain.parse::<std::net::IpAddr>().is_ok() {
-                    continue; // RFC 8738 IP identifier
-                }
-                if let Err(why) = names::validate_dns_name(domain) {
-                    return Err(ConfigError::invalid(format!("{field}.domains[{j}]"), format!("'{domain}' {why}")));
-                }
-                let dns = self.resolvers.get(&cert.resolver).is_some_and(|r| r.dns_challenge.is_some());
-                if domain.starts_with("*.") && !dns {
-                    return Err(ConfigError::invalid(
-                        format!("{field}.domains[{j}]"),
-                        format!(
-                            "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
-                            cert.resolver
-                        ),
-                    ));
-                }
-            }
-            if !self.resolvers.contains_key(&cert.resolver) {
-                let known: Vec<&str> = self.resolvers.keys().map(String::as_str).collect();
-                return Err(ConfigError::invalid(
-                    format!("{field}.resolver"),
-                    format!("no resolver named '{}' (known: {})", cert.resolver, known.join(", ")),
-                ));
-            }
+        if self.certificates.is_empty() && self.discover.is_none() && self.on_demand.is_none() {
+            return Err(ConfigError::invalid(
+                "certificates",
+                "nothing to do: no [[certificates]], [discover] or [on_demand] is configured",
+            ));
         }
-        Ok(())
+        certificates::validate(&self.certificates, &self.resolvers, self.allow_shared_domains)
     }
-}
-
-/// Certificate names become directory names and SDS secret names.
-fn validate_certificate_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with('.') {
-        return Err(ConfigError::invalid(
-            field,
-            format!("'{name}' must be 1-128 of letters, digits, '-', '_', '.', not starting with '.'"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 #[path = "mod_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "refusals_tests.rs"]
+mod refusals_tests;

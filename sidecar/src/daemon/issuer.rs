@@ -126,8 +126,7 @@ impl Issuer {
             let result = self.ca.issue(&certificate.resolver, request, solver.as_ref()).await;
             let outcome = match &result {
                 Ok(_) => "valid",
-                Err(e) if e.is_challenge_failure() => "invalid",
-                Err(_) => "error",
+                Err(e) => e.challenge_result(),
             };
             crate::serve::metrics::metrics().challenge(kind.as_str(), outcome, started.elapsed());
             match result {

@@ -1,0 +1,99 @@
+//! `[[certificates]]`, validated: names that can become directories and SDS
+//! secret names, identifiers a CA can issue for, and each name in one
+//! certificate only unless `allow_shared_domains` says otherwise.
+
+use std::collections::BTreeMap;
+
+use super::{Certificate, ConfigError, Resolver};
+use crate::names::{self, Identifier};
+
+/// Let's Encrypt's limit of names (identifiers) in one order.
+pub const MAX_NAMES: usize = 100;
+
+pub(super) fn validate(
+    certificates: &[Certificate],
+    resolvers: &BTreeMap<String, Resolver>,
+    allow_shared_domains: bool,
+) -> Result<(), ConfigError> {
+    let mut names_seen = BTreeMap::new();
+    // Normalised domain -> the first certificate that has it.
+    let mut domains_seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, cert) in certificates.iter().enumerate() {
+        let field = format!("certificates[{i}]");
+        validate_certificate_name(&format!("{field}.name"), &cert.name)?;
+        if let Some(first) = names_seen.insert(cert.name.as_str(), i) {
+            return Err(ConfigError::invalid(
+                format!("{field}.name"),
+                format!("'{}' is already used by certificates[{first}]", cert.name),
+            ));
+        }
+        if cert.domains.is_empty() {
+            return Err(ConfigError::invalid(format!("{field}.domains"), "must name at least one domain"));
+        }
+        if cert.domains.len() > MAX_NAMES {
+            return Err(ConfigError::invalid(
+                format!("{field}.domains"),
+                format!(
+                    "has {} names; a certificate may have at most {MAX_NAMES} (Let's Encrypt's limit): split it",
+                    cert.domains.len()
+                ),
+            ));
+        }
+        let dns = resolvers.get(&cert.resolver).is_some_and(|r| r.dns_challenge.is_some());
+        for (j, domain) in cert.domains.iter().enumerate() {
+            let field = format!("{field}.domains[{j}]");
+            match names::classify(domain) {
+                Err(why) => return Err(ConfigError::invalid(field, format!("'{domain}' {why}"))),
+                Ok(Identifier::Dns) if domain.starts_with("*.") && !dns => {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!(
+                            "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
+                            cert.resolver
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+            }
+            let name = names::normalize_name(domain);
+            if let Some(l) = cert.domains[..j].iter().position(|d| names::normalize_name(d) == name) {
+                return Err(ConfigError::invalid(field, format!("'{domain}' is listed twice (also domains[{l}])")));
+            }
+            match domains_seen.get(&name) {
+                Some(&k) if !allow_shared_domains => {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!(
+                            "'{domain}' is already in certificates[{k}]; to order it in both, set \
+                             allow_shared_domains = true at the top of the file"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    domains_seen.insert(name, i);
+                }
+            }
+        }
+        if !resolvers.contains_key(&cert.resolver) {
+            let known: Vec<&str> = resolvers.keys().map(String::as_str).collect();
+            return Err(ConfigError::invalid(
+                format!("{field}.resolver"),
+                format!("no resolver named '{}' (known: {})", cert.resolver, known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Certificate names become directory names and SDS secret names.
+fn validate_certificate_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with('.') {
+        return Err(ConfigError::invalid(
+            field,
+            format!("'{name}' must be 1-128 of letters, digits, '-', '_', '.', not starting with '.'"),
+        ));
+    }
+    Ok(())
+}
