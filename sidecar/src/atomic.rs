@@ -319,43 +319,5 @@ pub fn prune(parent: &Path, stale: impl Fn(&str) -> bool) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_file_replaces_whole_with_the_exact_mode_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.json");
-        write_file(&path, b"one", 0o600).unwrap();
-        write_file(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
-    }
-
-    #[test]
-    fn a_failed_version_write_removes_its_temp_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        // Two files of the same name: the second create_new fails half-way.
-        let err = write_version(dir.path(), "v1", &[("x", b"1", 0o600), ("x", b"2", 0o600)]).unwrap_err();
-        assert!(err.path.ends_with("x"), "{err}");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "temp left behind");
-    }
-
-    #[test]
-    fn a_link_swap_points_at_the_new_version_and_prune_keeps_what_is_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        for v in ["v1", "v2", "v3"] {
-            write_version(dir.path(), v, &[("f", v.as_bytes(), 0o644)]).unwrap();
-            point_link(dir.path(), "live", Path::new(v)).unwrap();
-        }
-        fs::create_dir(dir.path().join(".v9.tmp-1-1")).unwrap();
-        assert_eq!(fs::read(dir.path().join("live/f")).unwrap(), b"v3");
-        prune(dir.path(), |name| name.starts_with('v') && name != "v3" && name != "v2");
-        let mut names: Vec<_> =
-            fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
-        names.sort();
-        assert_eq!(names, ["live", "v2", "v3"]);
-    }
-}
+#[path = "atomic_tests.rs"]
+mod tests;

@@ -169,4 +169,37 @@ mod tests {
         sink.deploy("web", &Arc::new(second.clone())).await.unwrap();
         assert_eq!(fs::read_link(root.path().join("web/..data")).unwrap(), data_after, "unchanged: no new version");
     }
+
+    #[tokio::test]
+    async fn links_planted_in_a_secret_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let sink = FileSdsSink::new(root.path()).unwrap();
+        let bundle = Arc::new(crate::cert::placeholder(&["a.example".to_owned()]).unwrap());
+        let dir = root.path().join("web");
+        std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{}: is a symlink proxy-acme did not create; refusing to write through it", dir.display())
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
+
+        // secret.json pointed elsewhere, ..data pointed out of the directory
+        fs::remove_file(&dir).unwrap();
+        sink.deploy("web", &bundle).await.unwrap();
+        let file = dir.join(FILE);
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: is a symlink to \"/dev/zero\"", file.display())), "{err}");
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(format!("{DATA}/{FILE}"), &file).unwrap();
+        let data = dir.join(DATA);
+        fs::remove_file(&data).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &data).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: is a symlink to", data.display())), "{err}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
+    }
 }
