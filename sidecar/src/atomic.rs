@@ -16,7 +16,7 @@
 //! Below a root the operator configured, proxy-acme follows no symlink it
 //! did not create (see [`own_dir`], [`own_link`], [`read_file`]): a
 //! directory it writes in must be a real directory, a link it swaps must
-//! point at a version directory beside it, and a file it reads must be a
+//! point at a directory beside it, and a file it reads must be a
 //! regular file, opened without following a symlink, read up to a cap.
 //! The root itself may be a symlink: the operator chose it.
 //!
@@ -49,7 +49,7 @@ pub fn on(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 pub enum Refused {
     #[error("is a symlink proxy-acme did not create; refusing to {0} through it")]
     Symlink(&'static str),
-    #[error("is a symlink to {0:?}, not one proxy-acme made; refusing to follow it")]
+    #[error("is a symlink to {0:?}, not to a directory beside it; refusing to follow it")]
     StrayLink(String),
     #[error("is {0}, not a directory")]
     NotDirectory(&'static str),
@@ -155,12 +155,12 @@ pub fn is_own_dir(dir: &Path) -> Result<bool, FileError> {
     }
 }
 
-/// The version `<parent>/<link>` points at, when it is a link
-/// [`point_link`] made: one name starting with `prefix`, beside the link,
-/// that is a real directory (or is gone: a removed version is not a
-/// hostile one). `None` when there is no link; an error naming the link
-/// when it is anything else.
-pub fn own_link(parent: &Path, link: &str, prefix: &str) -> Result<Option<String>, FileError> {
+/// The directory `<parent>/<link>` points at, when it is a link like the
+/// ones [`point_link`] makes: one name, beside the link, of a real
+/// directory (or of none: a removed version is not a hostile one). `None`
+/// when there is no link; an error naming the link when it is anything
+/// else (a link out of `parent`, to a symlink, or not a link).
+pub fn own_link(parent: &Path, link: &str) -> Result<Option<String>, FileError> {
     let path = parent.join(link);
     let meta = match fs::symlink_metadata(&path) {
         Ok(meta) => meta,
@@ -176,7 +176,7 @@ pub fn own_link(parent: &Path, link: &str, prefix: &str) -> Result<Option<String
     let (Some(std::path::Component::Normal(name)), None) = (parts.next(), parts.next()) else {
         return Err(stray());
     };
-    let name = name.to_str().filter(|n| n.starts_with(prefix) && !is_temp(n)).ok_or_else(stray)?.to_owned();
+    let name = name.to_str().ok_or_else(stray)?.to_owned();
     match fs::symlink_metadata(parent.join(&name)) {
         Ok(meta) if meta.is_dir() => Ok(Some(name)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(name)),

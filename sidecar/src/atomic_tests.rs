@@ -99,33 +99,33 @@ fn own_dir_creates_a_missing_directory_and_refuses_a_symlink_or_a_file() {
 }
 
 #[test]
-fn own_link_accepts_only_a_version_beside_it() {
+fn own_link_accepts_only_a_directory_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    assert_eq!(own_link(dir.path(), "live", "v").unwrap(), None);
+    assert_eq!(own_link(dir.path(), "live").unwrap(), None);
     write_version(dir.path(), "v1", &[("f", b"1", 0o600)]).unwrap();
     point_link(dir.path(), "live", Path::new("v1")).unwrap();
-    assert_eq!(own_link(dir.path(), "live", "v").unwrap().as_deref(), Some("v1"));
+    assert_eq!(own_link(dir.path(), "live").unwrap().as_deref(), Some("v1"));
 
     // A version that was removed is not hostile: the readers find nothing.
     point_link(dir.path(), "live", Path::new("v9")).unwrap();
-    assert_eq!(own_link(dir.path(), "live", "v").unwrap().as_deref(), Some("v9"));
+    assert_eq!(own_link(dir.path(), "live").unwrap().as_deref(), Some("v9"));
 
-    for target in [outside.path().to_owned(), PathBuf::from("../v1"), PathBuf::from("x1")] {
+    for target in [outside.path().to_owned(), PathBuf::from("../v1"), PathBuf::from("v1/f")] {
         point_link(dir.path(), "live", &target).unwrap();
-        let err = own_link(dir.path(), "live", "v").unwrap_err();
+        let err = own_link(dir.path(), "live").unwrap_err();
         assert!(refusal(&err).starts_with("is a symlink to"), "{err}");
         assert!(err.path.ends_with("live"), "{err}");
     }
     // A version directory replaced by a symlink out of the tree.
     std::os::unix::fs::symlink(outside.path(), dir.path().join("v2")).unwrap();
     point_link(dir.path(), "live", Path::new("v2")).unwrap();
-    assert!(own_link(dir.path(), "live", "v").is_err());
+    assert!(own_link(dir.path(), "live").is_err());
 
     fs::remove_file(dir.path().join("live")).unwrap();
     fs::create_dir(dir.path().join("live")).unwrap();
     assert_eq!(
-        refusal(&own_link(dir.path(), "live", "v").unwrap_err()),
+        refusal(&own_link(dir.path(), "live").unwrap_err()),
         "is a directory, not the symlink proxy-acme creates"
     );
 }

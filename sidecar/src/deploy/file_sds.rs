@@ -15,8 +15,8 @@
 //! others, however many there are.
 //!
 //! Below the root nothing is followed that this module did not create:
-//! `<name>` must be a real directory, `..data` a link to a `..v*`
-//! directory beside it and `secret.json` the link to `..data/secret.json`;
+//! `<name>` must be a real directory, `..data` a link to a directory
+//! beside it and `secret.json` the link to `..data/secret.json`;
 //! anything else there is refused with an error naming it.
 
 use std::fs;
@@ -99,7 +99,7 @@ pub fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(atomic::on(&file_link)(e).into()),
     };
-    if let Some(current) = atomic::own_link(dir, DATA, "..v")? {
+    if let Some(current) = atomic::own_link(dir, DATA)? {
         let current = atomic::read_text(&dir.join(current).join(file_name), READ_CAP);
         if has_link && current.is_ok_and(|current| current == contents) {
             return Ok(false);

@@ -218,7 +218,8 @@ async fn a_version_directory_replaced_by_a_symlink_is_refused() {
     symlink(outside.path(), &cert_dir.join(&live));
 
     let err = err_text(store.save_certificate("web", &bundle("b.example")).await);
-    let expected = format!("{}: is a symlink to {:?}, not one proxy-acme made", cert_dir.join("live").display(), live);
+    let expected =
+        format!("{}: is a symlink to {:?}, not to a directory beside it", cert_dir.join("live").display(), live);
     assert!(err.starts_with(&expected), "{err}");
     assert!(err_text(store.load_certificate("web").await).starts_with(&expected));
     assert_eq!(entries(outside.path()), ["fullchain.pem"], "written outside");

@@ -13,8 +13,8 @@
 //! Used by the file store and by the nginx target.
 //!
 //! Below the root nothing is followed that this module did not create:
-//! `<name>` must be a real directory, `live` a link to a `v*` directory
-//! beside it, and the PEM files regular files of at most 1 MiB
+//! `<name>` must be a real directory, `live` a link to a directory beside
+//! it, and the PEM files regular files of at most 1 MiB
 //! (see [`atomic::own_dir`]). A symlink planted there is refused with an
 //! error naming it, and nothing is written through it.
 
@@ -87,7 +87,7 @@ impl PemTree {
         if !atomic::is_own_dir(&cert_dir)? {
             return Ok(None);
         }
-        Ok(atomic::own_link(&cert_dir, LIVE, "v")?)
+        Ok(atomic::own_link(&cert_dir, LIVE)?)
     }
 
     /// Points `live` at `version` (which must be a directory beside it)
