@@ -13,11 +13,18 @@
 //! full disk. A crash can still leave a temp (nothing runs after `kill -9`);
 //! [`prune`] takes those away on the next write.
 //!
+//! Below a root the operator configured, proxy-acme follows no symlink it
+//! did not create (see [`own_dir`], [`own_link`], [`read_file`]): a
+//! directory it writes in must be a real directory, a link it swaps must
+//! point at a directory beside it, and a file it reads must be a
+//! regular file, opened without following a symlink, read up to a cap.
+//! The root itself may be a symlink: the operator chose it.
+//!
 //! This module reads no configuration and knows nothing of certificates.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, File, FileType, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -34,6 +41,62 @@ pub struct FileError {
 /// Maps an `io::Error` on `path` to a [`FileError`].
 pub fn on(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     move |source| FileError { path: path.to_owned(), source }
+}
+
+/// Why a path below a root is not one proxy-acme writes in or reads: the
+/// `source` of a [`FileError`] naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("is a symlink proxy-acme did not create; refusing to {0} through it")]
+    Symlink(&'static str),
+    #[error("is a symlink to {0:?}, not to a directory beside it; refusing to follow it")]
+    StrayLink(String),
+    #[error("is {0}, not a directory")]
+    NotDirectory(&'static str),
+    #[error("is {0}, not the symlink proxy-acme creates")]
+    NotLink(&'static str),
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+impl FileError {
+    /// `path` is refused for `why`.
+    pub fn refused(path: &Path, why: Refused) -> Self {
+        Self { path: path.to_owned(), source: std::io::Error::other(why) }
+    }
+
+    /// Whether the path does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::NotFound
+    }
+
+    /// What was refused, when the path is not one proxy-acme may use.
+    pub fn refusal(&self) -> Option<&Refused> {
+        self.source.get_ref().and_then(|e| e.downcast_ref::<Refused>())
+    }
+}
+
+/// What a file type is, for messages.
+pub fn kind_of(file_type: FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "a symlink"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
 }
 
 /// Names temp files apart within one process (the pid parts processes).
@@ -55,6 +118,111 @@ pub fn version_name(prefix: &str) -> String {
 /// Creates `dir` and its parents, each new one with `mode`.
 pub fn create_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
     DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(on(dir))
+}
+
+/// Makes sure `dir`, a directory proxy-acme owns below a root, is a real
+/// directory: created with `mode` when missing (its parent must exist),
+/// refused when it is a symlink or anything else. Call it for each level
+/// below the root, from the top, before writing in the last one.
+pub fn own_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
+    for _ in 0..2 {
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(FileError::refused(dir, Refused::Symlink("write")))
+            }
+            Ok(meta) => return Err(FileError::refused(dir, Refused::NotDirectory(kind_of(meta.file_type())))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match DirBuilder::new().mode(mode).create(dir) {
+                // Another writer made it in between: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                made => return made.map_err(on(dir)),
+            },
+            Err(e) => return Err(on(dir)(e)),
+        }
+    }
+    Err(FileError::refused(dir, Refused::NotDirectory("changing under us")))
+}
+
+/// Whether `dir` exists as a real directory; `false` when missing, an
+/// error naming it when it is a symlink or not a directory.
+pub fn is_own_dir(dir: &Path) -> Result<bool, FileError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(meta) if meta.file_type().is_symlink() => Err(FileError::refused(dir, Refused::Symlink("read"))),
+        Ok(meta) => Err(FileError::refused(dir, Refused::NotDirectory(kind_of(meta.file_type())))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(on(dir)(e)),
+    }
+}
+
+/// The directory `<parent>/<link>` points at, when it is a link like the
+/// ones [`point_link`] makes: one name, beside the link, of a real
+/// directory (or of none: a removed version is not a hostile one). `None`
+/// when there is no link; an error naming the link when it is anything
+/// else (a link out of `parent`, to a symlink, or not a link).
+pub fn own_link(parent: &Path, link: &str) -> Result<Option<String>, FileError> {
+    let path = parent.join(link);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(on(&path)(e)),
+    };
+    if !meta.file_type().is_symlink() {
+        return Err(FileError::refused(&path, Refused::NotLink(kind_of(meta.file_type()))));
+    }
+    let target = fs::read_link(&path).map_err(on(&path))?;
+    let stray = || FileError::refused(&path, Refused::StrayLink(target.display().to_string()));
+    let mut parts = target.components();
+    let (Some(std::path::Component::Normal(name)), None) = (parts.next(), parts.next()) else {
+        return Err(stray());
+    };
+    let name = name.to_str().ok_or_else(stray)?.to_owned();
+    match fs::symlink_metadata(parent.join(&name)) {
+        Ok(meta) if meta.is_dir() => Ok(Some(name)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(name)),
+        _ => Err(stray()),
+    }
+}
+
+/// Reads the regular file `path`, at most `cap` bytes, without following
+/// a symlink (the last component; [`own_dir`] checks the others) and
+/// without blocking on a FIFO: anything but a regular file is refused
+/// before a byte is read, and a file larger than `cap` is refused too.
+pub fn read_file(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // ELOOP: the last component is a symlink; ENXIO: a socket.
+        Err(e) => {
+            return Err(match fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => FileError::refused(path, Refused::Symlink("read")),
+                Ok(meta) if !meta.is_file() => FileError::refused(path, Refused::NotRegular(kind_of(meta.file_type()))),
+                _ => on(path)(e.into()),
+            })
+        }
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(on(path))?;
+    if !meta.is_file() {
+        return Err(FileError::refused(path, Refused::NotRegular(kind_of(meta.file_type()))));
+    }
+    if meta.len() > cap {
+        return Err(FileError::refused(path, Refused::TooLarge(cap)));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow after the fstat: read one byte past the cap to see.
+    file.take(cap.saturating_add(1)).read_to_end(&mut data).map_err(on(path))?;
+    if data.len() as u64 > cap {
+        return Err(FileError::refused(path, Refused::TooLarge(cap)));
+    }
+    Ok(data)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(path: &Path, cap: u64) -> Result<String, FileError> {
+    String::from_utf8(read_file(path, cap)?)
+        .map_err(|_| on(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
 }
 
 /// Writes a new file with exactly `mode` and fsyncs it. The file must not exist.
@@ -151,43 +319,5 @@ pub fn prune(parent: &Path, stale: impl Fn(&str) -> bool) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_file_replaces_whole_with_the_exact_mode_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.json");
-        write_file(&path, b"one", 0o600).unwrap();
-        write_file(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
-    }
-
-    #[test]
-    fn a_failed_version_write_removes_its_temp_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        // Two files of the same name: the second create_new fails half-way.
-        let err = write_version(dir.path(), "v1", &[("x", b"1", 0o600), ("x", b"2", 0o600)]).unwrap_err();
-        assert!(err.path.ends_with("x"), "{err}");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "temp left behind");
-    }
-
-    #[test]
-    fn a_link_swap_points_at_the_new_version_and_prune_keeps_what_is_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        for v in ["v1", "v2", "v3"] {
-            write_version(dir.path(), v, &[("f", v.as_bytes(), 0o644)]).unwrap();
-            point_link(dir.path(), "live", Path::new(v)).unwrap();
-        }
-        fs::create_dir(dir.path().join(".v9.tmp-1-1")).unwrap();
-        assert_eq!(fs::read(dir.path().join("live/f")).unwrap(), b"v3");
-        prune(dir.path(), |name| name.starts_with('v') && name != "v3" && name != "v2");
-        let mut names: Vec<_> =
-            fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
-        names.sort();
-        assert_eq!(names, ["live", "v2", "v3"]);
-    }
-}
+#[path = "atomic_tests.rs"]
+mod tests;

@@ -69,6 +69,9 @@ pub struct CertInfo {
     pub names: Vec<String>,
     /// The leaf key's type, when it is one we issue.
     pub key_type: Option<KeyType>,
+    /// Whether the leaf is self-signed: its issuer is its subject, or its
+    /// own key verifies its signature. No CA issued it.
+    pub self_signed: bool,
 }
 
 /// Why a certificate or key was refused.
@@ -84,13 +87,20 @@ pub enum CertError {
     KeyMismatch,
     #[error("certificate does not cover {0}")]
     MissingName(String),
+    #[error("the certificate chain holds a private key block; it would be written where others may read it")]
+    KeyInChain,
     #[error("cannot build key or CSR: {0}")]
     Generate(String),
 }
 
 /// Parses `bundle`, checks the key belongs to the leaf and, when given, that
-/// the leaf covers every one of `domains`.
+/// the leaf covers every one of `domains`. A chain holding a private key
+/// block is refused: the chain goes to files and places others may read
+/// (`fullchain.pem` is 0644), the key only to 0600 ones.
 pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, CertError> {
+    if bundle.fullchain_pem.contains("PRIVATE KEY-----") {
+        return Err(CertError::KeyInChain);
+    }
     let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.fullchain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Parse(e.to_string()))?;
@@ -111,6 +121,7 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         not_after: to_system_time(leaf.validity().not_after.timestamp()),
         names: subject_alt_names(&leaf),
         key_type: key_type_of(&leaf),
+        self_signed: leaf.subject().as_raw() == leaf.issuer().as_raw() || leaf.verify_signature(None).is_ok(),
     };
     if let Some(domains) = domains {
         info.covers(domains)?;

@@ -60,3 +60,39 @@ fn csr_carries_the_names_and_key_types_generate() {
         assert!(text.contains("a.example") && text.contains("b.example"), "{text}");
     }
 }
+
+#[test]
+fn self_signed_leaves_are_told_from_issued_ones() {
+    assert!(inspect(&issued(&["a.example"]), None).unwrap_or_else(|e| panic!("{e}")).self_signed);
+
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Test CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let leaf = CertificateParams::new(vec!["a.example".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    let cert = leaf.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = Bundle { fullchain_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) };
+    assert!(!inspect(&bundle, None).unwrap_or_else(|e| panic!("{e}")).self_signed);
+
+    // An issuer name that is not its subject does not hide a self-signature.
+    let mut forged = CertificateParams::new(vec!["a.example".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    forged.distinguished_name.push(DnType::CommonName, "a.example");
+    let own_params = CertificateParams::default();
+    let own = rcgen::Issuer::from_params(&own_params, &key);
+    let cert = forged.signed_by(&key, &own).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = Bundle { fullchain_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) };
+    let info = inspect(&bundle, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(info.self_signed);
+}
+
+#[test]
+fn a_chain_holding_a_private_key_is_refused() {
+    let bundle = issued(&["a.example"]);
+    let leaky = Bundle {
+        fullchain_pem: format!("{}{}", bundle.fullchain_pem, bundle.key_pem.expose()),
+        key_pem: bundle.key_pem,
+    };
+    assert!(matches!(inspect(&leaky, None), Err(CertError::KeyInChain)));
+}

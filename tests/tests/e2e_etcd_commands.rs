@@ -26,6 +26,26 @@ fn cli(config: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A certificate for `domain` from a throwaway CA, valid for 90 days from
+/// yesterday: what import takes (it refuses self-signed ones).
+fn ca_issued(domain: &str) -> proxy_acme::cert::Bundle {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "proxy-acme test CA (import)");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut leaf = CertificateParams::new(vec![domain.to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    let now = time::OffsetDateTime::now_utc();
+    (leaf.not_before, leaf.not_after) = (now - time::Duration::days(1), now + time::Duration::days(89));
+    let cert = leaf.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
+    proxy_acme::cert::Bundle {
+        fullchain_pem: cert.pem(),
+        key_pem: proxy_acme::cert::SecretPem::new(key.serialize_pem()),
+    }
+}
+
 /// Every key and value under the test's prefix.
 async fn etcd_values(endpoints: &[String]) -> Vec<(String, Vec<u8>)> {
     let mut client = etcd_client::Client::connect(endpoints, None).await.unwrap_or_else(|e| panic!("{e}"));
@@ -157,7 +177,7 @@ async fn offline_commands_read_and_write_the_etcd_store() {
 
     // import: a Traefik certificate for a second entry lands in etcd.
     let imported_domain = "imported.etcd.test";
-    let bundle = proxy_acme::cert::placeholder(&[imported_domain.to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = ca_issued(imported_domain);
     let imported_serial = proxy_acme::cert::inspect(&bundle, None).unwrap_or_else(|e| panic!("{e}")).serial_hex;
     let acme_json = dir.join("acme.json");
     write(&acme_json, &traefik_json(imported_domain, &bundle.fullchain_pem, bundle.key_pem.expose()));

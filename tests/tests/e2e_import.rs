@@ -22,6 +22,12 @@ fn proxy_acme(config: &Path, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// Pebble issuing for 90 days, as Let's Encrypt does: its default (5 years)
+/// is longer than any CA may issue, and import refuses such certificates.
+fn ninety_days() -> PebbleOptions {
+    PebbleOptions { validity_secs: Some(90 * 86_400), ..PebbleOptions::default() }
+}
+
 /// The serial of the first certificate in a PEM chain.
 fn pem_serial(pem_text: &str) -> String {
     use rustls_pki_types::pem::PemObject;
@@ -90,7 +96,7 @@ async fn traefik_certificate_is_imported_and_served_without_a_new_order() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().to_owned();
     let ports = StackPorts::free();
-    let pebble = Pebble::start(&dir, ports.http, ports.https);
+    let pebble = Pebble::start_with(&dir, ports.http, ports.https, &ninety_days());
 
     // Traefik answers HTTP-01 on the port Pebble's VA connects to.
     let storage = dir.join("acme.json");
@@ -165,7 +171,7 @@ async fn certbot_certificate_is_imported_and_served_without_a_new_order() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().to_owned();
     let ports = StackPorts::free();
-    let pebble = Pebble::start(&dir, ports.http, ports.https);
+    let pebble = Pebble::start_with(&dir, ports.http, ports.https, &ninety_days());
 
     let letsencrypt = dir.join("letsencrypt");
     let out = Command::new(certbot)
@@ -245,4 +251,69 @@ async fn a_p256_account_is_imported_and_orders_without_registering() {
         stack.sidecar.tail()
     );
     assert!(!log.contains("registered ACME account"), "a new account was registered:\n{}", stack.sidecar.tail());
+}
+
+/// What another client left that must not be imported, through the real
+/// CLI (no CA needed): a self-signed certificate is skipped with one line
+/// and the command succeeds; a FIFO as `privkey.pem` fails the import at
+/// once with one line naming it (before, the command waited forever).
+#[test]
+fn hostile_certbot_files_are_refused_with_one_line_each() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path();
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("proxy-acme.toml");
+    write(
+        &config,
+        &format!(
+            "[storage]\ndirectory = \"{}\"\n\n[resolvers.le]\nemail = \"ops@proxy-acme.test\"\n\
+             ca_server = \"https://ca.invalid/dir\"\nhttp_challenge = {{}}\n\n[[certificates]]\nname = \"site\"\n\
+             domains = [\"b.test\"]\nresolver = \"le\"\n",
+            state.display()
+        ),
+    );
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let cert = rcgen::CertificateParams::new(vec!["b.test".to_owned()])
+        .and_then(|p| p.self_signed(&key))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let letsencrypt = dir.join("letsencrypt");
+    let lineage = letsencrypt.join("live/b.test");
+    std::fs::create_dir_all(&lineage).unwrap_or_else(|e| panic!("{e}"));
+    write(&lineage.join("fullchain.pem"), &cert.pem());
+    write(&lineage.join("privkey.pem"), &key.serialize_pem());
+    let source = letsencrypt.display().to_string();
+
+    let (code, stdout, stderr) = proxy_acme(&config, &["import", "certbot", &source]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "skipped certbot live/b.test: self-signed: no CA issued it\nimported 0 certificates and 0 accounts, skipped 1\n"
+    );
+
+    let key_path = lineage.join("privkey.pem");
+    std::fs::remove_file(&key_path).unwrap_or_else(|e| panic!("{e}"));
+    let made = Command::new("mkfifo").arg(&key_path).status().unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    assert!(made.success());
+    let mut child = Command::new(proxy_acme_bin())
+        .args(["import", "certbot", &source, "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run proxy-acme: {e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("import still waits on the FIFO after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, format!("proxy-acme: cannot read {}: is a FIFO, not a regular file\n", key_path.display()));
 }

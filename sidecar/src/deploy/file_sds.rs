@@ -13,6 +13,11 @@
 //! reads a half-written file; the old version is removed afterwards. One
 //! directory per certificate keeps a change to one secret from touching the
 //! others, however many there are.
+//!
+//! Below the root nothing is followed that this module did not create:
+//! `<name>` must be a real directory, `..data` a link to a directory
+//! beside it and `secret.json` the link to `..data/secret.json`;
+//! anything else there is refused with an error naming it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,8 @@ use crate::cert::Bundle;
 
 const DATA: &str = "..data";
 const FILE: &str = "secret.json";
+/// The most read back of a watched file (an SDS secret, a listener).
+const READ_CAP: u64 = 16 << 20;
 
 /// Writes SDS resource files for Envoy to watch.
 #[derive(Debug, Clone)]
@@ -64,7 +71,9 @@ pub fn resource(name: &str, bundle: &Bundle) -> String {
 /// Writes a new version of `name`'s file and swaps `..data`; `false` when
 /// the file already holds this bundle.
 fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, DeployError> {
-    write_watched(&root.join(name), FILE, contents)
+    let dir = root.join(name);
+    atomic::own_dir(&dir, 0o700)?;
+    write_watched(&dir, FILE, contents)
 }
 
 /// Writes `contents` as `<dir>/<file>` behind a `..data` symlink swap, for
@@ -72,15 +81,35 @@ fn write_version(root: &Path, name: &str, contents: &str) -> Result<bool, Deploy
 /// when the file already holds `contents`.
 pub fn write_watched(dir: &Path, file_name: &str, contents: &str) -> Result<bool, DeployError> {
     atomic::create_dir(dir, 0o700)?;
-    if fs::read_to_string(dir.join(file_name)).is_ok_and(|current| current == contents) {
-        return Ok(false);
+    let file_link = dir.join(file_name);
+    let link_target = format!("{DATA}/{file_name}");
+    let has_link = match fs::symlink_metadata(&file_link) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::read_link(&file_link).map_err(atomic::on(&file_link))?;
+            if target != Path::new(&link_target) {
+                let why = atomic::Refused::StrayLink(target.display().to_string());
+                return Err(atomic::FileError::refused(&file_link, why).into());
+            }
+            true
+        }
+        Ok(meta) => {
+            let why = atomic::Refused::NotLink(atomic::kind_of(meta.file_type()));
+            return Err(atomic::FileError::refused(&file_link, why).into());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(atomic::on(&file_link)(e).into()),
+    };
+    if let Some(current) = atomic::own_link(dir, DATA)? {
+        let current = atomic::read_text(&dir.join(current).join(file_name), READ_CAP);
+        if has_link && current.is_ok_and(|current| current == contents) {
+            return Ok(false);
+        }
     }
     let version = atomic::version_name("..v");
     atomic::write_version(dir, &version, &[(file_name, contents.as_bytes(), 0o600)])?;
     atomic::point_link(dir, DATA, Path::new(&version))?;
-    let file_link = dir.join(file_name);
-    if fs::symlink_metadata(&file_link).is_err() {
-        std::os::unix::fs::symlink(format!("{DATA}/{file_name}"), &file_link).map_err(atomic::on(&file_link))?;
+    if !has_link {
+        std::os::unix::fs::symlink(&link_target, &file_link).map_err(atomic::on(&file_link))?;
         atomic::sync_dir(dir)?;
     }
     atomic::prune(dir, |entry| entry.starts_with("..v") && entry != version);
@@ -139,5 +168,38 @@ mod tests {
 
         sink.deploy("web", &Arc::new(second.clone())).await.unwrap();
         assert_eq!(fs::read_link(root.path().join("web/..data")).unwrap(), data_after, "unchanged: no new version");
+    }
+
+    #[tokio::test]
+    async fn links_planted_in_a_secret_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let sink = FileSdsSink::new(root.path()).unwrap();
+        let bundle = Arc::new(crate::cert::placeholder(&["a.example".to_owned()]).unwrap());
+        let dir = root.path().join("web");
+        std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{}: is a symlink proxy-acme did not create; refusing to write through it", dir.display())
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
+
+        // secret.json pointed elsewhere, ..data pointed out of the directory
+        fs::remove_file(&dir).unwrap();
+        sink.deploy("web", &bundle).await.unwrap();
+        let file = dir.join(FILE);
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: is a symlink to \"/dev/zero\"", file.display())), "{err}");
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(format!("{DATA}/{FILE}"), &file).unwrap();
+        let data = dir.join(DATA);
+        fs::remove_file(&data).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &data).unwrap();
+        let err = sink.deploy("web", &bundle).await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: is a symlink to", data.display())), "{err}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
     }
 }

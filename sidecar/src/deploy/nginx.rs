@@ -102,10 +102,10 @@ impl Sink for NginxSink {
 /// every certificate by SNI:
 /// `ssl_certificate <root>/by-name/$ssl_server_name/live/fullchain.pem;`
 /// Each link is replaced with a rename, never removed first.
-fn link_names(root: &Path, name: &str, names: &[String]) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// `by-name` must be a real directory: a symlink planted there is refused.
+fn link_names(root: &Path, name: &str, names: &[String]) -> Result<(), crate::atomic::FileError> {
     let dir = root.join(BY_NAME);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    crate::atomic::own_dir(&dir, 0o700)?;
     let target = format!("../{name}");
     for domain in names {
         if domain.starts_with("*.") || domain.starts_with('.') || domain.contains('/') {
@@ -117,8 +117,8 @@ fn link_names(root: &Path, name: &str, names: &[String]) -> std::io::Result<()> 
         }
         let tmp = dir.join(format!(".tmp-{domain}"));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp)?;
-        std::fs::rename(&tmp, &link)?;
+        std::os::unix::fs::symlink(&target, &tmp).map_err(crate::atomic::on(&tmp))?;
+        std::fs::rename(&tmp, &link).map_err(crate::atomic::on(&link))?;
     }
     Ok(())
 }
@@ -195,7 +195,7 @@ impl Reloader {
     /// a roll-back).
     fn apply(&self, batch: &[Swap]) -> Result<(), crate::store::StoreError> {
         for swap in batch {
-            if self.tree.live_version(&swap.name).as_deref() != Some(swap.current.as_str()) {
+            if self.tree.live_version(&swap.name)?.as_deref() != Some(swap.current.as_str()) {
                 self.tree.point_live(&swap.name, &swap.current)?;
             }
         }

@@ -119,3 +119,30 @@ async fn the_reload_is_a_sighup_to_the_pid_in_the_pid_file() {
     std::fs::write(&pid_file, "not-a-pid").unwrap();
     assert!(matches!(check_and_reload(&config).await, Err(ReloadError::Signal { .. })));
 }
+
+#[tokio::test]
+async fn a_symlink_planted_at_a_certificate_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.reload = false;
+    let (sink, _task) = NginxSink::start(&config).unwrap();
+    let link = dir.path().join("certs/web");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    let err = sink.deploy("web", &Arc::new(bundle("a.example"))).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "writing PEM files: {}: is a symlink proxy-acme did not create; refusing to write through it",
+            link.display()
+        )
+    );
+    // by-name as a planted link: no per-name link is made through it
+    std::fs::remove_file(&link).unwrap();
+    let by_name = dir.path().join("certs").join(BY_NAME);
+    std::fs::remove_dir_all(&by_name).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &by_name).unwrap();
+    sink.deploy("web", &Arc::new(bundle("a.example"))).await.unwrap();
+    assert!(live_fullchain(dir.path(), "web").contains("BEGIN CERTIFICATE"));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
+}

@@ -11,6 +11,12 @@
 //! point leaves `live` on the previous complete version, and the previous
 //! version is kept as the last good one. A `REVOKED` file beside `live`
 //! records an operator's revocation (the serial).
+//!
+//! `<dir>` is the operator's and may be a symlink; nothing below it is
+//! followed that the store did not create: `accounts`, `certificates` and
+//! `certificates/<name>` are checked to be real directories before each
+//! write (and read), files are opened without following a symlink, and a
+//! planted symlink is an error naming it ([`atomic::own_dir`]).
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -24,7 +30,13 @@ use super::{check_key, Store, StoreError};
 use crate::atomic;
 use crate::cert::Bundle;
 
+const ACCOUNTS: &str = "accounts";
+const CERTIFICATES: &str = "certificates";
 const REVOKED: &str = "REVOKED";
+/// The most read of an account file (a JWK and a URL).
+const ACCOUNT_CAP: u64 = 1 << 20;
+/// The most read of a revocation mark (a serial).
+const REVOKED_CAP: u64 = 4096;
 
 /// Certificates and accounts under one state directory.
 #[derive(Debug, Clone)]
@@ -43,11 +55,31 @@ impl FileStore {
         if mode & 0o077 != 0 {
             return Err(StoreError::InsecurePermissions { path: root.to_owned(), mode });
         }
-        for sub in ["accounts", "certificates"] {
-            let dir = root.join(sub);
-            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        for sub in [ACCOUNTS, CERTIFICATES] {
+            atomic::own_dir(&root.join(sub), 0o700)?;
         }
         Ok(Self { root: root.to_owned() })
+    }
+
+    /// `<dir>/<sub>`, checked to be a real directory (created if missing).
+    fn own(&self, sub: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join(sub);
+        atomic::own_dir(&dir, 0o700)?;
+        Ok(dir)
+    }
+
+    /// `<dir>/certificates/<name>`, checked (created if missing).
+    fn own_certificate_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.own(CERTIFICATES)?.join(name);
+        atomic::own_dir(&dir, 0o700)?;
+        Ok(dir)
+    }
+
+    /// `<dir>/certificates/<name>` when it exists, checked.
+    fn existing_certificate_dir(&self, name: &str) -> Result<Option<PathBuf>, StoreError> {
+        let certificates = self.root.join(CERTIFICATES);
+        let dir = certificates.join(name);
+        Ok((atomic::is_own_dir(&certificates)? && atomic::is_own_dir(&dir)?).then_some(dir))
     }
 
     /// The directory holding the live PEM files of certificate `name`.
@@ -56,37 +88,49 @@ impl FileStore {
     }
 
     fn account_path(&self, key: &str) -> PathBuf {
-        self.root.join("accounts").join(format!("{key}.json"))
+        self.root.join(ACCOUNTS).join(format!("{key}.json"))
     }
 
     fn tree(&self) -> PemTree {
-        PemTree::new(self.root.join("certificates"))
+        PemTree::new(self.root.join(CERTIFICATES))
     }
 }
 
 #[async_trait]
 impl Store for FileStore {
     async fn health(&self) -> Result<(), StoreError> {
-        let dir = self.root.join("certificates");
-        blocking(move || fs::read_dir(&dir).map(drop).map_err(|source| StoreError::Io { path: dir, source })).await
+        let this = self.clone();
+        blocking(move || {
+            let dir = this.own(CERTIFICATES)?;
+            fs::read_dir(&dir).map(drop).map_err(|source| StoreError::Io { path: dir, source })
+        })
+        .await
     }
 
     async fn load_account(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        let path = self.account_path(key);
-        blocking(move || match fs::read(&path) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { path, source: e }),
+        let (this, path) = (self.clone(), self.account_path(key));
+        blocking(move || {
+            if !atomic::is_own_dir(&this.root.join(ACCOUNTS))? {
+                return Ok(None);
+            }
+            match atomic::read_file(&path, ACCOUNT_CAP) {
+                Ok(data) => Ok(Some(data)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }
 
     async fn save_account(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
         check_key(key)?;
-        let path = self.account_path(key);
-        let data = data.to_vec();
-        blocking(move || Ok(atomic::write_file(&path, &data, 0o600)?)).await
+        let (this, path, data) = (self.clone(), self.account_path(key), data.to_vec());
+        blocking(move || {
+            this.own(ACCOUNTS)?;
+            Ok(atomic::write_file(&path, &data, 0o600)?)
+        })
+        .await
     }
 
     async fn forget_account(&self, key: &str) -> Result<(), StoreError> {
@@ -94,9 +138,13 @@ impl Store for FileStore {
         let path = self.account_path(key);
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let aside = path.with_extension(format!("json.forgotten-{nanos}"));
-        blocking(move || match fs::rename(&path, &aside) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
-            _ => Ok(()),
+        let this = self.clone();
+        blocking(move || {
+            this.own(ACCOUNTS)?;
+            match fs::rename(&path, &aside) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+                _ => Ok(()),
+            }
         })
         .await
     }
@@ -104,43 +152,57 @@ impl Store for FileStore {
     async fn load_certificate(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
         check_key(name)?;
         let (this, name) = (self.clone(), name.to_owned());
-        blocking(move || this.tree().load(&name)).await
+        blocking(move || match this.existing_certificate_dir(&name)? {
+            Some(_) => this.tree().load(&name),
+            None => Ok(None),
+        })
+        .await
     }
 
     async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError> {
         check_key(name)?;
         let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
-        blocking(move || this.tree().write(&name, &bundle).map(|_| ())).await
+        blocking(move || {
+            this.own(CERTIFICATES)?;
+            this.tree().write(&name, &bundle).map(|_| ())
+        })
+        .await
     }
 
     async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
         check_key(name)?;
-        let dir = self.root.join("certificates").join(name);
-        let (path, serial) = (dir.join(REVOKED), format!("{serial}\n"));
+        let (this, name, serial) = (self.clone(), name.to_owned(), format!("{serial}\n"));
         blocking(move || {
-            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-            Ok(atomic::write_file(&path, serial.as_bytes(), 0o600)?)
+            let dir = this.own_certificate_dir(&name)?;
+            Ok(atomic::write_file(&dir.join(REVOKED), serial.as_bytes(), 0o600)?)
         })
         .await
     }
 
     async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError> {
         check_key(name)?;
-        let path = self.root.join("certificates").join(name).join(REVOKED);
-        blocking(move || match fs::read_to_string(&path) {
-            Ok(serial) => Ok(Some(serial.trim().to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { path, source: e }),
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
+            match atomic::read_text(&dir.join(REVOKED), REVOKED_CAP) {
+                Ok(serial) => Ok(Some(serial.trim().to_owned())),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }
 
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
         check_key(name)?;
-        let path = self.root.join("certificates").join(name).join(REVOKED);
-        blocking(move || match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
-            _ => Ok(()),
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(()) };
+            let path = dir.join(REVOKED);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+                _ => Ok(()),
+            }
         })
         .await
     }

@@ -136,3 +136,119 @@ async fn revocation_mark_survives_and_clears() {
     reopened.clear_revoked("web").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reopened.revoked("web").await.unwrap_or_else(|e| panic!("{e}")), None);
 }
+
+// === symlinks planted in the store (issue 20) ===
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn err_text<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn a_symlink_at_a_certificate_directory_is_refused_and_nothing_is_written_outside() {
+    let dir = private_dir();
+    let outside = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let link = dir.path().join("certificates/web");
+    symlink(outside.path(), &link);
+
+    let err = err_text(store.save_certificate("web", &bundle("a.example")).await);
+    assert_eq!(
+        err,
+        format!("{}: is a symlink proxy-acme did not create; refusing to write through it", link.display())
+    );
+    let err = err_text(store.mark_revoked("web", "0abc").await);
+    assert!(err.starts_with(&format!("{}: is a symlink", link.display())), "{err}");
+    let err = err_text(store.load_certificate("web").await);
+    assert!(err.starts_with(&format!("{}: is a symlink", link.display())), "{err}");
+    assert!(entries(outside.path()).is_empty(), "written outside: {:?}", entries(outside.path()));
+}
+
+#[tokio::test]
+async fn a_symlink_at_certificates_or_accounts_is_refused() {
+    let dir = private_dir();
+    let outside = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    for sub in ["certificates", "accounts"] {
+        let path = dir.path().join(sub);
+        fs::remove_dir(&path).unwrap_or_else(|e| panic!("{e}"));
+        symlink(outside.path(), &path);
+    }
+    let certificates = dir.path().join("certificates");
+    let err = err_text(store.save_certificate("web", &bundle("a.example")).await);
+    assert_eq!(
+        err,
+        format!("{}: is a symlink proxy-acme did not create; refusing to write through it", certificates.display())
+    );
+    let err = err_text(store.save_account("le", b"{}").await);
+    assert!(err.starts_with(&format!("{}: is a symlink", dir.path().join("accounts").display())), "{err}");
+    assert!(err_text(store.health().await).contains("is a symlink"));
+    assert!(entries(outside.path()).is_empty(), "written outside: {:?}", entries(outside.path()));
+    // and a store opened on such a directory says so at once
+    let err = err_text(FileStore::open(dir.path()));
+    assert!(err.contains("is a symlink proxy-acme did not create"), "{err}");
+}
+
+#[tokio::test]
+async fn a_version_directory_replaced_by_a_symlink_is_refused() {
+    let dir = private_dir();
+    let outside = private_dir();
+    fs::write(outside.path().join("fullchain.pem"), "planted").unwrap_or_else(|e| panic!("{e}"));
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    store.save_certificate("web", &bundle("a.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    let cert_dir = dir.path().join("certificates/web");
+    let live = fs::read_link(cert_dir.join("live")).unwrap_or_else(|e| panic!("{e}"));
+    fs::remove_dir_all(cert_dir.join(&live)).unwrap_or_else(|e| panic!("{e}"));
+    symlink(outside.path(), &cert_dir.join(&live));
+
+    let err = err_text(store.save_certificate("web", &bundle("b.example")).await);
+    let expected =
+        format!("{}: is a symlink to {:?}, not to a directory beside it", cert_dir.join("live").display(), live);
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err_text(store.load_certificate("web").await).starts_with(&expected));
+    assert_eq!(entries(outside.path()), ["fullchain.pem"], "written outside");
+}
+
+#[tokio::test]
+async fn planted_files_are_not_read_through() {
+    let dir = private_dir();
+    let outside = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let good = bundle("a.example");
+    store.save_certificate("web", &good).await.unwrap_or_else(|e| panic!("{e}"));
+    store.save_certificate("web", &bundle("b.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    // The live key replaced by a link to /dev/zero: that version is skipped
+    // (not read until memory runs out), the previous one is used.
+    let key = store.live_dir("web").join("privkey.pem");
+    fs::remove_file(&key).unwrap_or_else(|e| panic!("{e}"));
+    symlink(Path::new("/dev/zero"), &key);
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(good));
+
+    let account = dir.path().join("accounts/le.json");
+    fs::write(outside.path().join("secret.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
+    symlink(&outside.path().join("secret.json"), &account);
+    let err = err_text(store.load_account("le").await);
+    assert!(err.starts_with(&format!("{}: is a symlink proxy-acme did not create", account.display())), "{err}");
+
+    // A FIFO as the revocation mark: refused at once rather than waited on.
+    let revoked = dir.path().join("certificates/web/REVOKED");
+    rustix::fs::mkfifoat(rustix::fs::CWD, &revoked, rustix::fs::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(err_text(store.revoked("web").await), format!("{}: is a FIFO, not a regular file", revoked.display()));
+}

@@ -11,6 +11,12 @@
 //! point leaves `live` on the previous complete version. The previous version
 //! is kept, so `live` can be pointed back at it; older ones are removed.
 //! Used by the file store and by the nginx target.
+//!
+//! Below the root nothing is followed that this module did not create:
+//! `<name>` must be a real directory, `live` a link to a directory beside
+//! it, and the PEM files regular files of at most 1 MiB
+//! (see [`atomic::own_dir`]). A symlink planted there is refused with an
+//! error naming it, and nothing is written through it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +26,8 @@ use crate::atomic;
 use crate::cert::{self, Bundle, SecretPem};
 
 const LIVE: &str = "live";
+/// The most read of one PEM file: a chain is a few kilobytes.
+const PEM_CAP: u64 = 1 << 20;
 
 /// One directory of versioned PEM trees, one per certificate name.
 #[derive(Debug, Clone)]
@@ -56,7 +64,8 @@ impl PemTree {
         cert::inspect(bundle, None).map_err(invalid)?;
         let (leaf_pem, chain_pem) = bundle.split().map_err(invalid)?;
         let cert_dir = self.root.join(name);
-        atomic::create_dir(&cert_dir, 0o700)?;
+        atomic::own_dir(&cert_dir, 0o700)?;
+        let previous = self.live_version(name)?;
         let version = atomic::version_name("v");
         let files: [(&str, &[u8], u32); 4] = [
             ("cert.pem", leaf_pem.as_bytes(), 0o644),
@@ -65,48 +74,65 @@ impl PemTree {
             ("privkey.pem", bundle.key_pem.expose().as_bytes(), 0o600),
         ];
         atomic::write_version(&cert_dir, &version, &files)?;
-        let previous = self.live_version(name);
         self.point_live(name, &version)?;
         let keep = previous.clone().unwrap_or_default();
         atomic::prune(&cert_dir, |entry| entry.starts_with('v') && entry != version && entry != keep);
         Ok(Swap { name: name.to_owned(), previous, current: version })
     }
 
-    /// The version `live` points at, if any.
-    pub fn live_version(&self, name: &str) -> Option<String> {
-        fs::read_link(self.live_dir(name)).ok().map(|p| p.to_string_lossy().into_owned())
+    /// The version `live` points at, if any; an error naming `live` (or
+    /// `<name>`) when it is not what this module made.
+    pub fn live_version(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let cert_dir = self.root.join(name);
+        if !atomic::is_own_dir(&cert_dir)? {
+            return Ok(None);
+        }
+        Ok(atomic::own_link(&cert_dir, LIVE)?)
     }
 
-    /// Points `live` at `version` (which must exist) with one `rename(2)`.
+    /// Points `live` at `version` (which must be a directory beside it)
+    /// with one `rename(2)`.
     pub fn point_live(&self, name: &str, version: &str) -> Result<(), StoreError> {
         let cert_dir = self.root.join(name);
+        atomic::own_dir(&cert_dir, 0o700)?;
         let target = cert_dir.join(version);
-        if !target.is_dir() {
+        let is_version = version.starts_with('v') && !version.contains('/');
+        if !is_version || !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
             return Err(StoreError::Io {
                 path: target,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such version"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such version directory"),
             });
         }
         Ok(atomic::point_link(&cert_dir, LIVE, Path::new(version))?)
     }
 
-    /// The live bundle, if it is readable.
+    /// The live bundle, if it is readable and `live` is what this module made.
     pub fn read_live(&self, name: &str) -> Option<Bundle> {
-        read_bundle(&self.live_dir(name))
+        let version = self.live_version(name).ok()??;
+        read_bundle(&self.root.join(name).join(version)).ok()?
     }
 
     /// The live bundle, else the newest usable version (the last good one).
+    /// A `<name>` or `live` this module did not make is an error naming it.
     pub fn load(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
         let cert_dir = self.root.join(name);
-        if !cert_dir.exists() {
+        if !atomic::is_own_dir(&cert_dir)? {
             return Ok(None);
         }
-        let mut candidates = vec![cert_dir.join(LIVE)];
+        let mut candidates: Vec<String> = self.live_version(name)?.into_iter().collect();
         let mut versions = version_dirs(&cert_dir)?;
         versions.sort_unstable_by(|a, b| b.cmp(a));
-        candidates.extend(versions.into_iter().map(|v| cert_dir.join(v)));
-        for dir in candidates {
-            let Some(bundle) = read_bundle(&dir) else { continue };
+        candidates.extend(versions);
+        for version in candidates {
+            let dir = cert_dir.join(version);
+            let bundle = match read_bundle(&dir) {
+                Ok(Some(bundle)) => bundle,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(certificate = name, error = %e, "skipping unreadable stored version");
+                    continue;
+                }
+            };
             match cert::inspect(&bundle, None) {
                 Ok(_) => return Ok(Some(bundle)),
                 Err(e) => {
@@ -134,8 +160,15 @@ fn version_dirs(cert_dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
-fn read_bundle(dir: &Path) -> Option<Bundle> {
-    let fullchain_pem = fs::read_to_string(dir.join("fullchain.pem")).ok()?;
-    let key_pem = fs::read_to_string(dir.join("privkey.pem")).ok()?;
-    Some(Bundle { fullchain_pem, key_pem: SecretPem::new(key_pem) })
+/// The bundle in version directory `dir`; `None` when a file is missing.
+fn read_bundle(dir: &Path) -> Result<Option<Bundle>, atomic::FileError> {
+    let read = |file: &str| match atomic::read_text(&dir.join(file), PEM_CAP) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    };
+    let (Some(fullchain_pem), Some(key_pem)) = (read("fullchain.pem")?, read("privkey.pem")?) else {
+        return Ok(None);
+    };
+    Ok(Some(Bundle { fullchain_pem, key_pem: SecretPem::new(key_pem) }))
 }

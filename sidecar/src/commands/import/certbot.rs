@@ -2,37 +2,52 @@
 //! each lineage under `live/<name>/` (symlinks into `archive/`), accounts
 //! under `accounts/<server host>/<directory path>/<id>/` as a JWK
 //! (`private_key.json`) and the registration (`regr.json`).
+//!
+//! Files are read through [`Tree`]: regular files inside the directory
+//! only, each up to 1 MiB; directories are walked without following a
+//! symlink (see `source.rs`).
 
 use std::path::{Path, PathBuf};
 
 use super::keys::{account_key_from_jwk, key_pem_to_pkcs8};
+use super::source::{Entry, Tree, FILE_CAP};
 use super::{Found, FoundAccount, FoundCertificate, ImportError};
 use crate::cert::Bundle;
 
+/// How deep account directories are looked for under `accounts/`
+/// (`<host>/<path...>/<id>`).
+const ACCOUNT_DEPTH: usize = 6;
+
 /// Reads every lineage and account under `dir`.
 pub fn read(dir: &Path) -> Result<Found, ImportError> {
+    let mut tree = Tree::open(dir)?;
     let (live, accounts) = (dir.join("live"), dir.join("accounts"));
-    if !live.is_dir() && !accounts.is_dir() {
+    let (has_live, has_accounts) = (tree.walkable(&live)?, tree.walkable(&accounts)?);
+    if !has_live && !has_accounts && tree.skipped.is_empty() {
         return Err(ImportError::invalid(dir, "not a certbot config directory (it has neither live/ nor accounts/)"));
     }
     let mut found = Found::default();
-    for lineage in subdirs(&live)? {
+    let lineages = if has_live { tree.subdirs(&live)? } else { Vec::new() };
+    for lineage in lineages {
         let name = lineage.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let fullchain_pem = read_text(&lineage.join("fullchain.pem"))?;
-        let key_pem = key_pem_to_pkcs8(&read_text(&lineage.join("privkey.pem"))?);
+        let fullchain_pem = tree.read(&lineage.join("fullchain.pem"), FILE_CAP)?;
+        let key_pem = key_pem_to_pkcs8(&tree.read(&lineage.join("privkey.pem"), FILE_CAP)?);
         found.certificates.push(FoundCertificate {
             origin: format!("certbot live/{name}"),
             bundle: Bundle { fullchain_pem, key_pem },
         });
     }
     let mut account_dirs = Vec::new();
-    find_accounts(&accounts, 0, &mut account_dirs)?;
+    if has_accounts {
+        find_accounts(&mut tree, &accounts, 0, &mut account_dirs)?;
+    }
     for account in account_dirs {
-        let key = read_text(&account.join("private_key.json"))?;
-        let regr = read_text(&account.join("regr.json"))?;
-        let origin = account.strip_prefix(dir).unwrap_or(&account).display().to_string();
+        let key = tree.read(&account.join("private_key.json"), FILE_CAP)?;
+        let regr = tree.read(&account.join("regr.json"), FILE_CAP)?;
+        let origin = tree.relative(&account).display().to_string();
         found.accounts.push(parse_account(&key, &regr, &account, &origin)?);
     }
+    found.skipped = tree.skipped;
     Ok(found)
 }
 
@@ -57,39 +72,18 @@ pub fn parse_account(private_key: &str, regr: &str, dir: &Path, origin: &str) ->
 }
 
 /// Account directories are the ones holding `private_key.json`, a few
-/// levels down (`<host>/<path...>/<id>`).
-fn find_accounts(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), ImportError> {
-    if dir.join("private_key.json").is_file() {
+/// levels down (`<host>/<path...>/<id>`). Real directories only: each is
+/// visited once, so the walk is linear in the entries.
+fn find_accounts(tree: &mut Tree, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), ImportError> {
+    if Tree::entry(&dir.join("private_key.json"))? != Entry::Missing {
         out.push(dir.to_owned());
         return Ok(());
     }
-    if depth > 6 {
+    if depth > ACCOUNT_DEPTH {
         return Ok(());
     }
-    for sub in subdirs(dir)? {
-        find_accounts(&sub, depth + 1, out)?;
+    for sub in tree.subdirs(dir)? {
+        find_accounts(tree, &sub, depth + 1, out)?;
     }
     Ok(())
-}
-
-/// The subdirectories of `dir`, sorted; none when it does not exist.
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, ImportError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ImportError::Read { path: dir.to_owned(), source }),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ImportError::Read { path: dir.to_owned(), source })?;
-        if entry.path().is_dir() {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn read_text(path: &Path) -> Result<String, ImportError> {
-    std::fs::read_to_string(path).map_err(|source| ImportError::Read { path: path.to_owned(), source })
 }

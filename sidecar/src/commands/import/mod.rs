@@ -6,15 +6,20 @@
 //! matching what was found against the configuration is pure ([`plan`]);
 //! [`apply`] writes the plan through the [`Store`], which checks each
 //! certificate against its key once more.
+//!
+//! The input is another program's files and is not trusted: files are read
+//! only when regular and small (`source.rs`), and a certificate is imported
+//! only when a CA could have issued it for use now (see [`refusal`]).
 
 pub mod certbot;
 mod keys;
+mod source;
 pub mod traefik;
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::cert::{self, Bundle, CertError, CertInfo, KeyType};
 use crate::config::Config;
@@ -45,6 +50,8 @@ impl ImportError {
 pub struct Found {
     pub certificates: Vec<FoundCertificate>,
     pub accounts: Vec<FoundAccount>,
+    /// `(what, why)` for what the reading left out (a symlinked directory).
+    pub skipped: Vec<(String, String)>,
 }
 
 /// A certificate of the input, and where it came from (for messages).
@@ -95,7 +102,7 @@ pub struct PlannedAccount {
 /// covers, the one expiring last winning; a usable account goes to the
 /// resolvers of those entries (or the only resolver) on the same CA.
 pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
-    let mut plan = Plan::default();
+    let mut plan = Plan { skipped: found.skipped, ..Plan::default() };
     let mut candidates: Vec<(usize, usize, FoundCertificate, CertInfo)> = Vec::new();
     for (k, c) in found.certificates.into_iter().enumerate() {
         let info = match cert::inspect(&c.bundle, None) {
@@ -109,8 +116,8 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
                 continue;
             }
         };
-        if info.not_after <= now {
-            plan.skipped.push((c.origin, format!("expired on {}", rfc3339(info.not_after))));
+        if let Some(why) = refusal(&info, now) {
+            plan.skipped.push((c.origin, why));
             continue;
         }
         let covers = |domains: &[String]| domains.iter().all(|d| info.names.iter().any(|n| n.eq_ignore_ascii_case(d)));
@@ -165,6 +172,37 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
     }
     plan_accounts(config, found.accounts, &mut plan);
     plan
+}
+
+/// The longest validity a publicly trusted CA may issue (CA/Browser
+/// Forum baseline requirements since 2020).
+pub const MAX_VALIDITY: Duration = Duration::from_secs(398 * 86_400);
+
+/// Why a certificate that parses and matches its key is still not
+/// imported as of `now`: it is not valid now, no CA issued it, or it is
+/// valid longer than a CA issues (the renewal would be scheduled decades
+/// away).
+pub fn refusal(info: &CertInfo, now: SystemTime) -> Option<String> {
+    if info.not_after <= now {
+        return Some(format!("expired on {}", rfc3339(info.not_after)));
+    }
+    if info.not_before > now {
+        return Some(format!("not valid before {}", rfc3339(info.not_before)));
+    }
+    if info.self_signed {
+        return Some("self-signed: no CA issued it".into());
+    }
+    let validity = info.not_after.duration_since(info.not_before).unwrap_or_default();
+    if validity > MAX_VALIDITY {
+        return Some(format!(
+            "valid for {} days ({} to {}), longer than the {} days a CA issues",
+            validity.as_secs() / 86_400,
+            rfc3339(info.not_before),
+            rfc3339(info.not_after),
+            MAX_VALIDITY.as_secs() / 86_400
+        ));
+    }
+    None
 }
 
 fn plan_accounts(config: &Config, accounts: Vec<FoundAccount>, plan: &mut Plan) {
@@ -337,3 +375,7 @@ pub async fn import(config: &Config, source: &Source) -> Result<Summary, ImportE
 #[cfg(test)]
 #[path = "mod_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "hostile_tests.rs"]
+mod hostile_tests;

@@ -37,17 +37,35 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A self-signed certificate for `domains` valid until `days` from now
-/// (negative: expired), and its key as PKCS#8 PEM.
-fn issued(domains: &[&str], days: i64) -> (String, KeyPair) {
+/// A certificate for `domains` issued by a test CA, valid from 100 days ago
+/// until `days` from now (negative: expired): its chain (leaf, then the
+/// CA) and its key.
+pub(super) fn issued(domains: &[&str], days: i64) -> (String, KeyPair) {
     let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let now = time::OffsetDateTime::now_utc();
+    (chain(domains, now - time::Duration::days(100), now + time::Duration::days(days), &key), key)
+}
+
+/// A chain (leaf, then its CA) for `domains` valid from `not_before` to
+/// `not_after`, the leaf's key `key`.
+pub(super) fn chain(
+    domains: &[&str],
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+    key: &KeyPair,
+) -> String {
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(|e| panic!("{e}"));
+    let issuer = rcgen::Issuer::new(ca, ca_key);
     let mut params = CertificateParams::new(domains.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
         .unwrap_or_else(|e| panic!("{e}"));
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(100);
-    params.not_after = now + time::Duration::days(days);
-    let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
-    (cert.pem(), key)
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let leaf = params.signed_by(key, &issuer).unwrap_or_else(|e| panic!("{e}"));
+    format!("{}{}", leaf.pem(), ca_cert.pem())
 }
 
 /// The SEC1 `ECPrivateKey` inside ring's P-256 PKCS#8 (fixed layout), as
@@ -58,11 +76,11 @@ fn sec1_of(key: &KeyPair) -> Vec<u8> {
     der[29..].to_vec()
 }
 
-fn sec1_pem(key: &KeyPair) -> String {
+pub(super) fn sec1_pem(key: &KeyPair) -> String {
     pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1_of(key)))
 }
 
-fn traefik_cert(main: &str, sans: &[&str], cert_pem: &str, key_pem: &str) -> serde_json::Value {
+pub(super) fn traefik_cert(main: &str, sans: &[&str], cert_pem: &str, key_pem: &str) -> serde_json::Value {
     serde_json::json!({
         "domain": {"main": main, "sans": sans},
         "certificate": b64(cert_pem.as_bytes()),
@@ -71,7 +89,7 @@ fn traefik_cert(main: &str, sans: &[&str], cert_pem: &str, key_pem: &str) -> ser
     })
 }
 
-fn traefik_json(certificates: Vec<serde_json::Value>, account_key_der: &[u8]) -> String {
+pub(super) fn traefik_json(certificates: Vec<serde_json::Value>, account_key_der: &[u8]) -> String {
     serde_json::json!({
         "le": {
             "Account": {
@@ -152,7 +170,7 @@ async fn traefik_certificates_are_matched_and_stored_with_a_p256_account() {
     assert!(summary.render().contains("already has an account"), "{}", summary.render());
 }
 
-fn plan_of(found: Found) -> Plan {
+pub(super) fn plan_of(found: Found) -> Plan {
     plan(&config(), found, SystemTime::now())
 }
 
@@ -208,7 +226,7 @@ fn traefik_errors_name_the_file_and_the_field() {
     assert!(err(&missing, None).contains("missing field `certificate`"), "{}", err(&missing, None));
 }
 
-fn jwk_p256(key: &KeyPair) -> serde_json::Value {
+pub(super) fn jwk_p256(key: &KeyPair) -> serde_json::Value {
     let der = key.serialize_der();
     let url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let public = &der[der.len() - 64..];
@@ -299,6 +317,7 @@ async fn a_stored_certificate_that_expires_later_is_kept() {
             bundle: Bundle { fullchain_pem: older, key_pem: cert::SecretPem::new(older_key.serialize_pem()) },
         }],
         accounts: Vec::new(),
+        skipped: Vec::new(),
     };
     let summary = apply(plan_of(found), &store).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.certificates, 0);
@@ -314,15 +333,12 @@ fn a_certificate_with_another_key_type_is_skipped_with_the_fix() {
     let key_pem = keys::key_pem_to_pkcs8(&pem);
     let key = KeyPair::from_pkcs8_pem_and_sign_algo(key_pem.expose(), &rcgen::PKCS_RSA_SHA256)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut params = CertificateParams::new(vec!["a.test".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+    let now = time::OffsetDateTime::now_utc();
+    let fullchain_pem = chain(&["a.test"], now - time::Duration::days(1), now + time::Duration::days(30), &key);
     let found = Found {
-        certificates: vec![FoundCertificate {
-            origin: "rsa".into(),
-            bundle: Bundle { fullchain_pem: cert.pem(), key_pem },
-        }],
+        certificates: vec![FoundCertificate { origin: "rsa".into(), bundle: Bundle { fullchain_pem, key_pem } }],
         accounts: Vec::new(),
+        skipped: Vec::new(),
     };
     let plan = plan_of(found);
     assert!(plan.certificates.is_empty());

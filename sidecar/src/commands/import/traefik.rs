@@ -50,9 +50,10 @@ struct Domain {
     sans: Option<Vec<String>>,
 }
 
-/// Reads `path` and takes resolver `resolver` (default: the only one).
+/// Reads `path` (a regular file of at most 64 MiB; it may be a symlink to
+/// one) and takes resolver `resolver` (default: the only one).
 pub fn read(path: &Path, resolver: Option<&str>) -> Result<Found, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read { path: path.to_owned(), source })?;
+    let text = super::source::read_named(path, super::source::ACME_JSON_CAP)?;
     parse(&text, path, resolver)
 }
 
