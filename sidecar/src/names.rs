@@ -90,7 +90,7 @@ pub fn validate_hostname(name: &str) -> Result<(), &'static str> {
     if name.starts_with('*') {
         return Err("is a wildcard");
     }
-    if name.parse::<std::net::IpAddr>().is_ok() {
+    if name.parse::<IpAddr>().is_ok() {
         return Err("is an IP address");
     }
     validate_dns_name(name)
