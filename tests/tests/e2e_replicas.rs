@@ -233,6 +233,27 @@ async fn three_replicas_share_one_etcd_store() {
         "every certificate was ordered by {validator} ({stored_by:?}); nothing was proven across replicas"
     );
 
+    // Unknown tokens from the internet are answered from the replica's
+    // watched copy of the board: not one etcd read.
+    let validated = &replicas[VALIDATED_AT];
+    let lookups = |source: &'static str| {
+        let port = validated.ports.ops;
+        async move {
+            let (_, text) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
+            let series = format!("proxy_acme_challenge_board_lookups_total{{source=\"{source}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+        }
+    };
+    let (copy_before, store_before) = (lookups("copy").await, lookups("store").await);
+    for i in 0..300 {
+        let path = format!("/.well-known/acme-challenge/random-token-{i}-{}", rand::random::<u64>());
+        let (status, _) =
+            http_get(("127.0.0.1", validated.ports.http), &domain(0), &path, &[]).await.unwrap_or_default();
+        assert_eq!(status, 404, "{path}");
+    }
+    assert!(lookups("copy").await >= copy_before + 300, "the random tokens were looked up in the copy");
+    assert_eq!(lookups("store").await, store_before, "an unknown token reached etcd");
+
     // 2. The replica holding the take-over certificate's lock is SIGKILLed
     //    mid-order (its DNS-01 hook is waiting); the other one takes over
     //    once the lease expires, and only one certificate is issued.

@@ -91,14 +91,35 @@ impl Parts {
 /// 200th order even began; found by the issuance benchmark).
 const FIRST_ACTIONS_IN_FLIGHT: usize = 10;
 
+/// Raises the soft open-file limit to the hard one (at most 2^20), as Go's
+/// runtime does: the listeners' connection caps together need more than
+/// the usual soft 1024, and the hard limit is what the operator allows.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else { return };
+    let target = limit.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if target > current {
+        match setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum }) {
+            Ok(()) => tracing::debug!(from = current, to = target, "raised the open-file limit"),
+            Err(e) => tracing::warn!(limit = current, error = %e, "cannot raise the open-file limit"),
+        }
+    }
+}
+
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
+    raise_open_file_limit();
     let opened = crate::store::open(&config.storage).await?;
     if let (Some(etcd), Some(settings)) = (&opened.etcd, &config.storage.etcd) {
         tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, replica = etcd.replica(), "shared store: etcd");
     }
     let replica = opened.replica();
     let (store, etcd) = (Arc::clone(&opened.store), opened.etcd.clone());
+    if let Some(etcd) = &etcd {
+        // Before any listener or order: lookups answer from the copy.
+        etcd.mirror_challenges();
+    }
     let default_certificate = load_default(&config)?;
     let solvers = Solvers { board: opened.board(), ..Solvers::default() };
     let sds = SdsSink::new();

@@ -80,6 +80,7 @@ pub fn handle<B>(tokens: &Http01Tokens, req: &Request<B>) -> Response<Full<Bytes
 async fn answer_shared<B>(api: &Api, req: &Request<B>, local: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let (Some(board), StatusCode::NOT_FOUND) = (&api.board, local.status()) else { return local };
     let Some(Ok((token, host))) = challenge_request(req) else { return local };
+    crate::serve::metrics::metrics().board_lookup(board.copied());
     match board.read(ChallengeKind::Http01.as_str(), token).await {
         Ok(Some(bytes)) => match serde_json::from_slice::<Http01Post>(&bytes) {
             Ok(post) if post.identifier == host => {

@@ -83,6 +83,11 @@ pub struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClosedLabels {
     pub listener: String,
     pub reason: String,
@@ -111,6 +116,7 @@ pub struct Metrics {
     pub orders_remaining: Family<ResolverLabels, Gauge>,
     pub on_demand: Family<DecisionLabels, Counter>,
     pub connections: Family<ListenerLabels, Gauge>,
+    pub board_lookups: Family<SourceLabels, Counter>,
     pub connections_closed: Family<ClosedLabels, Counter>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
@@ -150,6 +156,7 @@ impl Metrics {
             orders_remaining: Family::default(),
             on_demand: Family::default(),
             connections: Family::default(),
+            board_lookups: Family::default(),
             connections_closed: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -203,6 +210,11 @@ impl Metrics {
             "on_demand_decisions",
             "Hosts reported by the filter, by decision (allowed, asked_yes, asked_no, denied, over_budget)",
             metrics.on_demand.clone(),
+        );
+        r.register(
+            "challenge_board_lookups",
+            "Lookups of challenges another replica may have posted, by source (copy: this replica's watched copy; store: an etcd read)",
+            metrics.board_lookups.clone(),
         );
         r.register("connections_open", "Open connections per listener", metrics.connections.clone());
         r.register(
@@ -286,6 +298,13 @@ impl Metrics {
         self.orders_remaining
             .get_or_create(&ResolverLabels { resolver: resolver.to_owned() })
             .set(i64::from(remaining));
+    }
+
+    /// One lookup on the shared challenge board, answered from the watched
+    /// copy or by the store.
+    pub fn board_lookup(&self, copied: bool) {
+        let source = if copied { "copy" } else { "store" };
+        self.board_lookups.get_or_create(&SourceLabels { source: source.to_owned() }).inc();
     }
 
     /// One connection opened (`1`) or closed (`-1`) on `listener`.

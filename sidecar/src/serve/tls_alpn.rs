@@ -88,6 +88,7 @@ pub fn serve_on(
 /// Builds the challenge certificate another replica posted for `sni`, and
 /// keeps it for [`BORROWED_FOR`].
 async fn borrow(board: &dyn ChallengeBoard, certs: &TlsAlpnCerts, sni: &str) {
+    crate::serve::metrics::metrics().board_lookup(board.copied());
     let post = match board.read(ChallengeKind::TlsAlpn01.as_str(), sni).await {
         Ok(Some(bytes)) => serde_json::from_slice::<TlsAlpnPost>(&bytes).ok(),
         Ok(None) => None,

@@ -21,8 +21,13 @@ pub trait ChallengeBoard: Send + Sync + std::fmt::Debug {
     async fn post(&self, kind: &'static str, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError>;
     /// Takes an answer down (best effort: posts also expire).
     async fn take_down(&self, kind: &'static str, key: &str);
-    /// The answer posted under `key`, if any.
+    /// The answer posted under `key`, if any: from this replica's copy of
+    /// the board when it keeps one ([`Self::copied`]), else from the store.
     async fn read(&self, kind: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether [`Self::read`] answers from a local copy now (no store read).
+    fn copied(&self) -> bool {
+        false
+    }
     /// Every post of `kind`: (key, value).
     async fn list(&self, kind: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }

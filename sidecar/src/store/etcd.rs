@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::board::ChallengeBoard;
+use super::mirror::Mirror;
 use super::seal::Sealer;
 use super::settings::Etcd as Settings;
 use super::{check_key, Acquired, Lock, RenewalState, Store, StoreError};
@@ -59,6 +60,8 @@ pub struct EtcdStore {
     sealer: Sealer,
     lock_ttl: i64,
     timeout: Duration,
+    /// Pending challenges of every replica, once [`Self::mirror_challenges`] runs.
+    mirror: Arc<Mirror>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -144,6 +147,7 @@ impl EtcdStore {
             sealer: Sealer::new(&key),
             lock_ttl: i64::try_from(settings.lock_ttl_secs).unwrap_or(15),
             timeout,
+            mirror: Arc::default(),
         })
     }
 
@@ -156,6 +160,17 @@ impl EtcdStore {
         format!("{}{kind}/{name}", self.prefix)
     }
 
+    /// The key of a pending challenge: `rest` is `<type>/<key>`.
+    pub(super) fn board_key(&self, rest: &str) -> String {
+        self.key("challenges", rest)
+    }
+
+    /// Keeps a copy of every replica's pending challenges from now on, so
+    /// that looking up an unknown token or SNI never reaches etcd.
+    pub fn mirror_challenges(self: &Arc<Self>) {
+        super::mirror::follow(self, Arc::clone(&self.mirror));
+    }
+
     /// The client of the member requests go to now.
     fn client(&self) -> Client {
         let i = self.current.load(Ordering::Relaxed) % self.members.len();
@@ -165,7 +180,7 @@ impl EtcdStore {
     /// Runs one request with the configured time-out, on the current member
     /// and then on each other one while members cannot be reached (the
     /// request never left, so trying another is safe).
-    async fn call<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
+    pub(super) async fn call<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -513,11 +528,18 @@ fn revoke_later(mut client: Client, lease: i64) {
 impl ChallengeBoard for EtcdStore {
     async fn post(&self, kind: &'static str, key: &str, value: &[u8], ttl_secs: i64) -> Result<(), StoreError> {
         let lease = self.call(|mut c| async move { c.lease_grant(ttl_secs, None).await }).await?.id();
-        let key = self.key("challenges", &format!("{kind}/{key}"));
+        let key = self.board_key(&format!("{kind}/{key}"));
         let key = key.as_str();
-        self.call(|mut c| async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await })
-            .await
-            .map(drop)
+        let put = self
+            .call(|mut c| async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await })
+            .await?;
+        // Told to validate after this returns: the post must be in the
+        // watch stream every replica's copy follows.
+        let revision = put.header().map_or(0, |h| h.revision());
+        if self.mirror.get("").is_some() && !self.mirror.reached(revision, self.timeout).await {
+            tracing::warn!(key, revision, "the challenge watch did not deliver a post in time");
+        }
+        Ok(())
     }
 
     async fn take_down(&self, kind: &'static str, key: &str) {
@@ -528,7 +550,15 @@ impl ChallengeBoard for EtcdStore {
     }
 
     async fn read(&self, kind: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get(&self.key("challenges", &format!("{kind}/{key}"))).await
+        let rest = format!("{kind}/{key}");
+        match self.mirror.get(&rest) {
+            Some(post) => Ok(post),
+            None => self.get(&self.board_key(&rest)).await,
+        }
+    }
+
+    fn copied(&self) -> bool {
+        self.mirror.get("").is_some()
     }
 
     async fn list(&self, kind: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

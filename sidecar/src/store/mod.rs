@@ -7,6 +7,7 @@ pub mod etcd;
 mod file;
 mod lock;
 mod memory;
+pub mod mirror;
 mod pem_tree;
 pub mod seal;
 pub mod settings;
