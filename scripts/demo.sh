@@ -2,7 +2,7 @@
 # `make demo`: the whole stack on this machine. Pebble (ACME CA) with
 # pebble-challtestsrv as its DNS, the proxy-acme sidecar, Envoy with the wasm
 # filter and the shipped envoy/envoy.yaml, and a small app behind Envoy.
-# Ports: Envoy HTTP 8080, HTTPS 8443, admin 9901; app 8081; sidecar 8555 (ops 8557);
+# Ports: Envoy HTTP 8080, HTTPS 8443, admin 9901; app 8081; sidecar 8555 (ops 8558);
 # Pebble ACME 14000, management 15000; challtestsrv DNS 8053. Ctrl-C stops all.
 set -euo pipefail
 
@@ -18,7 +18,7 @@ for bin in pebble pebble-challtestsrv "$envoy" openssl curl python3 "$sidecar_bi
   command -v "$bin" >/dev/null 2>&1 || { echo "demo: $bin is missing; run 'make demo' (it installs and builds)" >&2; exit 1; }
 done
 [ -f "$wasm" ] || { echo "demo: $wasm is missing; run 'make wasm'" >&2; exit 1; }
-for port in 8080 8443 9901 8081 8555 8557 14000 15000 8053 8055; do
+for port in 8080 8443 9901 8081 8555 8558 14000 15000 8053 8055; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is in use; stop whatever listens there first" >&2; exit 1
   fi

@@ -348,7 +348,6 @@ impl Scale {
     }
 }
 
-/// (VmRSS, VmHWM) in MiB.
 /// When the sidecar logged its `n`-th SDS snapshot update: every stored
 /// certificate loaded and ready to push (one update each at start-up).
 fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
@@ -356,18 +355,6 @@ fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
     let line = text.lines().find(|l| l.contains("SDS snapshot updated") && l.ends_with(&format!(" version={n}")))?;
     let stamp = line.split_whitespace().next()?;
     time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
-}
-
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
 }
 
 fn count_in(path: &Path, needle: &str) -> usize {
@@ -423,7 +410,7 @@ fn main() {
             let s = small.cold_start().await;
             small_acked.push(s.all_acked);
             tokio::time::sleep(Duration::from_secs(3)).await;
-            small_mem = memory(s.sidecar.pid());
+            small_mem = memory_mib(s.sidecar.pid());
             drop(s);
             drop(last.take());
             ari_before = count_in(&big.pebble.pebble.log, "renewal-info");
@@ -448,7 +435,7 @@ fn main() {
         }
         let Some(mut running) = last else { unreachable!() };
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let big_mem = memory(running.sidecar.pid());
+        let big_mem = memory_mib(running.sidecar.pid());
         let ari_requests = count_in(&big.pebble.pebble.log, "renewal-info") - ari_before;
 
         let stats = ["listener_manager.listener_modified", "listener_manager.total_filter_chains_draining"];

@@ -374,3 +374,16 @@ pub fn start_sidecar(dir: &Path, config: &str) -> Proc {
         dir,
     )
 }
+
+/// (VmRSS, VmHWM) of process `pid` in MiB: now, and the peak so far.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}

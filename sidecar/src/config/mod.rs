@@ -151,7 +151,7 @@ fn default_http() -> SocketAddr {
 }
 
 fn default_ops() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8557))
+    SocketAddr::from(([127, 0, 0, 1], 8558))
 }
 
 fn default_tls_alpn() -> SocketAddr {
