@@ -53,7 +53,8 @@ fn debug_never_shows_the_private_key() {
 fn csr_carries_the_names_and_key_types_generate() {
     for key_type in [KeyType::Ec256, KeyType::Ec384, KeyType::Rsa2048] {
         let key = generate_key(key_type).unwrap_or_else(|e| panic!("{e}"));
-        let csr = csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key, true).unwrap_or_else(|e| panic!("{e}"));
+        let csr =
+            csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key, true).unwrap_or_else(|e| panic!("{e}"));
         let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
             .unwrap_or_else(|e| panic!("{e}"));
         let text = format!("{:?}", parsed.requested_extensions().map(|e| e.collect::<Vec<_>>()));
@@ -102,8 +103,8 @@ fn csr_subject(domains: &[&str], common_name: bool) -> String {
     let key = generate_key(KeyType::Ec256).unwrap_or_else(|e| panic!("{e}"));
     let domains: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
     let csr = csr_der(&domains, &key, common_name).unwrap_or_else(|e| panic!("{e}"));
-    let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, parsed) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap_or_else(|e| panic!("{e}"));
     let sans = format!("{:?}", parsed.requested_extensions().map(|e| e.collect::<Vec<_>>()));
     for domain in &domains {
         let in_san = sans.contains(domain.as_str()) || domain.parse::<std::net::IpAddr>().is_ok();

@@ -164,7 +164,10 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
     eventually(Duration::from_secs(120), || served(ALPN))
         .await
         .unwrap_or_else(|e| panic!("TLS-ALPN-01 through the discovery listener: {e}\n{}", sidecar.tail()));
-    assert!(envoy_stat(ports.admin, "tcp.acme_tls_alpn.downstream_cx_total").await >= 1, "the CA never reached the sidecar");
+    assert!(
+        envoy_stat(ports.admin, "tcp.acme_tls_alpn.downstream_cx_total").await >= 1,
+        "the CA never reached the sidecar"
+    );
     sidecar.assert_running();
 }
 

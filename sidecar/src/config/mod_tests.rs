@@ -154,6 +154,25 @@ fn dns_challenge_needs_exactly_one_provider_and_reads_secret_files() {
     assert_eq!(rfc2136.and_then(|r| r.tsig_secret.as_deref()), Some("c2VjcmV0"));
     assert_eq!(config.resolvers["le"].challenges(), vec![ChallengeKind::Http01, ChallengeKind::Dns01]);
 
+    // tsig-keygen's output as it is: the key block gives name, algorithm, secret.
+    std::fs::write(
+        &secret,
+        "key \"acme-key\" {\n\talgorithm hmac-sha512;\n\tsecret \"3FbFJ6Qp3TtdQ01Y3CLBTMrrNzf0nnrvDewglNYxSnc=\";\n};\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, dns.replace("tsig_key = \"k\"\n", "")).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load_valid(&path).unwrap_or_else(|e| panic!("{e}"));
+    let rfc2136 = config.resolvers["le"].dns_challenge.as_ref().and_then(|d| d.provider_settings::<Rfc2136>());
+    let rfc2136 = rfc2136.unwrap_or_else(|| panic!("rfc2136"));
+    assert_eq!(rfc2136.tsig_key.as_deref(), Some("acme-key"));
+    assert_eq!(rfc2136.tsig_algorithm, "hmac-sha512");
+    assert_eq!(rfc2136.tsig_secret.as_deref(), Some("3FbFJ6Qp3TtdQ01Y3CLBTMrrNzf0nnrvDewglNYxSnc="));
+    // What `run` would refuse, `check` refuses: a secret that is not base64.
+    std::fs::write(&secret, "not base64 at all!\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, &dns).unwrap_or_else(|e| panic!("{e}"));
+    let refused = Config::load_valid(&path).map(drop).unwrap_err().to_string();
+    assert!(refused.contains("resolvers.le.dns_challenge.rfc2136.tsig_secret: is not base64"), "{refused}");
+
     let none = format!("{VALID}\n[resolvers.le.dns_challenge]\ntimeout_secs = 5\n");
     assert!(invalid(&none).contains("resolvers.le.dns_challenge"), "{}", invalid(&none));
     let two = format!(

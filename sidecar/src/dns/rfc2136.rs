@@ -78,6 +78,15 @@ impl ProviderSettings for Rfc2136 {
         let file = self.tsig_secret_file.as_deref();
         env.secret(&format!("{field}.tsig_secret"), &mut self.tsig_secret, file, "RFC2136_TSIG_SECRET")?;
         env.fill(&mut self.tsig_key, "RFC2136_TSIG_KEY");
+        // `tsig-keygen` prints a whole `key "name" { ... };` block: take
+        // the secret from it, and the name and algorithm unless given.
+        if let Some(block) = self.tsig_secret.as_deref().and_then(KeyBlock::parse) {
+            self.tsig_key.get_or_insert(block.name);
+            if let Some(algorithm) = block.algorithm {
+                self.tsig_algorithm = algorithm;
+            }
+            self.tsig_secret = Some(block.secret);
+        }
         Ok(())
     }
 
@@ -94,11 +103,47 @@ impl ProviderSettings for Rfc2136 {
                 "set both tsig_key and tsig_secret, or neither",
             ));
         }
+        if let Some(secret) = &self.tsig_secret {
+            if base64::engine::general_purpose::STANDARD.decode(secret.trim()).is_err() {
+                return Err(SettingsError::new(
+                    format!("{field}.tsig_secret"),
+                    "is not base64: give the quoted `secret` of tsig-keygen's output, or the whole `key \"name\" { ... };` block",
+                ));
+            }
+        }
         Ok(())
     }
 
     fn build(&self, ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
         Ok(Arc::new(Rfc2136Provider::new(self, ttl)?))
+    }
+}
+
+/// A BIND `key` statement, as `tsig-keygen` prints it:
+/// `key "name" { algorithm hmac-sha256; secret "base64"; };`.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyBlock {
+    name: String,
+    algorithm: Option<String>,
+    secret: String,
+}
+
+impl KeyBlock {
+    fn parse(text: &str) -> Option<Self> {
+        let rest = text.trim().strip_prefix("key")?.trim_start();
+        let (name, body) = rest.split_once('{')?;
+        let name = name.trim().trim_matches('"').to_owned();
+        let (mut algorithm, mut secret) = (None, None);
+        for statement in body.split(';') {
+            let statement = statement.trim().trim_start_matches('}').trim();
+            if let Some(value) = statement.strip_prefix("algorithm") {
+                algorithm = Some(value.trim().trim_matches('"').to_ascii_lowercase());
+            } else if let Some(value) = statement.strip_prefix("secret") {
+                secret = Some(value.trim().trim_matches('"').to_owned());
+            }
+        }
+        (!name.is_empty()).then_some(())?;
+        Some(Self { name, algorithm, secret: secret? })
     }
 }
 
