@@ -85,4 +85,46 @@ async fn tls_alpn01_through_nginx_stream_ssl_preread() {
     let refused = tls_leaf(tls_config_validator(), ("127.0.0.1", public), DOMAIN).await;
     assert!(refused.is_err(), "acme-tls/1 answered outside an order");
     nginx.proc.assert_running();
+
+    // 4. `nginx-config` for this TLS-ALPN-01-only resolver: its https block
+    //    listens where the stream block passes ordinary TLS (not :443, which
+    //    the stream block owns) and port 80 has no challenge location. A
+    //    second real nginx runs it behind the shipped stream block and serves
+    //    the issued certificate.
+    let out = std::process::Command::new(proxy_acme_bin())
+        .args(["nginx-config", "--config"])
+        .arg(dir.join("proxy-acme.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let generated = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!generated.contains("acme-challenge"), "HTTP-01 location for a TLS-ALPN-01 resolver:\n{generated}");
+    let (public2, backend2, http2) = (free_port(), free_port(), free_port());
+    let site = render(
+        &generated,
+        &[
+            ("listen 80;", format!("listen 127.0.0.1:{http2};")),
+            ("listen 127.0.0.1:8443 ssl;", format!("listen 127.0.0.1:{backend2} ssl;")),
+            ("proxy_pass http://127.0.0.1:8080;", "return 200 \"issued\\n\";".to_owned()),
+        ],
+    );
+    let stream2 = render(
+        &shipped,
+        &[
+            ("listen 443;", format!("listen 127.0.0.1:{public2};")),
+            ("127.0.0.1:8556", format!("127.0.0.1:{}", ports.tls_alpn)),
+            ("127.0.0.1:8443", format!("127.0.0.1:{backend2}")),
+        ],
+    );
+    let dir2 = dir.join("generated");
+    std::fs::create_dir_all(&dir2).unwrap_or_else(|e| panic!("{e}"));
+    let config2 = format!("{}{stream2}\nhttp {{\n{}{site}}}\n", Nginx::preamble(&dir2), Nginx::http_paths(&dir2),);
+    let mut generated_nginx = Nginx::start(&dir2, &config2, public2);
+    let served = tls_leaf(tls_config(&root, &[]), ("127.0.0.1", public2), DOMAIN).await;
+    assert_eq!(
+        served.map(|der| serial_of(&der)),
+        Ok(issued),
+        "nginx-config's https block serves the issued certificate"
+    );
+    generated_nginx.proc.assert_running();
 }

@@ -33,31 +33,38 @@ fn server_blocks(config: &Config, certificate: &Certificate) -> String {
     };
     let live: PathBuf = root.join(&certificate.name).join("live");
     let names = certificate.domains.join(" ");
-    let webroot = config
-        .resolvers
-        .get(&certificate.resolver)
-        .and_then(|r| r.http_challenge.as_ref())
-        .and_then(|h| h.webroot.as_ref());
-    let challenge = match webroot {
-        Some(webroot) => format!(
+    let resolver = config.resolvers.get(&certificate.resolver);
+    let http01 = resolver.and_then(|r| r.http_challenge.as_ref());
+    let tls_alpn = resolver.is_some_and(|r| r.tls_challenge.is_some());
+    let webroot = http01.and_then(|h| h.webroot.as_ref());
+    let challenge = match (http01, webroot) {
+        (None, _) => "    # No HTTP-01 for this resolver: port 80 only redirects.\n".to_owned(),
+        (Some(_), Some(webroot)) => format!(
             "    # ACME HTTP-01: token files written by proxy-acme (webroot).\n    \
              location ^~ /.well-known/acme-challenge/ {{\n        root {};\n        default_type text/plain;\n    }}\n",
             webroot.display()
         ),
-        None => format!(
+        (Some(_), None) => format!(
             "    # ACME HTTP-01: answered by proxy-acme ([listen] http).\n    \
              location ^~ /.well-known/acme-challenge/ {{\n        proxy_pass http://{};\n        \
              proxy_set_header Host $host;\n    }}\n",
             config.listen.http
         ),
     };
+    // With TLS-ALPN-01, nginx/tls-alpn-stream.conf owns :443 and passes
+    // every other connection to the https servers on a loopback port.
+    let https_listen = if tls_alpn {
+        "listen 127.0.0.1:8443 ssl;  # CHANGE: the `default` upstream of nginx/tls-alpn-stream.conf, which owns :443 (TLS-ALPN-01)"
+    } else {
+        "listen 443 ssl;  # CHANGE: the public TLS port"
+    };
     let mut out = String::new();
     let _ = write!(
         out,
         "# certificate \"{name}\" (resolver {resolver})\n\
-         server {{\n    listen 80;\n    server_name {names};\n\n{challenge}    location / {{\n        \
+         server {{\n    listen 80;  # CHANGE: the public HTTP port\n    server_name {names};\n\n{challenge}    location / {{\n        \
          return 301 https://$host$request_uri;\n    }}\n}}\n\n\
-         server {{\n    listen 443 ssl;\n    server_name {names};\n\n    \
+         server {{\n    {https_listen}\n    server_name {names};\n\n    \
          ssl_certificate     {live}/fullchain.pem;\n    ssl_certificate_key {live}/privkey.pem;\n\n    \
          location / {{\n        proxy_pass http://127.0.0.1:8080;  # CHANGE: your application\n    }}\n}}\n",
         name = certificate.name,
@@ -84,6 +91,9 @@ http_challenge = {}
 [resolvers.disk]
 http_challenge = { webroot = "/var/www/acme" }
 
+[resolvers.alpn]
+tls_challenge = {}
+
 [[certificates]]
 name = "www"
 domains = ["example.com", "www.example.com"]
@@ -93,6 +103,11 @@ resolver = "le"
 name = "api"
 domains = ["api.example.com"]
 resolver = "disk"
+
+[[certificates]]
+name = "tls"
+domains = ["tls.example.com"]
+resolver = "alpn"
 "#;
 
     #[test]
@@ -105,7 +120,14 @@ resolver = "disk"
         assert!(text.contains("ssl_certificate_key /etc/nginx/proxy-acme/api/live/privkey.pem;"), "{text}");
         assert!(text.contains("proxy_pass http://127.0.0.1:9555;"), "{text}");
         assert!(text.contains("root /var/www/acme;"), "{text}");
-        assert_eq!(text.matches("server {").count(), 4);
+        assert_eq!(text.matches("server {").count(), 6);
         assert!(!text.contains("no [nginx] section"));
+        // Only the TLS-ALPN-01 certificate leaves :443 to the stream block
+        // and has no HTTP-01 location.
+        let tls = text.split("# certificate \"tls\"").nth(1).unwrap_or_default();
+        assert!(tls.contains("listen 127.0.0.1:8443 ssl;"), "{tls}");
+        assert!(!tls.contains("listen 443") && !tls.contains("acme-challenge"), "{tls}");
+        let www = text.split("# certificate \"www\"").nth(1).unwrap_or_default();
+        assert!(www.split("# certificate").next().unwrap_or_default().contains("listen 443 ssl;"), "{www}");
     }
 }
