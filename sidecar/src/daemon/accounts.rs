@@ -104,7 +104,7 @@ impl Accounts {
     /// reset private CA, a deactivated account) gets a fresh registration on
     /// the next attempt. Returns whether that happened (worth a retry).
     pub(super) async fn on_error(&self, store: &dyn Store, name: &str, error: &AcmeError) -> bool {
-        let gone = matches!(error, AcmeError::Protocol(instant_acme::Error::Api(p))
+        let gone = matches!(error.cause(), AcmeError::Protocol(instant_acme::Error::Api(p))
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"));
         if let (true, Ok(entry)) = (gone, self.entry(name)) {
             tracing::warn!(resolver = name, "the CA does not know our account any more; registering a new one");
@@ -115,6 +115,12 @@ impl Accounts {
             return true;
         }
         false
+    }
+
+    /// Longest one order (or another exchange with the CA) of resolver
+    /// `name` may take: its `order_timeout_secs`.
+    pub(super) fn deadline(&self, name: &str) -> Duration {
+        Duration::from_secs(self.entry(name).map_or(600, |e| e.resolver.order_timeout_secs))
     }
 
     /// Takes one order from the resolver's budget, or says until when none is left.
