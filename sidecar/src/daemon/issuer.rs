@@ -187,7 +187,10 @@ impl Issuer {
                 AcmeError::Protocol(malformed @ (instant_acme::Error::Json(_) | instant_acme::Error::Str(_))) => {
                     AriAnswer::Malformed(malformed.to_string())
                 }
-                _ => AriAnswer::Unavailable(e.to_string()),
+                _ => match e.retry_after(self.clock.now()) {
+                    Some(until) => AriAnswer::Later { problem: e.to_string(), until },
+                    None => AriAnswer::Unavailable(e.to_string()),
+                },
             },
         };
         Some(answer)
