@@ -172,19 +172,22 @@ async fn retry_after_on_an_error_answer_sets_the_next_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_malformed_and_empty_answers_are_refused_without_growing() {
+async fn huge_malformed_empty_and_cut_answers_are_refused_without_growing() {
     const HUGE: usize = 10 << 20;
-    let names = ["f1", "f2", "f3", "m1", "e1"];
+    let names = ["f1", "f2", "f3", "m1", "e1", "c1", "s1"];
     let (stack, front) = with_front("", &names, |_| {}).await;
     for name in names {
         wait_issued(&stack, name, Duration::from_secs(30)).await;
     }
     let (_, baseline) = memory_mib(stack.sidecar.pid());
     // Three 10 MiB bodies for the next three orders, then one that is not
-    // JSON, then an empty one; each renewal forced by the operator.
+    // JSON, an empty one, a connection closed without an answer and a 500;
+    // each renewal forced by the operator.
     front.fault("/order-plz", Fault::Huge(HUGE), Some(3));
     front.fault("/order-plz", Fault::Malformed, Some(1));
     front.fault("/order-plz", Fault::Empty, Some(1));
+    front.fault("/order-plz", Fault::Close, Some(1));
+    front.fault("/order-plz", Fault::Status(500), Some(1));
     let mut answers = String::new();
     for name in names {
         let (code, out, err) = stack.cli(&["renew", name, "--force"]);
@@ -193,14 +196,18 @@ async fn huge_malformed_and_empty_answers_are_refused_without_growing() {
     }
     let huge = front.seen().iter().filter(|s| s.answer.starts_with("Huge")).count();
     assert_eq!(huge, 3, "{:?}", front.seen());
-    let count = |what: &str| answers.lines().filter(|l| l.contains(what)).count();
-    assert_eq!(count("/order-plz: the answer's body is over 1048576 bytes; refused"), 3, "{answers}");
-    assert_eq!(count("failed to (de)serialize JSON"), 2, "{answers}");
-    let shown: Vec<String> = names.iter().map(|n| cert_lines(&stack, n)).collect();
-    let shown = shown.join("\n");
-    assert_eq!(shown.lines().filter(|l| l.contains("state:") && l.contains("backing off")).count(), 5, "{shown}");
     let (rss, peak) = memory_mib(stack.sidecar.pid());
     eprintln!("sidecar: VmHWM {baseline:.1} MiB before three 10 MiB answers, {peak:.1} MiB after (VmRSS {rss:.1})");
     // Reading the three bodies whole took the peak from 15 to 52 MiB.
     assert!(peak - baseline < 8.0, "the sidecar's peak RSS grew from {baseline:.1} to {peak:.1} MiB");
+    let count = |what: &str| answers.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("/order-plz: the answer's body is over 1048576 bytes; refused"), 3, "{answers}");
+    assert_eq!(count("failed to (de)serialize JSON"), 2, "{answers}");
+    let closed = answers.lines().find(|l| l.starts_with("c1:")).unwrap_or_default();
+    assert!(closed.contains("POST https://127.0.0.1:") && closed.contains("/order-plz: "), "{answers}");
+    let failed = answers.lines().find(|l| l.starts_with("s1:")).unwrap_or_default();
+    assert!(failed.contains("CA front: programmed to answer 500"), "{answers}");
+    let shown: Vec<String> = names.iter().map(|n| cert_lines(&stack, n)).collect();
+    let shown = shown.join("\n");
+    assert_eq!(shown.lines().filter(|l| l.contains("state:") && l.contains("backing off")).count(), 7, "{shown}");
 }
