@@ -171,13 +171,18 @@ impl Accounts {
         }
     }
 
-    /// Rolls the account key over and swaps the cached account for it.
+    /// Rolls the account key over and swaps the cached account for it,
+    /// within the resolver's order deadline: the account is locked
+    /// meanwhile, so a hung CA must not hold it longer.
     pub(super) async fn rollover(&self, store: &dyn Store, name: &str) -> Result<String, AcmeError> {
         let entry = self.entry(name)?;
         let mut slot = entry.account.write().await;
-        let id = acme::rollover(store, name, &entry.resolver).await?;
-        // The cached account still signs with the old key: reload from the store.
-        *slot = Some(acme::account(store, name, &entry.resolver).await?);
-        Ok(id)
+        acme::bounds::within(self.deadline(name), "rolling the account key over", async {
+            let id = acme::rollover(store, name, &entry.resolver).await?;
+            // The cached account still signs with the old key: reload from the store.
+            *slot = Some(acme::account(store, name, &entry.resolver).await?);
+            Ok(id)
+        })
+        .await
     }
 }
