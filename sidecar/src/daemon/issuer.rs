@@ -1,7 +1,7 @@
 //! The issuer: everything between "order now" and a stored certificate.
-//! The self-imposed limits (order budget, failed authorizations), the
-//! retries the protocol expects (a refused nonce, a CA that forgot the
-//! account), the fallback from one challenge type to the next, and the
+//! The self-imposed limits (order budget, failed authorizations), a new
+//! order at once when the CA forgot the account (a refused nonce is sent
+//! again inside the order, `acme::bounds`), the fallback from one challenge type to the next, and the
 //! fenced save that refuses to write once the lock is lost. Also the
 //! account's other calls: renewal information and revocation.
 
