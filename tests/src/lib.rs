@@ -14,6 +14,7 @@
 
 pub mod ari_front;
 pub mod bind;
+pub mod ca_front;
 pub mod etcd;
 pub mod mesh;
 pub mod net;

@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use serde::{Deserialize, Serialize};
 
+use super::bounds::{step, Bounded, CONNECT_TIMEOUT};
 use super::chains::{Downloads, Recording};
 use super::AcmeError;
 use crate::config::Resolver;
@@ -83,11 +84,12 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
         let parse = || serde_json::from_slice::<StoredAccount>(&data).map_err(AcmeError::StoredAccount);
         let stored = parse()?;
         if stored.ca_server == resolver.ca_server {
+            super::bounds::set_step("loading the CA's directory");
             let account = builder()?.from_credentials(stored.credentials).await?;
             tracing::info!(resolver = name, account = account.id(), "loaded ACME account");
             if stored.contact != contact {
                 let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-                account.update_contacts(&refs).await?;
+                step!("updating the account's contacts", account.update_contacts(&refs).await)?;
                 tracing::info!(resolver = name, contact = ?contact, "updated account contact");
                 // The credentials moved into the account; parse them again to store.
                 save(store, name, &StoredAccount { contact, ..parse()? }).await?;
@@ -102,7 +104,10 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
     };
     let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
     let new_account = NewAccount { contact: &refs, terms_of_service_agreed: true, only_return_existing: false };
-    let (account, credentials) = builder()?.create(&new_account, resolver.ca_server.clone(), eab.as_ref()).await?;
+    let (account, credentials) = step!(
+        "registering the account",
+        builder()?.create(&new_account, resolver.ca_server.clone(), eab.as_ref()).await
+    )?;
     save(store, name, &StoredAccount { ca_server: resolver.ca_server.clone(), contact, credentials }).await?;
     tracing::info!(resolver = name, account = account.id(), eab = resolver.eab.is_some(), "registered ACME account");
     Ok(AcmeAccount { account, downloads })
@@ -112,7 +117,7 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
 /// stores the new credentials. The old key stops working at once.
 pub async fn rollover(store: &dyn Store, name: &str, resolver: &Resolver) -> Result<String, AcmeError> {
     let mut account = account(store, name, resolver).await?;
-    let credentials = account.update_key().await?;
+    let credentials = step!("rolling the account key over", account.update_key().await)?;
     save(
         store,
         name,
@@ -130,12 +135,14 @@ async fn save(store: &dyn Store, name: &str, stored: &StoredAccount) -> Result<(
 }
 
 /// instant-acme with our own HTTP client: the CA's roots (or the
-/// platform's), wrapped to record certificate downloads.
+/// platform's), bounded in time and size (`bounds::Bounded`), wrapped to
+/// record certificate downloads.
 fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::AccountBuilder, AcmeError> {
     let connector = https_connector(resolver)?;
     let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let recording = Recording { inner: Box::new(client), downloads: downloads.clone() };
+    let bounded = Bounded::new(client);
+    let recording = Recording { inner: Box::new(bounded), downloads: downloads.clone() };
     Ok(Account::builder_with_http(Box::new(recording)))
 }
 
@@ -178,5 +185,8 @@ fn https_connector(
         }
         None => HttpsConnectorBuilder::new().try_with_platform_verifier().map_err(|e| ca_error(e.to_string()))?,
     };
-    Ok(https.https_only().enable_http1().enable_http2().build())
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Ok(https.https_only().enable_http1().enable_http2().wrap_connector(http))
 }

@@ -3,6 +3,7 @@
 //! calls these when the schedule says so, and stores what comes back.
 
 mod account;
+pub(crate) mod bounds;
 mod chains;
 mod order;
 mod prove;
@@ -54,6 +55,12 @@ pub enum AcmeError {
     Fetch(#[from] crate::fetch::FetchError),
     #[error("{0} is no ACME directory (no newNonce)")]
     NotADirectory(String),
+    /// The order did not end within its deadline (see `acme::bounds`).
+    #[error("order deadline of {secs} s passed while {step}")]
+    Deadline { secs: u64, step: &'static str },
+    /// The CA's error answer said when to come back (`Retry-After`).
+    #[error("{source} (the CA asks to retry after {})", crate::schedule::rfc3339(*until))]
+    CaSaidWait { source: Box<Self>, until: SystemTime },
 }
 
 impl From<SolverError> for AcmeError {
@@ -77,6 +84,7 @@ impl AcmeError {
     /// the rest (network, CA outage, rate limits) are worth retrying.
     pub fn is_permanent(&self) -> bool {
         match self {
+            Self::CaSaidWait { source, .. } => source.is_permanent(),
             Self::Protocol(instant_acme::Error::Api(problem)) => matches!(
                 problem.r#type.as_deref(),
                 Some(
@@ -93,6 +101,7 @@ impl AcmeError {
             | Self::NoChallenge(..)
             | Self::Solver(_)
             | Self::RateLimited(_)
+            | Self::Deadline { .. }
             | Self::Fetch(_) => false,
             Self::Store(e) => e.is_permanent(),
             Self::Dns(e) => !e.is_retryable(),
@@ -109,27 +118,47 @@ impl AcmeError {
     /// Whether the CA (or our own budget) said to slow down.
     pub fn is_rate_limited(&self) -> bool {
         match self {
+            Self::CaSaidWait { source, .. } => source.is_rate_limited(),
             Self::Protocol(instant_acme::Error::Api(problem)) => problem.r#type.as_deref() == Some(RATE_LIMITED),
             Self::RateLimited(_) => true,
             _ => false,
         }
     }
 
-    /// When the CA said to come back, if it did, on the clock that says `now`.
+    /// When the CA said to come back, if it did, on the clock that says
+    /// `now`: the `Retry-After` of its error answer, or of the order it
+    /// polled. Never later than `now` + [`bounds::MAX_RETRY_AFTER`].
     pub fn retry_after(&self, now: SystemTime) -> Option<SystemTime> {
-        match self {
-            Self::Protocol(instant_acme::Error::Timeout(Some(at))) => {
-                Some(now + at.saturating_duration_since(std::time::Instant::now()))
+        let cap = now.checked_add(bounds::MAX_RETRY_AFTER).unwrap_or(now);
+        let at = match self {
+            Self::CaSaidWait { until, .. } => {
+                // On the wall clock when the answer came; moved onto `now`'s.
+                let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+                now.checked_add(wait).unwrap_or(now)
             }
-            _ => None,
-        }
+            Self::Protocol(instant_acme::Error::Timeout(Some(at))) => {
+                now + at.saturating_duration_since(std::time::Instant::now())
+            }
+            _ => return None,
+        };
+        Some(at.min(cap))
     }
 
     /// The CA refused the request's nonce (RFC 8555 §6.5): the same request
     /// with a fresh nonce is expected to work.
     pub fn is_bad_nonce(&self) -> bool {
-        matches!(self, Self::Protocol(instant_acme::Error::Api(p))
-            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+        match self.cause() {
+            Self::Protocol(e) => bounds::is_bad_nonce(e),
+            _ => false,
+        }
+    }
+
+    /// The error without the CA's `Retry-After` around it.
+    pub fn cause(&self) -> &Self {
+        match self {
+            Self::CaSaidWait { source, .. } => source.cause(),
+            other => other,
+        }
     }
 
     /// Whether the failure belongs to the challenge type, so the next
@@ -137,7 +166,7 @@ impl AcmeError {
     /// ([`Self::is_invalid`]), the CA not offering the type, or the solver
     /// (a DNS provider, the propagation check) failing to present it.
     pub fn is_challenge_failure(&self) -> bool {
-        self.is_invalid() || matches!(self, Self::NoChallenge(..) | Self::Solver(_) | Self::Dns(_))
+        self.is_invalid() || matches!(self.cause(), Self::NoChallenge(..) | Self::Solver(_) | Self::Dns(_))
     }
 
     /// The CA validated a challenge and found it invalid (an invalid
@@ -145,7 +174,7 @@ impl AcmeError {
     /// A provider or transport failure on our side is not this: it is an
     /// error worth retrying, and the challenge metric counts it as `error`.
     pub fn is_invalid(&self) -> bool {
-        match self {
+        match self.cause() {
             Self::Authorization { .. } => true,
             Self::Protocol(instant_acme::Error::Api(problem)) => matches!(
                 problem.r#type.as_deref(),
@@ -174,7 +203,7 @@ impl AcmeError {
     /// The CA's problem type (RFC 8555 §6.7) without its URN prefix, when
     /// the CA answered with a problem document.
     pub fn problem_type(&self) -> Option<&str> {
-        match self {
+        match self.cause() {
             Self::Protocol(instant_acme::Error::Api(problem)) => {
                 let kind = problem.r#type.as_deref().unwrap_or("about:blank");
                 Some(kind.strip_prefix("urn:ietf:params:acme:error:").unwrap_or(kind))
@@ -185,7 +214,7 @@ impl AcmeError {
 
     /// The identifier of a failed authorization, for the per-identifier limit.
     pub fn failed_identifier(&self) -> Option<&str> {
-        match self {
+        match self.cause() {
             Self::Authorization { identifier, .. } => Some(identifier),
             _ => None,
         }

@@ -11,6 +11,7 @@ use instant_acme::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::bounds::step;
 use super::chains;
 use super::{AcmeAccount, AcmeError};
 use crate::cert::KeyType;
@@ -65,18 +66,18 @@ pub async fn issue(
     };
     let replaces = request.replaces.and_then(certificate_id);
     let mut order = match &replaces {
-        Some(id) => match account.new_order(&new_order().replaces(id.clone())).await {
+        Some(id) => match step!("creating the order", account.new_order(&new_order().replaces(id.clone())).await) {
             Ok(order) => order,
             // RFC 9773 §5: when `replaces` is refused (the certificate was
             // already replaced, or the CA does not reflect the field), order
             // again without it rather than not at all.
             Err(e) if replaces_refused(&e) => {
                 tracing::warn!(error = %e, "the CA did not take `replaces`; ordering without it");
-                account.new_order(&new_order()).await?
+                step!("creating the order", account.new_order(&new_order()).await)?
             }
             Err(e) => return Err(e.into()),
         },
-        None => account.new_order(&new_order()).await?,
+        None => step!("creating the order", account.new_order(&new_order()).await)?,
     };
     tracing::info!(
         order = order.url(),
@@ -97,13 +98,13 @@ pub async fn issue(
         .await
         .map_err(|e| CertError::Generate(e.to_string()))??;
     let csr = cert::csr_der(request.domains, &key, request.common_name)?;
-    order.finalize_csr(&csr).await?;
+    step!("finalizing the order", order.finalize_csr(&csr).await)?;
     // A CA that issues at once (Let's Encrypt mostly does; Pebble within
     // milliseconds) needs no first poll interval: look once right away,
     // and poll only if the order is still processing.
-    let mut fullchain_pem = match order.certificate().await? {
+    let mut fullchain_pem = match step!("downloading the certificate", order.certificate().await)? {
         Some(chain) => chain,
-        None => order.poll_certificate(&retries).await?,
+        None => step!("waiting for the certificate", order.poll_certificate(&retries).await)?,
     };
     if let Some(preferred) = request.preferred_chain {
         let certificate_url = order.state().certificate.clone().unwrap_or_default();
@@ -128,7 +129,7 @@ async fn preferred_chain(account: &AcmeAccount, certificate_url: &str, preferred
     for url in &download.alternates {
         // A signed POST-as-GET through instant-acme; it cannot parse the PEM
         // body as an order, which is expected: the recording client kept it.
-        let _ = account.order(url.clone()).await;
+        let _ = step!("downloading an alternate chain", account.order(url.clone()).await);
         let Some(alternate) = account.downloads.take(url) else { continue };
         if chains::top_issuer(&alternate.chain).as_deref() == Some(preferred) {
             tracing::info!(chain = url, issuer = preferred, "using the preferred alternate chain");
@@ -157,7 +158,7 @@ fn replaces_refused(error: &instant_acme::Error) -> bool {
 async fn authorization_failure(order: &mut instant_acme::Order) -> Option<AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
-        let state = authz.refresh().await.ok()?;
+        let state = step!("reading the failed authorization", authz.refresh().await).ok()?;
         if state.status != AuthorizationStatus::Valid {
             let detail = state
                 .challenges
@@ -196,7 +197,7 @@ pub async fn renewal_info(account: &Account, bundle: &Bundle) -> Result<Option<W
     let id = certificate_id(bundle).ok_or(AcmeError::Certificate(CertError::Parse("no AKI for ARI".into())))?;
     // instant-acme answers Unsupported, without a request, when the
     // directory has no renewalInfo.
-    let (info, retry_after) = match account.renewal_info(&id).await {
+    let (info, retry_after) = match step!("asking for renewal information", account.renewal_info(&id).await) {
         Ok(answer) => answer,
         Err(instant_acme::Error::Unsupported(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -232,6 +233,7 @@ pub async fn revoke(account: &Account, bundle: &Bundle, reason: Option<u8>) -> R
         9 => RevocationReason::PrivilegeWithdrawn,
         _ => RevocationReason::Unspecified,
     });
-    account.revoke(&RevocationRequest { certificate: &der, reason }).await?;
+    let request = RevocationRequest { certificate: &der, reason };
+    step!("revoking", account.revoke(&request).await)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use instant_acme::{AuthorizationStatus, Order, OrderStatus, RetryPolicy};
 
+use super::bounds::{is_bad_nonce, set_step, step, MAX_NONCE_REFUSALS};
 use super::AcmeError;
 use crate::solvers::{Challenge, Presented, Solver, SolverError};
 
@@ -37,6 +38,7 @@ async fn prove_inner(
     presented: &mut Vec<Presented>,
 ) -> Result<OrderStatus, AcmeError> {
     let kind = solver.kind();
+    fetch_authorizations(order).await?;
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;
@@ -64,14 +66,16 @@ async fn prove_inner(
             token: &challenge.token,
             key_authorization: key_authorization.as_str(),
         };
+        set_step("presenting the challenge");
         presented.push(solver.present(answer).await?);
         if solver.visible_at_once() {
-            challenge.set_ready().await?;
+            step!("telling the CA the challenge is ready", challenge.set_ready().await)?;
             tracing::debug!(identifier, token = %challenge.token, challenge = %kind, "challenge ready");
         }
     }
 
     if !solver.visible_at_once() && !presented.is_empty() {
+        set_step("waiting for the challenge answers to be visible");
         solver.wait_visible(presented).await?;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -83,10 +87,34 @@ async fn prove_inner(
             let mut challenge = authz
                 .challenge(kind.acme_type())
                 .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
-            challenge.set_ready().await?;
+            step!("telling the CA the challenge is ready", challenge.set_ready().await)?;
             tracing::debug!(identifier, challenge = %kind, "challenge ready");
         }
     }
 
-    Ok(order.poll_ready(&retries()).await?)
+    Ok(step!("waiting for the CA to validate", order.poll_ready(&retries()).await)?)
+}
+
+/// Fetches every authorization of `order` once (instant-acme keeps them),
+/// each sent again while the CA refuses the nonce: a failed fetch skips its
+/// authorization in instant-acme's stream, so the stream starts over and
+/// fetches only those still missing.
+async fn fetch_authorizations(order: &mut Order) -> Result<(), AcmeError> {
+    set_step("fetching the authorizations");
+    let mut refused = 0;
+    'again: loop {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            match authz {
+                Ok(_) => {}
+                Err(e) if is_bad_nonce(&e) && refused < MAX_NONCE_REFUSALS => {
+                    refused += 1;
+                    tracing::debug!(refused, "the CA refused the nonce; fetching the authorizations again");
+                    continue 'again;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(());
+    }
 }

@@ -140,3 +140,19 @@ fn control_characters_in_echoed_values_are_escaped() {
     assert_eq!(escape_controls("bidi \u{202e}txt.exe"), "bidi \\u{202e}txt.exe");
     assert!(matches!(escape_controls("plain ünïcode"), std::borrow::Cow::Borrowed(_)));
 }
+
+#[test]
+fn an_order_deadline_is_between_ten_seconds_and_a_day() {
+    let with = |secs: &str| format!("{RESOLVER}order_timeout_secs = {secs}\n{}", certificate("web", &["example.com"]));
+    for secs in ["0", "9", "86401"] {
+        assert_eq!(
+            refused(&with(secs)),
+            format!("resolvers.le.order_timeout_secs: {secs} is not between 10 and 86400"),
+            "{secs}"
+        );
+    }
+    accepted(&with("10"));
+    accepted(&with("86400"));
+    let config: Config = format!("{RESOLVER}{}", certificate("web", &["example.com"])).parse().expect("parses");
+    assert_eq!(config.resolvers["le"].order_timeout_secs, 600, "the default");
+}

@@ -65,6 +65,14 @@ pub struct Resolver {
     /// lifetime left, one half for lifetimes under ten days.
     #[serde(default)]
     pub renew_before: Option<crate::schedule::RenewBefore>,
+    /// Longest one order may take, from loading the account to the
+    /// downloaded certificate; past it the order fails and backs off.
+    #[serde(default = "default_order_timeout_secs")]
+    pub order_timeout_secs: u64,
+}
+
+fn default_order_timeout_secs() -> u64 {
+    600
 }
 
 impl Resolver {
@@ -199,6 +207,12 @@ pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), C
         if eab.hmac().is_none() {
             return Err(ConfigError::invalid(format!("{field}.eab.hmac_key"), "is not base64url"));
         }
+    }
+    if !(10..=86_400).contains(&resolver.order_timeout_secs) {
+        return Err(ConfigError::invalid(
+            format!("{field}.order_timeout_secs"),
+            format!("{} is not between 10 and 86400", resolver.order_timeout_secs),
+        ));
     }
     let limits = &resolver.rate_limit;
     if limits.orders == 0 || limits.order_window_hours == 0 || limits.failed_authorizations_per_hour == 0 {

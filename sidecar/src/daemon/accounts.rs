@@ -104,7 +104,7 @@ impl Accounts {
     /// reset private CA, a deactivated account) gets a fresh registration on
     /// the next attempt. Returns whether that happened (worth a retry).
     pub(super) async fn on_error(&self, store: &dyn Store, name: &str, error: &AcmeError) -> bool {
-        let gone = matches!(error, AcmeError::Protocol(instant_acme::Error::Api(p))
+        let gone = matches!(error.cause(), AcmeError::Protocol(instant_acme::Error::Api(p))
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"));
         if let (true, Ok(entry)) = (gone, self.entry(name)) {
             tracing::warn!(resolver = name, "the CA does not know our account any more; registering a new one");
@@ -115,6 +115,12 @@ impl Accounts {
             return true;
         }
         false
+    }
+
+    /// Longest one order (or another exchange with the CA) of resolver
+    /// `name` may take: its `order_timeout_secs`.
+    pub(super) fn deadline(&self, name: &str) -> Duration {
+        Duration::from_secs(self.entry(name).map_or(600, |e| e.resolver.order_timeout_secs))
     }
 
     /// Takes one order from the resolver's budget, or says until when none is left.
@@ -165,13 +171,18 @@ impl Accounts {
         }
     }
 
-    /// Rolls the account key over and swaps the cached account for it.
+    /// Rolls the account key over and swaps the cached account for it,
+    /// within the resolver's order deadline: the account is locked
+    /// meanwhile, so a hung CA must not hold it longer.
     pub(super) async fn rollover(&self, store: &dyn Store, name: &str) -> Result<String, AcmeError> {
         let entry = self.entry(name)?;
         let mut slot = entry.account.write().await;
-        let id = acme::rollover(store, name, &entry.resolver).await?;
-        // The cached account still signs with the old key: reload from the store.
-        *slot = Some(acme::account(store, name, &entry.resolver).await?);
-        Ok(id)
+        acme::bounds::within(self.deadline(name), "rolling the account key over", async {
+            let id = acme::rollover(store, name, &entry.resolver).await?;
+            // The cached account still signs with the old key: reload from the store.
+            *slot = Some(acme::account(store, name, &entry.resolver).await?);
+            Ok(id)
+        })
+        .await
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
+use crate::acme::bounds::within;
 use crate::acme::{self, AcmeError, OrderRequest, Window};
 use crate::cert::Bundle;
 use crate::solvers::Solver;
@@ -34,24 +35,34 @@ pub(super) struct LiveCa {
 
 #[async_trait]
 impl Ca for LiveCa {
+    /// Within the resolver's order deadline, account registration included.
     async fn issue(
         &self,
         resolver: &str,
         request: &OrderRequest<'_>,
         solver: &dyn Solver,
     ) -> Result<Bundle, AcmeError> {
-        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::issue(&account, request, solver).await
+        within(self.accounts.deadline(resolver), "loading the account", async {
+            let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+            acme::issue(&account, request, solver).await
+        })
+        .await
     }
 
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {
-        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::renewal_info(&account, bundle).await
+        within(self.accounts.deadline(resolver), "loading the account", async {
+            let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+            acme::renewal_info(&account, bundle).await
+        })
+        .await
     }
 
     async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError> {
-        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::revoke(&account, bundle, reason).await
+        within(self.accounts.deadline(resolver), "loading the account", async {
+            let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+            acme::revoke(&account, bundle, reason).await
+        })
+        .await
     }
 
     async fn recover(&self, resolver: &str, error: &AcmeError) -> bool {

@@ -1,7 +1,7 @@
 //! The issuer: everything between "order now" and a stored certificate.
-//! The self-imposed limits (order budget, failed authorizations), the
-//! retries the protocol expects (a refused nonce, a CA that forgot the
-//! account), the fallback from one challenge type to the next, and the
+//! The self-imposed limits (order budget, failed authorizations), a new
+//! order at once when the CA forgot the account (a refused nonce is sent
+//! again inside the order, `acme::bounds`), the fallback from one challenge type to the next, and the
 //! fenced save that refuses to write once the lock is lost. Also the
 //! account's other calls: renewal information and revocation.
 
@@ -52,8 +52,9 @@ impl Issuer {
     }
 
     /// Orders, proves, stores (fenced by `lock`) and returns the new
-    /// certificate. A refused nonce or a forgotten account (re-registered
-    /// at once) orders again: neither is a failure of this certificate.
+    /// certificate. A forgotten account (re-registered at once) orders
+    /// again: that is no failure of this certificate. (A refused nonce is
+    /// sent again within the order: `acme::bounds`.)
     /// Stops as soon as `lock` is lost, so nothing is written after another
     /// replica may have taken over.
     pub(super) async fn issue(
@@ -74,7 +75,7 @@ impl Issuer {
         for _ in 0..2 {
             let Err(e) = &result else { break };
             let forgotten = self.ca.recover(&certificate.resolver, e).await;
-            if !(forgotten || e.is_bad_nonce()) {
+            if !forgotten {
                 break;
             }
             tracing::info!(certificate = %certificate.name, error = %e, "ordering again at once");
@@ -182,10 +183,15 @@ impl Issuer {
                 tracing::debug!(certificate = %certificate.name, ?window, "ARI window");
                 AriAnswer::Window { start: window.start, end: window.end, retry_after: Some(window.retry_after) }
             }
-            Err(AcmeError::Protocol(e @ (instant_acme::Error::Json(_) | instant_acme::Error::Str(_)))) => {
-                AriAnswer::Malformed(e.to_string())
-            }
-            Err(e) => AriAnswer::Unavailable(e.to_string()),
+            Err(e) => match e.cause() {
+                AcmeError::Protocol(malformed @ (instant_acme::Error::Json(_) | instant_acme::Error::Str(_))) => {
+                    AriAnswer::Malformed(malformed.to_string())
+                }
+                _ => match e.retry_after(self.clock.now()) {
+                    Some(until) => AriAnswer::Later { problem: e.to_string(), until },
+                    None => AriAnswer::Unavailable(e.to_string()),
+                },
+            },
         };
         Some(answer)
     }

@@ -73,8 +73,8 @@ struct Parts {
     serving: Serving,
     reporter: Reporter,
     clock: Arc<dyn Clock>,
-    /// Admits first actions at start-up, a few at a time (FIFO).
-    first_actions: tokio::sync::Semaphore,
+    /// Admits first actions at start-up, a few at a time per resolver (FIFO).
+    first_actions: FirstActions,
     /// Spreads renewals and backoffs: a number in [0, 1).
     jitter: fn() -> f64,
 }
@@ -90,6 +90,24 @@ impl Parts {
 /// waiting out a fixed spread (250 ms per certificate was 50 s before the
 /// 200th order even began; found by the issuance benchmark).
 const FIRST_ACTIONS_IN_FLIGHT: usize = 10;
+
+/// First actions in flight, counted per resolver: a CA that hangs holds
+/// back only its own resolver's certificates (until their order deadline),
+/// never another CA's.
+#[derive(Debug, Default)]
+struct FirstActions(BTreeMap<String, tokio::sync::Semaphore>);
+
+impl FirstActions {
+    fn new<'a>(resolvers: impl IntoIterator<Item = &'a String>, in_flight: usize) -> Self {
+        Self(resolvers.into_iter().map(|name| (name.clone(), tokio::sync::Semaphore::new(in_flight))).collect())
+    }
+
+    /// A place among `resolver`'s first actions; `None` (go anyway) for an
+    /// unknown resolver. The semaphores are never closed.
+    async fn admit(&self, resolver: &str) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.0.get(resolver)?.acquire().await.ok()
+    }
+}
 
 /// Raises the soft open-file limit to the hard one (at most 2^20), as Go's
 /// runtime does: the listeners' connection caps together need more than
@@ -211,7 +229,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         },
         reporter: Reporter::new(bus.clone(), readiness.clone()),
         clock: Arc::clone(&clock),
-        first_actions: tokio::sync::Semaphore::new(FIRST_ACTIONS_IN_FLIGHT),
+        first_actions: FirstActions::new(config.resolvers.keys(), FIRST_ACTIONS_IN_FLIGHT),
         jitter: rand::random::<f64>,
     });
     let operations: Arc<dyn Operations> = Arc::new(bus.clone());

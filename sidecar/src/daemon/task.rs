@@ -71,8 +71,7 @@ impl CertTask {
         let first = self.machine.next_action(self.parts.clock.now());
         if matches!(first, Action::Order | Action::PollAri) {
             let parts = Arc::clone(&self.parts);
-            // The semaphore is never closed; without a permit, go anyway.
-            let _permit = parts.first_actions.acquire().await.ok();
+            let _permit = parts.first_actions.admit(&self.certificate.resolver).await;
             self.act(first).await;
         }
         loop {

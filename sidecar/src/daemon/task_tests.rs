@@ -206,7 +206,7 @@ impl World {
             },
             reporter: Reporter::new(bus, Readiness::default()),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            first_actions: tokio::sync::Semaphore::new(1),
+            first_actions: super::super::FirstActions::new(&["le".to_owned()], 1),
             jitter: || 0.0,
         });
         Self { clock, ca, store, sink, statuses, parts }

@@ -14,6 +14,11 @@ use hyper_util::client::legacy::Client;
 use super::DnsError;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a TCP connection to the provider's API.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer's body that is read (a provider's JSON or XML
+/// about one zone's records).
+const MAX_BODY: usize = 4 << 20;
 /// At most this much of an error body goes into a message.
 const MAX_DETAIL: usize = 300;
 
@@ -58,12 +63,15 @@ impl Answer {
 
 impl ApiClient {
     pub fn new(provider: &'static str) -> Result<Self, DnsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .map_err(|e| DnsError::provider(provider, format!("TLS roots: {e}"), false))?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Ok(Self { provider, client })
     }
@@ -96,10 +104,10 @@ impl ApiClient {
             .map_err(|_| fail(format!("{method} {path}: no answer within {TIMEOUT:?}")))?
             .map_err(|e| fail(format!("{method} {path}: {e}")))?;
         let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(TIMEOUT, body.collect())
+        let body = tokio::time::timeout(TIMEOUT, http_body_util::Limited::new(body, MAX_BODY).collect())
             .await
             .map_err(|_| fail(format!("{method} {path}: body timed out")))?
-            .map_err(|e| fail(format!("{method} {path}: {e}")))?
+            .map_err(|e| fail(format!("{method} {path}: reading the answer (at most {MAX_BODY} bytes): {e}")))?
             .to_bytes();
         Ok(Answer { status: parts.status, headers: parts.headers, body })
     }

@@ -24,6 +24,9 @@ pub enum AriAnswer {
     Malformed(String),
     /// No answer (network error, 5xx, 404 for an unknown certificate).
     Unavailable(String),
+    /// An error answer with the CA's `Retry-After`: not asked again before
+    /// `until` (nor before the hour of [`AriAnswer::Unavailable`]).
+    Later { problem: String, until: SystemTime },
 }
 
 impl Machine {
@@ -40,7 +43,8 @@ impl Machine {
     ///
     /// Malformed or unavailable: the lifetime (or `renew_before`) rule's time
     /// stays or comes back, spread with `jitter`; the next poll is in 6 h
-    /// (malformed) or 1 h (unavailable).
+    /// (malformed) or 1 h (unavailable), or at the CA's `Retry-After` when
+    /// that is later (at most 24 h).
     pub fn ari_answer(&mut self, answer: &AriAnswer, now: SystemTime, jitter: f64) -> Option<String> {
         if !matches!(self.state, State::Valid { .. }) {
             return None;
@@ -58,6 +62,11 @@ impl Machine {
                 now,
                 jitter,
             )),
+            AriAnswer::Later { problem, until } => {
+                let asked = until.duration_since(now).unwrap_or_default();
+                let wait = asked.clamp(UNAVAILABLE_POLL, MAX_POLL);
+                Some(self.ari_fallback(format!("renewal information unavailable: {problem}"), wait, now, jitter))
+            }
         }
     }
 

@@ -120,6 +120,18 @@ fn an_unavailable_endpoint_asks_again_in_an_hour() {
 }
 
 #[test]
+fn an_error_answers_retry_after_is_honoured_when_later_than_the_hour() {
+    let mut m = machine();
+    let later = |hours: u64| AriAnswer::Later { problem: "HTTP 503".into(), until: at(2 * DAYS + hours * HOUR) };
+    m.ari_answer(&later(5), at(2 * DAYS), 0.0);
+    assert_eq!(valid(&m).2, Some(at(2 * DAYS + 5 * HOUR)), "the CA's five hours");
+    m.ari_answer(&later(0), at(2 * DAYS), 0.0);
+    assert_eq!(valid(&m).2, Some(at(2 * DAYS + HOUR)), "never sooner than the hour");
+    m.ari_answer(&later(100), at(2 * DAYS), 0.0);
+    assert_eq!(valid(&m).2, Some(at(3 * DAYS)), "at most a day");
+}
+
+#[test]
 fn answers_outside_valid_are_ignored() {
     let mut m = Machine::new(ari());
     let answer = window(at(50 * DAYS), at(52 * DAYS), None);

@@ -1,0 +1,310 @@
+//! A CA fault front: a TLS proxy in front of Pebble that passes every
+//! request through unchanged, except those whose path starts with a
+//! programmed prefix, which get a fault instead (an error status, a 503
+//! with `Retry-After`, a body that is not JSON, an empty or a huge body, no
+//! answer at all, a closed connection). It can also refuse every
+//! connection. Each request is logged with its time and what it got.
+//!
+//! The `Host` header is passed on, so Pebble builds every URL it sends
+//! (directory, orders, authorizations, certificates) on the front's port
+//! and the client keeps talking to the front. Pebble's paths:
+//! `/dir`, `/nonce-plz`, `/sign-me-up` (newAccount), `/order-plz`
+//! (newOrder), `/authZ/`, `/chalZ/`, `/finalize-order/`, `/my-order/`,
+//! `/certZ/`, `/revoke-cert`.
+//!
+//! Like the ARI front, it serves the certificate and key it is given
+//! (Pebble's listener files cover `127.0.0.1`).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// What a faulty request gets instead of Pebble's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// This status with an `application/problem+json` body
+    /// (`serverInternal` for 5xx, `rateLimited` for 429, else `malformed`).
+    Status(u16),
+    /// 503 with `Retry-After: <secs>` and a `serverInternal` problem.
+    RetryAfter(u64),
+    /// 200 `application/json` with a body that is not JSON.
+    Malformed,
+    /// 200 `application/json` with an empty body.
+    Empty,
+    /// 200 `application/json` with this many bytes of body.
+    Huge(usize),
+    /// The request is read and never answered.
+    Stall,
+    /// The connection is closed without an answer.
+    Close,
+}
+
+/// One request the front saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: SystemTime,
+    pub method: String,
+    pub path: String,
+    /// `pebble <status>` or the fault, e.g. `RetryAfter(5)`.
+    pub answer: String,
+}
+
+#[derive(Debug)]
+struct Rule {
+    prefix: String,
+    fault: Fault,
+    /// How many more requests get it; `None`: all.
+    left: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    seen: Vec<Seen>,
+}
+
+impl State {
+    /// The fault for `path`, taking one use of its rule.
+    fn fault(&mut self, path: &str) -> Option<Fault> {
+        let rule = self.rules.iter_mut().find(|r| path.starts_with(&r.prefix) && r.left != Some(0))?;
+        if let Some(left) = &mut rule.left {
+            *left -= 1;
+        }
+        Some(rule.fault.clone())
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    refuse: AtomicBool,
+    pebble: (String, u16),
+    client: Arc<rustls::ClientConfig>,
+}
+
+/// The running front; the server and its connections stop on drop.
+pub struct CaFront {
+    pub port: u16,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl CaFront {
+    /// A front for Pebble's ACME API at `127.0.0.1:<pebble_port>`, trusting
+    /// `trust_root_pem` (the CA of Pebble's listener), serving TLS with the
+    /// PEM chain and key at `cert_path` and `key_path` on a free port.
+    pub async fn start(pebble_port: u16, trust_root_pem: &str, cert_path: &Path, key_path: &Path) -> Self {
+        let acceptor = TlsAcceptor::from(server_config(cert_path, key_path));
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap_or_else(|e| panic!("CA front: bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("CA front: local_addr: {e}"));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            refuse: AtomicBool::new(false),
+            pebble: ("127.0.0.1".to_owned(), pebble_port),
+            client: super::net::tls_config(trust_root_pem, &["http/1.1"]),
+        });
+        let server = tokio::spawn(serve(listener, acceptor, Arc::clone(&shared)));
+        Self { port, shared, server }
+    }
+
+    /// `https://127.0.0.1:<port>/dir`: give this to the ACME client.
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// Requests whose path starts with `prefix` get `fault`, the next
+    /// `times` of them (`None`: every one). Earlier rules match first.
+    pub fn fault(&self, prefix: &str, fault: Fault, times: Option<u32>) {
+        self.state().rules.push(Rule { prefix: prefix.to_owned(), fault, left: times });
+    }
+
+    /// No more faults: everything goes to Pebble.
+    pub fn clear(&self) {
+        self.state().rules.clear();
+    }
+
+    /// While `on`, every connection is closed as soon as it is accepted.
+    pub fn refuse_connections(&self, on: bool) {
+        self.shared.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Every request so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state().seen.clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for CaFront {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn server_config(cert_path: &Path, key_path: &Path) -> Arc<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .unwrap_or_else(|e| panic!("CA front: {}: {e}", cert_path.display()))
+        .map(|c| c.unwrap_or_else(|e| panic!("CA front: {}: {e}", cert_path.display())))
+        .collect();
+    let key =
+        PrivateKeyDer::from_pem_file(key_path).unwrap_or_else(|e| panic!("CA front: {}: {e}", key_path.display()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("CA front: {e}"))
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap_or_else(|e| panic!("CA front: certificate/key: {e}"));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        if shared.refuse.load(Ordering::SeqCst) {
+            drop(tcp);
+            continue;
+        }
+        let (acceptor, shared) = (acceptor.clone(), Arc::clone(&shared));
+        connections.spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let service = service_fn(move |request: Request<Incoming>| {
+                let shared = Arc::clone(&shared);
+                async move { answer(request, &shared).await }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}
+
+/// The error that makes hyper close the connection without an answer.
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by the CA front")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<Full<Bytes>>, Closed> {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let fault = shared.state.lock().unwrap_or_else(PoisonError::into_inner).fault(&path);
+    let (response, answer) = match fault {
+        None => {
+            let response = forward(request, shared).await;
+            let answer = format!("pebble {}", response.status().as_u16());
+            (Ok(response), answer)
+        }
+        Some(fault) => (faulty(&fault), format!("{fault:?}")),
+    };
+    let seen = Seen { at: SystemTime::now(), method, path, answer };
+    shared.state.lock().unwrap_or_else(PoisonError::into_inner).seen.push(seen);
+    match response {
+        Ok(response) => Ok(response),
+        Err(Fault::Stall) => std::future::pending().await,
+        Err(_) => Err(Closed),
+    }
+}
+
+/// The fault's answer, or `Err` for those that give none.
+fn faulty(fault: &Fault) -> Result<Response<Full<Bytes>>, Fault> {
+    let json = |status: StatusCode, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    };
+    match fault {
+        Fault::Status(code) => Ok(problem(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))),
+        Fault::RetryAfter(secs) => {
+            let mut response = problem(StatusCode::SERVICE_UNAVAILABLE);
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*secs));
+            Ok(response)
+        }
+        Fault::Malformed => Ok(json(StatusCode::OK, Bytes::from_static(b"{\"status\": \"valid\", oops"))),
+        Fault::Empty => Ok(json(StatusCode::OK, Bytes::new())),
+        Fault::Huge(size) => Ok(json(StatusCode::OK, Bytes::from(vec![b' '; *size]))),
+        Fault::Stall | Fault::Close => Err(fault.clone()),
+    }
+}
+
+fn problem(status: StatusCode) -> Response<Full<Bytes>> {
+    let kind = match status.as_u16() {
+        429 => "rateLimited",
+        500.. => "serverInternal",
+        _ => "malformed",
+    };
+    let body = serde_json::json!({
+        "type": format!("urn:ietf:params:acme:error:{kind}"),
+        "detail": format!("CA front: programmed to answer {status}"),
+        "status": status.as_u16(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+/// `request` sent to Pebble as it came (its `Host` too); Pebble's answer,
+/// or a 502 saying why there is none.
+async fn forward(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    match try_forward(request, shared).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut response = Response::new(Full::new(Bytes::from(format!("CA front: {e}"))));
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            response
+        }
+    }
+}
+
+async fn try_forward(request: Request<Incoming>, shared: &Shared) -> Result<Response<Full<Bytes>>, String> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map_err(|e| format!("reading the request: {e}"))?.to_bytes();
+    let tcp = TcpStream::connect((shared.pebble.0.as_str(), shared.pebble.1))
+        .await
+        .map_err(|e| format!("connect to Pebble: {e}"))?;
+    let name = ServerName::try_from("127.0.0.1".to_owned()).map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(Arc::clone(&shared.client))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to Pebble: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("HTTP to Pebble: {e}"))?;
+    tokio::spawn(connection);
+    let mut upstream = Request::from_parts(parts, Full::new(body));
+    upstream.headers_mut().remove(TRANSFER_ENCODING);
+    let response = sender.send_request(upstream).await.map_err(|e| format!("Pebble: {e}"))?;
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| format!("Pebble's body: {e}"))?.to_bytes();
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts.headers.remove(CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
