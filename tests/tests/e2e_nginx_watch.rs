@@ -118,6 +118,12 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(watch_log().matches("nginx reloaded").count(), reloads_before, "reloaded on a truncated key");
     assert_eq!(serial().await, Ok(second), "nginx keeps serving the last good certificate");
+    // Idle, the watcher does nothing: its own reads are not changes (they
+    // started a scan every debounce, forever, reporting the key each time).
+    let reports = watch_log().matches("not reloading nginx").count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(watch_log().matches("not reloading nginx").count(), reports, "rescanning while idle:\n{}", watch.tail());
+    assert!(!watch_log().contains("unable to remove watch descriptor"), "{}", watch.tail());
     watch.assert_running();
     nginx.proc.assert_running();
 }

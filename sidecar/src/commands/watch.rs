@@ -99,7 +99,7 @@ fn usable(scan: &Scan) -> BTreeMap<String, String> {
 pub async fn watch(options: WatchOptions) -> Result<(), CommandError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| changes_files(&e.kind)) {
             let _ = tx.send(());
         }
     })
@@ -120,9 +120,29 @@ pub async fn watch(options: WatchOptions) -> Result<(), CommandError> {
     // What nginx serves now: the files as they are when we start.
     let mut loaded = usable(&scan(&options.dir));
     tracing::info!(dir = %options.dir.display(), certificates = loaded.len(), "watching");
-    while rx.recv().await.is_some() {
-        // Settle: no event for `debounce`.
-        while let Ok(Some(())) = tokio::time::timeout(options.debounce, rx.recv()).await {}
+    let retry = Duration::from_secs(nginx.retry_secs);
+    // After a failed check or reload: when to try again (changes meanwhile
+    // wait for it, as the `[nginx]` target waits `retry_secs`).
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let changed = match retry_at {
+            Some(at) => tokio::select! {
+                event = rx.recv() => match event {
+                    Some(()) => continue,
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep_until(at) => false,
+            },
+            None => match rx.recv().await {
+                Some(()) => true,
+                None => return Ok(()),
+            },
+        };
+        if changed {
+            // Settle: no event for `debounce`.
+            while let Ok(Some(())) = tokio::time::timeout(options.debounce, rx.recv()).await {}
+        }
+        retry_at = None;
         let now = scan(&options.dir);
         match decide(&loaded, &now) {
             Decision::Refuse(reasons) => {
@@ -134,11 +154,20 @@ pub async fn watch(options: WatchOptions) -> Result<(), CommandError> {
                     loaded = usable(&now);
                     tracing::info!(certificates = loaded.len(), "nginx reloaded");
                 }
-                Err(e) => tracing::error!(error = %e, "nginx not reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_secs = retry.as_secs(), "nginx not reloaded");
+                    retry_at = Some(tokio::time::Instant::now() + retry);
+                }
             },
         }
     }
-    Ok(())
+}
+
+/// Whether an inotify event may have changed the certificate files: not
+/// an open, read or close-after-read (the scan's own reads, which
+/// otherwise started the next scan every `debounce`, forever).
+fn changes_files(kind: &notify::EventKind) -> bool {
+    !matches!(kind, notify::EventKind::Access(_))
 }
 
 #[cfg(test)]
@@ -150,6 +179,17 @@ mod tests {
         std::fs::create_dir_all(&live).unwrap();
         std::fs::write(live.join("fullchain.pem"), &bundle.fullchain_pem).unwrap();
         std::fs::write(live.join("privkey.pem"), bundle.key_pem.expose()).unwrap();
+    }
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        use notify::EventKind;
+        assert!(!changes_files(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!changes_files(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
+        assert!(changes_files(&EventKind::Create(CreateKind::Folder)));
+        assert!(changes_files(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_files(&EventKind::Any));
     }
 
     #[test]
