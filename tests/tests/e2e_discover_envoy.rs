@@ -169,6 +169,31 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
         "the CA never reached the sidecar"
     );
     sidecar.assert_running();
+
+    // A restart keeps the listener as it is: no filter chain drained (the
+    // file was written with the configured certificates alone, then again
+    // with the discovered ones: Envoy drained those chains every restart).
+    let drained_before = envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await;
+    let updates_before = envoy_stat(ports.admin, "listener_manager.listener_in_place_updated").await;
+    sidecar.kill();
+    let mut sidecar = start_sidecar(dir, &config);
+    wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+    eventually(Duration::from_secs(20), || async {
+        let (_, certs, _) = run_cli(dir, &["certs"]);
+        if certs.contains(NEW) {
+            Ok(())
+        } else {
+            Err(certs)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the discovered certificate is back after the restart: {e}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(sidecar.tail().contains("listener file kept until the first discovery round"), "{}", sidecar.tail());
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.total_filter_chains_draining").await, drained_before);
+    assert_eq!(envoy_stat(ports.admin, "listener_manager.listener_in_place_updated").await, updates_before);
+    eventually(Duration::from_secs(10), || served(NEW)).await.unwrap_or_else(|e| panic!("{e}"));
+    sidecar.assert_running();
 }
 
 fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {

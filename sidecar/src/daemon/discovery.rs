@@ -53,6 +53,9 @@ pub(super) async fn run(fleet: Arc<Mutex<Fleet>>, settings: Discover, policy: Po
     let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let grace = Duration::from_secs(settings.grace_secs);
     let mut reported: BTreeSet<Skipped> = BTreeSet::new();
+    // The listener file is written (if its contents changed) after the
+    // first complete round, even when no certificate changed.
+    let mut first_round = true;
     loop {
         if let Some(found) = look(&client, &settings).await {
             let (requests, skipped) = discover::requests(&found, &policy);
@@ -63,9 +66,10 @@ pub(super) async fn run(fleet: Arc<Mutex<Fleet>>, settings: Discover, policy: Po
             }
             reported = skipped.into_iter().collect();
             let mut fleet = fleet.lock().await;
-            if fleet.reconcile(&requests, &settings.resolver, grace).await {
+            if fleet.reconcile(&requests, &settings.resolver, grace).await || first_round {
                 fleet.write_listener().await;
             }
+            first_round = false;
         }
         tokio::time::sleep(Duration::from_secs(settings.interval_secs)).await;
     }

@@ -187,6 +187,20 @@ impl Fleet {
     }
 
     /// Rewrites the HTTPS listener file for the current set, if configured.
+    /// At start: writes the listener file only if there is none yet (the
+    /// proxy needs one to start). An existing file also holds the
+    /// discovered certificates of the last run; rewriting it with the
+    /// configured ones alone, then again after the first discovery round,
+    /// made Envoy drain those filter chains on every restart.
+    pub(super) async fn write_listener_at_start(&self) {
+        let Some(listener) = &self.listener else { return };
+        if listener.path().exists() {
+            tracing::info!(file = %listener.path().display(), "listener file kept until the first discovery round");
+            return;
+        }
+        self.write_listener().await;
+    }
+
     pub(super) async fn write_listener(&self) {
         let Some(listener) = &self.listener else { return };
         let certificates: Vec<(String, Vec<String>)> =

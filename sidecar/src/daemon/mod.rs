@@ -272,7 +272,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let mut fleet =
         fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
     fleet.start_all(config.certificates, fleet::Origin::Configured).await?;
-    fleet.write_listener().await;
+    fleet.write_listener_at_start().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     if let Some(etcd) = &etcd {
         tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
