@@ -7,16 +7,29 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
-use crate::acme::{self, AcmeError, OrderRequest, Window};
+use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
 use crate::solvers::Solver;
-use crate::store::Store;
+use crate::store::{PendingOrder, Store};
 
 #[async_trait]
 pub(super) trait Ca: Send + Sync + std::fmt::Debug {
-    /// One order for `request`, proven with `solver`: the issued chain and key.
-    async fn issue(&self, resolver: &str, request: &OrderRequest<'_>, solver: &dyn Solver)
-        -> Result<Bundle, AcmeError>;
+    /// One order for `request`, proven with `solver`: the issued chain and
+    /// key. The order's URL and key go to `checkpoint` before finalization.
+    async fn issue(
+        &self,
+        resolver: &str,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Bundle, AcmeError>;
+    /// Reopens an order an earlier run recorded and downloads its certificate.
+    async fn resume(
+        &self,
+        resolver: &str,
+        pending: &PendingOrder,
+        request: &OrderRequest<'_>,
+    ) -> Result<Reopened, AcmeError>;
     /// The CA's renewal window for `bundle`; `None` when it has no ARI.
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError>;
     async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError>;
@@ -39,9 +52,20 @@ impl Ca for LiveCa {
         resolver: &str,
         request: &OrderRequest<'_>,
         solver: &dyn Solver,
+        checkpoint: &dyn Checkpoint,
     ) -> Result<Bundle, AcmeError> {
         let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::issue(&account, request, solver).await
+        acme::issue(&account, request, solver, checkpoint).await
+    }
+
+    async fn resume(
+        &self,
+        resolver: &str,
+        pending: &PendingOrder,
+        request: &OrderRequest<'_>,
+    ) -> Result<Reopened, AcmeError> {
+        let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+        acme::resume(&account, &pending.url, &pending.key_pem, request).await
     }
 
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {

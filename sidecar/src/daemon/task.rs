@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{CertCommand, OpError};
 use super::coordinator::Turn;
+use super::issuer::Issued;
 use super::reporter::View;
 use super::resume::{resume, Resumed};
 use super::{Parts, RunError};
@@ -26,6 +27,24 @@ use crate::schedule::{self, Action, Machine};
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// First retry of a certificate the store did not take; doubles up to [`WRITE_RETRY_MAX`].
+const WRITE_RETRY: Duration = Duration::from_secs(10);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The current certificate is deployed but not stored: its write is
+/// retried until the store takes it (it is never ordered again).
+#[derive(Debug, Clone, Copy)]
+struct Unsaved {
+    attempts: u32,
+    next: SystemTime,
+}
+
+impl Unsaved {
+    fn after(attempts: u32, now: SystemTime) -> Self {
+        let delay = WRITE_RETRY.saturating_mul(1 << attempts.min(10)).min(WRITE_RETRY_MAX);
+        Self { attempts, next: now + delay }
+    }
+}
 
 pub(super) struct CertTask {
     parts: Arc<Parts>,
@@ -37,6 +56,8 @@ pub(super) struct CertTask {
     last_error: Option<String>,
     /// When an order last succeeded.
     last_success: Option<SystemTime>,
+    /// Set while the current certificate waits to be written to the store.
+    unsaved: Option<Unsaved>,
     inbox: mpsc::Receiver<CertCommand>,
 }
 
@@ -52,7 +73,17 @@ impl CertTask {
         let Resumed { machine, current, revoked } = resume(&parts, &certificate, &resolver).await?;
         // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
-        let task = Self { parts, certificate, resolver, machine, current, last_error: None, last_success, inbox };
+        let task = Self {
+            parts,
+            certificate,
+            resolver,
+            machine,
+            current,
+            last_error: None,
+            last_success,
+            unsaved: None,
+            inbox,
+        };
         let now = task.parts.clock.now();
         task.parts.serving.fall_back(&task.certificate, task.current.as_ref(), now, revoked).await;
         task.publish();
@@ -83,16 +114,23 @@ impl CertTask {
     }
 
     /// Does what the machine says is due now; else says how long to sleep.
+    /// A certificate the store did not take is written first, when due.
     pub(super) async fn step(&mut self) -> Option<Duration> {
         let now = self.parts.clock.now();
-        match self.machine.next_action(now) {
-            Action::WaitUntil(at) => Some(at.duration_since(now).unwrap_or_default().min(MAX_SLEEP)),
-            Action::Idle => Some(MAX_SLEEP),
+        if self.unsaved.is_some_and(|u| u.next <= now) {
+            Box::pin(self.store_unsaved()).await;
+            self.publish();
+            return None;
+        }
+        let sleep = match self.machine.next_action(now) {
+            Action::WaitUntil(at) => at.duration_since(now).unwrap_or_default().min(MAX_SLEEP),
+            Action::Idle => MAX_SLEEP,
             action => {
                 self.act(action).await;
-                None
+                return None;
             }
-        }
+        };
+        Some(self.unsaved.map_or(sleep, |u| sleep.min(u.next.duration_since(now).unwrap_or_default())))
     }
 
     /// An order or an ARI poll. Boxed: the ACME futures are kilobytes, and a
@@ -181,9 +219,13 @@ impl CertTask {
         let now = self.parts.clock.now();
         crate::serve::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
         match result {
-            Ok((bundle, info)) => {
+            Ok(Issued { bundle, info, unsaved }) => {
                 let serial = info.serial_hex.clone();
                 self.take_new(bundle, info, now).await;
+                if let Some(e) = unsaved {
+                    self.unsaved = Some(Unsaved::after(0, now));
+                    self.last_error = Some(format!("serial {serial} is served but not stored yet: {e}"));
+                }
                 let (parts, certificate) = (&self.parts, &self.certificate);
                 if let Some((_, info)) = &self.current {
                     parts.serving.post_deploy(certificate, info).await;
@@ -233,7 +275,45 @@ impl CertTask {
         self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.jitter());
         self.last_success = Some(succeeded_at);
         self.last_error = None;
+        self.unsaved = None;
         self.current = Some((bundle, info));
+    }
+
+    /// Writes the current certificate the store did not take when it was
+    /// issued, under the lock; on failure, again later (10 s doubling to 5
+    /// min). A newer certificate another replica stored is adopted instead.
+    async fn store_unsaved(&mut self) {
+        let (Some(unsaved), Some((bundle, info))) = (self.unsaved, self.current.clone()) else {
+            self.unsaved = None;
+            return;
+        };
+        let name = self.certificate.name.clone();
+        let result = match self.parts.coordinator.take_turn(&self.certificate).await {
+            Turn::Ours { lock, stored } => {
+                if let Some(stored) = stored {
+                    if self.adopt(stored).await {
+                        return;
+                    }
+                }
+                self.parts.issuer.persist(&name, &bundle, &lock).await.map_err(|e| e.to_string())
+            }
+            Turn::Held(holder) => Err(format!("{holder} holds the lock")),
+            Turn::Unreachable(e) => Err(e.to_string()),
+        };
+        let now = self.parts.clock.now();
+        match result {
+            Ok(()) => {
+                tracing::info!(certificate = %name, serial = %info.serial_hex, "stored the certificate kept in memory");
+                self.unsaved = None;
+                self.last_error = None;
+            }
+            Err(e) => {
+                let next = Unsaved::after(unsaved.attempts + 1, now);
+                tracing::warn!(certificate = %name, serial = %info.serial_hex, error = %e, retry_in = ?next.next.duration_since(now).unwrap_or_default(), "the certificate is still not stored");
+                self.last_error = Some(format!("serial {} is served but not stored yet: {e}", info.serial_hex));
+                self.unsaved = Some(next);
+            }
+        }
     }
 
     /// Records a failed order in the machine and the logs.
