@@ -87,7 +87,7 @@ async fn an_issued_certificate_the_disk_refused_survives_a_kill_and_is_not_order
     // 1. Issued, refused by the disk, served from memory all the same.
     let served = stack.wait_for_new_serial(DOMAIN, None, Duration::from_secs(120)).await;
     assert!(stored_serial(&cert_dir).is_err(), "the certificate fit on the full disk: the test proves nothing");
-    assert!(cert_dir.join("PENDING").is_file(), "the order was not recorded before finalization");
+    assert!(cert_dir.join("PENDING").is_file(), "the order was not recorded");
     let refused = eventually(Duration::from_secs(10), || async {
         if log_has(&stack.sidecar, "the issued certificate cannot be stored") {
             Ok(())

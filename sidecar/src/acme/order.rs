@@ -33,7 +33,7 @@ pub struct OrderRequest<'a> {
 }
 
 /// Orders a certificate and proves control through `solver`; the order
-/// and its key go to `checkpoint` before it is finalized.
+/// and its key go to `checkpoint` as soon as the order exists.
 /// The chain is checked against the key and the names before it is returned.
 /// Answers are withdrawn on every exit path.
 pub async fn issue(
@@ -63,6 +63,12 @@ pub async fn issue(
             None => order,
         }
     };
+    // The key first: the order is recorded with it as soon as it exists.
+    let key_type = request.key_type;
+    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+        .await
+        .map_err(|e| CertError::Generate(e.to_string()))??;
+    let key_pem = SecretPem::new(key.serialize_pem());
     let replaces = request.replaces.and_then(certificate_id);
     let mut order = match &replaces {
         Some(id) => match account.new_order(&new_order().replaces(id.clone())).await {
@@ -85,29 +91,25 @@ pub async fn issue(
         replaces = replaces.is_some(),
         "order created"
     );
+    checkpoint.record(order.url(), &key_pem).await;
 
     let status = super::prove::prove(&mut order, solver).await?;
     if status != OrderStatus::Ready {
         return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));
     }
 
-    let key_type = request.key_type;
-    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
-        .await
-        .map_err(|e| CertError::Generate(e.to_string()))??;
-    let key_pem = SecretPem::new(key.serialize_pem());
-    checkpoint.before_finalize(order.url(), &key_pem).await;
     finalize_and_download(account, &mut order, request, &key, key_pem).await
 }
 
-/// Where an order is recorded before it is finalized: from then on the CA
-/// may issue, and a crash must not lose what it issues.
+/// Where an order is recorded as soon as the CA created it, before it is
+/// proven and finalized: a crash must lose neither the order nor what the
+/// CA issues for it.
 #[async_trait::async_trait]
 pub trait Checkpoint: Send + Sync {
-    /// Records `order_url` and the key the CSR is made with. A failure is
-    /// the implementation's to log: the order goes on (its certificate is
-    /// kept in memory and written later).
-    async fn before_finalize(&self, order_url: &str, key_pem: &SecretPem);
+    /// Records `order_url` and the key its CSR will be made with. A failure
+    /// is the implementation's to log: the order goes on (its certificate
+    /// is kept in memory and written later).
+    async fn record(&self, order_url: &str, key_pem: &SecretPem);
 }
 
 /// What became of an order reopened from its URL.
@@ -115,20 +117,22 @@ pub trait Checkpoint: Send + Sync {
 pub enum Reopened {
     /// Its certificate, downloaded (finalized first if it was only ready).
     Issued(Bundle),
-    /// Nothing to download: the order is invalid, still needs its
-    /// authorizations, or the CA no longer knows it (why).
+    /// Nothing to download: the order is invalid (or failed validation
+    /// now), or the CA no longer knows it (why).
     Gone(String),
 }
 
-/// Reopens the order at `url` (recorded before finalization by an earlier
-/// run) with `account` and downloads its certificate: finalizes it with
-/// `key_pem` if it is `ready`, polls it while `processing`. The chain is
-/// checked against the key and the names, as after a new order.
+/// Reopens the order at `url` (recorded by an earlier run) with `account`
+/// and downloads its certificate: proves it with `solver` if it is still
+/// `pending`, finalizes it with `key_pem` if it is `ready`, polls it while
+/// `processing`. The chain is checked against the key and the names, as
+/// after a new order.
 pub async fn resume(
     account: &AcmeAccount,
     url: &str,
     key_pem: &SecretPem,
     request: &OrderRequest<'_>,
+    solver: &dyn Solver,
 ) -> Result<Reopened, AcmeError> {
     let mut order = match account.order(url.to_owned()).await {
         Ok(order) => order,
@@ -144,7 +148,11 @@ pub async fn resume(
     };
     match status {
         OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
-        OrderStatus::Pending | OrderStatus::Invalid => return Ok(Reopened::Gone(format!("the order is {status:?}"))),
+        OrderStatus::Invalid => return Ok(Reopened::Gone("the order is Invalid".into())),
+        OrderStatus::Pending => match super::prove::prove(&mut order, solver).await? {
+            OrderStatus::Ready => {}
+            status => return Ok(Reopened::Gone(format!("the order is {status:?} after validation"))),
+        },
     }
     match finalize_and_download(account, &mut order, request, &key, key_pem.clone()).await {
         Ok(bundle) => Ok(Reopened::Issued(bundle)),

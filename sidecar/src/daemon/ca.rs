@@ -15,7 +15,7 @@ use crate::store::{PendingOrder, Store};
 #[async_trait]
 pub(super) trait Ca: Send + Sync + std::fmt::Debug {
     /// One order for `request`, proven with `solver`: the issued chain and
-    /// key. The order's URL and key go to `checkpoint` before finalization.
+    /// key. The order's URL and key go to `checkpoint` as soon as it exists.
     async fn issue(
         &self,
         resolver: &str,
@@ -23,12 +23,14 @@ pub(super) trait Ca: Send + Sync + std::fmt::Debug {
         solver: &dyn Solver,
         checkpoint: &dyn Checkpoint,
     ) -> Result<Bundle, AcmeError>;
-    /// Reopens an order an earlier run recorded and downloads its certificate.
+    /// Reopens an order an earlier run recorded (proving it with `solver`
+    /// if it still needs it) and downloads its certificate.
     async fn resume(
         &self,
         resolver: &str,
         pending: &PendingOrder,
         request: &OrderRequest<'_>,
+        solver: &dyn Solver,
     ) -> Result<Reopened, AcmeError>;
     /// The CA's renewal window for `bundle`; `None` when it has no ARI.
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError>;
@@ -63,9 +65,10 @@ impl Ca for LiveCa {
         resolver: &str,
         pending: &PendingOrder,
         request: &OrderRequest<'_>,
+        solver: &dyn Solver,
     ) -> Result<Reopened, AcmeError> {
         let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-        acme::resume(&account, &pending.url, &pending.key_pem, request).await
+        acme::resume(&account, &pending.url, &pending.key_pem, request, solver).await
     }
 
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {

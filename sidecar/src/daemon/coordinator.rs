@@ -55,7 +55,7 @@ impl Coordinator {
         Ok((self.store.load_certificate(name).await?, self.store.revoked(name).await?))
     }
 
-    /// Whether an order for `name` was recorded before finalization and
+    /// Whether an order for `name` was recorded and
     /// its certificate not stored (a crash, or a store that refused it).
     pub(super) async fn pending(&self, name: &str) -> bool {
         match self.store.load_pending(name).await {

@@ -3,8 +3,8 @@
 //! retries the protocol expects (a refused nonce, a CA that forgot the
 //! account), the fallback from one challenge type to the next, and the
 //! fenced save that refuses to write once the lock is lost. An order is
-//! recorded in the store before it is finalized, so a restart downloads
-//! its certificate instead of ordering again; a certificate the store
+//! recorded in the store as soon as the CA created it, so a restart
+//! resumes it (proves, finalizes, downloads) instead of ordering again; a certificate the store
 //! cannot take is returned anyway (`unsaved`), never thrown away. Also the
 //! account's other calls: renewal information and revocation.
 
@@ -146,11 +146,12 @@ impl Issuer {
         Ok(())
     }
 
-    /// The certificate of an order an earlier run recorded before
-    /// finalizing it (and crashed, or could not store it): downloaded
-    /// rather than ordered again. `None` when there is none, or the CA has
-    /// nothing to give for it (the record is then forgotten). A CA that
-    /// cannot be reached is an error: the record stays for the next try.
+    /// The certificate of an order an earlier run recorded (and was killed
+    /// before storing its certificate, or could not store it): proven if
+    /// it still needs it, finalized, downloaded, rather than ordered again.
+    /// `None` when there is none, or the CA has nothing to give for it (the
+    /// record is then forgotten). A CA that cannot be reached is an error:
+    /// the record stays for the next try; a permanent error forgets it.
     async fn resume_pending(
         &self,
         certificate: &Certificate,
@@ -170,7 +171,20 @@ impl Issuer {
                 return Ok(None);
             }
         };
-        match self.ca.resume(&certificate.resolver, &pending, request).await? {
+        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let Some(solver) = solvers.iter().find(|s| certificate.domains.iter().all(|d| s.supports(d))).cloned() else {
+            return Ok(None);
+        };
+        let reopened = match self.ca.resume(&certificate.resolver, &pending, request, solver.as_ref()).await {
+            Ok(reopened) => reopened,
+            Err(e) if e.is_permanent() || e.is_challenge_failure() => {
+                tracing::warn!(certificate = %name, order = %pending.url, error = %e, "the interrupted order failed; forgotten");
+                self.forget_pending(name).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        match reopened {
             Reopened::Issued(bundle) => {
                 tracing::info!(certificate = %name, order = %pending.url, "downloaded the certificate of an interrupted order");
                 Ok(Some(bundle))
@@ -297,7 +311,7 @@ impl Issuer {
     }
 }
 
-/// Records an order in the store before it is finalized.
+/// Records an order in the store as soon as the CA created it.
 struct Recorder<'a> {
     store: &'a dyn Store,
     name: &'a str,
@@ -305,12 +319,12 @@ struct Recorder<'a> {
 
 #[async_trait::async_trait]
 impl Checkpoint for Recorder<'_> {
-    async fn before_finalize(&self, order_url: &str, key_pem: &SecretPem) {
+    async fn record(&self, order_url: &str, key_pem: &SecretPem) {
         let pending = PendingOrder { url: order_url.to_owned(), key_pem: key_pem.clone() };
         if let Err(e) = self.store.save_pending(self.name, &pending).await {
-            // Finalized all the same: the certificate is kept in memory and
+            // Ordered all the same: the certificate is kept in memory and
             // written once the store takes it; only a crash before that loses it.
-            tracing::warn!(certificate = self.name, error = %e, "cannot record the order before finalizing it");
+            tracing::warn!(certificate = self.name, error = %e, "cannot record the order");
         }
     }
 }

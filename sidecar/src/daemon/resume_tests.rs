@@ -1,6 +1,6 @@
 //! Issue 21: not one issued certificate thrown away. A crash between the
-//! CA's finalization and the store's write, a store that refuses the
-//! write, an order the CA dropped, with the in-memory task of
+//! CA's finalization and the store's write, a crash while the CA
+//! validates, a store that refuses the write, an order the CA dropped, with the in-memory task of
 //! `task_tests` (its clock, store, sink and scripted CA).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +25,7 @@ async fn a_crash_between_finalized_and_stored_resumes_and_downloads_without_a_ne
     assert!(hung.is_err(), "the order should still be waiting for the CA");
     drop(task); // kill -9: the CA has issued, nothing was stored
     assert!(world.store.load_certificate("web").await.unwrap().is_none());
-    let pending =
-        world.store.load_pending("web").await.unwrap().expect("the order was not recorded before finalization");
+    let pending = world.store.load_pending("web").await.unwrap().expect("the order was not recorded");
     assert_eq!(pending.url, "https://ca.test/order/1");
 
     // The restart: no order is scripted, so a new one would panic.
@@ -42,6 +41,25 @@ async fn a_crash_between_finalized_and_stored_resumes_and_downloads_without_a_ne
     assert_eq!(world.ca.reopened.lock().unwrap().as_slice(), ["https://ca.test/order/1"]);
     assert!(world.store.load_pending("web").await.unwrap().is_none(), "the pending order outlived its certificate");
     assert!(matches!(restarted.machine.state(), State::Valid { .. }));
+}
+
+#[tokio::test]
+async fn a_crash_while_the_ca_validates_resumes_the_same_order() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::HangWhileValidating { days: 90 });
+    let mut task = world.task().await;
+    assert!(tokio::time::timeout(Duration::from_millis(200), task.step()).await.is_err());
+    drop(task); // kill -9 during validation
+    let pending = world.store.load_pending("web").await.unwrap().expect("the order was not recorded");
+
+    let mut restarted = world.task().await;
+    settle(&mut restarted).await;
+    let stored = world.store.load_certificate("web").await.unwrap().expect("not stored after the restart");
+    assert_eq!(stored.key_pem, pending.key_pem, "not the recorded order's key");
+    assert_eq!(serial(&stored), serial(&finalized(&world, "https://ca.test/order/1")));
+    assert_eq!(world.sink.last(), serial(&stored));
+    assert_eq!(world.ca.placed(), 1, "ordered again");
+    assert!(world.store.load_pending("web").await.unwrap().is_none());
 }
 
 /// The in-memory store, with a disk that can turn read-only.

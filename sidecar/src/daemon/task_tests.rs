@@ -52,7 +52,11 @@ impl TestClock {
 
 /// A self-signed certificate for `domains`, valid from `not_before` for `days`.
 fn issued(domains: &[String], not_before: SystemTime, days: u64) -> Bundle {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    issued_for(rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(), domains, not_before, days)
+}
+
+/// The same, for `key`.
+fn issued_for(key: rcgen::KeyPair, domains: &[String], not_before: SystemTime, days: u64) -> Bundle {
     let mut params = rcgen::CertificateParams::new(domains.to_vec()).unwrap();
     params.not_before = not_before.into();
     params.not_after = (not_before + DAY * u32::try_from(days).unwrap()).into();
@@ -75,6 +79,11 @@ enum Next {
     IssueAndHang {
         days: u64,
     },
+    /// The sidecar is killed while the CA validates: the order is created
+    /// (and recorded), not finalized; the order hangs.
+    HangWhileValidating {
+        days: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -89,6 +98,8 @@ struct TestCa {
     finalized: Mutex<BTreeMap<String, Bundle>>,
     /// Orders reopened, by URL.
     reopened: Mutex<Vec<String>>,
+    /// Orders created and not finalized (URL -> lifetime in days).
+    open: Mutex<BTreeMap<String, u64>>,
 }
 
 impl TestCa {
@@ -120,12 +131,18 @@ impl Ca for TestCa {
         match next {
             Next::Issue { days } => {
                 let bundle = finalize(days);
-                checkpoint.before_finalize(&url, &bundle.key_pem).await;
+                checkpoint.record(&url, &bundle.key_pem).await;
                 Ok(bundle)
             }
             Next::IssueAndHang { days } => {
                 let bundle = finalize(days);
-                checkpoint.before_finalize(&url, &bundle.key_pem).await;
+                checkpoint.record(&url, &bundle.key_pem).await;
+                std::future::pending().await
+            }
+            Next::HangWhileValidating { days } => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                self.open.lock().unwrap().insert(url.clone(), days);
+                checkpoint.record(&url, &SecretPem::new(key.serialize_pem())).await;
                 std::future::pending().await
             }
             Next::Fail(e) => Err(e),
@@ -135,8 +152,20 @@ impl Ca for TestCa {
             }
         }
     }
-    async fn resume(&self, _: &str, pending: &PendingOrder, _: &OrderRequest<'_>) -> Result<Reopened, AcmeError> {
+    async fn resume(
+        &self,
+        _: &str,
+        pending: &PendingOrder,
+        _: &OrderRequest<'_>,
+        _: &dyn Solver,
+    ) -> Result<Reopened, AcmeError> {
         self.reopened.lock().unwrap().push(pending.url.clone());
+        // Still open: proven and finalized now, with the recorded key.
+        if let Some(days) = self.open.lock().unwrap().remove(&pending.url) {
+            let key = rcgen::KeyPair::from_pem(pending.key_pem.expose()).unwrap();
+            let bundle = issued_for(key, &["web.example".into()], self.clock.now(), days);
+            self.finalized.lock().unwrap().insert(pending.url.clone(), bundle);
+        }
         Ok(match self.finalized.lock().unwrap().get(&pending.url) {
             Some(bundle) if bundle.key_pem == pending.key_pem => Reopened::Issued(bundle.clone()),
             Some(_) => Reopened::Gone("another key".into()),
@@ -244,6 +273,7 @@ impl World {
             placed: Mutex::default(),
             finalized: Mutex::default(),
             reopened: Mutex::default(),
+            open: Mutex::default(),
         });
         let sink = Arc::new(TestSink::default());
         let resolvers = BTreeMap::from([("le".to_owned(), resolver())]);
