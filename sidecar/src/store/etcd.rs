@@ -7,7 +7,7 @@
 //! | `certificates/<name>` | JSON: chain PEM, sealed key, replica, time |
 //! | `revoked/<name>` | serial revoked by the operator |
 //! | `renewal/<name>` | JSON [`RenewalState`] |
-//! | `pending/<name>` | the order being finalized and its key, sealed |
+//! | `pending/<name>` | the open order and its CSR key, sealed |
 //! | `challenges/<type>/<key>` | a pending challenge, on a lease |
 //! | `locks/<id>` | the holder's name, on its lease |
 //!

@@ -5,15 +5,15 @@
 //! <dir>/accounts/<resolver>.json      0600
 //! <dir>/certificates/<name>/live  ->  v<nanos>/   (symlink, swapped by rename)
 //! <dir>/certificates/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
-//! <dir>/certificates/<name>/PENDING   0600, JSON: the order being finalized and its key
+//! <dir>/certificates/<name>/PENDING   0600, JSON: the open order and its CSR key
 //! ```
 //!
 //! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
 //! point leaves `live` on the previous complete version, and the previous
 //! version is kept as the last good one. A `REVOKED` file beside `live`
 //! records an operator's revocation (the serial). `PENDING` records the
-//! order about to be finalized until its certificate is stored, so a
-//! restart downloads it instead of ordering again.
+//! open order until its certificate is stored, so a restart resumes it
+//! instead of ordering again.
 //!
 //! `<dir>` is the operator's and may be a symlink; nothing below it is
 //! followed that the store did not create: `accounts`, `certificates` and

@@ -122,8 +122,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Forgets the revocation mark (a forced renewal replaces the certificate).
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError>;
-    /// Records the order about to be finalized for `name` and its key, so
-    /// that a restart downloads its certificate instead of ordering again.
+    /// Records the open order for `name` and its CSR key, so that a
+    /// restart resumes it instead of ordering again.
     /// Holds a private key: sealed or 0600, like an account.
     async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError>;
     /// The order recorded by `save_pending`, if any.
@@ -157,8 +157,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// An order the CA may have finalized (or issued) whose certificate is
-/// not stored yet: its URL and the key its CSR was made with.
+/// An order whose certificate is not stored yet (the CA may be validating
+/// it, or may have issued it): its URL and the key for its CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOrder {
     pub url: String,
