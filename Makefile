@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-issuance bench-scale chaos
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -98,6 +98,11 @@ chaos: setup bench-build
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table
 bench-deploy: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench deploy_latency
+
+## bench-hostile: 10,000 random tokens through Envoy and 20,000 slow clients
+## against one sidecar on etcd (figures in docs/reliability.md)
+bench-hostile: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench hostile_load
 
 # The benches (tests/benches) and the target/release/proxy-acme they run, in
 # one build so they share the sidecar library; scripts/bench.sh does the same.

@@ -223,12 +223,27 @@ fn generate_rsa(bits: usize) -> Result<KeyPair, CertError> {
     KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).map_err(|e| CertError::Generate(e.to_string()))
 }
 
-/// A DER CSR for `domains` (first one is the subject CN), signed by `key`.
-pub fn csr_der(domains: &[String], key: &KeyPair) -> Result<Vec<u8>, CertError> {
+/// The longest common name X.509 allows (RFC 5280 `ub-common-name`);
+/// Boulder refuses a CSR with a longer one.
+const MAX_COMMON_NAME: usize = 64;
+
+/// The subject common name a CSR for `domains` carries: the first name,
+/// when `common_name` is wanted and the name is a DNS name of at most 64
+/// bytes. Never an IP address (Let's Encrypt refuses one in the CN); the
+/// names are in the SAN extension either way.
+pub fn csr_common_name(domains: &[String], common_name: bool) -> Option<&str> {
+    let first = domains.first()?;
+    let fits = first.len() <= MAX_COMMON_NAME && first.parse::<std::net::IpAddr>().is_err();
+    (common_name && fits).then_some(first.as_str())
+}
+
+/// A DER CSR for `domains`, signed by `key`; the subject is empty or the
+/// common name [`csr_common_name`] picks.
+pub fn csr_der(domains: &[String], key: &KeyPair, common_name: bool) -> Result<Vec<u8>, CertError> {
     let mut params = CertificateParams::new(domains.to_vec()).map_err(|e| CertError::Generate(e.to_string()))?;
     let mut dn = DistinguishedName::new();
-    if let Some(first) = domains.first() {
-        dn.push(DnType::CommonName, first.clone());
+    if let Some(name) = csr_common_name(domains, common_name) {
+        dn.push(DnType::CommonName, name);
     }
     params.distinguished_name = dn;
     let csr = params.serialize_request(key).map_err(|e| CertError::Generate(e.to_string()))?;

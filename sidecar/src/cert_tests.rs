@@ -53,7 +53,8 @@ fn debug_never_shows_the_private_key() {
 fn csr_carries_the_names_and_key_types_generate() {
     for key_type in [KeyType::Ec256, KeyType::Ec384, KeyType::Rsa2048] {
         let key = generate_key(key_type).unwrap_or_else(|e| panic!("{e}"));
-        let csr = csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key).unwrap_or_else(|e| panic!("{e}"));
+        let csr =
+            csr_der(&["a.example".to_owned(), "b.example".to_owned()], &key, true).unwrap_or_else(|e| panic!("{e}"));
         let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
             .unwrap_or_else(|e| panic!("{e}"));
         let text = format!("{:?}", parsed.requested_extensions().map(|e| e.collect::<Vec<_>>()));
@@ -95,4 +96,32 @@ fn a_chain_holding_a_private_key_is_refused() {
         key_pem: bundle.key_pem,
     };
     assert!(matches!(inspect(&leaky, None), Err(CertError::KeyInChain)));
+}
+
+/// The subject of a CSR as the CA parses it.
+fn csr_subject(domains: &[&str], common_name: bool) -> String {
+    let key = generate_key(KeyType::Ec256).unwrap_or_else(|e| panic!("{e}"));
+    let domains: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
+    let csr = csr_der(&domains, &key, common_name).unwrap_or_else(|e| panic!("{e}"));
+    let (_, parsed) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap_or_else(|e| panic!("{e}"));
+    let sans = format!("{:?}", parsed.requested_extensions().map(|e| e.collect::<Vec<_>>()));
+    for domain in &domains {
+        let in_san = sans.contains(domain.as_str()) || domain.parse::<std::net::IpAddr>().is_ok();
+        assert!(in_san, "{domain} not in the SANs: {sans}");
+    }
+    parsed.certification_request_info.subject.to_string()
+}
+
+#[test]
+fn the_csr_common_name_is_a_short_dns_name_or_nothing() {
+    assert_eq!(csr_subject(&["a.example", "b.example"], true), "CN=a.example");
+    assert_eq!(csr_subject(&["a.example"], false), "", "common_name = false");
+    assert_eq!(csr_subject(&["192.0.2.1", "a.example"], true), "", "never an IP address");
+    assert_eq!(csr_subject(&["2001:db8::1"], true), "");
+    let long = format!("{}.example.com", "a".repeat(60));
+    assert_eq!(csr_subject(&[&long, "b.example"], true), "", "over 64 bytes");
+    let edge = format!("{}.example", "a".repeat(56));
+    assert_eq!(edge.len(), 64);
+    assert_eq!(csr_subject(&[&edge], true), format!("CN={edge}"));
 }

@@ -34,13 +34,6 @@ fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// This process needs a descriptor per flood connection.
-fn raise_own_nofile(n: u64) {
-    let limit = rustix::process::Rlimit { current: Some(n), maximum: Some(n) };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
-        .unwrap_or_else(|e| panic!("setrlimit NOFILE {n} (run as root or raise the hard limit): {e}"));
-}
-
 async fn metric(port: u16, series: &str) -> f64 {
     let (_, text) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
     let series = format!("{series} ");
@@ -69,6 +62,79 @@ async fn slow_client(port: u16) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     stream.write_all(b"GET /.well-known/acme-challenge/slow HTTP/1.1\r\nHost: a").await.ok()?;
     Some(stream)
+}
+
+/// Flood processes, each holding its share of the slow connections (one
+/// process may not hold 20,000 descriptors).
+const FLOOD_PROCESSES: usize = 2;
+const HOLD: Duration = Duration::from_secs(20);
+const CHURN: Duration = Duration::from_secs(20);
+
+/// A flood process: opens `count` slow connections to `port`, prints
+/// `opened <n> <refused>`, holds them for [`HOLD`], then for [`CHURN`]
+/// replaces the oldest with a new one as fast as it can, prints
+/// `churned <n>` and exits (closing them all).
+async fn flood_child(port: u16, count: usize) {
+    let mut flood = VecDeque::with_capacity(count);
+    let mut refused = 0;
+    while flood.len() < count && refused <= count {
+        match slow_client(port).await {
+            Some(stream) => flood.push_back(stream),
+            None => refused += 1,
+        }
+    }
+    println!("opened {} {refused}", flood.len());
+    tokio::time::sleep(HOLD).await;
+    let (started, mut churned) = (Instant::now(), 0);
+    while started.elapsed() < CHURN {
+        flood.pop_front();
+        if let Some(stream) = slow_client(port).await {
+            flood.push_back(stream);
+            churned += 1;
+        }
+    }
+    println!("churned {churned}");
+}
+
+/// Starts the flood processes; returns them and their stdout lines.
+fn spawn_floods(
+    port: u16,
+    connections: usize,
+) -> Vec<(tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>)> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    (0..FLOOD_PROCESSES)
+        .map(|_| {
+            let mut child = tokio::process::Command::new(&exe)
+                .env("HOSTILE_FLOOD_CHILD", format!("{port}:{}", connections / FLOOD_PROCESSES))
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("flood process: {e}"));
+            let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+            (child, tokio::io::BufReader::new(stdout).lines())
+        })
+        .collect()
+}
+
+/// The numbers on the next line starting with `word` from each flood process.
+async fn floods_say(
+    floods: &mut [(tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>)],
+    word: &str,
+) -> Vec<usize> {
+    let mut sums = Vec::new();
+    for (_, lines) in floods.iter_mut() {
+        let line = lines.next_line().await.ok().flatten().unwrap_or_default();
+        let numbers: Vec<usize> =
+            line.strip_prefix(word).unwrap_or_default().split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        for (i, n) in numbers.into_iter().enumerate() {
+            if sums.len() <= i {
+                sums.push(0);
+            }
+            sums[i] += n;
+        }
+    }
+    sums
 }
 
 struct Probe {
@@ -109,9 +175,14 @@ async fn probe(ports: StackPorts, pid: u32, token: String, stop: tokio::sync::wa
 fn main() {
     let tokens = env_or("HOSTILE_TOKENS", 10_000);
     let connections = env_or("HOSTILE_CONNECTIONS", 20_000);
-    raise_own_nofile(u64::try_from(connections).unwrap_or(u64::MAX).saturating_add(4096));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
+    if let Ok(spec) = std::env::var("HOSTILE_FLOOD_CHILD") {
+        let (port, count) = spec.split_once(':').unwrap_or_else(|| panic!("HOSTILE_FLOOD_CHILD={spec}"));
+        let (port, count) = (port.parse().unwrap_or(0), count.parse().unwrap_or(0));
+        runtime.block_on(flood_child(port, count));
+        return;
+    }
     let section = runtime.block_on(async {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dir = tmp.path();
@@ -180,35 +251,21 @@ fn main() {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let prober = tokio::spawn(probe(ports, pid, token.to_owned(), stop_rx));
         let started = Instant::now();
-        let mut flood = VecDeque::with_capacity(connections);
-        let mut refused = 0;
-        while flood.len() < connections {
-            match slow_client(ports.sidecar).await {
-                Some(stream) => flood.push_back(stream),
-                None => refused += 1,
-            }
-            if refused > connections {
-                break;
-            }
-        }
+        let mut floods = spawn_floods(ports.sidecar, connections);
+        let opened = floods_say(&mut floods, "opened").await;
         let opened_in = started.elapsed().as_secs_f64();
-        eprintln!("hostile: {} slow connections open in {opened_in:.1} s ({refused} refused)", flood.len());
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (open, refused) = (opened.first().copied().unwrap_or(0), opened.get(1).copied().unwrap_or(0));
+        eprintln!("hostile: {open} slow connections open in {opened_in:.1} s ({refused} refused)");
+        tokio::time::sleep(HOLD - Duration::from_secs(2)).await;
         let (rss_held, _) = memory_mib(pid);
-        let churn_started = Instant::now();
-        let mut churned = 0;
-        while churn_started.elapsed() < Duration::from_secs(20) {
-            flood.pop_front();
-            if let Some(stream) = slow_client(ports.sidecar).await {
-                flood.push_back(stream);
-                churned += 1;
-            }
-        }
+        let churned = floods_say(&mut floods, "churned").await.first().copied().unwrap_or(0);
         let (rss_churn, hwm) = memory_mib(pid);
+        let open_at_end = metric(ports.ops, "proxy_acme_connections_open{listener=\"challenge_api\"}").await;
         stop_tx.send_replace(true);
         let mut probe = prober.await.unwrap_or_else(|e| panic!("{e}"));
-        let open_at_end = metric(ports.ops, "proxy_acme_connections_open{listener=\"challenge_api\"}").await;
-        drop(flood);
+        for (mut child, _) in floods {
+            let _ = child.wait().await;
+        }
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (rss_after, _) = memory_mib(pid);
         probe.healthz.sort();
@@ -226,7 +283,7 @@ fn main() {
              the load comes from the same machine.\n\n\
              | measure | result |\n| --- | --- |\n\
              | {tokens} random-token requests through Envoy ({token_secs:.1} s) | {store_reads} board lookups reached etcd, {copy_reads} answered from the copy; {not_404} not 404; etcd served {ranges} Range calls in that time (the 2 s store probe and lock checks) |\n\
-             | {connections} slow connections to the challenge API | opened in {opened_in:.1} s ({refused} refused by the kernel), held 20 s, then {churned} more in 20 s of churn |\n\
+             | {connections} slow connections to the challenge API ({FLOOD_PROCESSES} client processes) | {open} opened in {opened_in:.1} s ({refused} refused), held 20 s, then {churned} more in 20 s of churn |\n\
              | sidecar RSS: idle / held / churn / peak (VmHWM) | {rss_idle:.1} / {rss_held:.1} / {rss_churn:.1} / {hwm:.1} MiB |\n\
              | sidecar RSS 10 s after the flood | {rss_after:.1} MiB |\n\
              | challenge API connections open at the end of the flood | {open_at_end} (cap 1024) |\n\

@@ -16,6 +16,7 @@ const FIRST: &str = "first.discover.test";
 const NEW: &str = "new.discover.test";
 const WWW: &str = "www.new.discover.test";
 const DENIED: &str = "denied.discover.test";
+const ALPN: &str = "alpn.discover.test";
 
 /// The routes file: one virtual host per list of names, all to the app.
 fn routes(hosts: &[&[&str]]) -> String {
@@ -42,7 +43,10 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
     let dir = tmp.path();
     let ports = StackPorts::free();
     let _app = start_echo_app(ports.app).await;
-    let pebble = Pebble::start_with(dir, ports.http, ports.https, &PebbleOptions::default());
+    // No authorization reuse: every order's TLS-ALPN-01 validation must
+    // really reach the sidecar through the rendered listener.
+    let options = PebbleOptions { authz_reuse: Some(0), ..PebbleOptions::default() };
+    let pebble = Pebble::start_with(dir, ports.http, ports.https, &options);
     let (routes_dir, lds_dir) = (dir.join("routes"), dir.join("lds"));
     write_routes(&routes_dir, &[&[FIRST], &["*"]]);
 
@@ -77,7 +81,15 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
         lds_dir.display(),
         template.display()
     );
-    let config = sidecar_config(dir, &ports, &pebble, "", &discover);
+    // A configured certificate proven by TLS-ALPN-01 only: its own chain in
+    // the rendered listener must not swallow the CA's acme-tls/1 handshake.
+    let alpn = format!(
+        "[resolvers.alpn]\nca_server = \"{}\"\nca_certificate = \"{}\"\ntls_challenge = {{}}\n\n{}",
+        pebble.directory_url(),
+        pebble.minica.root_pem_path.display(),
+        certificate("alpn", &[ALPN], "alpn"),
+    );
+    let config = sidecar_config(dir, &ports, &pebble, "", &format!("{discover}\n{alpn}"));
     // The sidecar first: it writes the listener file Envoy needs to start.
     let mut sidecar = start_sidecar(dir, &config);
     wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
@@ -145,6 +157,17 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
     .unwrap_or_else(|e| panic!("still managed: {e}"));
     assert!(dir.join("state/certificates").join(FIRST).join("live/fullchain.pem").exists());
     assert!(sidecar.tail().contains("grace period over"));
+
+    // The TLS-ALPN-01 certificate: its first order ran before Envoy was up
+    // (the sidecar writes the listener Envoy starts from) and backs off for
+    // about a minute; the next one is validated through its own chain.
+    eventually(Duration::from_secs(120), || served(ALPN))
+        .await
+        .unwrap_or_else(|e| panic!("TLS-ALPN-01 through the discovery listener: {e}\n{}", sidecar.tail()));
+    assert!(
+        envoy_stat(ports.admin, "tcp.acme_tls_alpn.downstream_cx_total").await >= 1,
+        "the CA never reached the sidecar"
+    );
     sidecar.assert_running();
 }
 

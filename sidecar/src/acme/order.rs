@@ -20,11 +20,13 @@ use crate::solvers::Solver;
 /// What to order.
 #[derive(Debug, Clone)]
 pub struct OrderRequest<'a> {
-    /// DNS names or IP addresses; the first is the subject.
+    /// DNS names or IP addresses; the first may be the subject CN.
     pub domains: &'a [String],
     pub key_type: KeyType,
     /// Profile name; checked against the directory's profiles.
     pub profile: Option<&'a str>,
+    /// Whether the CSR may name the first name as its subject common name.
+    pub common_name: bool,
     /// Issuer common name of the root the chain should lead to.
     pub preferred_chain: Option<&'a str>,
     /// The certificate this order replaces. Sent as ARI's `replaces` only
@@ -173,7 +175,7 @@ async fn finalize_and_download(
 ) -> Result<Bundle, AcmeError> {
     let retries = super::prove::retries();
     if order.state().status == OrderStatus::Ready {
-        let csr = cert::csr_der(request.domains, key)?;
+        let csr = cert::csr_der(request.domains, key, request.common_name)?;
         order.finalize_csr(&csr).await?;
     }
     // A CA that issues at once (Let's Encrypt mostly does; Pebble within

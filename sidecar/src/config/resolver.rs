@@ -36,6 +36,11 @@ pub struct Resolver {
     /// Certificate profile, when the CA's directory advertises profiles.
     #[serde(default)]
     pub profile: Option<String>,
+    /// Put the first name in the CSR's subject common name (only when it
+    /// is a DNS name of at most 64 bytes; never an IP address). `false`
+    /// leaves the subject empty, as Let's Encrypt's newer profiles issue.
+    #[serde(default = "yes")]
+    pub common_name: bool,
     /// Solve HTTP-01 through the Envoy filter or nginx `proxy_pass`.
     #[serde(default)]
     pub http_challenge: Option<HttpChallenge>,
@@ -233,4 +238,8 @@ pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), C
         }
     }
     Ok(())
+}
+
+fn yes() -> bool {
+    true
 }

@@ -108,6 +108,7 @@ impl Issuer {
             domains: &certificate.domains,
             key_type: resolver.key_type,
             profile: resolver.profile.as_deref(),
+            common_name: resolver.common_name,
             preferred_chain: resolver.preferred_chain.as_deref(),
             replaces: current.filter(|_| ari),
         };
