@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -86,6 +86,13 @@ bench-issuance: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench issuance
 bench-scale: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench scale
+
+## chaos: crash trials (issue 21): 20 certificates renewing on short-lived
+## Pebble certificates, the sidecar killed with SIGKILL CHAOS_TRIALS times
+## (default 1000, about an hour; CI: CHAOS_TRIALS=20); checks the store after
+## each kill and counts orders, issued and stored certificates.
+chaos: setup bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench crash_trials
 
 ## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table

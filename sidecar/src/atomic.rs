@@ -11,7 +11,8 @@
 //!
 //! A failed write removes what it left behind, so no `.tmp-*` piles up on a
 //! full disk. A crash can still leave a temp (nothing runs after `kill -9`);
-//! [`prune`] takes those away on the next write.
+//! [`prune`] takes those away on the next write, and [`sweep_temps`] at the
+//! daemon's start.
 //!
 //! Below a root the operator configured, proxy-acme follows no symlink it
 //! did not create (see [`own_dir`], [`own_link`], [`read_file`]): a
@@ -315,6 +316,48 @@ pub fn prune(parent: &Path, stale: impl Fn(&str) -> bool) {
         if let Err(e) = removed {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove an old version");
         }
+    }
+}
+
+/// Removes the temps crashed writers left under `root` (down to `depth`
+/// levels of real directories; symlinks are not followed): those of a
+/// process that no longer runs, and this process's own (called before it
+/// writes anything, so they are a crashed predecessor's with the same pid,
+/// as in a container where the daemon is pid 1). A temp of another running
+/// process (a `proxy-acme import` writing now) is left alone. Returns how
+/// many were removed; failures are logged.
+pub fn sweep_temps(root: &Path, depth: usize) -> usize {
+    let Ok(entries) = fs::read_dir(root) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(file_type) = entry.file_type() else { continue };
+        let path = entry.path();
+        if is_temp(&name) {
+            if temp_writer_runs(&name) {
+                continue;
+            }
+            let result = if file_type.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a crashed write's temp"),
+            }
+        } else if file_type.is_dir() && depth > 0 {
+            removed += sweep_temps(&path, depth - 1);
+        }
+    }
+    removed
+}
+
+/// Whether the process that named a temp `.<name>.tmp-<pid>-<n>` runs now
+/// (and is not this one).
+fn temp_writer_runs(name: &str) -> bool {
+    let pid =
+        name.rsplit_once(".tmp-").and_then(|(_, rest)| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) if pid == std::process::id() => false,
+        Some(pid) => Path::new("/proc").join(pid.to_string()).exists(),
+        None => false,
     }
 }
 

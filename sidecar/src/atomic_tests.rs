@@ -129,3 +129,29 @@ fn own_link_accepts_only_a_directory_beside_it() {
         "is a directory, not the symlink proxy-acme creates"
     );
 }
+
+#[test]
+fn the_start_sweep_removes_crashed_writers_temps_and_spares_a_running_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let cert_dir = root.path().join("certificates").join("web");
+    fs::create_dir_all(&cert_dir).unwrap();
+    // A crashed writer (a pid that cannot run: above the kernel's pid_max),
+    // a crashed predecessor with this pid, and a writer that runs now (pid 1).
+    let dead = cert_dir.join(".v17.tmp-4194305-0");
+    let mine = cert_dir.join(format!(".PENDING.tmp-{}-3", std::process::id()));
+    let running = cert_dir.join(".v18.tmp-1-0");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("privkey.pem"), "x").unwrap();
+    fs::write(&mine, "x").unwrap();
+    fs::create_dir(&running).unwrap();
+    let kept = cert_dir.join("v16");
+    fs::create_dir(&kept).unwrap();
+    // Too deep for the sweep: left alone.
+    let deep = kept.join(".x.tmp-4194305-0");
+    fs::write(&deep, "x").unwrap();
+
+    assert_eq!(sweep_temps(root.path(), 2), 2);
+    assert!(!dead.exists() && !mine.exists(), "a crashed writer's temp is left");
+    assert!(running.exists(), "a running writer's temp was removed");
+    assert!(kept.exists() && deep.exists());
+}

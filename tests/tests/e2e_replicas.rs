@@ -256,7 +256,8 @@ async fn three_replicas_share_one_etcd_store() {
 
     // 2. The replica holding the take-over certificate's lock is SIGKILLed
     //    mid-order (its DNS-01 hook is waiting); the other one takes over
-    //    once the lease expires, and only one certificate is issued.
+    //    once the lease expires, resumes the same order, and only one
+    //    certificate is issued.
     let holder = eventually(Duration::from_secs(30), || async {
         lock_holder(&endpoints, KILL_NAME).await.ok_or_else(|| "no lock holder yet".to_owned())
     })
@@ -270,7 +271,9 @@ async fn three_replicas_share_one_etcd_store() {
     let served = eventually(Duration::from_secs(60), || replicas[other].served_serial(&root, KILL_DOMAIN)).await;
     let takeover_serial = served.unwrap_or_else(|e| panic!("no take-over: {e}\n{}", tails(&replicas)));
     assert_eq!(pebble_count(&pebble, "Issued certificate serial"), CERTS + 2, "issued twice");
-    assert_eq!(pebble_count(&pebble, "Added order"), CERTS + 3, "the abandoned order and the take-over");
+    // The killed replica recorded its order in etcd: the take-over proves
+    // and finalizes that same order (issue 21) rather than placing one more.
+    assert_eq!(pebble_count(&pebble, "Added order"), CERTS + 2, "the abandoned order was not resumed");
     // The record the killed replica was publishing is removed by the one
     // that took over (its post outlived the replica).
     let hook_calls = std::fs::read_to_string(&hook_log).unwrap_or_default();
@@ -284,6 +287,10 @@ async fn three_replicas_share_one_etcd_store() {
     );
     let other_log = std::fs::read_to_string(&replicas[other].sidecar.log).unwrap_or_default();
     assert!(other_log.contains(&holder), "{other} never saw {holder} holding the lock");
+    assert!(
+        other_log.contains("downloaded the certificate of an interrupted order"),
+        "{other} did not resume the order"
+    );
     // The killed replica comes back and serves what the other stored.
     let config = replicas[killed].config.clone();
     replicas[killed].sidecar = start_sidecar(&replicas[killed].dir, &config);

@@ -35,13 +35,15 @@ pub struct OrderRequest<'a> {
     pub replaces: Option<&'a Bundle>,
 }
 
-/// Orders a certificate and proves control through `solver`.
+/// Orders a certificate and proves control through `solver`; the order
+/// and its key go to `checkpoint` as soon as the order exists.
 /// The chain is checked against the key and the names before it is returned.
 /// Answers are withdrawn on every exit path.
 pub async fn issue(
     account: &AcmeAccount,
     request: &OrderRequest<'_>,
     solver: &dyn Solver,
+    checkpoint: &dyn Checkpoint,
 ) -> Result<Bundle, AcmeError> {
     let identifiers: Vec<Identifier> = request
         .domains
@@ -64,6 +66,12 @@ pub async fn issue(
             None => order,
         }
     };
+    // The key first: the order is recorded with it as soon as it exists.
+    let key_type = request.key_type;
+    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+        .await
+        .map_err(|e| CertError::Generate(e.to_string()))??;
+    let key_pem = SecretPem::new(key.serialize_pem());
     let replaces = request.replaces.and_then(certificate_id);
     let mut order = match &replaces {
         Some(id) => match step!("creating the order", account.new_order(&new_order().replaces(id.clone())).await) {
@@ -86,19 +94,91 @@ pub async fn issue(
         replaces = replaces.is_some(),
         "order created"
     );
+    checkpoint.record(order.url(), &key_pem).await;
 
     let status = super::prove::prove(&mut order, solver).await?;
-    let retries = super::prove::retries();
     if status != OrderStatus::Ready {
         return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));
     }
 
-    let key_type = request.key_type;
-    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
-        .await
-        .map_err(|e| CertError::Generate(e.to_string()))??;
-    let csr = cert::csr_der(request.domains, &key, request.common_name)?;
-    step!("finalizing the order", order.finalize_csr(&csr).await)?;
+    finalize_and_download(account, &mut order, request, &key, key_pem).await
+}
+
+/// Where an order is recorded as soon as the CA created it, before it is
+/// proven and finalized: a crash must lose neither the order nor what the
+/// CA issues for it.
+#[async_trait::async_trait]
+pub trait Checkpoint: Send + Sync {
+    /// Records `order_url` and the key its CSR will be made with. A failure
+    /// is the implementation's to log: the order goes on (its certificate
+    /// is kept in memory and written later).
+    async fn record(&self, order_url: &str, key_pem: &SecretPem);
+}
+
+/// What became of an order reopened from its URL.
+#[derive(Debug)]
+pub enum Reopened {
+    /// Its certificate, downloaded (finalized first if it was only ready).
+    Issued(Bundle),
+    /// Nothing to download: the order is invalid (or failed validation
+    /// now), or the CA no longer knows it (why).
+    Gone(String),
+}
+
+/// Reopens the order at `url` (recorded by an earlier run) with `account`
+/// and downloads its certificate: proves it with `solver` if it is still
+/// `pending`, finalizes it with `key_pem` if it is `ready`, polls it while
+/// `processing`. The chain is checked against the key and the names, as
+/// after a new order.
+pub async fn resume(
+    account: &AcmeAccount,
+    url: &str,
+    key_pem: &SecretPem,
+    request: &OrderRequest<'_>,
+    solver: &dyn Solver,
+) -> Result<Reopened, AcmeError> {
+    let mut order = match step!("reopening the order", account.order(url.to_owned()).await) {
+        Ok(order) => order,
+        // 404, unauthorized (another account), malformed: the CA's answer.
+        Err(instant_acme::Error::Api(problem)) => return Ok(Reopened::Gone(problem.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let status = order.state().status;
+    tracing::info!(order = url, ?status, "reopened an order recorded before a restart");
+    let key = match rcgen::KeyPair::from_pem(key_pem.expose()) {
+        Ok(key) => key,
+        Err(e) => return Ok(Reopened::Gone(format!("the recorded key does not parse: {e}"))),
+    };
+    match status {
+        OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
+        OrderStatus::Invalid => return Ok(Reopened::Gone("the order is Invalid".into())),
+        OrderStatus::Pending => match super::prove::prove(&mut order, solver).await? {
+            OrderStatus::Ready => {}
+            status => return Ok(Reopened::Gone(format!("the order is {status:?} after validation"))),
+        },
+    }
+    match finalize_and_download(account, &mut order, request, &key, key_pem.clone()).await {
+        Ok(bundle) => Ok(Reopened::Issued(bundle)),
+        Err(AcmeError::Certificate(e)) => Ok(Reopened::Gone(format!("its certificate does not fit: {e}"))),
+        Err(AcmeError::Protocol(instant_acme::Error::Api(problem))) => Ok(Reopened::Gone(problem.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Finalizes `order` (unless the CA already did) with a CSR signed by
+/// `key`, downloads the chain (the preferred one if asked) and checks it.
+async fn finalize_and_download(
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+    request: &OrderRequest<'_>,
+    key: &rcgen::KeyPair,
+    key_pem: SecretPem,
+) -> Result<Bundle, AcmeError> {
+    let retries = super::prove::retries();
+    if order.state().status == OrderStatus::Ready {
+        let csr = cert::csr_der(request.domains, key, request.common_name)?;
+        step!("finalizing the order", order.finalize_csr(&csr).await)?;
+    }
     // A CA that issues at once (Let's Encrypt mostly does; Pebble within
     // milliseconds) needs no first poll interval: look once right away,
     // and poll only if the order is still processing.
@@ -112,7 +192,7 @@ pub async fn issue(
             fullchain_pem = chain;
         }
     }
-    let bundle = Bundle { fullchain_pem, key_pem: SecretPem::new(key.serialize_pem()) };
+    let bundle = Bundle { fullchain_pem, key_pem };
     let info = cert::inspect(&bundle, Some(request.domains))?;
     tracing::info!(order = order.url(), serial = %info.serial_hex, "certificate issued");
     Ok(bundle)

@@ -7,11 +7,12 @@
 //! go-ahead right away. Otherwise (DNS-01) every answer is presented first,
 //! the solver waits until all are visible, then the CA is told. Answers are
 //! withdrawn on every exit path, also when the order task is aborted (the
-//! guards' `Drop`).
+//! guards' `Drop`). A resumed order's answers are shown again, but a
+//! challenge the validator already has (`processing`) is not told again.
 
 use std::time::Duration;
 
-use instant_acme::{AuthorizationStatus, Order, OrderStatus, RetryPolicy};
+use instant_acme::{AuthorizationStatus, ChallengeStatus, Order, OrderStatus, RetryPolicy};
 
 use super::bounds::{is_bad_nonce, set_step, step, MAX_NONCE_REFUSALS};
 use super::AcmeError;
@@ -68,7 +69,9 @@ async fn prove_inner(
         };
         set_step("presenting the challenge");
         presented.push(solver.present(answer).await?);
-        if solver.visible_at_once() {
+        // A resumed order's challenge may already be with the validator
+        // (the killed process said ready): shown again, not told twice.
+        if solver.visible_at_once() && challenge.status == ChallengeStatus::Pending {
             step!("telling the CA the challenge is ready", challenge.set_ready().await)?;
             tracing::debug!(identifier, token = %challenge.token, challenge = %kind, "challenge ready");
         }
@@ -87,8 +90,10 @@ async fn prove_inner(
             let mut challenge = authz
                 .challenge(kind.acme_type())
                 .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
-            step!("telling the CA the challenge is ready", challenge.set_ready().await)?;
-            tracing::debug!(identifier, challenge = %kind, "challenge ready");
+            if challenge.status == ChallengeStatus::Pending {
+                step!("telling the CA the challenge is ready", challenge.set_ready().await)?;
+                tracing::debug!(identifier, challenge = %kind, "challenge ready");
+            }
         }
     }
 

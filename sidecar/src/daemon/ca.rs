@@ -8,16 +8,31 @@ use async_trait::async_trait;
 
 use super::accounts::Accounts;
 use crate::acme::bounds::within;
-use crate::acme::{self, AcmeError, OrderRequest, Window};
+use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
 use crate::solvers::Solver;
-use crate::store::Store;
+use crate::store::{PendingOrder, Store};
 
 #[async_trait]
 pub(super) trait Ca: Send + Sync + std::fmt::Debug {
-    /// One order for `request`, proven with `solver`: the issued chain and key.
-    async fn issue(&self, resolver: &str, request: &OrderRequest<'_>, solver: &dyn Solver)
-        -> Result<Bundle, AcmeError>;
+    /// One order for `request`, proven with `solver`: the issued chain and
+    /// key. The order's URL and key go to `checkpoint` as soon as it exists.
+    async fn issue(
+        &self,
+        resolver: &str,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Bundle, AcmeError>;
+    /// Reopens an order an earlier run recorded (proving it with `solver`
+    /// if it still needs it) and downloads its certificate.
+    async fn resume(
+        &self,
+        resolver: &str,
+        pending: &PendingOrder,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+    ) -> Result<Reopened, AcmeError>;
     /// The CA's renewal window for `bundle`; `None` when it has no ARI.
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError>;
     async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError>;
@@ -41,10 +56,26 @@ impl Ca for LiveCa {
         resolver: &str,
         request: &OrderRequest<'_>,
         solver: &dyn Solver,
+        checkpoint: &dyn Checkpoint,
     ) -> Result<Bundle, AcmeError> {
         within(self.accounts.deadline(resolver), "loading the account", async {
             let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-            acme::issue(&account, request, solver).await
+            acme::issue(&account, request, solver, checkpoint).await
+        })
+        .await
+    }
+
+    /// Within the resolver's order deadline, like a new order.
+    async fn resume(
+        &self,
+        resolver: &str,
+        pending: &PendingOrder,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+    ) -> Result<Reopened, AcmeError> {
+        within(self.accounts.deadline(resolver), "loading the account", async {
+            let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+            acme::resume(&account, &pending.url, &pending.key_pem, request, solver).await
         })
         .await
     }

@@ -55,6 +55,18 @@ impl Coordinator {
         Ok((self.store.load_certificate(name).await?, self.store.revoked(name).await?))
     }
 
+    /// Whether an order for `name` was recorded and
+    /// its certificate not stored (a crash, or a store that refused it).
+    pub(super) async fn pending(&self, name: &str) -> bool {
+        match self.store.load_pending(name).await {
+            Ok(pending) => pending.is_some(),
+            Err(e) => {
+                tracing::warn!(certificate = %name, error = %e, "cannot read the pending order");
+                false
+            }
+        }
+    }
+
     /// Takes the certificate's lock.
     pub(super) async fn take_turn(&self, certificate: &Certificate) -> Turn {
         let id = format!("certificates/{}", certificate.name);

@@ -1,8 +1,12 @@
 //! The issuer: everything between "order now" and a stored certificate.
 //! The self-imposed limits (order budget, failed authorizations), a new
 //! order at once when the CA forgot the account (a refused nonce is sent
-//! again inside the order, `acme::bounds`), the fallback from one challenge type to the next, and the
-//! fenced save that refuses to write once the lock is lost. Also the
+//! again inside the order, `acme::bounds`), the fallback from one challenge
+//! type to the next, and the fenced save that refuses to write once the
+//! lock is lost. An order is recorded in the store as soon as the CA
+//! created it, so a restart resumes it (proves, finalizes, downloads)
+//! instead of ordering again; a certificate the store cannot take is
+//! returned anyway (`unsaved`), never thrown away. Also the
 //! account's other calls: renewal information and revocation.
 
 use std::collections::BTreeMap;
@@ -10,12 +14,22 @@ use std::sync::Arc;
 
 use super::accounts::Accounts;
 use super::ca::Ca;
-use crate::acme::{AcmeError, OrderRequest};
+use crate::acme::{AcmeError, Checkpoint, OrderRequest, Reopened};
+use crate::cert::SecretPem;
 use crate::cert::{self, Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{AriAnswer, Clock, Failure};
 use crate::solvers::{Solver, SolverError};
-use crate::store::{Lock, Store, StoreError};
+use crate::store::{Lock, PendingOrder, Store, StoreError};
+
+/// A certificate the CA issued. `unsaved`: the store could not take it; it
+/// is deployed all the same and its write retried ([`Issuer::persist`]).
+#[derive(Debug)]
+pub(super) struct Issued {
+    pub(super) bundle: Bundle,
+    pub(super) info: CertInfo,
+    pub(super) unsaved: Option<StoreError>,
+}
 
 /// Each resolver's solvers by resolver name, in the order they are tried.
 pub(super) type ResolverSolvers = BTreeMap<String, Vec<Arc<dyn Solver>>>;
@@ -63,7 +77,7 @@ impl Issuer {
         resolver: &Resolver,
         current: Option<&Bundle>,
         lock: &Lock,
-    ) -> Result<(Bundle, CertInfo), AcmeError> {
+    ) -> Result<Issued, AcmeError> {
         // Stops as soon as the lock is lost: nothing is written after that.
         let fenced = || async {
             tokio::select! {
@@ -90,7 +104,7 @@ impl Issuer {
         resolver: &Resolver,
         current: Option<&Bundle>,
         lock: &Lock,
-    ) -> Result<(Bundle, CertInfo), AcmeError> {
+    ) -> Result<Issued, AcmeError> {
         let ari = self.accounts.ari(&certificate.resolver) == Some(true);
         let request = OrderRequest {
             domains: &certificate.domains,
@@ -100,11 +114,96 @@ impl Issuer {
             preferred_chain: resolver.preferred_chain.as_deref(),
             replaces: current.filter(|_| ari),
         };
-        let bundle = self.with_fallback(certificate, &request).await?;
+        let bundle = match self.resume_pending(certificate, &request).await? {
+            Some(bundle) => bundle,
+            None => self.with_fallback(certificate, &request).await?,
+        };
         let info = cert::inspect(&bundle, Some(&certificate.domains))?;
-        self.store.save_certificate_fenced(&certificate.name, &bundle, lock).await?;
-        self.store.clear_revoked(&certificate.name).await?;
-        Ok((bundle, info))
+        let unsaved = match self.persist(&certificate.name, &bundle, lock).await {
+            Ok(()) => None,
+            // Another replica holds the lock now; the recorded order stays
+            // in the shared store for it to download.
+            Err(e @ StoreError::LockLost(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(
+                    certificate = %certificate.name,
+                    serial = %info.serial_hex,
+                    error = %e,
+                    "the issued certificate cannot be stored: it is deployed and its write retried"
+                );
+                Some(e)
+            }
+        };
+        Ok(Issued { bundle, info, unsaved })
+    }
+
+    /// Stores an issued certificate (fenced by `lock`), then forgets the
+    /// revocation mark and the pending order.
+    pub(super) async fn persist(&self, name: &str, bundle: &Bundle, lock: &Lock) -> Result<(), StoreError> {
+        self.store.save_certificate_fenced(name, bundle, lock).await?;
+        self.store.clear_revoked(name).await?;
+        if let Err(e) = self.store.clear_pending(name).await {
+            // Harmless: the next order downloads the same certificate once.
+            tracing::warn!(certificate = name, error = %e, "cannot forget the pending order");
+        }
+        Ok(())
+    }
+
+    /// The certificate of an order an earlier run recorded (and was killed
+    /// before storing its certificate, or could not store it): proven if
+    /// it still needs it, finalized, downloaded, rather than ordered again.
+    /// `None` when there is none, or the CA has nothing to give for it (the
+    /// record is then forgotten). A CA that cannot be reached is an error:
+    /// the record stays for the next try; a permanent error forgets it.
+    async fn resume_pending(
+        &self,
+        certificate: &Certificate,
+        request: &OrderRequest<'_>,
+    ) -> Result<Option<Bundle>, AcmeError> {
+        let name = &certificate.name;
+        let pending = match self.store.load_pending(name).await {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return Ok(None),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::warn!(certificate = %name, error = %e, "unreadable pending order: forgotten, ordering anew");
+                self.forget_pending(name).await;
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(certificate = %name, error = %e, "cannot read the pending order; ordering anew");
+                return Ok(None);
+            }
+        };
+        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let Some(solver) = solvers.iter().find(|s| certificate.domains.iter().all(|d| s.supports(d))).cloned() else {
+            return Ok(None);
+        };
+        let reopened = match self.ca.resume(&certificate.resolver, &pending, request, solver.as_ref()).await {
+            Ok(reopened) => reopened,
+            Err(e) if e.is_permanent() || e.is_challenge_failure() => {
+                tracing::warn!(certificate = %name, order = %pending.url, error = %e, "the interrupted order failed; forgotten");
+                self.forget_pending(name).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        match reopened {
+            Reopened::Issued(bundle) => {
+                tracing::info!(certificate = %name, order = %pending.url, "downloaded the certificate of an interrupted order");
+                Ok(Some(bundle))
+            }
+            Reopened::Gone(why) => {
+                tracing::info!(certificate = %name, order = %pending.url, why, "the interrupted order has no certificate to give; ordering anew");
+                self.forget_pending(name).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn forget_pending(&self, name: &str) {
+        if let Err(e) = self.store.clear_pending(name).await {
+            tracing::warn!(certificate = name, error = %e, "cannot forget the pending order");
+        }
     }
 
     /// Tries the resolver's solvers in order, those that support every
@@ -125,7 +224,8 @@ impl Issuer {
             };
             let kind = solver.kind();
             let started = std::time::Instant::now();
-            let result = self.ca.issue(&certificate.resolver, request, solver.as_ref()).await;
+            let checkpoint = Recorder { store: self.store.as_ref(), name: &certificate.name };
+            let result = self.ca.issue(&certificate.resolver, request, solver.as_ref(), &checkpoint).await;
             let outcome = match &result {
                 Ok(_) => "valid",
                 Err(e) => e.challenge_result(),
@@ -216,6 +316,24 @@ impl Issuer {
     /// Orders left in the resolver's budget now.
     pub(super) fn orders_remaining(&self, resolver: &str) -> Option<u32> {
         self.accounts.orders_remaining(resolver, self.clock.now())
+    }
+}
+
+/// Records an order in the store as soon as the CA created it.
+struct Recorder<'a> {
+    store: &'a dyn Store,
+    name: &'a str,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for Recorder<'_> {
+    async fn record(&self, order_url: &str, key_pem: &SecretPem) {
+        let pending = PendingOrder { url: order_url.to_owned(), key_pem: key_pem.clone() };
+        if let Err(e) = self.store.save_pending(self.name, &pending).await {
+            // Ordered all the same: the certificate is kept in memory and
+            // written once the store takes it; only a crash before that loses it.
+            tracing::warn!(certificate = self.name, error = %e, "cannot record the order");
+        }
     }
 }
 

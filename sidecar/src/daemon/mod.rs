@@ -125,10 +125,30 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Removes the temps a killed writer left (`.<name>.tmp-<pid>-<n>`) in
+/// the file store and the directories proxies read, before anything is
+/// written: a `kill -9` mid-write leaves one, and a failed write on a disk
+/// that was read-only may not have been able to remove its own.
+fn sweep_crashed_writes(config: &Config) {
+    let mut roots = Vec::new();
+    if config.storage.store == crate::store::StoreKind::File {
+        roots.push(config.storage.directory.clone());
+    }
+    roots.extend(config.envoy.sds_directory.clone());
+    roots.extend(config.nginx.as_ref().map(|n| n.directory.clone()));
+    for root in roots {
+        let removed = crate::atomic::sweep_temps(&root, 3);
+        if removed > 0 {
+            tracing::info!(directory = %root.display(), removed, "removed temps left by interrupted writes");
+        }
+    }
+}
+
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
     raise_open_file_limit();
     let opened = crate::store::open(&config.storage).await?;
+    sweep_crashed_writes(&config);
     if let (Some(etcd), Some(settings)) = (&opened.etcd, &config.storage.etcd) {
         tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, replica = etcd.replica(), "shared store: etcd");
     }

@@ -1,6 +1,8 @@
 //! Where a certificate's task starts after a (re)start: the stored
 //! certificate, whether it still matches the configuration, the operator's
-//! revocation and the backoff recorded by an earlier run or another replica.
+//! revocation, an order interrupted before its certificate was stored
+//! (downloaded at once) and the backoff recorded by an earlier run or
+//! another replica.
 
 use std::sync::Arc;
 
@@ -36,6 +38,10 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
             tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
             machine.config_changed();
         }
+    }
+    if parts.coordinator.pending(name).await {
+        tracing::info!(certificate = %name, "an order was interrupted before its certificate was stored: resuming it");
+        machine.interrupted();
     }
     if let Some(state) = parts.coordinator.renewal(name).await {
         machine.restore_backoff(state.failures, next_attempt(&state), &state.last_error, now);

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{CertCommand, OpError};
 use super::coordinator::Turn;
+use super::issuer::Issued;
 use super::reporter::View;
 use super::resume::{resume, Resumed};
 use super::{Parts, RunError};
@@ -23,10 +24,10 @@ use crate::acme::AcmeError;
 use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{self, Action, Machine};
+use unsaved::Unsaved;
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
 pub(super) struct CertTask {
     parts: Arc<Parts>,
     certificate: Certificate,
@@ -37,6 +38,8 @@ pub(super) struct CertTask {
     last_error: Option<String>,
     /// When an order last succeeded.
     last_success: Option<SystemTime>,
+    /// Set while the current certificate waits to be written to the store.
+    unsaved: Option<Unsaved>,
     inbox: mpsc::Receiver<CertCommand>,
 }
 
@@ -52,7 +55,17 @@ impl CertTask {
         let Resumed { machine, current, revoked } = resume(&parts, &certificate, &resolver).await?;
         // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
-        let task = Self { parts, certificate, resolver, machine, current, last_error: None, last_success, inbox };
+        let task = Self {
+            parts,
+            certificate,
+            resolver,
+            machine,
+            current,
+            last_error: None,
+            last_success,
+            unsaved: None,
+            inbox,
+        };
         let now = task.parts.clock.now();
         task.parts.serving.fall_back(&task.certificate, task.current.as_ref(), now, revoked).await;
         task.publish();
@@ -82,16 +95,23 @@ impl CertTask {
     }
 
     /// Does what the machine says is due now; else says how long to sleep.
+    /// A certificate the store did not take is written first, when due.
     pub(super) async fn step(&mut self) -> Option<Duration> {
         let now = self.parts.clock.now();
-        match self.machine.next_action(now) {
-            Action::WaitUntil(at) => Some(at.duration_since(now).unwrap_or_default().min(MAX_SLEEP)),
-            Action::Idle => Some(MAX_SLEEP),
+        if self.unsaved.is_some_and(|u| u.next <= now) {
+            Box::pin(self.store_unsaved()).await;
+            self.publish();
+            return None;
+        }
+        let sleep = match self.machine.next_action(now) {
+            Action::WaitUntil(at) => at.duration_since(now).unwrap_or_default().min(MAX_SLEEP),
+            Action::Idle => MAX_SLEEP,
             action => {
                 self.act(action).await;
-                None
+                return None;
             }
-        }
+        };
+        Some(self.unsaved.map_or(sleep, |u| sleep.min(u.next.duration_since(now).unwrap_or_default())))
     }
 
     /// An order or an ARI poll. Boxed: the ACME futures are kilobytes, and a
@@ -180,9 +200,13 @@ impl CertTask {
         let now = self.parts.clock.now();
         crate::serve::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
         match result {
-            Ok((bundle, info)) => {
+            Ok(Issued { bundle, info, unsaved }) => {
                 let serial = info.serial_hex.clone();
                 self.take_new(bundle, info, now).await;
+                if let Some(e) = unsaved {
+                    self.unsaved = Some(Unsaved::after(0, now));
+                    self.last_error = Some(format!("serial {serial} is served but not stored yet: {e}"));
+                }
                 let (parts, certificate) = (&self.parts, &self.certificate);
                 if let Some((_, info)) = &self.current {
                     parts.serving.post_deploy(certificate, info).await;
@@ -232,6 +256,7 @@ impl CertTask {
         self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.jitter());
         self.last_success = Some(succeeded_at);
         self.last_error = None;
+        self.unsaved = None;
         self.current = Some((bundle, info));
     }
 
@@ -291,6 +316,9 @@ impl CertTask {
         self.parts.reporter.publish(&self.certificate, &view);
     }
 }
+
+#[path = "unsaved.rs"]
+mod unsaved;
 
 #[cfg(test)]
 #[path = "task_tests.rs"]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
 use super::*;
-use crate::acme::{OrderRequest, Window};
+use crate::acme::{Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::{self, SecretPem};
 use crate::daemon::accounts::Accounts;
 use crate::daemon::bus::Bus;
@@ -26,7 +26,7 @@ use crate::serve::admin::Statuses;
 use crate::serve::health::Readiness;
 use crate::solvers::http01::{Http01Solver, Http01Tokens};
 use crate::solvers::Solver;
-use crate::store::{Acquired, Lock, MemoryStore, Store, StoreError};
+use crate::store::{Acquired, Lock, MemoryStore, PendingOrder, Store, StoreError};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -52,7 +52,11 @@ impl TestClock {
 
 /// A self-signed certificate for `domains`, valid from `not_before` for `days`.
 fn issued(domains: &[String], not_before: SystemTime, days: u64) -> Bundle {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    issued_for(rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(), domains, not_before, days)
+}
+
+/// The same, for `key`.
+fn issued_for(key: rcgen::KeyPair, domains: &[String], not_before: SystemTime, days: u64) -> Bundle {
     let mut params = rcgen::CertificateParams::new(domains.to_vec()).unwrap();
     params.not_before = not_before.into();
     params.not_after = (not_before + DAY * u32::try_from(days).unwrap()).into();
@@ -70,6 +74,16 @@ enum Next {
     /// The lock's lease (in this store) expires while the CA is
     /// validating; the order hangs.
     LoseLock(Arc<SharedStore>),
+    /// The CA finalizes and issues, and the sidecar is killed before it
+    /// gets the answer: the order hangs (the test drops the task).
+    IssueAndHang {
+        days: u64,
+    },
+    /// The sidecar is killed while the CA validates: the order is created
+    /// (and recorded), not finalized; the order hangs.
+    HangWhileValidating {
+        days: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -78,20 +92,85 @@ struct TestCa {
     orders: Mutex<VecDeque<Next>>,
     windows: Mutex<VecDeque<Window>>,
     revoked: Mutex<Vec<String>>,
+    /// Orders placed (new orders, not reopened ones).
+    placed: Mutex<u32>,
+    /// Certificates the CA issued, by order URL: what reopening one downloads.
+    finalized: Mutex<BTreeMap<String, Bundle>>,
+    /// Orders reopened, by URL.
+    reopened: Mutex<Vec<String>>,
+    /// Orders created and not finalized (URL -> lifetime in days).
+    open: Mutex<BTreeMap<String, u64>>,
+}
+
+impl TestCa {
+    fn placed(&self) -> u32 {
+        *self.placed.lock().unwrap()
+    }
 }
 
 #[async_trait]
 impl Ca for TestCa {
-    async fn issue(&self, _: &str, request: &OrderRequest<'_>, _: &dyn Solver) -> Result<Bundle, AcmeError> {
+    async fn issue(
+        &self,
+        _: &str,
+        request: &OrderRequest<'_>,
+        _: &dyn Solver,
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Bundle, AcmeError> {
         let next = self.orders.lock().unwrap().pop_front().expect("an order the test did not expect");
+        let url = {
+            let mut placed = self.placed.lock().unwrap();
+            *placed += 1;
+            format!("https://ca.test/order/{placed}")
+        };
+        let finalize = |days| {
+            let bundle = issued(request.domains, self.clock.now(), days);
+            self.finalized.lock().unwrap().insert(url.clone(), bundle.clone());
+            bundle
+        };
         match next {
-            Next::Issue { days } => Ok(issued(request.domains, self.clock.now(), days)),
+            Next::Issue { days } => {
+                let bundle = finalize(days);
+                checkpoint.record(&url, &bundle.key_pem).await;
+                Ok(bundle)
+            }
+            Next::IssueAndHang { days } => {
+                let bundle = finalize(days);
+                checkpoint.record(&url, &bundle.key_pem).await;
+                std::future::pending().await
+            }
+            Next::HangWhileValidating { days } => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                self.open.lock().unwrap().insert(url.clone(), days);
+                checkpoint.record(&url, &SecretPem::new(key.serialize_pem())).await;
+                std::future::pending().await
+            }
             Next::Fail(e) => Err(e),
             Next::LoseLock(store) => {
                 let _ = store.lease.lock().unwrap().as_ref().expect("no shared lock taken").send(true);
                 std::future::pending().await
             }
         }
+    }
+    async fn resume(
+        &self,
+        _: &str,
+        pending: &PendingOrder,
+        _: &OrderRequest<'_>,
+        _: &dyn Solver,
+    ) -> Result<Reopened, AcmeError> {
+        self.reopened.lock().unwrap().push(pending.url.clone());
+        // Still open: proven and finalized now, with the recorded key.
+        if let Some(days) = self.open.lock().unwrap().remove(&pending.url) {
+            let key = rcgen::KeyPair::from_pem(pending.key_pem.expose()).unwrap();
+            let bundle = issued_for(key, &["web.example".into()], self.clock.now(), days);
+            self.finalized.lock().unwrap().insert(pending.url.clone(), bundle);
+        }
+        Ok(match self.finalized.lock().unwrap().get(&pending.url) {
+            Some(bundle) if bundle.key_pem == pending.key_pem => Reopened::Issued(bundle.clone()),
+            Some(_) => Reopened::Gone("another key".into()),
+            None => Reopened::Gone("urn:ietf:params:acme:error:malformed: order not found (404)".into()),
+        })
     }
     async fn renewal_info(&self, _: &str, _: &Bundle) -> Result<Option<Window>, AcmeError> {
         Ok(self.windows.lock().unwrap().pop_front())
@@ -158,6 +237,15 @@ impl Store for SharedStore {
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
         self.inner.clear_revoked(name).await
     }
+    async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        self.inner.save_pending(name, order).await
+    }
+    async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError> {
+        self.inner.load_pending(name).await
+    }
+    async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.clear_pending(name).await
+    }
     async fn lock(&self, id: &str) -> Result<Acquired, StoreError> {
         let (tx, rx) = watch::channel(false);
         *self.lease.lock().unwrap() = Some(tx);
@@ -182,6 +270,10 @@ impl World {
             orders: Mutex::default(),
             windows: Mutex::default(),
             revoked: Mutex::default(),
+            placed: Mutex::default(),
+            finalized: Mutex::default(),
+            reopened: Mutex::default(),
+            open: Mutex::default(),
         });
         let sink = Arc::new(TestSink::default());
         let resolvers = BTreeMap::from([("le".to_owned(), resolver())]);
@@ -368,3 +460,6 @@ async fn an_ari_window_that_moves_earlier_moves_the_renewal() {
     assert!(second >= t0() + 20 * DAY && second < t0() + 21 * DAY, "{}", world.status().state);
     assert!(world.ca.windows.lock().unwrap().is_empty());
 }
+
+#[path = "resume_tests.rs"]
+mod resume;

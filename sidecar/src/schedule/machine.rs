@@ -245,6 +245,12 @@ impl Machine {
         self.state = State::Due { why: Why::ConfigChanged };
     }
 
+    /// An order recorded before a restart is still open: `Due { Interrupted }`
+    /// (the issuer downloads its certificate rather than ordering anew).
+    pub fn interrupted(&mut self) {
+        self.state = State::Due { why: Why::Interrupted };
+    }
+
     /// One line for `proxy-acme certs`; `NAME` stands for the certificate's
     /// name (see [`Machine::describe_for`]).
     pub fn describe(&self, now: SystemTime) -> String {

@@ -171,6 +171,8 @@ pub enum Why {
     NotIssued,
     /// The configured names or key no longer match the stored certificate.
     ConfigChanged,
+    /// An order recorded before a restart may have a certificate to download.
+    Interrupted,
 }
 
 impl Why {
@@ -186,6 +188,7 @@ impl Why {
             Self::Expired => "expired",
             Self::NotIssued => "not_issued",
             Self::ConfigChanged => "config_changed",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -209,6 +212,7 @@ impl fmt::Display for Why {
             Self::Expired => f.write_str("the certificate has expired"),
             Self::NotIssued => f.write_str("not issued yet"),
             Self::ConfigChanged => f.write_str("the configuration no longer matches the certificate"),
+            Self::Interrupted => f.write_str("an order interrupted by a restart is to be downloaded"),
         }
     }
 }

@@ -150,7 +150,7 @@ fn inverted_validity_renews_at_once() {
 fn why_reads_well() {
     let window = Why::AriWindow { start: t0(), end: t0() + days(2) };
     assert_eq!(window.to_string(), "random time in the CA's ARI window 2026-11-28T12:00:00Z–2026-11-30T12:00:00Z");
-    for why in [Why::Forced, Why::Expired, Why::NotIssued, Why::ConfigChanged] {
+    for why in [Why::Forced, Why::Expired, Why::NotIssued, Why::ConfigChanged, Why::Interrupted] {
         assert!(!why.to_string().is_empty());
     }
     assert_eq!(Why::NotIssued.to_string(), "not issued yet");

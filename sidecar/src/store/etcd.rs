@@ -7,6 +7,7 @@
 //! | `certificates/<name>` | JSON: chain PEM, sealed key, replica, time |
 //! | `revoked/<name>` | serial revoked by the operator |
 //! | `renewal/<name>` | JSON [`RenewalState`] |
+//! | `pending/<name>` | the open order and its CSR key, sealed |
 //! | `challenges/<type>/<key>` | a pending challenge, on a lease |
 //! | `locks/<id>` | the holder's name, on its lease |
 //!
@@ -33,7 +34,7 @@ use super::board::ChallengeBoard;
 use super::mirror::Mirror;
 use super::seal::Sealer;
 use super::settings::Etcd as Settings;
-use super::{check_key, Acquired, Lock, RenewalState, Store, StoreError};
+use super::{check_key, Acquired, Lock, PendingOrder, RenewalState, Store, StoreError};
 use crate::cert::{self, Bundle, SecretPem};
 
 /// Whether the watch is live, or why not (shown in `/readyz`).
@@ -471,6 +472,29 @@ impl Store for EtcdStore {
             }
             None => self.delete(&key).await,
         }
+    }
+
+    async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        check_key(name)?;
+        let key = self.key("pending", name);
+        let sealed = self.sealer.seal(&key, &order.to_json()?);
+        self.put(&key, sealed.map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?).await
+    }
+
+    async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError> {
+        check_key(name)?;
+        let key = self.key("pending", name);
+        let Some(sealed) = self.get(&key).await? else { return Ok(None) };
+        let json = self
+            .sealer
+            .open(&key, &sealed)
+            .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+        PendingOrder::from_json(&key, &json).map(Some)
+    }
+
+    async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.delete(&self.key("pending", name)).await
     }
 }
 

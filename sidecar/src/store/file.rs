@@ -5,12 +5,15 @@
 //! <dir>/accounts/<resolver>.json      0600
 //! <dir>/certificates/<name>/live  ->  v<nanos>/   (symlink, swapped by rename)
 //! <dir>/certificates/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
+//! <dir>/certificates/<name>/PENDING   0600, JSON: the open order and its CSR key
 //! ```
 //!
 //! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
 //! point leaves `live` on the previous complete version, and the previous
 //! version is kept as the last good one. A `REVOKED` file beside `live`
-//! records an operator's revocation (the serial).
+//! records an operator's revocation (the serial). `PENDING` records the
+//! open order until its certificate is stored, so a restart resumes it
+//! instead of ordering again.
 //!
 //! `<dir>` is the operator's and may be a symlink; nothing below it is
 //! followed that the store did not create: `accounts`, `certificates` and
@@ -26,13 +29,16 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::pem_tree::{io, PemTree};
-use super::{check_key, Store, StoreError};
+use super::{check_key, PendingOrder, Store, StoreError};
 use crate::atomic;
 use crate::cert::Bundle;
 
 const ACCOUNTS: &str = "accounts";
 const CERTIFICATES: &str = "certificates";
 const REVOKED: &str = "REVOKED";
+const PENDING: &str = "PENDING";
+/// The most read of a pending order (a URL and a key).
+const PENDING_CAP: u64 = 1 << 16;
 /// The most read of an account file (a JWK and a URL).
 const ACCOUNT_CAP: u64 = 1 << 20;
 /// The most read of a revocation mark (a serial).
@@ -98,11 +104,22 @@ impl FileStore {
 
 #[async_trait]
 impl Store for FileStore {
+    /// Readable, and writable: a probe file is created, synced and removed
+    /// in `certificates/` (a read-only or full disk fails here, not at the
+    /// next renewal).
     async fn health(&self) -> Result<(), StoreError> {
         let this = self.clone();
         blocking(move || {
             let dir = this.own(CERTIFICATES)?;
-            fs::read_dir(&dir).map(drop).map_err(|source| StoreError::Io { path: dir, source })
+            fs::read_dir(&dir).map(drop).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+            let probe = dir.join(format!(".readyz.tmp-{}-probe", std::process::id()));
+            let written = atomic::create_synced(&probe, b"ok\n", 0o600);
+            let removed = fs::remove_file(&probe);
+            match (written, removed) {
+                (Err(e), _) => Err(StoreError::NotWritable { dir, source: e.source }),
+                (Ok(()), Err(source)) => Err(StoreError::NotWritable { dir, source }),
+                (Ok(()), Ok(())) => Ok(()),
+            }
         })
         .await
     }
@@ -202,6 +219,47 @@ impl Store for FileStore {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
                 _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        check_key(name)?;
+        let (this, name, json) = (self.clone(), name.to_owned(), order.to_json()?);
+        blocking(move || {
+            this.own(CERTIFICATES)?;
+            let dir = this.own_certificate_dir(&name)?;
+            Ok(atomic::write_file(&dir.join(PENDING), &json, 0o600)?)
+        })
+        .await
+    }
+
+    async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
+            let path = dir.join(PENDING);
+            match atomic::read_file(&path, PENDING_CAP) {
+                Ok(json) => PendingOrder::from_json(&path.display().to_string(), &json).map(Some),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(()) };
+            let path = dir.join(PENDING);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+                Err(_) => Ok(()),
+                Ok(()) => Ok(atomic::sync_dir(&dir)?),
             }
         })
         .await

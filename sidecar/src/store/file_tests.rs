@@ -252,3 +252,62 @@ async fn planted_files_are_not_read_through() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(err_text(store.revoked("web").await), format!("{}: is a FIFO, not a regular file", revoked.display()));
 }
+
+#[tokio::test]
+async fn a_pending_order_is_kept_0600_beside_the_certificate_until_cleared() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.load_pending("web").await.unwrap(), None);
+    let order = PendingOrder { url: "https://ca.test/order/7".into(), key_pem: bundle("web.example").key_pem };
+    store.save_pending("web", &order).await.unwrap();
+    let path = dir.path().join("certificates/web/PENDING");
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    // A new store (a restart) reads it back.
+    let reopened = FileStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.load_pending("web").await.unwrap(), Some(order));
+    reopened.clear_pending("web").await.unwrap();
+    assert!(!path.exists());
+    assert_eq!(reopened.load_pending("web").await.unwrap(), None);
+    reopened.clear_pending("web").await.unwrap();
+    // A torn file is reported as corrupt, naming it (the issuer forgets it).
+    fs::write(&path, "{\"url\":").unwrap();
+    let err = err_text(reopened.load_pending("web").await);
+    assert!(err.contains("certificates/web/PENDING"), "{err}");
+}
+
+/// Runs `mount` with `args`; whether it worked (root with CAP_SYS_ADMIN).
+fn mount(args: &[&str]) -> bool {
+    std::process::Command::new("mount").args(args).status().is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn health_fails_when_the_store_cannot_be_written() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    store.health().await.unwrap();
+    assert!(entries(&dir.path().join("certificates")).is_empty(), "the probe file was left behind");
+
+    // Through the real probe: its file cannot be created (a directory is
+    // in its place). Runs everywhere; root is not exempt from EISDIR.
+    let probe = dir.path().join(format!("certificates/.readyz.tmp-{}-probe", std::process::id()));
+    fs::create_dir(&probe).unwrap();
+    let err = err_text(store.health().await);
+    let certificates = dir.path().join("certificates");
+    assert!(err.starts_with(&format!("cannot write {}: ", certificates.display())), "{err}");
+    fs::remove_dir(&probe).unwrap();
+    store.health().await.unwrap();
+
+    // A read-only file system over `certificates` (what a full or
+    // read-only disk looks like; chmod would not stop root). Needs mount
+    // rights: without them this part says so and proves nothing.
+    let target = certificates.to_string_lossy().into_owned();
+    if !mount(&["-t", "tmpfs", "-o", "ro,mode=0700,size=64k", "tmpfs", &target]) {
+        eprintln!("cannot mount a read-only tmpfs here: the read-only case was not tried");
+        return;
+    }
+    let result = store.health().await;
+    let unmounted = std::process::Command::new("umount").arg(&target).status().is_ok_and(|s| s.success());
+    let err = err_text(result);
+    assert!(err.contains("cannot write") && err.contains("Read-only file system"), "{err}");
+    assert!(unmounted);
+}

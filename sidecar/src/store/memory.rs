@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{check_key, Store, StoreError};
+use super::{check_key, PendingOrder, Store, StoreError};
 use crate::cert::{self, Bundle};
 
 /// Keeps everything in maps; lost on exit.
@@ -14,6 +14,7 @@ pub struct MemoryStore {
     accounts: Mutex<HashMap<String, Vec<u8>>>,
     certificates: Mutex<HashMap<String, Bundle>>,
     revoked: Mutex<HashMap<String, String>>,
+    pending: Mutex<HashMap<String, PendingOrder>>,
 }
 
 impl MemoryStore {
@@ -68,6 +69,23 @@ impl Store for MemoryStore {
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError> {
         check_key(name)?;
         self.revoked.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
+    }
+
+    async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), order.clone());
+        Ok(())
+    }
+
+    async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError> {
+        check_key(name)?;
+        Ok(self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())
+    }
+
+    async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         Ok(())
     }
 }

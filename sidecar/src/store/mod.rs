@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::cert::{Bundle, CertError};
+use crate::cert::{Bundle, CertError, SecretPem};
 
 /// The configured store, as [`open`] returns it: the daemon and every
 /// command reach accounts and certificates through `store` alone.
@@ -79,6 +79,8 @@ pub enum StoreError {
     LockLost(String),
     #[error("{key}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("cannot write {dir}: {source}")]
+    NotWritable { dir: std::path::PathBuf, source: std::io::Error },
 }
 
 impl From<crate::atomic::FileError> for StoreError {
@@ -90,7 +92,7 @@ impl From<crate::atomic::FileError> for StoreError {
 impl StoreError {
     /// A permanent error needs an operator; a retryable one may pass.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Io { .. } | Self::Unavailable(_) | Self::LockLost(_))
+        !matches!(self, Self::Io { .. } | Self::NotWritable { .. } | Self::Unavailable(_) | Self::LockLost(_))
     }
 }
 
@@ -120,6 +122,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoked(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Forgets the revocation mark (a forced renewal replaces the certificate).
     async fn clear_revoked(&self, name: &str) -> Result<(), StoreError>;
+    /// Records the open order for `name` and its CSR key, so that a
+    /// restart resumes it instead of ordering again.
+    /// Holds a private key: sealed or 0600, like an account.
+    async fn save_pending(&self, name: &str, order: &PendingOrder) -> Result<(), StoreError>;
+    /// The order recorded by `save_pending`, if any.
+    async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError>;
+    /// Forgets the pending order (its certificate is stored, or the CA
+    /// dropped it).
+    async fn clear_pending(&self, name: &str) -> Result<(), StoreError>;
 
     /// Takes the lock `id` (`certificates/<name>`, `accounts/<resolver>`)
     /// so that one replica alone orders or registers. A store used by one
@@ -143,6 +154,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn save_renewal(&self, name: &str, state: Option<&RenewalState>) -> Result<(), StoreError> {
         let _ = (name, state);
         Ok(())
+    }
+}
+
+/// An order whose certificate is not stored yet (the CA may be validating
+/// it, or may have issued it): its URL and the key for its CSR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOrder {
+    pub url: String,
+    pub key_pem: SecretPem,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingRecord {
+    url: String,
+    key_pem: String,
+}
+
+impl PendingOrder {
+    /// JSON, key in the clear: sealed (etcd) or written 0600 (files) by the store.
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, StoreError> {
+        let record = PendingRecord { url: self.url.clone(), key_pem: self.key_pem.expose().to_owned() };
+        serde_json::to_vec(&record)
+            .map_err(|e| StoreError::Corrupt { key: "pending order".into(), reason: e.to_string() })
+    }
+
+    pub(crate) fn from_json(key: &str, data: &[u8]) -> Result<Self, StoreError> {
+        let record: PendingRecord = serde_json::from_slice(data)
+            .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
+        Ok(Self { url: record.url, key_pem: SecretPem::new(record.key_pem) })
     }
 }
 
