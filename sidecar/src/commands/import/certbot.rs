@@ -19,11 +19,8 @@ pub fn read(dir: &Path) -> Result<Found, ImportError> {
     for lineage in subdirs(&live)? {
         let name = lineage.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let fullchain_pem = read_text(&lineage.join("fullchain.pem"))?;
-        let key_pem = key_pem_to_pkcs8(&read_text(&lineage.join("privkey.pem"))?);
-        found.certificates.push(FoundCertificate {
-            origin: format!("certbot live/{name}"),
-            bundle: Bundle { fullchain_pem, key_pem },
-        });
+        let privkey_pem = read_text(&lineage.join("privkey.pem"))?;
+        found.certificates.push(parse_lineage(&name, fullchain_pem, &privkey_pem));
     }
     let mut account_dirs = Vec::new();
     find_accounts(&accounts, 0, &mut account_dirs)?;
@@ -34,6 +31,14 @@ pub fn read(dir: &Path) -> Result<Found, ImportError> {
         found.accounts.push(parse_account(&key, &regr, &account, &origin)?);
     }
     Ok(found)
+}
+
+/// One lineage from the texts of its `fullchain.pem` and `privkey.pem`: the
+/// key is converted to PKCS#8 when it can be; the chain is checked later,
+/// by [`super::plan`].
+pub fn parse_lineage(name: &str, fullchain_pem: String, privkey_pem: &str) -> FoundCertificate {
+    let key_pem = key_pem_to_pkcs8(privkey_pem);
+    FoundCertificate { origin: format!("certbot live/{name}"), bundle: Bundle { fullchain_pem, key_pem } }
 }
 
 /// One account from its `private_key.json` and `regr.json`; `dir` is for
