@@ -256,7 +256,8 @@ fn import_certbot(dir: &Path, pki: &Pki) -> Result {
     })
     .to_string();
     let a = pki.leaf(&["a.test"], KeyPair::generate()?)?;
-    let seed = join(&[pki.fullchain(&a).as_bytes(), a.key.serialize_pem().as_bytes(), rsa_jwk.as_bytes(), regr.as_bytes()]);
+    let seed =
+        join(&[pki.fullchain(&a).as_bytes(), a.key.serialize_pem().as_bytes(), rsa_jwk.as_bytes(), regr.as_bytes()]);
     write(dir, "rsa_account_ec_cert", seed)?;
 
     // An ECDSA P-256 account key, a SEC1 certificate key.
@@ -269,7 +270,8 @@ fn import_certbot(dir: &Path, pki: &Pki) -> Result {
     })
     .to_string();
     let bc = pki.leaf(&["b.test", "c.test"], KeyPair::generate()?)?;
-    let seed = join(&[pki.fullchain(&bc).as_bytes(), sec1_pem(&bc.key)?.as_bytes(), ec_jwk.as_bytes(), regr.as_bytes()]);
+    let seed =
+        join(&[pki.fullchain(&bc).as_bytes(), sec1_pem(&bc.key)?.as_bytes(), ec_jwk.as_bytes(), regr.as_bytes()]);
     write(dir, "ec_account_sec1_cert", seed)?;
 
     // An RSA certificate with its key as PKCS#1 (`RSA PRIVATE KEY`).
@@ -321,17 +323,24 @@ fn dns_answers(dir: &Path) -> Result {
     let record = |owner: &str, data: RData| -> Result<Record> { Ok(Record::from_rdata(name(owner)?, 60, data)) };
     let txt = |strings: &[&str]| RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect()));
     let challenge = "_acme-challenge.a.test.";
-    let soa = RData::SOA(SOA::new(name("ns1.a.test.")?, name("hostmaster.a.test.")?, 2026010101, 7200, 3600, 1209600, 300));
+    let soa =
+        RData::SOA(SOA::new(name("ns1.a.test.")?, name("hostmaster.a.test.")?, 2026010101, 7200, 3600, 1209600, 300));
 
     let mut messages = vec![
-        ("txt_present", response(challenge, RecordType::TXT, ResponseCode::NoError, vec![record(challenge, txt(&[TXT_VALUE]))?])?),
+        (
+            "txt_present",
+            response(challenge, RecordType::TXT, ResponseCode::NoError, vec![record(challenge, txt(&[TXT_VALUE]))?])?,
+        ),
         (
             "txt_stale_split",
             response(
                 challenge,
                 RecordType::TXT,
                 ResponseCode::NoError,
-                vec![record(challenge, txt(&["old-value"]))?, record(challenge, txt(&["evaGxfADs6pSRb2LAv9I", "Zf17Dt3juxGJ-PCt92wr-oA"]))?],
+                vec![
+                    record(challenge, txt(&["old-value"]))?,
+                    record(challenge, txt(&["evaGxfADs6pSRb2LAv9I", "Zf17Dt3juxGJ-PCt92wr-oA"]))?,
+                ],
             )?,
         ),
         ("servfail", response(challenge, RecordType::TXT, ResponseCode::ServFail, vec![])?),
@@ -351,12 +360,20 @@ fn dns_answers(dir: &Path) -> Result {
                 "a.test.",
                 RecordType::NS,
                 ResponseCode::NoError,
-                vec![record("a.test.", RData::NS(NS(name("ns1.a.test.")?)))?, record("a.test.", RData::NS(NS(name("ns2.a.test.")?)))?],
+                vec![
+                    record("a.test.", RData::NS(NS(name("ns1.a.test.")?)))?,
+                    record("a.test.", RData::NS(NS(name("ns2.a.test.")?)))?,
+                ],
             )?,
         ),
         (
             "a",
-            response("ns1.a.test.", RecordType::A, ResponseCode::NoError, vec![record("ns1.a.test.", RData::A(A(Ipv4Addr::new(192, 0, 2, 53))))?])?,
+            response(
+                "ns1.a.test.",
+                RecordType::A,
+                ResponseCode::NoError,
+                vec![record("ns1.a.test.", RData::A(A(Ipv4Addr::new(192, 0, 2, 53))))?],
+            )?,
         ),
         (
             "aaaa",
@@ -419,18 +436,22 @@ fn xds_request(dir: &Path) -> Result {
     seed.extend(record(1, &sotw(&["wild"], "4", "7", None, SECRET)));
     write(dir, "sotw_wildcard_then_listener", seed)?;
 
-    let delta = |subscribe: &[&str], unsubscribe: &[&str], held: &[(&str, &str)], nonce: &str, error: Option<Status>| {
-        DeltaDiscoveryRequest {
-            node: node(),
-            type_url: SECRET.into(),
-            resource_names_subscribe: subscribe.iter().map(|n| (*n).to_owned()).collect(),
-            resource_names_unsubscribe: unsubscribe.iter().map(|n| (*n).to_owned()).collect(),
-            initial_resource_versions: held.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>(),
-            response_nonce: nonce.into(),
-            error_detail: error,
-            ..Default::default()
-        }
-    };
+    let delta =
+        |subscribe: &[&str], unsubscribe: &[&str], held: &[(&str, &str)], nonce: &str, error: Option<Status>| {
+            DeltaDiscoveryRequest {
+                node: node(),
+                type_url: SECRET.into(),
+                resource_names_subscribe: subscribe.iter().map(|n| (*n).to_owned()).collect(),
+                resource_names_unsubscribe: unsubscribe.iter().map(|n| (*n).to_owned()).collect(),
+                initial_resource_versions: held
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect::<HashMap<_, _>>(),
+                response_nonce: nonce.into(),
+                error_detail: error,
+                ..Default::default()
+            }
+        };
     let mut seed = vec![1u8];
     seed.extend(record(0, &delta(&["a", "b"], &[], &[("a", "3f1c0d9e2b7a4c5d6e8f9a0b1c2d3e4f")], "", None)));
     seed.extend(record(1, &delta(&["wild"], &["b"], &[], "1", None)));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use libfuzzer_sys::fuzz_target;
 use proxy_acme::cert::{Bundle, SecretPem};
-use proxy_acme::deploy::snapshot::Snapshot;
+use proxy_acme::deploy::snapshot::{Snapshot, SECRET_TYPE_URL};
 use proxy_acme::deploy::xds::{Delta, Protocol, Received, Sotw, Stream};
 
 /// The certificates the sidecar holds (see the seeds' resource names).
@@ -68,7 +68,7 @@ impl<P: Protocol> Harness<P> {
 
     fn receive(&mut self, request: P::Request) {
         let (inbound, received) = self.stream.receive(request);
-        let secret = inbound.type_url.is_empty() || inbound.type_url.ends_with(".tls.v3.Secret");
+        let secret = inbound.type_url.is_empty() || inbound.type_url == SECRET_TYPE_URL;
         match received {
             Received::OtherType { .. } => assert!(!secret, "{:?}", inbound.type_url),
             Received::Subscription => assert!(inbound.nonce.is_empty()),
