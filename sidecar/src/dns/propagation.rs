@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use hickory_client::client::{Client, ClientHandle};
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
@@ -121,11 +121,7 @@ async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, Loo
     let mut current = name;
     for _ in 0..MAX_CNAME_HOPS {
         let response = recursive(resolvers, &current, RecordType::CNAME).await?;
-        let target = response.answers().iter().find_map(|r| match r.data() {
-            RData::CNAME(cname) if r.name() == &current => Some(cname.0.clone()),
-            _ => None,
-        });
-        match target {
+        match cname_target(&response, &current) {
             Some(target) => current = target,
             None => return Ok(current),
         }
@@ -136,22 +132,9 @@ async fn follow_cnames(resolvers: &[SocketAddr], name: Name) -> Result<Name, Loo
 /// The authoritative nameservers of the zone holding `name`.
 async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Result<Vec<Server>, LookupError> {
     let response = recursive(resolvers, name, RecordType::SOA).await?;
-    let zone = response
-        .answers()
-        .iter()
-        .chain(response.name_servers())
-        .find(|r| r.record_type() == RecordType::SOA)
-        .map(|r| r.name().clone())
-        .ok_or_else(|| LookupError::NoSoa(name.clone()))?;
+    let zone = soa_zone(&response).ok_or_else(|| LookupError::NoSoa(name.clone()))?;
     let ns = recursive(resolvers, &zone, RecordType::NS).await?;
-    let hosts: Vec<Name> = ns
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::NS(host) => Some(host.0.clone()),
-            _ => None,
-        })
-        .collect();
+    let hosts = ns_hosts(&ns);
     if hosts.is_empty() {
         return Err(LookupError::NoNameservers(zone));
     }
@@ -159,12 +142,7 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
     for host in hosts {
         for record_type in [RecordType::A, RecordType::AAAA] {
             let Ok(answer) = recursive(resolvers, &host, record_type).await else { continue };
-            for record in answer.answers() {
-                let ip = match record.data() {
-                    RData::A(a) => IpAddr::V4(a.0),
-                    RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                    _ => continue,
-                };
+            for ip in addresses(&answer) {
                 servers.push(Server { name: host.to_string(), address: SocketAddr::new(ip, port) });
             }
         }
@@ -180,26 +158,77 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
 async fn look(server: SocketAddr, name: &Name, value: &str) -> Seen {
     match query(server, name, RecordType::TXT).await {
         Err(e) => Seen::Unreachable(e),
-        Ok(response) => match response.response_code() {
-            ResponseCode::NoError => {
-                let values: Vec<String> = response
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match r.data() {
-                        RData::TXT(txt) => Some(txt.to_string()),
-                        _ => None,
-                    })
-                    .collect();
-                if values.iter().any(|v| v == value) {
-                    Seen::Present
-                } else {
-                    Seen::Stale(values)
-                }
-            }
-            ResponseCode::NXDomain => Seen::NxDomain,
-            code => Seen::Failed(code.to_string()),
-        },
+        Ok(response) => judge_txt(&response, value),
     }
+}
+
+// === the answers, judged (pure) ===
+
+/// What a nameserver's answer to the TXT query says about `value`: present
+/// when one TXT record (its strings joined) is exactly `value`.
+pub fn judge_txt(answer: &Message, value: &str) -> Seen {
+    match answer.response_code() {
+        ResponseCode::NoError => {
+            let values: Vec<String> = answer
+                .answers()
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::TXT(txt) => Some(txt.to_string()),
+                    _ => None,
+                })
+                .collect();
+            if values.iter().any(|v| v == value) {
+                Seen::Present
+            } else {
+                Seen::Stale(values)
+            }
+        }
+        ResponseCode::NXDomain => Seen::NxDomain,
+        code => Seen::Failed(code.to_string()),
+    }
+}
+
+/// Where a CNAME answer sends `name`; `None` when it holds no CNAME for it.
+pub fn cname_target(answer: &Message, name: &Name) -> Option<Name> {
+    answer.answers().iter().find_map(|r| match r.data() {
+        RData::CNAME(cname) if r.name() == name => Some(cname.0.clone()),
+        _ => None,
+    })
+}
+
+/// The zone an SOA answer names, from its answer or authority section.
+pub fn soa_zone(answer: &Message) -> Option<Name> {
+    answer
+        .answers()
+        .iter()
+        .chain(answer.name_servers())
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.name().clone())
+}
+
+/// The nameserver host names of an NS answer.
+pub fn ns_hosts(answer: &Message) -> Vec<Name> {
+    answer
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::NS(host) => Some(host.0.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The addresses of an A or AAAA answer.
+pub fn addresses(answer: &Message) -> Vec<IpAddr> {
+    answer
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Waits until every record is visible where `settings` says to look.
@@ -272,6 +301,47 @@ mod tests {
         let text = "# comment\nsearch example\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:2\nnameserver bad\n";
         let expected: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
         assert_eq!(parse_resolv_conf(text), expected);
+    }
+
+    fn answer(code: ResponseCode, records: Vec<hickory_proto::rr::Record>) -> Message {
+        let mut message = Message::new();
+        message.set_response_code(code);
+        message.add_answers(records);
+        // Judged as it arrives: from the wire.
+        Message::from_vec(&message.to_vec().unwrap()).unwrap()
+    }
+
+    fn txt(name: &str, strings: &[&str]) -> hickory_proto::rr::Record {
+        let txt = hickory_proto::rr::rdata::TXT::new(strings.iter().map(|s| (*s).to_owned()).collect());
+        hickory_proto::rr::Record::from_rdata(Name::from_str(name).unwrap(), 60, RData::TXT(txt))
+    }
+
+    #[test]
+    fn a_txt_value_is_present_only_when_one_record_is_exactly_it() {
+        let name = "_acme-challenge.a.test.";
+        let ok = answer(ResponseCode::NoError, vec![txt(name, &["old"]), txt(name, &["abc", "def"])]);
+        assert_eq!(judge_txt(&ok, "abcdef"), Seen::Present, "strings of one record are joined");
+        assert_eq!(judge_txt(&ok, "abc"), Seen::Stale(vec!["old".into(), "abcdef".into()]));
+        assert_eq!(judge_txt(&answer(ResponseCode::NoError, vec![]), "abc"), Seen::Stale(vec![]));
+        assert_eq!(judge_txt(&answer(ResponseCode::NXDomain, vec![]), "abc"), Seen::NxDomain);
+        assert_eq!(
+            judge_txt(&answer(ResponseCode::ServFail, vec![txt(name, &["abc"])]), "abc").to_string(),
+            "Server Failure"
+        );
+    }
+
+    #[test]
+    fn a_cname_counts_only_for_the_name_asked() {
+        let target = Name::from_str("a.auth.acme-dns.test.").unwrap();
+        let cname = |owner: &str| {
+            let rdata = RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone()));
+            hickory_proto::rr::Record::from_rdata(Name::from_str(owner).unwrap(), 60, rdata)
+        };
+        let message =
+            answer(ResponseCode::NoError, vec![cname("_acme-challenge.b.test."), cname("_acme-challenge.a.test.")]);
+        let asked = Name::from_str("_acme-challenge.a.test.").unwrap();
+        assert_eq!(cname_target(&message, &asked), Some(target));
+        assert_eq!(cname_target(&message, &Name::from_str("c.test.").unwrap()), None);
     }
 
     #[test]

@@ -31,11 +31,8 @@ pub fn read(dir: &Path) -> Result<Found, ImportError> {
     for lineage in lineages {
         let name = lineage.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let fullchain_pem = tree.read(&lineage.join("fullchain.pem"), FILE_CAP)?;
-        let key_pem = key_pem_to_pkcs8(&tree.read(&lineage.join("privkey.pem"), FILE_CAP)?);
-        found.certificates.push(FoundCertificate {
-            origin: format!("certbot live/{name}"),
-            bundle: Bundle { fullchain_pem, key_pem },
-        });
+        let privkey_pem = tree.read(&lineage.join("privkey.pem"), FILE_CAP)?;
+        found.certificates.push(parse_lineage(&name, fullchain_pem, &privkey_pem));
     }
     let mut account_dirs = Vec::new();
     if has_accounts {
@@ -49,6 +46,14 @@ pub fn read(dir: &Path) -> Result<Found, ImportError> {
     }
     found.skipped = tree.skipped;
     Ok(found)
+}
+
+/// One lineage from the texts of its `fullchain.pem` and `privkey.pem`: the
+/// key is converted to PKCS#8 when it can be; the chain is checked later,
+/// by [`super::plan`].
+pub fn parse_lineage(name: &str, fullchain_pem: String, privkey_pem: &str) -> FoundCertificate {
+    let key_pem = key_pem_to_pkcs8(privkey_pem);
+    FoundCertificate { origin: format!("certbot live/{name}"), bundle: Bundle { fullchain_pem, key_pem } }
 }
 
 /// One account from its `private_key.json` and `regr.json`; `dir` is for
