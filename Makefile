@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
@@ -68,6 +68,7 @@ test: setup wasm lint
 	else \
 	  $(CARGO) test --workspace; \
 	fi
+	$(MAKE) --no-print-directory chaos-ci
 	$(MAKE) --no-print-directory fuzz-ci
 
 ## fuzz: every fuzz target (fuzz/README.md) for FUZZ_SECONDS each (default
@@ -118,6 +119,11 @@ bench-scale: setup wasm bench-build
 ## each kill and counts orders, issued and stored certificates.
 chaos: setup bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench crash_trials
+
+## chaos-ci: the slice `make test` runs: 20 kills on the debug build (about
+## 40 s); fails on any corrupt store state.
+chaos-ci: setup wasm
+	CHAOS_TRIALS=$${CHAOS_TRIALS:-20} $(CARGO) test -p proxy-acme-e2e --bench crash_trials
 
 ## bench-deploy: renewal-to-served latency for gRPC SDS, file SDS, the nginx
 ## target and proxy-acme watch (real Envoy and nginx); prints a Markdown table
