@@ -389,6 +389,35 @@ async fn a_failed_order_backs_off_keeps_the_last_good_certificate_and_a_success_
 }
 
 #[tokio::test]
+async fn a_restart_during_a_backoff_keeps_it_with_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let store = Arc::new(crate::store::FileStore::open(dir.path()).unwrap());
+    let world = World::new(store, None);
+    world.script(Next::Fail(AcmeError::Dns(DnsError::provider("rfc2136", "the nameserver could not connect", true))));
+    let mut task = world.task().await;
+    let retry = settle(&mut task).await;
+    assert!(retry > world.clock.now());
+    assert_eq!(world.ca.placed(), 1);
+    drop(task);
+
+    // The restart (a crash loop, a probe restarting the container) keeps
+    // the backoff: no order before `retry`, and the failure count goes on.
+    let mut restarted = world.task().await;
+    assert_eq!(settle(&mut restarted).await, retry, "the restart must wait for the recorded attempt");
+    assert_eq!(world.ca.placed(), 1, "ordered again at the restart");
+    assert_eq!(restarted.machine.failures(), 1);
+    world.clock.advance(retry.duration_since(world.clock.now()).unwrap());
+    world.script(Next::Issue { days: 90 });
+    settle(&mut restarted).await;
+    assert_eq!(world.ca.placed(), 2);
+    assert!(!dir.path().join("certificates/web/RENEWAL").exists(), "a success clears the recorded backoff");
+}
+
+#[tokio::test]
 async fn a_revoked_certificate_gives_way_to_the_default_and_is_not_reordered() {
     let default = issued(&["default.example".into()], t0() - DAY, 365);
     let default_serial = cert::inspect(&default, None).unwrap().serial_hex;

@@ -6,6 +6,7 @@
 //! <dir>/certificates/<name>/live  ->  v<nanos>/   (symlink, swapped by rename)
 //! <dir>/certificates/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
 //! <dir>/certificates/<name>/PENDING   0600, JSON: the open order and its CSR key
+//! <dir>/certificates/<name>/RENEWAL   0600, JSON: the backoff after failed orders
 //! ```
 //!
 //! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
@@ -29,7 +30,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::pem_tree::{io, PemTree};
-use super::{check_key, PendingOrder, Store, StoreError};
+use super::{check_key, PendingOrder, RenewalState, Store, StoreError};
 use crate::atomic;
 use crate::cert::Bundle;
 
@@ -37,6 +38,8 @@ const ACCOUNTS: &str = "accounts";
 const CERTIFICATES: &str = "certificates";
 const REVOKED: &str = "REVOKED";
 const PENDING: &str = "PENDING";
+/// The backoff of a certificate whose last order failed.
+const RENEWAL: &str = "RENEWAL";
 /// The most read of a pending order (a URL and a key).
 const PENDING_CAP: u64 = 1 << 16;
 /// The most read of an account file (a JWK and a URL).
@@ -245,6 +248,51 @@ impl Store for FileStore {
                 Ok(json) => PendingOrder::from_json(&path.display().to_string(), &json).map(Some),
                 Err(e) if e.is_not_found() => Ok(None),
                 Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// A restart during a backoff keeps it: a crash loop (or a probe that
+    /// restarts the container) must not order again at every start.
+    async fn load_renewal(&self, name: &str) -> Result<Option<RenewalState>, StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
+            let path = dir.join(RENEWAL);
+            match atomic::read_file(&path, PENDING_CAP) {
+                Ok(json) => serde_json::from_slice(&json)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt { key: path.display().to_string(), reason: e.to_string() }),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn save_renewal(&self, name: &str, state: Option<&RenewalState>) -> Result<(), StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        let json = state
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt { key: name.clone(), reason: e.to_string() })?;
+        blocking(move || match json {
+            Some(json) => {
+                this.own(CERTIFICATES)?;
+                let dir = this.own_certificate_dir(&name)?;
+                Ok(atomic::write_file(&dir.join(RENEWAL), json.as_bytes(), 0o600)?)
+            }
+            None => {
+                let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(()) };
+                let path = dir.join(RENEWAL);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+                    Err(_) => Ok(()),
+                    Ok(()) => Ok(atomic::sync_dir(&dir)?),
+                }
             }
         })
         .await

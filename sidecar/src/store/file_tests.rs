@@ -275,6 +275,28 @@ async fn a_pending_order_is_kept_0600_beside_the_certificate_until_cleared() {
     assert!(err.contains("certificates/web/PENDING"), "{err}");
 }
 
+#[tokio::test]
+async fn a_backoff_survives_a_restart_and_a_success_clears_it() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.load_renewal("web").await.unwrap(), None);
+    let state = RenewalState {
+        failures: 3,
+        next_attempt: 1_900_000_000,
+        last_error: "the CA said no".into(),
+        replica: "local".into(),
+    };
+    store.save_renewal("web", Some(&state)).await.unwrap();
+    let path = dir.path().join("certificates/web/RENEWAL");
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    let reopened = FileStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.load_renewal("web").await.unwrap(), Some(state));
+    reopened.save_renewal("web", None).await.unwrap();
+    assert!(!path.exists());
+    assert_eq!(reopened.load_renewal("web").await.unwrap(), None);
+    reopened.save_renewal("other", None).await.unwrap();
+}
+
 /// Runs `mount` with `args`; whether it worked (root with CAP_SYS_ADMIN).
 fn mount(args: &[&str]) -> bool {
     std::process::Command::new("mount").args(args).status().is_ok_and(|s| s.success())
