@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::cert::{self, Bundle, SecretPem};
+use crate::cert::{self, Bundle, CertInfo, SecretPem};
 use crate::config::Config;
 use crate::deploy::nginx::NginxSink;
 use crate::deploy::sds::{self, SdsSink};
@@ -75,14 +75,26 @@ struct Parts {
     clock: Arc<dyn Clock>,
     /// Admits first actions at start-up, a few at a time per resolver (FIFO).
     first_actions: FirstActions,
-    /// Spreads renewals and backoffs: a number in [0, 1).
+    /// Spreads backoffs: a number in [0, 1).
     jitter: fn() -> f64,
+    /// Spreads a certificate's renewal: a number in [0, 1) that is the same
+    /// at every start and on every replica (from its serial number).
+    spread: fn(&CertInfo) -> f64,
 }
 
 impl Parts {
     fn jitter(&self) -> f64 {
         (self.jitter)()
     }
+
+    fn spread(&self, info: &CertInfo) -> f64 {
+        (self.spread)(info)
+    }
+}
+
+/// The production [`Parts::spread`].
+fn spread_by_serial(info: &CertInfo) -> f64 {
+    crate::schedule::stable_jitter(info.serial_hex.as_bytes())
 }
 
 /// First orders and ARI polls (due at start-up) in flight at once. They are
@@ -251,6 +263,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         clock: Arc::clone(&clock),
         first_actions: FirstActions::new(config.resolvers.keys(), FIRST_ACTIONS_IN_FLIGHT),
         jitter: rand::random::<f64>,
+        spread: spread_by_serial,
     });
     let operations: Arc<dyn Operations> = Arc::new(bus.clone());
     if let (Some(address), Some(token)) = (config.admin.address, config.admin.token.clone()) {

@@ -27,7 +27,7 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
     let (stored, revoked) = parts.coordinator.stored(name).await?;
     let current = stored.and_then(|b| cert::inspect(&b, None).ok().map(|info| (Arc::new(b), info)));
     let mut machine = match &current {
-        Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, parts.jitter()),
+        Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, parts.spread(info)),
         None => Machine::new(policy),
     };
     if let Some((_, info)) = &current {

@@ -253,7 +253,7 @@ impl CertTask {
     async fn take_new(&mut self, bundle: Bundle, info: CertInfo, succeeded_at: SystemTime) {
         let bundle = Arc::new(bundle);
         self.parts.serving.deploy(&self.certificate.name, &bundle).await;
-        self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.jitter());
+        self.machine.issued(info.not_before, info.not_after, self.parts.clock.now(), self.parts.spread(&info));
         self.last_success = Some(succeeded_at);
         self.last_error = None;
         self.unsaved = None;
@@ -281,8 +281,10 @@ impl CertTask {
             Some((bundle, _)) => self.parts.issuer.poll_ari(&self.certificate, bundle).await,
             None => None,
         };
-        let Some(answer) = answer else { return self.machine.set_ari(false, now, self.parts.jitter()) };
-        if let Some(warning) = self.machine.ari_answer(&answer, now, self.parts.jitter()) {
+        // The same spread as the rule's: a restart lands on the same time.
+        let spread = self.current.as_ref().map_or_else(|| self.parts.jitter(), |(_, info)| self.parts.spread(info));
+        let Some(answer) = answer else { return self.machine.set_ari(false, now, spread) };
+        if let Some(warning) = self.machine.ari_answer(&answer, now, spread) {
             tracing::warn!(certificate = %self.certificate.name, "{warning}");
         }
     }

@@ -300,6 +300,7 @@ impl World {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             first_actions: super::super::FirstActions::new(&["le".to_owned()], 1),
             jitter: || 0.0,
+            spread: |_| 0.0,
         });
         Self { clock, ca, store, sink, statuses, parts }
     }
@@ -415,6 +416,20 @@ async fn a_restart_during_a_backoff_keeps_it_with_the_file_store() {
     settle(&mut restarted).await;
     assert_eq!(world.ca.placed(), 2);
     assert!(!dir.path().join("certificates/web/RENEWAL").exists(), "a success clears the recorded backoff");
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_spread_renewal_time() {
+    let mut world = World::new(Arc::new(MemoryStore::new()), None);
+    let parts = Arc::get_mut(&mut world.parts).unwrap();
+    (parts.jitter, parts.spread) = (rand::random::<f64>, super::super::spread_by_serial);
+    world.script(Next::Issue { days: 90 });
+    let renew_at = settle(&mut world.task().await).await;
+    assert!(renew_at <= t0() + 60 * DAY && renew_at >= t0() + 60 * DAY - Duration::from_secs(3600), "{renew_at:?}");
+    for _ in 0..3 {
+        assert_eq!(settle(&mut world.task().await).await, renew_at, "a restart redrew the renewal time");
+    }
+    assert_eq!(world.ca.placed(), 1);
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ pub use ari::AriAnswer;
 pub use limits::{AuthzFailures, OrderBudget};
 pub use machine::{Action, Failure, Machine, Policy, State};
 pub use rule::{renew_time, RenewBefore, RenewBeforeError, Why};
-pub use spread::{choose_served, renewal_jitter, Served};
+pub use spread::{choose_served, renewal_jitter, stable_jitter, Served};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);

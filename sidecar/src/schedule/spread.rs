@@ -13,6 +13,18 @@ pub fn renewal_jitter(renew_at: SystemTime, lifetime: Duration, jitter: f64) -> 
     renew_at.checked_sub(shift).unwrap_or(renew_at)
 }
 
+/// A number in [0, 1) that depends only on `seed` (a certificate's serial
+/// number): every start and every replica spread the same certificate's
+/// renewal the same way, so a restart never redraws it, while certificates
+/// with consecutive serials (a private CA) still spread evenly.
+pub fn stable_jitter(seed: &[u8]) -> f64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, seed);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    // 53 bits: exactly representable, so the result is below 1.0.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// What to serve for a certificate's names right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {

@@ -16,6 +16,19 @@ fn renewal_jitter_moves_earlier_by_at_most_one_percent_or_an_hour() {
 }
 
 #[test]
+fn stable_jitter_is_the_same_for_a_serial_and_spreads_consecutive_serials_evenly() {
+    assert_eq!(stable_jitter(b"03a1f2"), stable_jitter(b"03a1f2"));
+    assert_ne!(stable_jitter(b"03a1f2"), stable_jitter(b"03a1f3"));
+    let mut deciles = [0u32; 10];
+    for serial in 0..10_000u32 {
+        let j = stable_jitter(format!("{serial:x}").as_bytes());
+        assert!((0.0..1.0).contains(&j), "{j}");
+        deciles[(j * 10.0) as usize] += 1;
+    }
+    assert!(deciles.iter().all(|&n| (850..1150).contains(&n)), "uneven: {deciles:?}");
+}
+
+#[test]
 fn fallback_order_for_every_combination() {
     let now = t0();
     let hour = Duration::from_secs(3600);
