@@ -12,28 +12,39 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::procs::Proc;
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now, and reserved for this process.
 ///
 /// Ports come from 10000-32767, below Linux's ephemeral range (32768+), so
 /// an outgoing connection of Envoy, Pebble or another test cannot take one
-/// between this check and the component's bind; each is handed out once
-/// per process, and the random start keeps parallel test processes apart.
+/// between this check and the component's bind. Each port is drawn at
+/// random and reserved with a lock on `$TMPDIR/proxy-acme-test-ports/<port>`
+/// held until this process exits (the kernel drops it even after a
+/// `kill -9`): nextest runs every test in its own process, and two of them
+/// must never hand out the same port before either component binds it
+/// (seen once in CI: two Envoys, one admin port).
 pub fn free_port() -> u16 {
-    use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
-    let start: u16 = rand::random_range(10_000..32_768);
-    for offset in 0..22_768u16 {
-        let port = 10_000 + (start - 10_000 + offset) % 22_768;
-        if given.contains(&port) {
+    static HELD: OnceLock<Mutex<std::collections::HashMap<u16, std::fs::File>>> = OnceLock::new();
+    let held = HELD.get_or_init(|| Mutex::new(std::collections::HashMap::new()));
+    let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join("proxy-acme-test-ports");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for _ in 0..20_000 {
+        let port: u16 = rand::random_range(10_000..32_768);
+        if held.contains_key(&port) {
+            continue;
+        }
+        let path = dir.join(port.to_string());
+        let Ok(lock) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) else {
+            continue;
+        };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             continue;
         }
         let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
         if free {
-            given.insert(port);
+            held.insert(port, lock);
             return port;
         }
     }
