@@ -185,7 +185,7 @@ command = ["sh", "-c", "echo \"$PROXY_ACME_NAME $PROXY_ACME_SERIAL $PROXY_ACME_F
             (ok, failures)
         })
     };
-    let second = eventually(Duration::from_secs(60), || async {
+    let automatic = eventually(Duration::from_secs(60), || async {
         let serial = serial_served().await?;
         if serial == first {
             Err(format!("still {first}"))
@@ -202,9 +202,6 @@ command = ["sh", "-c", "echo \"$PROXY_ACME_NAME $PROXY_ACME_SERIAL $PROXY_ACME_F
     assert!(ok >= 20, "only {ok} requests ran during the renewal");
     assert!(sidecar_log().contains("nginx reloaded"));
 
-    // 3. A broken nginx config at reload time: no reload, the error is
-    //    logged, the previous files are restored and still served.
-    write(&dir.join("broken.conf"), "this_is_not_a_directive on;\n");
     let cli = |args: &[&str]| {
         std::process::Command::new(proxy_acme_bin())
             .args(args)
@@ -213,10 +210,30 @@ command = ["sh", "-c", "echo \"$PROXY_ACME_NAME $PROXY_ACME_SERIAL $PROXY_ACME_F
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     };
+    // `renew` answers once nginx serves the new certificate, not before
+    // (reload_delay_ms is 300 here; nginx keeps the old one until then).
     let renewed = cli(&["renew", "web", "--force"]);
-    assert!(renewed.status.success(), "{}", String::from_utf8_lossy(&renewed.stderr));
+    let said = String::from_utf8_lossy(&renewed.stdout).into_owned();
+    assert!(renewed.status.success(), "{said}{}", String::from_utf8_lossy(&renewed.stderr));
+    let second = serial_of_pem_file(&dir.join("state/certificates/web/live/cert.pem"));
+    assert_ne!(second, automatic, "renew --force ordered nothing");
+    assert!(said.contains(&second) && said.contains("served"), "{said}");
+    assert_eq!(serial_served().await, Ok(second.clone()), "renew said done before nginx served it");
+
+    // 3. A broken nginx config at reload time: no reload, the error is
+    //    logged, the previous files are restored and still served, and
+    //    `renew` fails saying so in nginx's words.
+    write(&dir.join("broken.conf"), "this_is_not_a_directive on;\n");
+    let renewed = cli(&["renew", "web", "--force"]);
+    let said = String::from_utf8_lossy(&renewed.stderr).into_owned();
+    assert!(!renewed.status.success(), "renew succeeded while nginx refused its configuration");
+    assert!(
+        said.contains("not served yet") && said.contains("this_is_not_a_directive") && said.contains("tried again"),
+        "{said}"
+    );
     let stored = serial_of_pem_file(&dir.join("state/certificates/web/live/cert.pem"));
     assert_ne!(stored, second);
+    assert!(said.contains(&stored), "the answer must name the stored serial: {said}");
     eventually(Duration::from_secs(15), || async {
         let log = sidecar_log();
         (log.contains("nginx check failed") && log.contains("this_is_not_a_directive"))

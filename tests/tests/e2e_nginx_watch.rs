@@ -93,6 +93,7 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     assert!(!std::fs::read_to_string(&sidecar.log).unwrap_or_default().contains("nginx reloaded"));
 
     // 2. A renewal: the new serial, again through the watcher.
+    let reloads_first = watch_log().matches("nginx reloaded").count();
     cli(&["renew", "web", "--force"]);
     let second = eventually(Duration::from_secs(30), || async {
         let now = serial().await?;
@@ -104,6 +105,14 @@ async fn watch_reloads_nginx_for_new_files_and_refuses_a_truncated_key() {
     })
     .await
     .unwrap_or_else(|e| panic!("no renewal served: {e}\n--- watch\n{}", watch.tail()));
+
+    // The watcher logs its reload once nginx's old workers are stopping,
+    // a moment after new ones serve.
+    eventually(Duration::from_secs(10), || async {
+        (watch_log().matches("nginx reloaded").count() > reloads_first).then_some(()).ok_or_else(|| watch.tail())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the renewal's reload was not logged:\n{e}"));
 
     // 3. A truncated key: no reload, and the watcher says why.
     let reloads_before = watch_log().matches("nginx reloaded").count();

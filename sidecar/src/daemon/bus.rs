@@ -30,6 +30,8 @@ pub(crate) enum OpError {
     NothingToRevoke(String),
     #[error("not due ({0}); add --force to renew anyway")]
     NotDue(String),
+    #[error("{name} renewed and stored (serial {serial}), but not served yet: {reason}")]
+    NotServed { name: String, serial: String, reason: String },
 }
 
 /// Operations on one certificate, sent to its task.

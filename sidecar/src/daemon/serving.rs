@@ -12,6 +12,10 @@ use crate::deploy::settings::PostDeploy;
 use crate::deploy::Sink;
 use crate::schedule::{choose_served, Served};
 
+/// Longest `renew` waits for the proxies to load a new certificate (nginx:
+/// the reload delay, the check, the reload and its new workers).
+const SETTLE_BOUND: std::time::Duration = std::time::Duration::from_secs(90);
+
 #[derive(Debug)]
 pub(super) struct Serving {
     pub(super) sinks: Vec<Arc<dyn Sink>>,
@@ -28,6 +32,29 @@ impl Serving {
         for sink in &self.sinks {
             if let Err(e) = sink.deploy(name, bundle).await {
                 tracing::error!(certificate = name, sink = ?sink, error = %e, "deployment failed");
+            }
+        }
+    }
+
+    /// Waits (at most [`SETTLE_BOUND`]) until every proxy serves what was
+    /// last deployed under `name`: the answer `renew` gives. Owned, so the
+    /// task need not wait for it.
+    pub(super) fn settled(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let (sinks, name) = (self.sinks.clone(), name.to_owned());
+        async move {
+            let all = async {
+                let mut reasons = Vec::new();
+                for sink in &sinks {
+                    if let Err(e) = sink.settled(&name).await {
+                        reasons.push(e.to_string());
+                    }
+                }
+                reasons
+            };
+            match tokio::time::timeout(SETTLE_BOUND, all).await {
+                Err(_) => Err(format!("the proxies have not loaded it after {} s", SETTLE_BOUND.as_secs())),
+                Ok(reasons) if reasons.is_empty() => Ok(()),
+                Ok(reasons) => Err(reasons.join("; ")),
             }
         }
     }

@@ -152,8 +152,24 @@ impl CertTask {
                     return;
                 }
                 let result = self.order().await;
-                let name = &self.certificate.name;
-                let _ = reply.send(result.map(|serial| format!("renewed {name}: serial {serial}")));
+                let name = self.certificate.name.clone();
+                match result {
+                    // Answered once the proxies serve it (nginx reloads
+                    // after a delay and a check), without holding the task.
+                    Ok(serial) => {
+                        let settled = self.parts.serving.settled(&name);
+                        tokio::spawn(async move {
+                            let answer = match settled.await {
+                                Ok(()) => Ok(format!("renewed {name}: serial {serial}, served")),
+                                Err(reason) => Err(OpError::NotServed { name, serial, reason }),
+                            };
+                            let _ = reply.send(answer);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);

@@ -5,6 +5,7 @@ pub mod file_sds;
 pub mod hook;
 pub mod lds;
 pub mod nginx;
+mod nginx_master;
 pub mod sds;
 pub mod settings;
 pub mod snapshot;
@@ -25,6 +26,9 @@ pub enum DeployError {
     Directory { path: String, source: std::io::Error },
     #[error("writing PEM files: {0}")]
     Files(#[from] crate::store::StoreError),
+    /// Deployed, and the proxy does not serve it (yet).
+    #[error("{0}")]
+    NotServed(String),
 }
 
 impl From<crate::atomic::FileError> for DeployError {
@@ -38,6 +42,7 @@ impl DeployError {
         match self {
             Self::Listen { .. } | Self::Directory { .. } => true,
             Self::Files(e) => e.is_permanent(),
+            Self::NotServed(_) => false,
         }
     }
 }
@@ -47,4 +52,11 @@ impl DeployError {
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Deploys `bundle` under `name`, replacing what was there.
     async fn deploy(&self, name: &str, bundle: &Arc<Bundle>) -> Result<(), DeployError>;
+
+    /// Waits until the proxy serves what the last `deploy` of `name` gave
+    /// it, or says why it does not. Sinks that serve at once (SDS: Envoy is
+    /// sent the secret by `deploy`) answer at once. The caller bounds it.
+    async fn settled(&self, _name: &str) -> Result<(), DeployError> {
+        Ok(())
+    }
 }

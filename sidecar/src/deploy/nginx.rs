@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::settings as config;
 use super::{DeployError, Sink};
@@ -32,6 +32,11 @@ pub enum ReloadError {
     Command(CommandError),
     #[error("cannot signal nginx (pid file {path}): {message}")]
     Signal { path: String, message: String },
+    #[error(
+        "nginx (pid {pid}) did not start new workers within {waited_secs} s of the reload signal: it kept its old \
+         configuration and certificates; its error log says why (a listen address already in use?)"
+    )]
+    NotApplied { pid: i32, waited_secs: u64 },
 }
 
 /// Writes PEM files for nginx and asks the reloader for a reload.
@@ -39,6 +44,50 @@ pub enum ReloadError {
 pub struct NginxSink {
     tree: PemTree,
     changes: mpsc::UnboundedSender<Swap>,
+    outcomes: Arc<Outcomes>,
+    /// Whether this sidecar reloads nginx (else another process does).
+    reloads: bool,
+}
+
+/// The version written for a name, and the reload's result once known.
+type Written = (String, Option<Result<(), String>>);
+
+/// What became of each certificate's newest files: the version written and,
+/// once the reloader has tried, whether nginx serves it (or why not).
+#[derive(Debug)]
+struct Outcomes {
+    by_name: std::sync::Mutex<BTreeMap<String, Written>>,
+    /// Bumped whenever an outcome is recorded.
+    changed: watch::Sender<u64>,
+}
+
+impl Outcomes {
+    fn new() -> Self {
+        Self { by_name: std::sync::Mutex::default(), changed: watch::channel(0).0 }
+    }
+
+    fn written(&self, name: &str, version: &str) {
+        self.lock().insert(name.to_owned(), (version.to_owned(), None));
+    }
+
+    /// Records the reload's result for a batch (unless a newer version of a
+    /// name was written since).
+    fn reloaded(&self, batch: &[Swap], result: &Result<(), String>) {
+        let mut by_name = self.lock();
+        for swap in batch {
+            if let Some((version, outcome)) = by_name.get_mut(&swap.name) {
+                if *version == swap.current {
+                    *outcome = Some(result.clone());
+                }
+            }
+        }
+        drop(by_name);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Written>> {
+        self.by_name.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl NginxSink {
@@ -52,14 +101,16 @@ impl NginxSink {
             .map_err(|source| DeployError::Directory { path: config.directory.display().to_string(), source })?;
         let tree = PemTree::new(config.directory.clone());
         let (tx, rx) = mpsc::unbounded_channel();
-        let reloader = Reloader { config: Arc::new(config.clone()), tree: tree.clone() };
+        let outcomes = Arc::new(Outcomes::new());
+        let reloader =
+            Reloader { config: Arc::new(config.clone()), tree: tree.clone(), outcomes: Arc::clone(&outcomes) };
         let task = if config.reload {
             tokio::spawn(reloader.run(rx))
         } else {
             tracing::info!(directory = %config.directory.display(), "nginx files only: another process reloads nginx");
             tokio::spawn(async move { drop((reloader, rx)) })
         };
-        Ok((Self { tree, changes: tx }, task))
+        Ok((Self { tree, changes: tx, outcomes, reloads: config.reload }, task))
     }
 }
 
@@ -89,11 +140,32 @@ impl Sink for NginxSink {
         match swap {
             Some(swap) => {
                 tracing::info!(certificate = name, version = %swap.current, "nginx files written");
+                if self.reloads {
+                    self.outcomes.written(name, &swap.current);
+                }
                 let _ = self.changes.send(swap);
             }
             None => tracing::debug!(certificate = name, "nginx files unchanged"),
         }
         Ok(())
+    }
+
+    /// Waits for the reload that loads the newest files of `name`: `Ok`
+    /// once nginx serves them, the reason when the check or the reload
+    /// failed (the previous files stay served and the reload is retried).
+    /// With `reload = false` another process reloads nginx: `Ok` at once.
+    async fn settled(&self, name: &str) -> Result<(), DeployError> {
+        let mut changed = self.outcomes.changed.subscribe();
+        loop {
+            match self.outcomes.lock().get(name) {
+                None | Some((_, Some(Ok(())))) => return Ok(()),
+                Some((_, Some(Err(reason)))) => return Err(DeployError::NotServed(reason.clone())),
+                Some((_, None)) => {}
+            }
+            if changed.changed().await.is_err() {
+                return Err(DeployError::NotServed("the nginx reloader stopped".into()));
+            }
+        }
     }
 }
 
@@ -130,6 +202,7 @@ pub const BY_NAME: &str = "by-name";
 struct Reloader {
     config: Arc<config::Nginx>,
     tree: PemTree,
+    outcomes: Arc<Outcomes>,
 }
 
 impl Reloader {
@@ -170,6 +243,15 @@ impl Reloader {
                 Err(_) => "failed",
             };
             crate::serve::metrics::metrics().nginx_reload(result);
+            let told = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e @ ReloadError::Check(_)) => Err(format!(
+                    "{e}; nginx keeps serving the previous files, and the reload is tried again every {} s",
+                    retry.as_secs()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            self.outcomes.reloaded(&batch, &told);
             match outcome {
                 Ok(()) => tracing::info!(
                     certificates = ?names,
@@ -236,24 +318,7 @@ pub async fn check_and_reload(config: &config::Nginx) -> Result<(), ReloadError>
     if let Some(reload) = &config.reload_command {
         return command::run(reload, &[], timeout).await.map(|_| ()).map_err(ReloadError::Command);
     }
-    signal_master(&config.pid_file)
-}
-
-/// SIGHUP to nginx's master: it re-reads its config and the files, starts
-/// new workers and lets the old ones finish their requests.
-fn signal_master(pid_file: &Path) -> Result<(), ReloadError> {
-    let fail = |message: String| ReloadError::Signal { path: pid_file.display().to_string(), message };
-    let text = match std::fs::read_to_string(pid_file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(pid_file = %pid_file.display(), "nginx is not running: it reads the new files when it starts");
-            return Ok(());
-        }
-        Err(e) => return Err(fail(e.to_string())),
-    };
-    let pid = text.trim().parse::<i32>().ok().and_then(rustix::process::Pid::from_raw);
-    let pid = pid.ok_or_else(|| fail(format!("{:?} is not a pid", text.trim())))?;
-    rustix::process::kill_process(pid, rustix::process::Signal::HUP).map_err(|e| fail(e.to_string()))
+    super::nginx_master::reload(&config.pid_file, timeout).await
 }
 
 #[cfg(test)]

@@ -146,3 +146,41 @@ async fn a_symlink_planted_at_a_certificate_directory_is_refused() {
     assert!(live_fullchain(dir.path(), "web").contains("BEGIN CERTIFICATE"));
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "written outside");
 }
+
+#[tokio::test]
+async fn settled_answers_once_nginx_reloaded_and_says_why_when_the_check_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _task) = NginxSink::start(&config(dir.path())).unwrap();
+    let bound = Duration::from_secs(5);
+
+    // The check fails: the answer has nginx's words and what happens next.
+    sink.deploy("a", &Arc::new(bundle("a.example"))).await.unwrap();
+    let refused = tokio::time::timeout(bound, sink.settled("a")).await.expect("settled did not answer");
+    let reason = refused.expect_err("a refused configuration counted as served").to_string();
+    assert!(reason.contains("broken config") && reason.contains("tried again every 1 s"), "{reason}");
+    assert_eq!(reloads(dir.path()), 0);
+
+    // Fixed: the next version is answered only after its reload.
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    sink.deploy("a", &Arc::new(bundle("a.example"))).await.unwrap();
+    let served = tokio::time::timeout(bound, sink.settled("a")).await.expect("settled did not answer");
+    assert!(served.is_ok(), "{served:?}");
+    assert!(reloads(dir.path()) >= 1, "answered before nginx was reloaded");
+
+    // Nothing new written: nothing to wait for.
+    let reloaded = reloads(dir.path());
+    sink.deploy("a", &Arc::new(live_bundle(dir.path(), "a"))).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(100), sink.settled("a")).await.is_ok_and(|r| r.is_ok()));
+    assert!(sink.settled("never-deployed").await.is_ok());
+    settle().await;
+    assert_eq!(reloads(dir.path()), reloaded);
+}
+
+/// What `live` holds for `name` now, as a bundle.
+fn live_bundle(dir: &Path, name: &str) -> Bundle {
+    let live = dir.join("certs").join(name).join("live");
+    Bundle {
+        fullchain_pem: std::fs::read_to_string(live.join("fullchain.pem")).unwrap(),
+        key_pem: crate::cert::SecretPem::new(std::fs::read_to_string(live.join("privkey.pem")).unwrap()),
+    }
+}
