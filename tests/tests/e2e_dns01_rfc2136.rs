@@ -90,6 +90,26 @@ async fn wildcard_and_apex_through_rfc2136_and_real_bind_served_by_envoy() {
     assert!(err.contains(&bind.address.to_string()), "{err}");
     assert!(err.contains("stale values [\"value-for-apex\"]"), "{err}");
     assert!(err.contains("_acme-challenge.nowhere.wild.test.") && err.contains("NXDOMAIN"), "{err}");
+    assert!(err.contains("raise `dns_challenge.timeout_secs`, now 2"), "no advice: {err}");
+
+    // A nameserver that does not answer (the wrong port): named once, with
+    // the setting to change.
+    let mut closed = settings(&bind, None, 2);
+    closed.nameserver_port = free_port();
+    let err = propagation::wait_for(std::slice::from_ref(&apex), &closed).await.map(|()| "passed".to_owned());
+    let err = err.unwrap_err().to_string();
+    let address = format!("127.0.0.1:{}", closed.nameserver_port);
+    assert_eq!(err.matches(&address).count(), 1, "the server must be named once: {err}");
+    assert!(err.contains("no answer") && err.contains(&format!("port {}", closed.nameserver_port)), "{err}");
+    assert!(err.contains("`dns_challenge.nameserver_port`"), "{err}");
+
+    // A zone the resolvers do not know: which servers were asked, and what to set.
+    let unknown = TxtRecord::new("www.not-served.test", "x", 60);
+    let err = propagation::wait_for(&[unknown], &impatient).await.map(|()| "passed".to_owned());
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("cannot find the nameservers of _acme-challenge.www.not-served.test."), "{err}");
+    assert!(err.contains(&format!("asked {} (dns_challenge.resolvers)", bind.address)), "{err}");
+    assert!(err.contains("check_all_nameservers = false"), "{err}");
     rfc2136.cleanup(&apex).await.unwrap_or_else(|e| panic!("{e}\n--- named\n{}", bind.proc.tail()));
 
     // A wrong TSIG secret is refused by BIND, and said so.

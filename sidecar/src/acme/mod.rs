@@ -3,6 +3,7 @@
 //! calls these when the schedule says so, and stores what comes back.
 
 mod account;
+mod advice;
 pub(crate) mod bounds;
 mod chains;
 mod order;

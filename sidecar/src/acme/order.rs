@@ -243,7 +243,7 @@ async fn authorization_failure(order: &mut instant_acme::Order) -> Option<AcmeEr
             let detail = state
                 .challenges
                 .iter()
-                .find_map(|c| c.error.as_ref().map(ToString::to_string))
+                .find_map(|c| c.error.as_ref().map(|e| super::advice::explain(&c.r#type, e.to_string())))
                 .unwrap_or_else(|| "no detail from the CA".into());
             return Some(AcmeError::Authorization {
                 identifier: state.identifier().to_string(),

@@ -97,7 +97,8 @@ async fn prove_inner(
         }
     }
 
-    Ok(step!("waiting for the CA to validate", order.poll_ready(&retries()).await)?)
+    let ready = step!("waiting for the CA to validate", order.poll_ready(&retries()).await);
+    Ok(ready.map_err(|e| super::advice::explain_error(&kind.acme_type(), e))?)
 }
 
 /// Fetches every authorization of `order` once (instant-acme keeps them),

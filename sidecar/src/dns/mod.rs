@@ -11,6 +11,7 @@
 //! providers, and [`DnsChallenge`] the `[dns_challenge]` table that
 //! `config` composes.
 
+mod advice;
 pub mod http;
 pub mod propagation;
 mod registry;
@@ -67,6 +68,9 @@ pub enum DnsError {
     Provider { provider: &'static str, message: String, retryable: bool },
     #[error("DNS records did not propagate within {waited_secs}s: {detail}")]
     Propagation { waited_secs: u64, detail: String },
+    /// The propagation check could not find where to look.
+    #[error("cannot find the nameservers of {fqdn} to check it: {reason}; {advice}")]
+    Zone { fqdn: String, reason: String, advice: String },
 }
 
 impl DnsError {
@@ -77,7 +81,7 @@ impl DnsError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Provider { retryable, .. } => *retryable,
-            Self::Propagation { .. } => true,
+            Self::Propagation { .. } | Self::Zone { .. } => true,
         }
     }
 }

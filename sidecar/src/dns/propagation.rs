@@ -64,7 +64,9 @@ impl std::fmt::Display for Seen {
             Self::Stale(values) => write!(f, "stale values {values:?}"),
             Self::NxDomain => f.write_str("NXDOMAIN"),
             Self::Failed(code) => f.write_str(code),
-            Self::Unreachable(e) => write!(f, "unreachable ({e})"),
+            // The server is named by the caller, once.
+            Self::Unreachable(LookupError::Query { reason, .. }) => write!(f, "no answer ({reason})"),
+            Self::Unreachable(e) => write!(f, "no answer ({e})"),
         }
     }
 }
@@ -246,7 +248,11 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
     // (record index, the name holding it, the servers to ask)
     let mut targets = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let fail = |e: LookupError| DnsError::Propagation { waited_secs: 0, detail: format!("{}: {e}", record.fqdn) };
+        let fail = |e: LookupError| DnsError::Zone {
+            fqdn: record.fqdn.clone(),
+            reason: e.to_string(),
+            advice: super::advice::zone(settings, &resolvers),
+        };
         let name = Name::from_str(&record.fqdn).map_err(|e| fail(LookupError::BadName(e.to_string())))?;
         let name = follow_cnames(&resolvers, name).await.map_err(fail)?;
         let servers = if settings.check_all_nameservers {
@@ -259,6 +265,7 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
     let mut first_seen: BTreeMap<(usize, Server), Duration> = BTreeMap::new();
     loop {
         let mut missing = Vec::new();
+        let mut findings = super::advice::Findings::default();
         for (i, name, servers) in &targets {
             for server in servers {
                 if first_seen.contains_key(&(*i, server.clone())) {
@@ -271,7 +278,16 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
                         first_seen.insert((*i, server.clone()), took);
                     }
                     seen => {
-                        missing.push(format!("{} at {} ({}): {seen}", records[*i].fqdn, server.name, server.address))
+                        match seen {
+                            Seen::Unreachable(_) | Seen::Failed(_) => findings.unreachable = true,
+                            _ => findings.not_yet = true,
+                        }
+                        let at = if server.name == server.address.to_string() {
+                            server.name.clone()
+                        } else {
+                            format!("{} ({})", server.name, server.address)
+                        };
+                        missing.push(format!("{} at {at}: {seen}", records[*i].fqdn))
                     }
                 }
             }
@@ -285,7 +301,10 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
             return Ok(());
         }
         if started.elapsed() >= timeout {
-            return Err(DnsError::Propagation { waited_secs: started.elapsed().as_secs(), detail: missing.join("; ") });
+            let advice = super::advice::timeout(settings, findings);
+            let detail =
+                if advice.is_empty() { missing.join("; ") } else { format!("{}. {advice}", missing.join("; ")) };
+            return Err(DnsError::Propagation { waited_secs: started.elapsed().as_secs(), detail });
         }
         tracing::debug!(missing = missing.len(), "waiting for DNS propagation");
         tokio::time::sleep(Duration::from_secs(settings.interval_secs)).await;
@@ -350,5 +369,8 @@ mod tests {
         assert_eq!(Seen::NxDomain.to_string(), "NXDOMAIN");
         assert_eq!(Seen::Failed("SERVFAIL".into()).to_string(), "SERVFAIL");
         assert_eq!(Seen::Stale(Vec::new()).to_string(), "no TXT value yet");
+        let server: SocketAddr = "10.0.0.1:53".parse().unwrap();
+        let unreachable = Seen::Unreachable(LookupError::Query { server, reason: "timed out".into() });
+        assert_eq!(unreachable.to_string(), "no answer (timed out)", "the caller names the server, once");
     }
 }
