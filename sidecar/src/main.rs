@@ -44,8 +44,13 @@ enum Command {
     Renew {
         name: String,
         /// Renew even when the certificate is not due, or was revoked.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         force: bool,
+        /// Order from the resolver's staging directory (`staging_server`)
+        /// with a throwaway account, and report each step; nothing is stored
+        /// or deployed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Revoke a certificate at the CA and stop deploying it.
     Revoke {
@@ -177,7 +182,9 @@ fn main() -> ExitCode {
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await.map_err(|e| e.to_string()),
             Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await.map_err(|e| e.to_string()),
-            Command::Renew { name, force } => cli::renew(&config, &name, force).await.map_err(|e| e.to_string()),
+            Command::Renew { name, force, dry_run } => {
+                cli::renew(&config, &name, force, dry_run).await.map_err(|e| e.to_string())
+            }
             Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await.map_err(|e| e.to_string()),
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
                 cli::rollover(&config, &resolver).await.map_err(|e| e.to_string())

@@ -2,7 +2,8 @@
 //! file, `check`, `prepare`, `nginx-config` loaded by a real nginx, then the
 //! sidecar. The first order must succeed (no failed order, no backoff) and
 //! nginx must serve the CA's certificate; `renew --force` answers once nginx
-//! serves the new one. Pebble stands in for Let's Encrypt staging; ports and
+//! serves the new one, and `renew --dry-run` orders without keeping
+//! anything. Pebble stands in for Let's Encrypt staging; ports and
 //! paths are this test's, substituted where the guide names them.
 
 use std::path::{Path, PathBuf};
@@ -129,6 +130,19 @@ async fn the_nginx_guide_works_as_written_and_the_first_order_succeeds() {
     let second = served().await.unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(second, first);
     assert!(said(&renewed).contains(&second), "renew named another serial than nginx serves: {}", said(&renewed));
+
+    // The guide's dry run: a whole order (here at Pebble itself: the
+    // guide's CA has no staging twin), reported, nothing stored or served.
+    let stored = std::fs::read_to_string(at("state/certificates/www/live/cert.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let dry = proxy_acme(&["renew", "www", "--dry-run"], &config);
+    let report = said(&dry);
+    assert!(dry.status.success(), "{report}");
+    assert!(report.contains("http-01: account registered, order created, every name proven"), "{report}");
+    assert!(report.contains("ok: a real order for this certificate would succeed"), "{report}");
+    assert!(!report.contains(&second), "the dry run reported the served certificate: {report}");
+    assert_eq!(served().await, Ok(second.clone()), "a dry run changed what nginx serves");
+    let after = std::fs::read_to_string(at("state/certificates/www/live/cert.pem")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after, stored, "a dry run changed the store");
     nginx.proc.assert_running();
     sidecar.assert_running();
 }

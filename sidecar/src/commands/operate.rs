@@ -72,8 +72,14 @@ async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, CommandErr
 }
 
 /// `proxy-acme renew NAME [--force]`: only the running daemon can renew.
-pub async fn renew(config: &Config, name: &str, force: bool) -> Result<(), CommandError> {
-    let path = format!("/v1/certificates/{name}/renew{}", if force { "?force=true" } else { "" });
+/// With `dry_run`, an order at the staging directory that keeps nothing.
+pub async fn renew(config: &Config, name: &str, force: bool, dry_run: bool) -> Result<(), CommandError> {
+    let query = match (force, dry_run) {
+        (_, true) => "?dry_run=true",
+        (true, false) => "?force=true",
+        (false, false) => "",
+    };
+    let path = format!("/v1/certificates/{name}/renew{query}");
     match daemon(config, Method::POST, &path).await? {
         Some(answer) => {
             println!("{answer}");

@@ -295,3 +295,18 @@ fn etcd_store_settings_name_the_field_at_fault() {
     assert!(good.validate().is_ok());
     assert!(!format!("{:?}", good.storage).contains("[1, 1"), "the key is never printed");
 }
+
+#[test]
+fn the_dry_run_directory_is_the_staging_twin_or_the_setting_or_the_ca_itself() {
+    let resolver = |extra: &str| -> Resolver { toml::from_str(&format!("http_challenge = {{}}\n{extra}")).unwrap() };
+    assert_eq!(resolver("").staging_directory(), "https://acme-staging-v02.api.letsencrypt.org/directory");
+    assert_eq!(
+        resolver("ca_server = \"https://dv.acme-v02.api.pki.goog/directory\"").staging_directory(),
+        "https://dv.acme-v02.test-api.pki.goog/directory"
+    );
+    assert_eq!(resolver("ca_server = \"https://ca.internal/dir\"").staging_directory(), "https://ca.internal/dir");
+    assert_eq!(
+        resolver("staging_server = \"https://ca.internal/staging\"").staging_directory(),
+        "https://ca.internal/staging"
+    );
+}

@@ -20,6 +20,11 @@ pub struct Resolver {
     /// ACME directory URL.
     #[serde(default = "default_ca_server")]
     pub ca_server: String,
+    /// The directory `renew --dry-run` orders from. Default: Let's
+    /// Encrypt's staging for Let's Encrypt, Google's staging for Google
+    /// Trust Services, else `ca_server` itself (a private CA).
+    #[serde(default)]
+    pub staging_server: Option<String>,
     /// PEM file with the root that signs the CA server's own HTTPS
     /// certificate, for private CAs and Pebble (lego's `LEGO_CA_CERTIFICATES`).
     #[serde(default)]
@@ -164,6 +169,23 @@ fn default_ca_server() -> String {
     LETS_ENCRYPT_PRODUCTION.to_owned()
 }
 
+/// Production directories and their staging twins.
+const STAGING: [(&str, &str); 2] = [
+    (LETS_ENCRYPT_PRODUCTION, "https://acme-staging-v02.api.letsencrypt.org/directory"),
+    ("https://dv.acme-v02.api.pki.goog/directory", "https://dv.acme-v02.test-api.pki.goog/directory"),
+];
+
+impl Resolver {
+    /// Where `renew --dry-run` orders: `staging_server`, else the known
+    /// staging twin of `ca_server`, else `ca_server` itself.
+    pub fn staging_directory(&self) -> &str {
+        if let Some(staging) = &self.staging_server {
+            return staging;
+        }
+        STAGING.iter().find(|(production, _)| *production == self.ca_server).map_or(&self.ca_server, |(_, s)| s)
+    }
+}
+
 /// HTTP-01 settings; present (even empty) means HTTP-01 is enabled.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +211,12 @@ pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), C
         return Err(ConfigError::invalid(
             format!("{field}.ca_server"),
             format!("'{}' must be an https:// ACME directory URL", resolver.ca_server),
+        ));
+    }
+    if let Some(staging) = resolver.staging_server.as_deref().filter(|s| !s.starts_with("https://")) {
+        return Err(ConfigError::invalid(
+            format!("{field}.staging_server"),
+            format!("'{staging}' must be an https:// ACME directory URL"),
         ));
     }
     if let Some(email) = &resolver.email {

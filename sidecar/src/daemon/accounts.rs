@@ -68,6 +68,11 @@ impl Accounts {
         self.entries.get(name).ok_or_else(|| AcmeError::UnknownResolver(name.to_owned()))
     }
 
+    /// Resolver `name`'s settings.
+    pub(super) fn resolver(&self, name: &str) -> Result<&Resolver, AcmeError> {
+        Ok(&self.entry(name)?.resolver)
+    }
+
     /// The account for resolver `name`, loading or registering it once.
     pub(super) async fn get(&self, store: &dyn Store, name: &str) -> Result<Account, AcmeError> {
         let entry = self.entry(name)?;

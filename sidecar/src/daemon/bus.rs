@@ -32,6 +32,9 @@ pub(crate) enum OpError {
     NotDue(String),
     #[error("{name} renewed and stored (serial {serial}), but not served yet: {reason}")]
     NotServed { name: String, serial: String, reason: String },
+    /// A dry run that did not get a certificate: its report.
+    #[error("{0}")]
+    DryRun(String),
 }
 
 /// Operations on one certificate, sent to its task.
@@ -43,6 +46,10 @@ pub(crate) enum CertCommand {
     },
     Revoke {
         reason: Option<u8>,
+        reply: Reply,
+    },
+    /// `renew --dry-run`: an order at the staging directory, nothing kept.
+    DryRun {
         reply: Reply,
     },
     /// A certificate written to the shared store (by any replica).
@@ -112,6 +119,10 @@ impl Operations for Bus {
 
     async fn renew(&self, name: &str, force: bool) -> Outcome {
         self.ask(name, |reply| CertCommand::Renew { force, reply }).await
+    }
+
+    async fn dry_run(&self, name: &str) -> Outcome {
+        self.ask(name, |reply| CertCommand::DryRun { reply }).await
     }
 
     async fn revoke(&self, name: &str, reason: Option<u8>) -> Outcome {

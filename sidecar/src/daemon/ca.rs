@@ -39,6 +39,23 @@ pub(super) trait Ca: Send + Sync + std::fmt::Debug {
     /// After a failed request: whether the same order may go again at once
     /// (the CA forgot the account, and a new one is registered).
     async fn recover(&self, resolver: &str, error: &AcmeError) -> bool;
+    /// A dry run: one order at `directory` for `request` with a throwaway
+    /// account kept in memory, proven with `solver`. Nothing is stored.
+    async fn dry_run(
+        &self,
+        resolver: &str,
+        directory: &str,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+    ) -> Result<Bundle, AcmeError>;
+}
+
+/// Where a dry run's order is recorded: nowhere.
+struct Discard;
+
+#[async_trait]
+impl Checkpoint for Discard {
+    async fn record(&self, _: &str, _: &crate::cert::SecretPem) {}
 }
 
 /// The CA over ACME, with each resolver's account (registered on first use).
@@ -98,5 +115,22 @@ impl Ca for LiveCa {
 
     async fn recover(&self, resolver: &str, error: &AcmeError) -> bool {
         self.accounts.on_error(self.store.as_ref(), resolver, error).await
+    }
+
+    /// Within the resolver's order deadline, registration included.
+    async fn dry_run(
+        &self,
+        resolver: &str,
+        directory: &str,
+        request: &OrderRequest<'_>,
+        solver: &dyn Solver,
+    ) -> Result<Bundle, AcmeError> {
+        let mut staging = self.accounts.resolver(resolver)?.clone();
+        staging.ca_server = directory.to_owned();
+        within(self.accounts.deadline(resolver), "registering a throwaway account", async {
+            let account = acme::account(&crate::store::MemoryStore::new(), "dry-run", &staging).await?;
+            acme::issue(&account, request, solver, &Discard).await
+        })
+        .await
     }
 }

@@ -252,6 +252,60 @@ impl Issuer {
         }
     }
 
+    /// `renew --dry-run`: one order at the resolver's staging directory
+    /// with a throwaway account, each challenge type in turn until one
+    /// works; nothing is stored or deployed. The report names each step;
+    /// `Err` holds it too when no challenge type worked.
+    pub(super) async fn dry_run(&self, certificate: &Certificate, resolver: &Resolver) -> Result<String, String> {
+        let directory = resolver.staging_directory();
+        let request = OrderRequest {
+            domains: &certificate.domains,
+            key_type: resolver.key_type,
+            profile: resolver.profile.as_deref(),
+            common_name: resolver.common_name,
+            preferred_chain: resolver.preferred_chain.as_deref(),
+            replaces: None,
+        };
+        let mut report = vec![format!(
+            "dry run of {} at {directory}{}: a throwaway account, nothing stored or deployed",
+            certificate.name,
+            if directory == resolver.ca_server {
+                " (ca_server itself: no staging directory known; set staging_server)"
+            } else {
+                ""
+            }
+        )];
+        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let usable = solvers.iter().filter(|s| certificate.domains.iter().all(|d| s.supports(d)));
+        for solver in usable {
+            let kind = solver.kind();
+            match self.ca.dry_run(&certificate.resolver, directory, &request, solver.as_ref()).await {
+                Ok(bundle) => match cert::inspect(&bundle, Some(&certificate.domains)) {
+                    Ok(info) => {
+                        report.push(format!(
+                            "{kind}: account registered, order created, every name proven ({})",
+                            certificate.domains.join(", ")
+                        ));
+                        report.push(format!(
+                            "certificate: serial {}, valid until {}, covers every name, matches its key",
+                            info.serial_hex,
+                            crate::schedule::rfc3339(info.not_after)
+                        ));
+                        report.push("ok: a real order for this certificate would succeed".to_owned());
+                        return Ok(report.join("\n"));
+                    }
+                    Err(e) => report.push(format!("{kind}: the CA issued a certificate we refuse: {e}")),
+                },
+                Err(e) => report.push(format!("{kind}: {e}")),
+            }
+        }
+        if report.len() == 1 {
+            report.push("no challenge type of this resolver can prove these names".to_owned());
+        }
+        report.push("failed: fix the first error above, then run the dry run again".to_owned());
+        Err(report.join("\n"))
+    }
+
     /// Counts a failed order against the limits (a failed authorization)
     /// and says what kind of failure it is for the schedule.
     pub(super) fn record_failure(&self, certificate: &Certificate, error: &AcmeError) -> Failure {

@@ -171,6 +171,15 @@ impl CertTask {
                     }
                 }
             }
+            CertCommand::DryRun { reply } => {
+                // Its own task: the certificate's schedule goes on meanwhile.
+                let (parts, certificate, resolver) =
+                    (Arc::clone(&self.parts), self.certificate.clone(), Arc::clone(&self.resolver));
+                tokio::spawn(async move {
+                    let report = parts.issuer.dry_run(&certificate, &resolver).await;
+                    let _ = reply.send(report.map_err(OpError::DryRun));
+                });
+            }
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);
             }

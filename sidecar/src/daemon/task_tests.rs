@@ -100,6 +100,8 @@ struct TestCa {
     reopened: Mutex<Vec<String>>,
     /// Orders created and not finalized (URL -> lifetime in days).
     open: Mutex<BTreeMap<String, u64>>,
+    /// The directories dry runs ordered from.
+    dry_runs: Mutex<Vec<String>>,
 }
 
 impl TestCa {
@@ -181,6 +183,20 @@ impl Ca for TestCa {
     }
     async fn recover(&self, _: &str, _: &AcmeError) -> bool {
         false
+    }
+    async fn dry_run(
+        &self,
+        _: &str,
+        directory: &str,
+        request: &OrderRequest<'_>,
+        _: &dyn Solver,
+    ) -> Result<Bundle, AcmeError> {
+        self.dry_runs.lock().unwrap().push(directory.to_owned());
+        match self.orders.lock().unwrap().pop_front().expect("a dry run the test did not expect") {
+            Next::Issue { days } => Ok(issued(request.domains, self.clock.now(), days)),
+            Next::Fail(e) => Err(e),
+            other => panic!("not for a dry run: {other:?}"),
+        }
     }
 }
 
@@ -274,6 +290,7 @@ impl World {
             finalized: Mutex::default(),
             reopened: Mutex::default(),
             open: Mutex::default(),
+            dry_runs: Mutex::default(),
         });
         let sink = Arc::new(TestSink::default());
         let resolvers = BTreeMap::from([("le".to_owned(), resolver())]);
@@ -507,3 +524,33 @@ async fn an_ari_window_that_moves_earlier_moves_the_renewal() {
 
 #[path = "resume_tests.rs"]
 mod resume;
+
+#[tokio::test]
+async fn a_dry_run_orders_from_the_staging_directory_reports_each_step_and_keeps_nothing() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::Issue { days: 90 });
+    let mut task = world.task().await;
+    settle(&mut task).await;
+    let served = world.sink.last();
+    let stored = world.store.load_certificate("web").await.unwrap().unwrap();
+    let resolver: Resolver = toml::from_str(
+        "ca_server = \"https://ca.test/directory\"\nstaging_server = \"https://staging.ca.test/directory\"\nhttp_challenge = {}\n",
+    )
+    .unwrap();
+
+    world.script(Next::Issue { days: 30 });
+    let report = world.parts.issuer.dry_run(&certificate(), &resolver).await.expect("the dry run failed");
+    assert!(report.starts_with("dry run of web at https://staging.ca.test/directory:"), "{report}");
+    assert!(report.contains("http-01: account registered, order created, every name proven (web.example)"), "{report}");
+    assert!(report.ends_with("ok: a real order for this certificate would succeed"), "{report}");
+    assert_eq!(*world.ca.dry_runs.lock().unwrap(), ["https://staging.ca.test/directory"]);
+    assert_eq!(world.sink.last(), served, "a dry run deployed its certificate");
+    assert_eq!(world.store.load_certificate("web").await.unwrap().unwrap().fullchain_pem, stored.fullchain_pem);
+    assert_eq!(world.ca.placed(), 1, "a dry run placed a real order");
+
+    world.script(Next::Fail(AcmeError::NoChallenge("http-01", "web.example".into())));
+    let failed = world.parts.issuer.dry_run(&certificate(), &resolver).await.expect_err("a failed dry run said ok");
+    assert!(failed.contains("http-01: the CA offered no http-01 challenge for web.example"), "{failed}");
+    assert!(failed.ends_with("failed: fix the first error above, then run the dry run again"), "{failed}");
+    assert_eq!(world.sink.last(), served);
+}

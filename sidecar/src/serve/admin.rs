@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | `GET /v1/certificates` | JSON list of [`CertStatus`] |
 //! | `POST /v1/certificates/<name>/renew[?force=true]` | 200 + serial, 4xx/5xx + error |
+//! | `POST /v1/certificates/<name>/renew?dry_run=true` | 200 + report, 5xx + report |
 //! | `POST /v1/certificates/<name>/revoke[?reason=N]` | 200, 4xx/5xx + error |
 //! | `POST /v1/accounts/<resolver>/rollover` | 200 + account URL |
 
@@ -83,6 +84,10 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
     async fn renew(&self, name: &str, force: bool) -> Outcome;
     async fn revoke(&self, name: &str, reason: Option<u8>) -> Outcome;
     async fn rollover(&self, resolver: &str) -> Outcome;
+    /// `renew --dry-run`: an order at the staging directory, nothing kept.
+    async fn dry_run(&self, name: &str) -> Outcome {
+        Outcome::Unavailable(format!("no dry run for {name} here"))
+    }
 }
 
 async fn handle(operations: &dyn Operations, method: &Method, path: &str, query: &str) -> (StatusCode, String) {
@@ -90,6 +95,9 @@ async fn handle(operations: &dyn Operations, method: &Method, path: &str, query:
     let outcome = match (method, segments.as_slice()) {
         (&Method::GET, ["v1", "certificates"]) => {
             return (StatusCode::OK, serde_json::to_string_pretty(&operations.statuses()).unwrap_or_default());
+        }
+        (&Method::POST, ["v1", "certificates", name, "renew"]) if query_flag(query, "dry_run") => {
+            operations.dry_run(name).await
         }
         (&Method::POST, ["v1", "certificates", name, "renew"]) => {
             operations.renew(name, query_flag(query, "force")).await
