@@ -11,9 +11,10 @@
 //! Removals are not sent: Envoy rejects an SDS update without the secret, and
 //! a secret a listener still names is better served stale than not at all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -90,6 +91,11 @@ impl Subscription {
         } else {
             self.names.iter().filter_map(|n| snapshot.secrets.get_key_value(n)).filter_map(stale).take(limit).collect()
         }
+    }
+
+    /// Subscribed names the snapshot lacks (none for a wildcard).
+    pub fn unknown<'a>(&'a self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a String> + 'a {
+        self.names.iter().filter(|n| !snapshot.secrets.contains_key(*n))
     }
 
     /// Records that `due` went out.
@@ -231,8 +237,16 @@ pub struct Stream<P> {
     last_nonce: String,
     /// Types asked for that are not secrets, warned about once each.
     ignored: BTreeSet<String>,
+    /// Secrets asked for that the snapshot lacks, since when; each is
+    /// warned about once, after [`UNKNOWN_GRACE`].
+    unknown: BTreeMap<String, Instant>,
+    warned: BTreeSet<String>,
     protocol: std::marker::PhantomData<P>,
 }
+
+/// How long a secret Envoy asked for may be missing before it is reported:
+/// at start-up Envoy may ask before the first placeholder is pushed.
+pub const UNKNOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl<P: Protocol> Default for Stream<P> {
     fn default() -> Self {
@@ -242,6 +256,8 @@ impl<P: Protocol> Default for Stream<P> {
             asked: false,
             last_nonce: String::new(),
             ignored: BTreeSet::new(),
+            unknown: BTreeMap::new(),
+            warned: BTreeSet::new(),
             protocol: std::marker::PhantomData,
         }
     }
@@ -287,6 +303,32 @@ impl<P: Protocol> Stream<P> {
         }
     }
 
+    /// Notes at `now` which asked-for secrets `snapshot` lacks; returns
+    /// those missing for [`UNKNOWN_GRACE`] and not reported yet (each is
+    /// returned once), and when to look again.
+    pub fn unknown(&mut self, snapshot: &Snapshot, now: Instant) -> (Vec<String>, Option<Instant>) {
+        let missing: BTreeSet<&String> = self.sub.unknown(snapshot).collect();
+        self.unknown.retain(|name, _| missing.contains(name));
+        for name in missing {
+            self.unknown.entry(name.clone()).or_insert(now);
+        }
+        let mut overdue = Vec::new();
+        let mut next = None::<Instant>;
+        for (name, since) in &self.unknown {
+            if self.warned.contains(name) {
+                continue;
+            }
+            let at = *since + UNKNOWN_GRACE;
+            if at <= now {
+                overdue.push(name.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.warned.extend(overdue.iter().cloned());
+        (overdue, next)
+    }
+
     /// The response carrying `due` (from the snapshot at `version`) under
     /// `nonce`, recorded as sent.
     pub fn respond(&mut self, version: u64, due: &[(String, Entry)], nonce: String) -> P::Response {
@@ -308,10 +350,18 @@ pub async fn drive<P: Protocol>(
         // Read under the lock and let go: a snapshot held across the await
         // below would make every update copy the whole map (thousands of
         // entries per certificate loaded at start-up).
-        let (version, due) = {
+        let (version, due, (unknown, look_again)) = {
             let snapshot = snapshots.borrow_and_update();
-            (snapshot.version, stream.due(&snapshot, CHUNK))
+            (snapshot.version, stream.due(&snapshot, CHUNK), stream.unknown(&snapshot, Instant::now()))
         };
+        if !unknown.is_empty() {
+            tracing::warn!(
+                node = stream.node(),
+                secrets = ?unknown,
+                "Envoy asked for secrets this sidecar does not manage; check that each secret name in Envoy's \
+                 configuration is a certificate `name` in proxy-acme.toml"
+            );
+        }
         tokio::select! {
             biased;
             message = inbound.message() => match message {
@@ -333,7 +383,16 @@ pub async fn drive<P: Protocol>(
                 crate::serve::metrics::metrics().sds(stream.node()).push();
             },
             changed = snapshots.changed() => if changed.is_err() { break },
+            () = sleep_until(look_again), if look_again.is_some() => {}
         }
+    }
+}
+
+/// Sleeps until `at` (forever for `None`; the branch is off then).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -165,3 +165,24 @@ fn a_stream_ignores_other_types_and_warns_once_per_type() {
     assert_eq!(received, Received::OtherType { first: false });
     assert!(stream.due(&snap, CHUNK).is_empty(), "a listener request is not a request for secrets");
 }
+
+#[test]
+fn a_secret_envoy_asks_for_and_nobody_manages_is_reported_once_after_the_grace() {
+    let mut stream = Stream::<Sotw>::default();
+    let snap = snapshot(&[("www", "a")]);
+    stream.receive(sotw(SECRET_TYPE_URL, &["www", "wwww"], "", None));
+    let t0 = Instant::now();
+    let (overdue, next) = stream.unknown(&snap, t0);
+    assert!(overdue.is_empty(), "reported before the grace: {overdue:?}");
+    assert_eq!(next, Some(t0 + UNKNOWN_GRACE));
+    let (overdue, next) = stream.unknown(&snap, t0 + UNKNOWN_GRACE);
+    assert_eq!(overdue, ["wwww"]);
+    assert_eq!(next, None);
+    assert!(stream.unknown(&snap, t0 + UNKNOWN_GRACE * 2).0.is_empty(), "reported twice");
+
+    // A secret that arrives within the grace (a placeholder at start-up) is never reported.
+    let mut late = Stream::<Sotw>::default();
+    late.receive(sotw(SECRET_TYPE_URL, &["new"], "", None));
+    assert!(late.unknown(&snap, t0).0.is_empty());
+    assert!(late.unknown(&snapshot(&[("new", "b")]), t0 + UNKNOWN_GRACE).0.is_empty());
+}
