@@ -58,14 +58,18 @@ fn server_blocks(config: &Config, certificate: &Certificate) -> String {
     } else {
         "listen 443 ssl;  # CHANGE: the public TLS port"
     };
+    let https_listen_v6 =
+        if tls_alpn { "" } else { "    # listen [::]:443 ssl;  # CHANGE: uncomment for IPv6 clients\n" };
     let mut out = String::new();
     let _ = write!(
         out,
         "# certificate \"{name}\" (resolver {resolver})\n\
-         server {{\n    listen 80;  # CHANGE: the public HTTP port\n    server_name {names};\n\n{challenge}    location / {{\n        \
+         server {{\n    listen 80;  # CHANGE: the public HTTP port\n    \
+         # listen [::]:80;  # CHANGE: uncomment when the names have AAAA records (IPv6 validation)\n    \
+         server_name {names};\n\n{challenge}    location / {{\n        \
          return 301 https://$host$request_uri;\n    }}\n}}\n\n\
-         server {{\n    {https_listen}\n    server_name {names};\n\n    \
-         ssl_certificate     {live}/fullchain.pem;\n    ssl_certificate_key {live}/privkey.pem;\n\n    \
+         server {{\n    {https_listen}\n{https_listen_v6}    server_name {names};\n\n    \
+         ssl_certificate     {live}/fullchain.pem;\n    ssl_certificate_key {live}/privkey.pem;\n{TLS_SETTINGS}\n    \
          location / {{\n        proxy_pass http://127.0.0.1:8080;  # CHANGE: your application\n    }}\n}}\n",
         name = certificate.name,
         resolver = certificate.resolver,
@@ -73,6 +77,20 @@ fn server_blocks(config: &Config, certificate: &Certificate) -> String {
     );
     out
 }
+
+/// What certbot's options-ssl-nginx.conf gives (Mozilla's "intermediate"
+/// profile), and the two settings to turn on once HTTPS works.
+const TLS_SETTINGS: &str = "
+    # TLS as Mozilla's \"intermediate\" profile (certbot's options-ssl-nginx.conf).
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:proxy_acme:10m;
+    ssl_session_timeout 1d;
+    ssl_session_tickets off;
+    # Once HTTPS works for every name, HSTS (browsers then refuse plain HTTP for a year):
+    # add_header Strict-Transport-Security \"max-age=31536000\" always;
+    # HTTP/2: `http2 on;` (nginx 1.25.1 and later), or `http2` on the `listen` line before.
+";
 
 #[cfg(test)]
 mod tests {
