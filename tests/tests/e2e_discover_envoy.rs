@@ -17,6 +17,9 @@ const NEW: &str = "new.discover.test";
 const WWW: &str = "www.new.discover.test";
 const DENIED: &str = "denied.discover.test";
 const ALPN: &str = "alpn.discover.test";
+/// A wildcard in the routes that a configured certificate (its own DNS-01
+/// resolver) already has: nothing is missing, nothing to report.
+const COVERED: &str = "*.covered.discover.test";
 
 /// The routes file: one virtual host per list of names, all to the app.
 fn routes(hosts: &[&[&str]]) -> String {
@@ -89,7 +92,14 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
         pebble.minica.root_pem_path.display(),
         certificate("alpn", &[ALPN], "alpn"),
     );
-    let config = sidecar_config(dir, &ports, &pebble, "", &format!("{discover}\n{alpn}"));
+    let covered = format!(
+        "[resolvers.dns]\nca_server = \"{}\"\nca_certificate = \"{}\"\n\n[resolvers.dns.dns_challenge.exec]\n\
+         program = \"/bin/false\"\n\n{}",
+        pebble.directory_url(),
+        pebble.minica.root_pem_path.display(),
+        certificate("covered", &[COVERED], "dns"),
+    );
+    let config = sidecar_config(dir, &ports, &pebble, "", &format!("{discover}\n{alpn}\n{covered}"));
     // The sidecar first: it writes the listener file Envoy needs to start.
     let mut sidecar = start_sidecar(dir, &config);
     wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
@@ -117,7 +127,7 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
     assert_eq!(kept.get("/").await, Ok(200));
 
     // A new virtual host (two names) and a denied one appear in the routes.
-    write_routes(&routes_dir, &[&[FIRST], &[NEW, WWW], &[DENIED], &["*"]]);
+    write_routes(&routes_dir, &[&[FIRST], &[NEW, WWW], &[DENIED], &[COVERED], &["*"]]);
     let der =
         eventually(Duration::from_secs(90), || served(NEW)).await.unwrap_or_else(|e| panic!("{e}\n{}", sidecar.tail()));
     assert_eq!(
@@ -134,6 +144,12 @@ async fn a_virtual_host_added_to_the_routes_gets_its_certificate_without_a_resta
     assert!(
         log.lines().any(|l| l.contains("discovered name not ordered") && l.contains(DENIED) && l.contains("denied by")),
         "{log}"
+    );
+    let whole_log = std::fs::read_to_string(dir.join("proxy-acme.log")).unwrap_or_default();
+    assert!(whole_log.contains(NEW), "not the sidecar's log");
+    assert!(
+        !whole_log.lines().any(|l| l.contains("discovered name not ordered") && l.contains("covered.discover.test")),
+        "a name a configured certificate has was reported as not ordered:\n{log}"
     );
     assert!(pebble.pebble.tail().contains(NEW), "Pebble's log names what it validated");
     assert!(!pebble.pebble.tail().contains(DENIED), "Pebble saw the denied name:\n{}", pebble.pebble.tail());

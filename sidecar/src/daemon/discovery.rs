@@ -59,13 +59,20 @@ pub(super) async fn run(fleet: Arc<Mutex<Fleet>>, settings: Discover, policy: Po
     loop {
         if let Some(found) = look(&client, &settings).await {
             let (requests, skipped) = discover::requests(&found, &policy);
+            let mut fleet = fleet.lock().await;
             for skip in &skipped {
-                if !reported.contains(skip) {
+                if reported.contains(skip) {
+                    continue;
+                }
+                // A configured certificate already has it (a wildcard with
+                // its own DNS-01 resolver, say): nothing is missing.
+                if fleet.configured_names(&skip.name) {
+                    tracing::debug!(name = %skip.name, "discovered name covered by a configured certificate");
+                } else {
                     tracing::info!(name = %skip.name, reason = %skip.why, "discovered name not ordered");
                 }
             }
             reported = skipped.into_iter().collect();
-            let mut fleet = fleet.lock().await;
             if fleet.reconcile(&requests, &settings.resolver, grace).await || first_round {
                 fleet.write_listener().await;
             }

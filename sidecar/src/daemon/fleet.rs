@@ -180,6 +180,12 @@ impl Fleet {
         self.running.values().any(|r| r.origin == Origin::Configured && domains.iter().all(|d| r.domains.contains(d)))
     }
 
+    /// A configured certificate names `host` itself (a wildcard included):
+    /// a discovered name it covers needs nothing, whatever discovery thinks.
+    pub(super) fn configured_names(&self, host: &str) -> bool {
+        self.running.values().any(|r| r.origin == Origin::Configured && r.domains.iter().any(|d| d == host))
+    }
+
     /// Some managed certificate names `host` (or a wildcard covering it).
     pub(super) fn manages(&self, host: &str) -> bool {
         let wildcard = host.split_once('.').map(|(_, base)| format!("*.{base}"));
