@@ -211,3 +211,51 @@ async fn huge_malformed_empty_and_cut_answers_are_refused_without_growing() {
     let shown = shown.join("\n");
     assert_eq!(shown.lines().filter(|l| l.contains("state:") && l.contains("backing off")).count(), 7, "{shown}");
 }
+
+/// `name=default` from the environment (for the recorded run).
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The CA refuses every connection for `CA_OUTAGE_SECS` (70: past the
+/// second failed attempt, whose backoff is 10 minutes), then comes back:
+/// every certificate that waited for it is issued within the probe's
+/// interval and the spread (30 s each), not at its next backoff step. The
+/// other resolver's certificates are issued meanwhile. For the figure in
+/// docs/reliability.md: `CA_OUTAGE_SECS=120 CA_OUTAGE_CERTS=20`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_outage_ends_the_backoffs_it_caused_when_the_ca_is_back() {
+    let outage = Duration::from_secs(env_or("CA_OUTAGE_SECS", 70));
+    let count = env_or("CA_OUTAGE_CERTS", 2);
+    let names: Vec<String> = (1..=count).map(|i| format!("o{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut stack, front) = with_front("", &refs, |f| f.refuse_connections(true)).await;
+    let started = std::time::Instant::now();
+    wait_issued(&stack, "p1", Duration::from_secs(30)).await;
+    // At least two failures each: the next backoff step is 10 minutes.
+    let second = eventually(outage + Duration::from_secs(30), || async {
+        let lines: Vec<String> = names.iter().map(|n| cert_lines(&stack, n)).collect();
+        let all = lines.join("\n");
+        (lines.iter().all(|l| l.contains("backing off (attempt 2)"))).then_some(()).ok_or(all)
+    })
+    .await;
+    second.unwrap_or_else(|e| panic!("not at the second backoff: {e}\n--- sidecar\n{}", stack.sidecar.tail()));
+    if let Some(left) = outage.checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    front.refuse_connections(false);
+    let back = std::time::Instant::now();
+    for name in &names {
+        wait_issued(&stack, name, Duration::from_secs(90)).await;
+    }
+    let recovered = back.elapsed();
+    let (rss, peak) = memory_mib(stack.sidecar.pid());
+    eprintln!(
+        "CA outage of {:?} for {count} certificates: all issued {:.1} s after the CA came back; sidecar RSS {rss:.1} MiB, peak {peak:.1} MiB",
+        outage,
+        recovered.as_secs_f64()
+    );
+    let log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(log.contains("the CA answers again; certificates waiting for it retry now"), "{}", stack.sidecar.tail());
+    stack.sidecar.assert_running();
+}

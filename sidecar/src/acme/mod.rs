@@ -145,6 +145,23 @@ impl AcmeError {
         Some(at.min(cap))
     }
 
+    /// The CA could not be reached, or failed on its side: a connection
+    /// refused or cut, a time-out (a request's, or the order deadline), a
+    /// 5xx problem other than a rate limit. Worth retrying as soon as the CA
+    /// answers again; a verdict (4xx) is not.
+    pub fn is_outage(&self) -> bool {
+        match self.cause() {
+            Self::Protocol(instant_acme::Error::Api(problem)) => {
+                problem.status.is_some_and(|s| s >= 500) && problem.r#type.as_deref() != Some(RATE_LIMITED)
+            }
+            Self::Protocol(instant_acme::Error::Other(_) | instant_acme::Error::Http(_)) | Self::Deadline { .. } => {
+                true
+            }
+            Self::NotADirectory(_) => false,
+            _ => false,
+        }
+    }
+
     /// The CA refused the request's nonce (RFC 8555 §6.5): the same request
     /// with a fresh nonce is expected to work.
     pub fn is_bad_nonce(&self) -> bool {

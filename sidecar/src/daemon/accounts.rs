@@ -26,6 +26,8 @@ struct Entry {
     authz_failures: Mutex<AuthzFailures>,
     /// Whether the CA answered renewal information; `None` until asked.
     ari: Mutex<Option<bool>>,
+    /// An order failed because the CA was away, since the probe last looked.
+    outage: std::sync::atomic::AtomicBool,
 }
 
 /// All resolvers' accounts.
@@ -57,6 +59,7 @@ impl Accounts {
                         Duration::from_secs(3600),
                     )),
                     ari: Mutex::new(None),
+                    outage: std::sync::atomic::AtomicBool::new(false),
                 };
                 (name.clone(), entry)
             })
@@ -66,6 +69,19 @@ impl Accounts {
 
     fn entry(&self, name: &str) -> Result<&Entry, AcmeError> {
         self.entries.get(name).ok_or_else(|| AcmeError::UnknownResolver(name.to_owned()))
+    }
+
+    /// An order of resolver `name` failed because its CA was away.
+    pub(super) fn note_outage(&self, name: &str) {
+        if let Ok(entry) = self.entry(name) {
+            entry.outage.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an order of resolver `name` failed for an outage since the
+    /// last call (which forgets it).
+    pub(super) fn take_outage(&self, name: &str) -> bool {
+        self.entry(name).is_ok_and(|e| e.outage.swap(false, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Resolver `name`'s settings.

@@ -54,6 +54,8 @@ pub(crate) enum CertCommand {
     },
     /// A certificate written to the shared store (by any replica).
     Stored(Box<Bundle>),
+    /// Resolver `0`'s CA answers again after an outage.
+    CaBack(String),
 }
 
 /// An account key rollover, sent to the account task.
@@ -80,6 +82,13 @@ impl Bus {
     /// Registers a certificate task's inbox.
     pub(crate) fn add(&self, name: &str, inbox: mpsc::Sender<CertCommand>) {
         self.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), inbox);
+    }
+
+    /// Tells every certificate that resolver `resolver`'s CA answers again;
+    /// a task too busy to take it now (its inbox full) is ordering anyway.
+    pub(crate) fn ca_back(&self, resolver: &str) -> usize {
+        let inboxes = self.certificates.read().unwrap_or_else(|e| e.into_inner());
+        inboxes.values().filter(|inbox| inbox.try_send(CertCommand::CaBack(resolver.to_owned())).is_ok()).count()
     }
 
     /// Forgets a certificate that is no longer managed.

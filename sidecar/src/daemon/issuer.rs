@@ -315,10 +315,15 @@ impl Issuer {
         if let Some(identifier) = error.failed_identifier() {
             self.accounts.record_authz_failure(&certificate.resolver, identifier, self.clock.now());
         }
+        let outage = error.is_outage();
+        if outage {
+            self.accounts.note_outage(&certificate.resolver);
+        }
         Failure {
             permanent: error.is_permanent(),
             rate_limited: error.is_rate_limited(),
             retry_after: error.retry_after(self.clock.now()),
+            outage,
             message: error.to_string(),
         }
     }

@@ -293,6 +293,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         etcd.is_none().then(|| Arc::clone(&store)),
         used,
         Arc::clone(&clock),
+        Some((Arc::clone(&accounts), bus.clone())),
     )));
     if let Some(check) = config.served_check.clone() {
         tasks.push(tokio::spawn(crate::serve::served::run(check, bus.statuses.clone(), readiness.clone())));

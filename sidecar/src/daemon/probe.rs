@@ -18,13 +18,20 @@ const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// Probes the store and every resolver's CA directory until dropped.
 /// `store: None` leaves the `store` check to someone else (the shared
 /// store's follower, which probes it more often).
+/// When a CA answers again after orders failed for its outage (or after
+/// the probe itself found it away), every certificate of that resolver
+/// waiting in such a backoff is told, and retries within
+/// `task::CA_BACK_SPREAD` instead of at its next backoff step (10 min,
+/// 100 min, then daily).
 pub(super) async fn probe(
     readiness: Readiness,
     store: Option<Arc<dyn Store>>,
     resolvers: BTreeMap<String, Resolver>,
     clock: Arc<dyn Clock>,
+    outages: Option<(Arc<super::accounts::Accounts>, super::bus::Bus)>,
 ) {
     let mut last_ok: BTreeMap<String, SystemTime> = BTreeMap::new();
+    let mut away: BTreeMap<String, bool> = BTreeMap::new();
     loop {
         if let Some(store) = &store {
             readiness.set("store", store.health().await.map_err(|e| e.to_string()));
@@ -34,6 +41,17 @@ pub(super) async fn probe(
             let result = crate::acme::directory_reachable(resolver).await.map_err(|e| e.to_string());
             if result.is_ok() {
                 last_ok.insert(name.clone(), now);
+            }
+            if let Some((accounts, bus)) = &outages {
+                let was_away = away.insert(name.clone(), result.is_err()).unwrap_or(false);
+                // Read (and forget) the orders' verdict in both cases: an
+                // outage the probe saw itself counts, as does one only the
+                // orders saw between two probes.
+                let orders_saw_it = accounts.take_outage(name);
+                if result.is_ok() && (was_away || orders_saw_it) {
+                    let told = bus.ca_back(name);
+                    tracing::info!(resolver = %name, certificates = told, "the CA answers again; certificates waiting for it retry now");
+                }
             }
             readiness.set(format!("ca:{name}"), ca_verdict(last_ok.get(name).copied(), result, now));
         }

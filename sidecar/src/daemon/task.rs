@@ -28,6 +28,9 @@ use unsaved::Unsaved;
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// When the CA answers again after an outage, the certificates that waited
+/// for it order within this long (each at a random point in it).
+pub(super) const CA_BACK_SPREAD: Duration = Duration::from_secs(30);
 pub(super) struct CertTask {
     parts: Arc<Parts>,
     certificate: Certificate,
@@ -183,6 +186,16 @@ impl CertTask {
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);
             }
+            CertCommand::CaBack(resolver) if resolver == self.certificate.resolver => {
+                // Spread over CA_BACK_SPREAD, so a thousand certificates
+                // that waited out one outage do not all order in one second.
+                let now = self.parts.clock.now();
+                let at = now + CA_BACK_SPREAD.mul_f64(self.parts.jitter());
+                if self.machine.ca_back(at) {
+                    tracing::info!(certificate = %self.certificate.name, next = %self.machine.describe(now), "the CA answers again: retrying soon");
+                }
+            }
+            CertCommand::CaBack(_) => {}
             CertCommand::Stored(bundle) => {
                 self.adopt(*bundle).await;
             }

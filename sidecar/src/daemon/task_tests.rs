@@ -554,3 +554,29 @@ async fn a_dry_run_orders_from_the_staging_directory_reports_each_step_and_keeps
     assert!(failed.ends_with("failed: fix the first error above, then run the dry run again"), "{failed}");
     assert_eq!(world.sink.last(), served);
 }
+
+#[tokio::test]
+async fn when_the_ca_answers_again_a_certificate_that_waited_for_it_orders_within_the_spread() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    let refused = || AcmeError::Protocol(instant_acme::Error::Other("connection refused".into()));
+    world.script(Next::Fail(refused()));
+    let mut task = world.task().await;
+    let first = settle(&mut task).await;
+    world.clock.advance(first.duration_since(world.clock.now()).unwrap());
+    world.script(Next::Fail(refused()));
+    let second = settle(&mut task).await;
+    assert!(second >= world.clock.now() + Duration::from_secs(9 * 60), "the second backoff is about 10 min");
+
+    // Another resolver's CA coming back changes nothing.
+    task.command(CertCommand::CaBack("other".into())).await;
+    assert_eq!(settle(&mut task).await, second);
+    assert_eq!(world.ca.placed(), 2);
+    // Its own CA: the next attempt moves into the spread (here its start:
+    // the test's jitter is 0), and the order goes at once.
+    task.command(CertCommand::CaBack("le".into())).await;
+    assert_eq!(task.machine.next_action(world.clock.now()), Action::Order);
+    world.script(Next::Issue { days: 90 });
+    settle(&mut task).await;
+    assert_eq!(world.ca.placed(), 3, "ordered before the 10 min backoff ended");
+    assert!(matches!(task.machine.state(), State::Valid { .. }));
+}

@@ -61,6 +61,10 @@ pub struct Failure {
     pub rate_limited: bool,
     /// The CA's `Retry-After`, as an absolute time.
     pub retry_after: Option<SystemTime>,
+    /// The CA could not be reached or failed on its side (connection
+    /// refused, a time-out, a 5xx): when it answers again the backoff may
+    /// end early ([`Machine::ca_back`]).
+    pub outage: bool,
     pub message: String,
 }
 
@@ -80,12 +84,15 @@ pub struct Machine {
     /// `attempt` of the next `Backoff` is this plus one. Lives here because
     /// it must survive `Backoff -> Ordering -> Backoff`.
     failures: u32,
+    /// The current backoff follows a CA outage: the earliest it may end
+    /// when the CA answers again (the CA's `Retry-After`, else the failure).
+    outage_floor: Option<SystemTime>,
 }
 
 impl Machine {
     /// A certificate never issued: due at once.
     pub fn new(policy: Policy) -> Self {
-        Self { policy, state: State::Due { why: Why::NotIssued }, last_good: None, failures: 0 }
+        Self { policy, state: State::Due { why: Why::NotIssued }, last_good: None, failures: 0, outage_floor: None }
     }
 
     /// A stored certificate: `Valid` until its renewal time (moved earlier by
@@ -203,7 +210,24 @@ impl Machine {
         } else if failure.rate_limited {
             next = next.max(add(now, HOUR));
         }
+        self.outage_floor = (failure.outage && !failure.rate_limited).then(|| failure.retry_after.unwrap_or(now));
         self.state = State::Backoff { attempt, next, error: failure.message.clone() };
+    }
+
+    /// The CA answers again after the outage that caused this backoff: the
+    /// next attempt moves to `at` (never before the CA's `Retry-After`).
+    /// Returns whether it moved. Backoffs for other failures (a failed
+    /// validation, a rate limit) keep their time.
+    pub fn ca_back(&mut self, at: SystemTime) -> bool {
+        let (State::Backoff { next, .. }, Some(floor)) = (&mut self.state, self.outage_floor) else { return false };
+        let at = at.max(floor);
+        if at < *next {
+            *next = at;
+            self.outage_floor = None;
+            true
+        } else {
+            false
+        }
     }
 
     /// The order could not start here (another replica holds the

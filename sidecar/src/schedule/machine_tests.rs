@@ -274,3 +274,34 @@ fn a_backoff_recorded_by_another_replica_is_honoured() {
     fresh.restore_backoff(3, at(5), "old", at(10));
     assert_eq!(fresh.next_action(at(10)), Action::Order);
 }
+
+#[test]
+fn a_backoff_after_an_outage_ends_when_the_ca_answers_again_but_not_before_its_retry_after() {
+    let policy = Policy::default();
+    let outage = Failure { outage: true, ..transient("connection refused") };
+    let mut m = Machine::new(policy);
+    m.order_started(t0());
+    m.failed(&outage, t0(), 0.0);
+    m.order_started(at(MIN));
+    m.failed(&outage, at(MIN), 0.0);
+    let State::Backoff { next, .. } = *m.state() else { panic!("{:?}", m.state()) };
+    assert!(next >= at(10 * MIN), "second backoff: {next:?}");
+    assert!(m.ca_back(at(3 * MIN)), "the CA is back: the backoff should end");
+    assert_eq!(m.next_action(at(3 * MIN)), Action::Order);
+    assert!(!m.ca_back(at(3 * MIN)), "once");
+
+    // The CA's Retry-After stays a floor.
+    let mut m = Machine::new(policy);
+    m.failed(&outage, t0(), 0.0);
+    m.failed(&Failure { retry_after: Some(at(6 * MIN)), ..outage.clone() }, at(MIN), 0.0);
+    assert!(m.ca_back(at(2 * MIN)));
+    assert_eq!(m.next_action(at(2 * MIN)), Action::WaitUntil(at(6 * MIN)));
+
+    // Other failures keep their backoff.
+    let mut m = Machine::new(policy);
+    m.failed(&transient("authorization for a.test is Invalid"), t0(), 0.0);
+    assert!(!m.ca_back(at(1)));
+    let mut m = Machine::new(policy);
+    m.failed(&Failure { rate_limited: true, ..outage }, t0(), 0.0);
+    assert!(!m.ca_back(at(1)), "a rate limit is no outage");
+}
