@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::board::ChallengeBoard;
+use super::etcd_lease::{keep_alive, revoke_later, Release};
 use super::mirror::Mirror;
 use super::seal::Sealer;
 use super::settings::Etcd as Settings;
@@ -495,56 +496,6 @@ impl Store for EtcdStore {
     async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {
         check_key(name)?;
         self.delete(&self.key("pending", name)).await
-    }
-}
-
-/// Keeps a lock's lease alive (three times per TTL); says `lost` when it
-/// cannot, or when etcd says the lease is gone.
-async fn keep_alive(mut client: Client, lease: i64, ttl: i64, timeout: Duration, lost: watch::Sender<bool>) {
-    let every = Duration::from_millis(u64::try_from(ttl).unwrap_or(15) * 1000 / 3);
-    let result: Health = async {
-        let (mut keeper, mut stream) = tokio::time::timeout(timeout, client.lease_keep_alive(lease))
-            .await
-            .map_err(|_| "time-out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        loop {
-            tokio::time::sleep(every).await;
-            keeper.keep_alive().await.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(timeout, stream.message()).await {
-                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
-                Ok(Ok(Some(_))) => return Err("the lease expired".to_owned()),
-                Ok(Ok(None)) => return Err("the keep-alive stream ended".to_owned()),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("no keep-alive answer in time".to_owned()),
-            }
-        }
-    }
-    .await;
-    if let Err(why) = result {
-        tracing::warn!(lease, error = %why, "lock lease lost; the work under it stops");
-    }
-    let _ = lost.send(true);
-}
-
-/// Stops the keep-alive and revokes the lease (deleting the lock key).
-struct Release {
-    client: Client,
-    lease: i64,
-    keeper: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.keeper.abort();
-        revoke_later(self.client.clone(), self.lease);
-    }
-}
-
-fn revoke_later(mut client: Client, lease: i64) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.lease_revoke(lease)).await;
-        });
     }
 }
 

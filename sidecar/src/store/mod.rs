@@ -4,6 +4,7 @@
 
 pub mod board;
 pub mod etcd;
+mod etcd_lease;
 mod file;
 mod lock;
 mod memory;
