@@ -26,6 +26,29 @@ const DNS01_NOT_SEEN: &str = "the CA's resolvers did not see the TXT value: the 
     another zone than the public one (a private or split-horizon zone), or an old value is cached; ask a public \
     resolver for _acme-challenge.<name> TXT";
 
+/// Why a request to the CA failed before any answer (`cause`: the error
+/// chain), followed by what usually fixes it.
+pub(crate) fn explain_connection(cause: String) -> String {
+    let hint = if cause.contains("CaUsedAsEndEntity") {
+        "the CA server presents a CA certificate (CA:TRUE) as its own HTTPS certificate, which TLS clients refuse: \
+         give it a server certificate signed by that CA, and set ca_certificate to the CA's certificate"
+    } else if cause.contains("UnknownIssuer") {
+        "the CA server's HTTPS certificate is not signed by a root this resolver trusts: for a private CA, set \
+         ca_certificate to the root that signs its HTTPS"
+    } else if cause.contains("NotValidForName") {
+        "the CA server's HTTPS certificate does not name the host in ca_server"
+    } else if cause.contains("Expired") {
+        "the CA server's HTTPS certificate has expired (or this host's clock is wrong)"
+    } else if cause.to_ascii_lowercase().contains("connection refused") {
+        "nothing listens at that address: check ca_server (host and port)"
+    } else if cause.contains("dns error") || cause.contains("failed to lookup address") {
+        "the CA's host name does not resolve from here: check ca_server and this host's DNS"
+    } else {
+        return cause;
+    };
+    format!("{cause} (hint: {hint})")
+}
+
 /// The hint for a failed challenge of type `kind` whose CA detail is `detail`.
 pub(super) fn hint(kind: &ChallengeType, detail: &str) -> Option<&'static str> {
     let detail = detail.to_ascii_lowercase();
@@ -89,6 +112,18 @@ mod tests {
         assert!(text.starts_with(pebble), "the CA's words come first: {text}");
         assert!(text.contains("filter chain") && text.contains("ssl_preread"), "{text}");
         assert_eq!(hint(&ChallengeType::Http01, pebble), None, "a hint fits its challenge type only");
+    }
+
+    #[test]
+    fn a_refused_https_certificate_and_a_refused_connection_say_what_to_check() {
+        let ca_true = "client error (Connect): invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(explain_connection(ca_true.into()).contains("(hint: the CA server presents a CA certificate (CA:TRUE)"));
+        let unknown = "client error (Connect): invalid peer certificate: UnknownIssuer";
+        assert!(explain_connection(unknown.into()).contains("set ca_certificate to the root"));
+        let refused = "client error (Connect): tcp connect error: Connection refused (os error 111)";
+        assert!(explain_connection(refused.into())
+            .ends_with("(hint: nothing listens at that address: check ca_server (host and port))"));
+        assert_eq!(explain_connection("something new".into()), "something new");
     }
 
     #[test]

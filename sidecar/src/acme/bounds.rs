@@ -92,7 +92,10 @@ impl<C: Connect + Clone + Send + Sync + 'static> HttpClient for Bounded<C> {
         let (timeout, max_body) = (self.timeout, self.max_body);
         Box::pin(async move {
             let exchange = async {
-                let rsp = response.await.map_err(|e| CaRequestError::Send { what: what.clone(), cause: chain(&e) })?;
+                let rsp = response.await.map_err(|e| CaRequestError::Send {
+                    what: what.clone(),
+                    cause: super::advice::explain_connection(chain(&e)),
+                })?;
                 let (parts, body) = rsp.into_parts();
                 let body = read_capped(body, max_body, &what).await?;
                 Ok::<_, CaRequestError>((parts, body))
