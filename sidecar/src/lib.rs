@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod discover;
 pub mod dns;
+pub mod egress;
 pub mod fetch;
 pub mod names;
 pub mod process;

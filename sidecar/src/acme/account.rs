@@ -160,9 +160,7 @@ pub async fn directory_reachable(resolver: &Resolver) -> Result<(), AcmeError> {
 }
 
 /// HTTPS to the CA: its own roots when `ca_certificate` is set, else the platform's.
-fn https_connector(
-    resolver: &Resolver,
-) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, AcmeError> {
+fn https_connector(resolver: &Resolver) -> Result<hyper_rustls::HttpsConnector<crate::egress::Egress>, AcmeError> {
     use hyper_rustls::HttpsConnectorBuilder;
     let ca_error = |source: String| AcmeError::CaCertificate {
         path: resolver.ca_certificate.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(platform)".into()),
@@ -185,8 +183,7 @@ fn https_connector(
         }
         None => HttpsConnectorBuilder::new().try_with_platform_verifier().map_err(|e| ca_error(e.to_string()))?,
     };
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Ok(https.https_only().enable_http1().enable_http2().wrap_connector(http))
+    // Direct, or through the forward proxy of `[network]` / HTTPS_PROXY.
+    let tcp = crate::egress::connector(CONNECT_TIMEOUT);
+    Ok(https.https_only().enable_http1().enable_http2().wrap_connector(tcp))
 }

@@ -76,6 +76,9 @@ pub struct Config {
     /// Certificates for hosts the filter reports, within a policy.
     #[serde(default)]
     pub on_demand: Option<OnDemand>,
+    /// How the sidecar reaches the internet: a forward proxy.
+    #[serde(default)]
+    pub network: crate::egress::Network,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -271,6 +274,7 @@ impl Config {
     /// found is returned, with the field's path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate()?;
+        self.network.validate().map_err(|why| ConfigError::invalid("network.proxy", why))?;
         for (name, resolver) in &self.resolvers {
             validate_resolver(name, resolver)?;
         }

@@ -159,6 +159,7 @@ fn sweep_crashed_writes(config: &Config) {
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
     raise_open_file_limit();
+    crate::egress::configure(&config.network);
     let opened = crate::store::open(&config.storage).await?;
     sweep_crashed_writes(&config);
     if let (Some(etcd), Some(settings)) = (&opened.etcd, &config.storage.etcd) {

@@ -18,16 +18,16 @@ use crate::schedule::{Clock, OrderBudget};
 
 /// How long a refused host is not asked about again.
 const REMEMBER_NO: Duration = Duration::from_secs(3600);
+/// Time to connect to the `ask` URL (or the proxy).
+const ASK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hosts remembered before the memory starts over.
 const MEMORY: usize = 10_000;
 
 /// Reports waiting for a decision.
 pub(super) const QUEUE: usize = 256;
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Empty<bytes::Bytes>,
->;
+type Client =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<crate::egress::Egress>, Empty<bytes::Bytes>>;
 
 /// What the policy says about one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +69,9 @@ pub(super) async fn run(
     clock: Arc<dyn Clock>,
 ) {
     let client: Option<Client> = match hyper_rustls::HttpsConnectorBuilder::new().try_with_platform_verifier() {
-        Ok(builder) => Some(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(builder.https_or_http().enable_http1().build()),
-        ),
+        Ok(builder) => Some(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(
+            builder.https_or_http().enable_http1().wrap_connector(crate::egress::connector(ASK_CONNECT_TIMEOUT)),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "on-demand: no TLS roots for the ask URL; only the allow list applies");
             None

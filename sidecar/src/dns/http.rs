@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::DnsError;
@@ -26,7 +25,7 @@ const MAX_DETAIL: usize = 300;
 #[derive(Clone)]
 pub struct ApiClient {
     provider: &'static str,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<crate::egress::Egress>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -63,9 +62,8 @@ impl Answer {
 
 impl ApiClient {
     pub fn new(provider: &'static str) -> Result<Self, DnsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // Direct, or through the forward proxy of `[network]` / HTTPS_PROXY.
+        let http = crate::egress::connector(CONNECT_TIMEOUT);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .map_err(|e| DnsError::provider(provider, format!("TLS roots: {e}"), false))?
