@@ -8,13 +8,31 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 
+/// An error and each of its sources, joined with `: ` (a source whose text
+/// is already there is skipped): hyper's "client error (Connect)" alone
+/// hides the reason, such as a certificate webpki refused.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Why a GET did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: not a URL: {source}")]
     Url { url: String, source: http::uri::InvalidUri },
-    #[error("{url}: {source}")]
-    Request { url: String, source: hyper_util::client::legacy::Error },
+    /// No answer: `cause` is the whole error chain (the TLS or socket reason).
+    #[error("{url}: {cause}")]
+    Request { url: String, cause: String },
     #[error("{url}: reading the answer (at most {limit} bytes): {source}")]
     Body { url: String, limit: usize, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("{url} answered {status}")]
@@ -41,7 +59,10 @@ where
 {
     let uri: http::Uri = url.parse().map_err(|source| FetchError::Url { url: url.to_owned(), source })?;
     let fetch = async {
-        let rsp = client.get(uri).await.map_err(|source| FetchError::Request { url: url.to_owned(), source })?;
+        let rsp = client
+            .get(uri)
+            .await
+            .map_err(|source| FetchError::Request { url: url.to_owned(), cause: chain(&source) })?;
         let status = rsp.status();
         let body = http_body_util::Limited::new(rsp.into_body(), max.0)
             .collect()

@@ -37,7 +37,12 @@ enum Command {
     /// Obtain, store, deploy and renew the configured certificates.
     Run,
     /// Validate the configuration and exit (0 valid, 64 invalid).
-    Check,
+    Check {
+        /// Also reach each CA (directory, trust, EAB, profile), write the
+        /// store and the sockets' directories; exit 1 if any check fails.
+        #[arg(long)]
+        online: bool,
+    },
     /// List certificates: names, expiry, next renewal and why, last error.
     Certs,
     /// Renew a certificate now (the daemon must be running).
@@ -160,14 +165,27 @@ fn main() -> ExitCode {
         print!("{}", proxy_acme::commands::nginx_config::render(&config));
         return ExitCode::SUCCESS;
     }
-    if let Command::Check = cli.command {
+    if let Command::Check { online } = cli.command {
         println!(
             "{}: ok ({} resolvers, {} certificates)",
             cli.config.display(),
             config.resolvers.len(),
             config.certificates.len()
         );
-        return ExitCode::SUCCESS;
+        if !online {
+            return ExitCode::SUCCESS;
+        }
+        let lines = match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(proxy_acme::commands::online::check(&config)),
+            Err(e) => {
+                eprintln!("proxy-acme: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for line in &lines {
+            println!("{line}");
+        }
+        return if lines.iter().all(|l| l.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -178,7 +196,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Check | Command::NginxConfig | Command::Watch { .. } => Ok(()),
+            Command::Check { .. } | Command::NginxConfig | Command::Watch { .. } => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await.map_err(|e| e.to_string()),
             Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await.map_err(|e| e.to_string()),

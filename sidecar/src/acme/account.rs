@@ -149,13 +149,25 @@ fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::A
 /// Whether the resolver's ACME directory answers 200 with a `newNonce` URL
 /// (the `/readyz` CA probe). Ten seconds at most.
 pub async fn directory_reachable(resolver: &Resolver) -> Result<(), AcmeError> {
+    directory(resolver, &resolver.ca_server).await.map(drop)
+}
+
+/// The ACME directory at `url` (RFC 8555 §7.1.1), fetched the way orders
+/// reach the CA (its roots, the egress proxy); ten seconds at most.
+pub async fn directory(resolver: &Resolver, url: &str) -> Result<serde_json::Value, AcmeError> {
     let connector = https_connector(resolver)?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let url = &resolver.ca_server;
-    let directory = crate::fetch::get_json(&client, url, std::time::Duration::from_secs(10), MaxBody(1 << 20)).await?;
+    let directory = crate::fetch::get_json(&client, url, std::time::Duration::from_secs(10), MaxBody(1 << 20))
+        .await
+        .map_err(|e| match e {
+            crate::fetch::FetchError::Request { url, cause } => {
+                crate::fetch::FetchError::Request { url, cause: super::advice::explain_connection(cause) }
+            }
+            other => other,
+        })?;
     match directory.get("newNonce") {
-        Some(_) => Ok(()),
-        None => Err(AcmeError::NotADirectory(url.clone())),
+        Some(_) => Ok(directory),
+        None => Err(AcmeError::NotADirectory(url.to_owned())),
     }
 }
 

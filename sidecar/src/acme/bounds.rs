@@ -54,19 +54,7 @@ pub(crate) enum CaRequestError {
 
 /// `error` and each of its sources, joined by `: `, so a user never sees
 /// only `client error (Connect)`.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::fetch::chain;
 
 /// The hyper client to the CA, with the limits above.
 pub(crate) struct Bounded<C> {

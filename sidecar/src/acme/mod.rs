@@ -10,7 +10,7 @@ mod order;
 mod prove;
 
 pub(crate) use account::imported_account;
-pub use account::{account, directory_reachable, rollover, AcmeAccount};
+pub use account::{account, directory, directory_reachable, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, resume, revoke, Checkpoint, OrderRequest, Reopened, Window};
 
 use std::time::SystemTime;

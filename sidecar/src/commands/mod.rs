@@ -5,6 +5,7 @@
 
 pub mod import;
 pub mod nginx_config;
+pub mod online;
 pub mod operate;
 pub mod prepare;
 pub mod watch;

@@ -1,0 +1,123 @@
+//! `proxy-acme check --online`: what `check` cannot see without the
+//! network and the disk. One line per check, `ok` or `FAIL` with the reason;
+//! any `FAIL` makes the command exit 1.
+//!
+//! - each resolver's CA: the directory answers, over TLS this resolver
+//!   trusts (its `ca_certificate`, else the platform's roots), through the
+//!   egress proxy if one is set; EAB given when the CA requires it; the
+//!   `profile` offered; ARI, informational;
+//! - the staging directory `renew --dry-run` uses, when it is another one;
+//! - the store: opened and written (`Store::health`);
+//! - the sockets' directories: they exist and can be written.
+//!
+//! DNS provider credentials are not tried: the providers have no read-only
+//! call here yet, and a write would change the zone (said on its line).
+
+use std::path::Path;
+
+use crate::config::{Config, Resolver};
+
+/// One check's outcome, printed as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub ok: bool,
+    pub what: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:4} {}: {}", if self.ok { "ok" } else { "FAIL" }, self.what, self.detail)
+    }
+}
+
+fn line(ok: bool, what: impl Into<String>, detail: impl Into<String>) -> Line {
+    Line { ok, what: what.into(), detail: detail.into() }
+}
+
+/// Every check, in order.
+pub async fn check(config: &Config) -> Vec<Line> {
+    crate::egress::configure(&config.network);
+    let mut lines = Vec::new();
+    for (name, resolver) in &config.resolvers {
+        lines.extend(ca(name, resolver).await);
+        if let Some(dns) = &resolver.dns_challenge {
+            lines.push(line(
+                true,
+                format!("dns:{name}"),
+                format!(
+                    "provider {}: credentials not tried (no read-only call; `renew --dry-run` tries them)",
+                    dns.provider_name()
+                ),
+            ));
+        }
+    }
+    lines.push(match crate::store::open(&config.storage).await {
+        Ok(opened) => match opened.store.health().await {
+            Ok(()) => line(true, "store", "opened and written"),
+            Err(e) => line(false, "store", e.to_string()),
+        },
+        Err(e) => line(false, "store", e.to_string()),
+    });
+    if let Some(socket) = &config.envoy.sds_socket {
+        lines.push(socket_dir("envoy.sds_socket", socket));
+    }
+    if let Some(socket) = config.admin.socket() {
+        lines.push(socket_dir("admin.socket", socket));
+    }
+    lines
+}
+
+/// The CA's directory and what it says about this resolver's settings.
+async fn ca(name: &str, resolver: &Resolver) -> Vec<Line> {
+    let what = format!("ca:{name}");
+    let directory = match crate::acme::directory(resolver, &resolver.ca_server).await {
+        Ok(directory) => directory,
+        Err(e) => return vec![line(false, what, e.to_string())],
+    };
+    let meta = directory.get("meta");
+    let mut lines = vec![line(true, what.clone(), format!("{} answers", resolver.ca_server))];
+    let eab_required = meta.and_then(|m| m.get("externalAccountRequired")).and_then(|v| v.as_bool()) == Some(true);
+    if eab_required && resolver.eab.is_none() {
+        lines.push(line(
+            false,
+            what.clone(),
+            format!("the CA requires external account binding: set [resolvers.{name}.eab] kid and hmac_key"),
+        ));
+    }
+    if let Some(profile) = &resolver.profile {
+        let offered = meta.and_then(|m| m.get("profiles")).and_then(|p| p.as_object());
+        let known = offered.is_some_and(|p| p.contains_key(profile));
+        if !known {
+            let names: Vec<&str> = offered.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            lines.push(line(
+                false,
+                what.clone(),
+                format!("profile '{profile}' is not offered (offered: {})", names.join(", ")),
+            ));
+        }
+    }
+    let ari = if directory.get("renewalInfo").is_some() { "yes" } else { "no (the lifetime rule decides)" };
+    lines.push(line(true, what.clone(), format!("renewal information (ARI): {ari}")));
+    let staging = resolver.staging_directory();
+    if staging != resolver.ca_server {
+        lines.push(match crate::acme::directory(resolver, staging).await {
+            Ok(_) => line(true, what, format!("staging directory {staging} answers (for renew --dry-run)")),
+            Err(e) => line(false, what, format!("staging directory: {e}")),
+        });
+    }
+    lines
+}
+
+/// The directory a socket goes in exists and can be written.
+fn socket_dir(field: &str, socket: &Path) -> Line {
+    let dir = socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".proxy-acme-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            line(true, field, format!("{} can be created", socket.display()))
+        }
+        Err(e) => line(false, field, format!("cannot create files in {}: {e}", dir.display())),
+    }
+}
