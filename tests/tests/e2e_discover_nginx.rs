@@ -15,15 +15,22 @@ const FIRST: &str = "first.ngx.test";
 const NEW: &str = "new.ngx.test";
 const WWW: &str = "www.new.ngx.test";
 
+/// docs/discovery.md's server block (by-name links with `$ssl_server_name`)
+/// with this test's port, names and directory, and a location to answer.
 fn site(ports: &StackPorts, certs: &Path, names: &str) -> String {
-    let c = certs.display();
-    format!(
-        "server {{\n    listen 127.0.0.1:{} ssl;\n    server_name {names};\n    \
-         ssl_certificate {c}/by-name/$ssl_server_name/live/fullchain.pem;\n    \
-         ssl_certificate_key {c}/by-name/$ssl_server_name/live/privkey.pem;\n    \
-         location / {{ return 200 \"ok\\n\"; }}\n}}\n",
-        ports.https
-    )
+    let doc = std::fs::read_to_string(workspace_root().join("docs/discovery.md")).unwrap_or_else(|e| panic!("{e}"));
+    let block =
+        doc.split("```nginx\n").nth(1).and_then(|b| b.split("```").next()).unwrap_or_else(|| panic!("no nginx block"));
+    let block = render(
+        block,
+        &[
+            ("listen 443 ssl;", format!("listen 127.0.0.1:{} ssl;", ports.https)),
+            ("server_name new.example.com www.new.example.com;", format!("server_name {names};")),
+            ("/etc/nginx/proxy-acme", certs.display().to_string()),
+        ],
+    );
+    let end = block.rfind('}').unwrap_or_else(|| panic!("no closing brace"));
+    format!("{}    location / {{ return 200 \"ok\\n\"; }}\n}}\n", &block[..end])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
