@@ -92,6 +92,8 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     refuse: AtomicBool,
+    /// Finalize requests whose CSR Boulder would refuse get its `badCSR`.
+    strict: AtomicBool,
     pebble: (String, u16),
     client: Arc<rustls::ClientConfig>,
 }
@@ -114,6 +116,7 @@ impl CaFront {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             refuse: AtomicBool::new(false),
+            strict: AtomicBool::new(false),
             pebble: ("127.0.0.1".to_owned(), pebble_port),
             client: super::net::tls_config(trust_root_pem, &["http/1.1"]),
         });
@@ -138,6 +141,12 @@ impl CaFront {
     }
 
     /// While `on`, every connection is closed as soon as it is accepted.
+    /// Judge every finalize request's CSR by Let's Encrypt's production
+    /// rules (`strict_csr`) and refuse it with `badCSR` as Boulder does.
+    pub fn strict_csr(&self, on: bool) {
+        self.shared.strict.store(on, Ordering::SeqCst);
+    }
+
     pub fn refuse_connections(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
     }
@@ -216,7 +225,20 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let fault = shared.state.lock().unwrap_or_else(PoisonError::into_inner).fault(&path);
+    let strict = shared.strict.load(Ordering::SeqCst) && path.starts_with("/finalize-order/");
     let (response, answer) = match fault {
+        None if strict => {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            match super::strict_csr::refusal(&body) {
+                Some(why) => (Ok(bad_csr(&why)), format!("badCSR: {why}")),
+                None => {
+                    let response = forward(Request::from_parts(parts, Full::new(body)), shared).await;
+                    let answer = format!("pebble {} (CSR as Boulder wants it)", response.status().as_u16());
+                    (Ok(response), answer)
+                }
+            }
+        }
         None => {
             let response = forward(request, shared).await;
             let answer = format!("pebble {}", response.status().as_u16());
@@ -272,9 +294,26 @@ fn problem(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
+/// Boulder's answer to a CSR it refuses.
+fn bad_csr(why: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:badCSR",
+        "detail": format!("Error finalizing order :: {why}"),
+        "status": 400,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
 /// `request` sent to Pebble as it came (its `Host` too); Pebble's answer,
 /// or a 502 saying why there is none.
-async fn forward(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn forward<B>(request: Request<B>, shared: &Shared) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     match try_forward(request, shared).await {
         Ok(response) => response,
         Err(e) => {
@@ -285,7 +324,11 @@ async fn forward(request: Request<Incoming>, shared: &Shared) -> Response<Full<B
     }
 }
 
-async fn try_forward(request: Request<Incoming>, shared: &Shared) -> Result<Response<Full<Bytes>>, String> {
+async fn try_forward<B>(request: Request<B>, shared: &Shared) -> Result<Response<Full<Bytes>>, String>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map_err(|e| format!("reading the request: {e}"))?.to_bytes();
     let tcp = TcpStream::connect((shared.pebble.0.as_str(), shared.pebble.1))

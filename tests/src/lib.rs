@@ -22,6 +22,7 @@ pub mod nginx;
 pub mod procs;
 pub mod stack;
 pub mod stats;
+pub mod strict_csr;
 pub mod tinyproxy;
 
 use std::path::{Path, PathBuf};
