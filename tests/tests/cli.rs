@@ -194,3 +194,36 @@ fn control_characters_are_never_echoed_raw() {
     let parser_echo = VALID.replace("http_challenge = {}", "http_challenge = {}\nkey_type = \"\\u001b[2J\"");
     assert!(refused(&parser_echo).contains("resolvers.le.key_type: unknown variant `\\u{1b}[2J`"));
 }
+
+fn proxy_acme_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(proxy_acme_bin()).args(args).envs(env.iter().copied()).output().expect("run proxy-acme");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn environment_overrides_reach_any_setting_and_a_bad_one_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), VALID);
+    let (code, _, stderr) =
+        proxy_acme_env(&["check", "--config", &config], &[("PROXY_ACME_RESOLVERS__LE__EMAIL", "not-an-email")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("resolvers.le.email: 'not-an-email' is not an email address"), "{stderr}");
+    let (code, _, stderr) =
+        proxy_acme_env(&["check", "--config", &config], &[("PROXY_ACME_LISTEN__HTTP", "not-an-address")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("PROXY_ACME_LISTEN__HTTP"), "the variable must be named: {stderr}");
+    let (code, stdout, stderr) = proxy_acme_env(
+        &["check", "--config", &config],
+        &[
+            ("PROXY_ACME_CERTIFICATES__1__NAME", "api"),
+            ("PROXY_ACME_CERTIFICATES__1__DOMAINS", "[\"api.example.com\"]"),
+            ("PROXY_ACME_CERTIFICATES__1__RESOLVER", "le"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 resolvers, 2 certificates)"), "{stdout}");
+}

@@ -22,6 +22,7 @@ use crate::serve::served::ServedCheck;
 pub use crate::solvers::ChallengeKind;
 pub use discover::{Discover, OnDemand};
 mod dns;
+pub mod env;
 mod error;
 mod resolver;
 mod storage;
@@ -231,9 +232,24 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: Self = text.parse()?;
+        let mut config = Self::with_overrides(&text, &env::overrides(std::env::vars()))?;
         config.read_secret_files()?;
         Ok(config)
+    }
+
+    /// The file's text with the environment's overrides ([`env`]) on top.
+    pub fn with_overrides(text: &str, overrides: &[env::Override]) -> Result<Self, ConfigError> {
+        if overrides.is_empty() {
+            return text.parse();
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &e))?;
+        env::apply(&mut table, overrides)?;
+        let names: Vec<&str> = overrides.iter().map(|o| o.variable.as_str()).collect();
+        Self::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            at: None,
+            field: None,
+            message: format!("{} (the file with {})", e.message().replace('\n', " "), names.join(", ")),
+        })
     }
 
     /// Replaces each `*_file` secret with the file's contents, so secrets can
