@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make the running daemon read its configuration file again (as SIGHUP
+    /// does): certificates added, removed or changed take effect.
+    Reload,
     /// Revoke a certificate at the CA and stop deploying it.
     Revoke {
         name: String,
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
                 cli::renew(&config, &name, force, dry_run).await.map_err(|e| e.to_string())
             }
             Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await.map_err(|e| e.to_string()),
+            Command::Reload => cli::reload(&config).await.map_err(|e| e.to_string()),
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
                 cli::rollover(&config, &resolver).await.map_err(|e| e.to_string())
             }

@@ -130,6 +130,18 @@ pub async fn rollover(config: &Config, resolver_name: &str) -> Result<(), Comman
     Ok(())
 }
 
+/// `proxy-acme reload`: the running daemon reads its file again (as on
+/// SIGHUP) and says what changed, or why it refused the file.
+pub async fn reload(config: &Config) -> Result<(), CommandError> {
+    match daemon(config, Method::POST, "/v1/reload").await? {
+        Some(answer) => {
+            println!("{answer}");
+            Ok(())
+        }
+        None => Err(CommandError::NotRunning),
+    }
+}
+
 /// Asks the daemon; `Ok(None)` when it is not running.
 async fn daemon(config: &Config, method: Method, path: &str) -> Result<Option<String>, ClientError> {
     let answer = match (config.admin.socket(), config.admin.address, config.admin.token.as_deref()) {

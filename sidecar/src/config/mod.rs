@@ -80,6 +80,9 @@ pub struct Config {
     /// How the sidecar reaches the internet: a forward proxy.
     #[serde(default)]
     pub network: crate::egress::Network,
+    /// The file this was read from (`Config::load`): what a reload reads.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The admin API socket (list, renew, revoke, account rollover).
@@ -207,7 +210,7 @@ fn default_true() -> bool {
 }
 
 /// One certificate to obtain and keep valid.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
     /// Name of the certificate: the SDS secret name and the store directory.
@@ -234,6 +237,7 @@ impl Config {
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config = Self::with_overrides(&text, &env::overrides(std::env::vars()))?;
         config.read_secret_files()?;
+        config.source = Some(path.to_owned());
         Ok(config)
     }
 

@@ -35,6 +35,9 @@ pub(crate) enum OpError {
     /// A dry run that did not get a certificate: its report.
     #[error("{0}")]
     DryRun(String),
+    /// A configuration file the reload refused: why.
+    #[error("{0}")]
+    Reload(String),
 }
 
 /// Operations on one certificate, sent to its task.
@@ -72,6 +75,8 @@ pub(crate) struct Bus {
     /// Each certificate task's inbox; discovered certificates come and go.
     certificates: Arc<RwLock<BTreeMap<String, mpsc::Sender<CertCommand>>>>,
     accounts: Option<mpsc::Sender<Rollover>>,
+    /// The reloader's inbox, once it runs.
+    reloads: Arc<RwLock<Option<mpsc::Sender<Reply>>>>,
 }
 
 impl Bus {
@@ -89,6 +94,11 @@ impl Bus {
     pub(crate) fn ca_back(&self, resolver: &str) -> usize {
         let inboxes = self.certificates.read().unwrap_or_else(|e| e.into_inner());
         inboxes.values().filter(|inbox| inbox.try_send(CertCommand::CaBack(resolver.to_owned())).is_ok()).count()
+    }
+
+    /// Where `POST /v1/reload` goes.
+    pub(crate) fn set_reloader(&self, inbox: mpsc::Sender<Reply>) {
+        *self.reloads.write().unwrap_or_else(|e| e.into_inner()) = Some(inbox);
     }
 
     /// Forgets a certificate that is no longer managed.
@@ -132,6 +142,16 @@ impl Operations for Bus {
 
     async fn dry_run(&self, name: &str) -> Outcome {
         self.ask(name, |reply| CertCommand::DryRun { reply }).await
+    }
+
+    async fn reload(&self) -> Outcome {
+        let inbox = self.reloads.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(inbox) = inbox else { return Outcome::Unavailable("the reloader is not running".into()) };
+        let (reply, answer) = oneshot::channel();
+        if inbox.send(reply).await.is_err() {
+            return Outcome::Unavailable("the reloader is gone".into());
+        }
+        outcome(answer.await)
     }
 
     async fn revoke(&self, name: &str, reason: Option<u8>) -> Outcome {

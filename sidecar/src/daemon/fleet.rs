@@ -114,6 +114,13 @@ impl Fleet {
         Ok(())
     }
 
+    /// Stops a configured certificate (a reload removed or changed it).
+    pub(super) fn stop_configured(&mut self, name: &str) {
+        if self.running.get(name).is_some_and(|r| r.origin == Origin::Configured) {
+            self.stop(name);
+        }
+    }
+
     fn stop(&mut self, name: &str) {
         if let Some(running) = self.running.remove(name) {
             running.handle.abort();

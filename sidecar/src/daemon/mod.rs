@@ -12,6 +12,7 @@ mod fleet;
 mod issuer;
 mod on_demand;
 mod probe;
+mod reload;
 mod replicas;
 mod reporter;
 mod resume;
@@ -159,6 +160,7 @@ fn sweep_crashed_writes(config: &Config) {
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
     raise_open_file_limit();
+    let hangups = reload::hangups();
     crate::egress::configure(&config.network);
     let opened = crate::store::open(&config.storage).await?;
     sweep_crashed_writes(&config);
@@ -306,9 +308,13 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     };
     let mut fleet =
         fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
+    let running = config.clone();
     fleet.start_all(config.certificates, fleet::Origin::Configured).await?;
     fleet.write_listener_at_start().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    bus.set_reloader(reload_tx);
+    tasks.push(tokio::spawn(reload::run(Arc::clone(&fleet), running, reload_rx, hangups)));
     if let Some(etcd) = &etcd {
         tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
     }

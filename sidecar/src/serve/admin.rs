@@ -12,6 +12,7 @@
 //! | `POST /v1/certificates/<name>/renew?dry_run=true` | 200 + report, 5xx + report |
 //! | `POST /v1/certificates/<name>/revoke[?reason=N]` | 200, 4xx/5xx + error |
 //! | `POST /v1/accounts/<resolver>/rollover` | 200 + account URL |
+//! | `POST /v1/reload` | 200 + what changed, 500 + why the file was refused |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -88,6 +89,10 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
     async fn dry_run(&self, name: &str) -> Outcome {
         Outcome::Unavailable(format!("no dry run for {name} here"))
     }
+    /// Re-reads the configuration file (as SIGHUP does).
+    async fn reload(&self) -> Outcome {
+        Outcome::Unavailable("no reload here".into())
+    }
 }
 
 async fn handle(operations: &dyn Operations, method: &Method, path: &str, query: &str) -> (StatusCode, String) {
@@ -109,6 +114,7 @@ async fn handle(operations: &dyn Operations, method: &Method, path: &str, query:
             }
         }
         (&Method::POST, ["v1", "accounts", resolver, "rollover"]) => operations.rollover(resolver).await,
+        (&Method::POST, ["v1", "reload"]) => operations.reload().await,
         _ => return (StatusCode::NOT_FOUND, "no such admin operation\n".into()),
     };
     let (status, text) = match outcome {
