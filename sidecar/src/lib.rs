@@ -19,6 +19,7 @@ pub mod dns;
 pub mod egress;
 pub mod fetch;
 pub mod names;
+pub mod notify;
 pub mod process;
 pub mod schedule;
 pub mod serve;

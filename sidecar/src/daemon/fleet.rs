@@ -114,6 +114,11 @@ impl Fleet {
         Ok(())
     }
 
+    /// How many certificates are managed now.
+    pub(super) fn count(&self) -> usize {
+        self.running.len()
+    }
+
     /// Stops a configured certificate (a reload removed or changed it).
     pub(super) fn stop_configured(&mut self, name: &str) {
         if self.running.get(name).is_some_and(|r| r.origin == Origin::Configured) {

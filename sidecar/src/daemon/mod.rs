@@ -328,7 +328,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         tasks.push(tokio::spawn(on_demand::run(Arc::clone(&fleet), settings, policy, reports_rx, clock)));
     }
 
+    // Stores loaded, listeners bound, every certificate served (stored or
+    // placeholder): what `Type=notify` waits for.
+    crate::notify::notify(&format!("READY=1\nSTATUS=managing {} certificates", fleet.lock().await.count()));
     wait_for_signal().await;
+    crate::notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for task in &tasks {

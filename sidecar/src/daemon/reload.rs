@@ -40,7 +40,9 @@ pub(super) async fn run(
                 None => return,
             },
         };
+        crate::notify::notify("RELOADING=1");
         let result = reload(&fleet, &mut current, &path).await;
+        crate::notify::notify("READY=1");
         match &result {
             Ok(done) => tracing::info!(file = %path.display(), changes = %done, "configuration reloaded"),
             Err(why) => {
