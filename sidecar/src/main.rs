@@ -90,6 +90,11 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         debounce_ms: u64,
     },
+    /// Print a shell completion script (`proxy-acme completions bash >
+    /// /etc/bash_completion.d/proxy-acme`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `proxy-acme man | man -l -`.
+    Man,
     /// Account operations.
     Account {
         #[command(subcommand)]
@@ -137,6 +142,32 @@ fn main() -> ExitCode {
         LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 
+    // Neither needs a configuration file.
+    // Built in memory, then written: a closed pipe (`| head`) ends the
+    // command quietly instead of panicking inside the generator.
+    let printed = match cli.command {
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "proxy-acme", &mut text);
+            Some(Ok(text))
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            Some(clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text).map(|()| text))
+        }
+        _ => None,
+    };
+    if let Some(printed) = printed {
+        use std::io::Write;
+        return match printed.and_then(|text| std::io::stdout().write_all(&text)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("proxy-acme: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Watch { dir, pid_file, check, reload, debounce_ms } = &cli.command {
         let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         let options = proxy_acme::commands::watch::WatchOptions {
@@ -199,7 +230,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Check { .. } | Command::NginxConfig | Command::Watch { .. } => Ok(()),
+            Command::Check { .. }
+            | Command::NginxConfig
+            | Command::Watch { .. }
+            | Command::Completions { .. }
+            | Command::Man => Ok(()),
             Command::Run => daemon::run(config, Arc::new(schedule::SystemClock)).await.map_err(|e| e.to_string()),
             Command::Certs => cli::certs(&config).await.map_err(|e| e.to_string()),
             Command::Prepare => proxy_acme::commands::prepare::prepare(&config).await.map_err(|e| e.to_string()),

@@ -227,3 +227,23 @@ fn environment_overrides_reach_any_setting_and_a_bad_one_is_named() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("ok (1 resolvers, 2 certificates)"), "{stdout}");
 }
+
+#[test]
+fn completions_are_valid_shell_and_the_man_page_is_roff() {
+    let (code, bash, _) = proxy_acme(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(bash.contains("renew") && bash.contains("--dry-run") && bash.contains("reload"), "{bash}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("proxy-acme.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let syntax = Command::new("bash").arg("-n").arg(&script).output().expect("bash");
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    for shell in ["zsh", "fish"] {
+        let (code, text, _) = proxy_acme(&["completions", shell]);
+        assert_eq!(code, 0);
+        assert!(text.contains("check") && text.contains("online"), "{shell}: {text}");
+    }
+    let (code, man, _) = proxy_acme(&["man"]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH proxy-acme 1") && man.contains("renew") && man.contains("reload"), "{man}");
+}
