@@ -1,0 +1,161 @@
+//! A second, independent ACME server: acme2certifier 0.46.3 (its WSGI
+//! application, SQLite DB handler and openssl CA handler on an issuing CA the
+//! test generates; tests/src/a2c.rs). Its HTTP-01 validation goes to a
+//! real Envoy on the shipped envoy/envoy.yaml with the built wasm filter
+//! (its port 80 mapped to Envoy's HTTP listener), the sidecar orders and pushes the certificate over SDS, Envoy serves it
+//! and it chains to acme2certifier's issuing CA. Then `proxy-acme revoke`
+//! is accepted: the serial is on acme2certifier's CRL.
+
+use std::path::Path;
+use std::time::Duration;
+
+use proxy_acme_e2e::stack::certificate;
+use proxy_acme_e2e::*;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const DOMAIN: &str = "a2c.proxy-acme.test";
+
+/// The sidecar's config for one acme2certifier: as [`sidecar_config`], the
+/// resolver `a2c` on its directory, trusting its HTTPS root.
+fn a2c_sidecar_config(dir: &Path, ports: &StackPorts, a2c: &A2c, resolver_extra: &str, certificates: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        r#"
+[storage]
+directory = "{state}"
+
+[listen]
+http = "127.0.0.1:{sidecar}"
+ops = "127.0.0.1:{ops}"
+tls_alpn = "127.0.0.1:{tls_alpn}"
+
+[envoy]
+sds_socket = "{dir}/sds.sock"
+
+[admin]
+socket = "{dir}/admin.sock"
+
+[resolvers.a2c]
+email = "ops@proxy-acme.test"
+ca_server = "{directory}"
+ca_certificate = "{root}"
+http_challenge = {{}}
+{resolver_extra}
+
+{certificates}
+"#,
+        state = state.display(),
+        sidecar = ports.sidecar,
+        ops = ports.ops,
+        tls_alpn = ports.tls_alpn,
+        dir = dir.display(),
+        directory = a2c.directory_url(),
+        root = a2c.root_pem_path.display(),
+    )
+}
+
+/// acme2certifier, Envoy and the sidecar in one temp dir.
+struct A2cStack {
+    ports: StackPorts,
+    a2c: A2c,
+    envoy: Envoy,
+    sidecar: Proc,
+    config_path: std::path::PathBuf,
+    _app: tokio::task::JoinHandle<()>,
+    _tmp: tempfile::TempDir,
+}
+
+impl A2cStack {
+    async fn start(options: &A2cOptions, resolver_extra: &str) -> Self {
+        let mut tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        tmp.disable_cleanup(std::env::var_os("A2C_KEEP").is_some());
+        let dir = tmp.path().to_owned();
+        eprintln!("a2c stack in {}", dir.display());
+        let ports = StackPorts::free();
+        let a2c = A2c::start_with(&dir, ports.http, ports.https, options);
+        let app = start_echo_app(ports.app).await;
+        let envoy = Envoy::start(&dir, &shipped_envoy_config(&ports, &dir.join("sds.sock")), ports.admin).await;
+        let config = a2c_sidecar_config(&dir, &ports, &a2c, resolver_extra, &certificate("demo", &[DOMAIN], "a2c"));
+        let mut sidecar = start_sidecar(&dir, &config);
+        wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
+        Self { ports, a2c, envoy, sidecar, config_path: dir.join("proxy-acme.toml"), _app: app, _tmp: tmp }
+    }
+
+    /// Waits for Envoy to serve, for DOMAIN, a certificate that chains to
+    /// acme2certifier's issuing CA.
+    async fn served_leaf(&mut self) -> Vec<u8> {
+        let tls = tls_config(&self.a2c.issuing_ca_pem, &[]);
+        let https = self.ports.https;
+        match eventually(Duration::from_secs(120), || tls_leaf(tls.clone(), ("127.0.0.1", https), DOMAIN)).await {
+            Ok(leaf) => leaf.to_vec(),
+            Err(e) => panic!(
+                "Envoy never served an acme2certifier certificate: {e}\n--- sidecar\n{}\n--- acme2certifier\n{}\n--- \
+                 envoy\n{}",
+                self.sidecar.tail(),
+                self.a2c.proc.tail(),
+                self.envoy.proc.tail()
+            ),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(proxy_acme_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .unwrap_or_else(|e| panic!("run proxy-acme: {e}"));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocation() {
+    let mut stack = A2cStack::start(&A2cOptions::default(), "").await;
+
+    // 1. Envoy serves, for DOMAIN, a leaf issued by acme2certifier's CA
+    // (verified against that CA alone), with DOMAIN among its names.
+    let leaf = stack.served_leaf().await;
+    let (_, cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
+    let ca_der = stack.a2c.issuing_ca_der();
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw(), "served leaf's issuer: {}", cert.issuer());
+    assert!(sans(&leaf).contains(&format!("DNSName({DOMAIN})")), "served SANs: {:?}", sans(&leaf));
+    let serial = cert.raw_serial_as_string();
+
+    // acme2certifier fetched the HTTP-01 answer itself (from Envoy).
+    let a2c_log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
+    let fetch = format!("Helper.url_get_dns_pinned(host={DOMAIN}, path=/.well-known/acme-challenge/");
+    assert!(a2c_log.contains(&fetch), "no HTTP-01 fetch in acme2certifier's log:\n{}", stack.a2c.proc.tail());
+
+    // 2. The stored chain is the leaf and acme2certifier's CA.
+    let live = stack._tmp.path().join("state/certificates/demo/live");
+    let fullchain = std::fs::read_to_string(live.join("fullchain.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let verified = verify_chain(&stack.a2c.issuing_ca_pem, &fullchain, DOMAIN);
+    assert!(verified.is_ok(), "stored fullchain: {verified:?}\n{fullchain}");
+
+    // 3. Revocation: acme2certifier accepts it and puts the serial on its CRL.
+    let (code, out, err) = stack.cli(&["revoke", "demo", "--reason", "4"]);
+    assert_eq!(code, 0, "revoke failed: {out}{err}\n--- acme2certifier\n{}", stack.a2c.proc.tail());
+    let crl_serials = crl_serials(&stack.a2c.cert_save_path.parent().unwrap_or(Path::new("/")).join("crl.pem"));
+    assert!(
+        crl_serials.iter().any(|s| s.eq_ignore_ascii_case(&serial)),
+        "serial {serial} not on acme2certifier's CRL: {crl_serials:?}"
+    );
+    stack.sidecar.assert_running();
+}
+
+/// The serials (hex, `:`-separated as x509-parser prints them) on a PEM CRL.
+fn crl_serials(path: &Path) -> Vec<String> {
+    use x509_parser::prelude::CertificateRevocationList;
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, crl) = CertificateRevocationList::from_der(&pem.contents).unwrap_or_else(|e| panic!("{e}"));
+    crl.iter_revoked_certificates()
+        .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+        .collect()
+}
