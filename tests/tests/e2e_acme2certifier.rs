@@ -16,8 +16,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 const DOMAIN: &str = "a2c.proxy-acme.test";
 
 /// The sidecar's config for one acme2certifier: as [`sidecar_config`], the
-/// resolver `a2c` on its directory, trusting its HTTPS root.
-fn a2c_sidecar_config(dir: &Path, ports: &StackPorts, a2c: &A2c, resolver_extra: &str, certificates: &str) -> String {
+/// resolver `a2c` on its directory, trusting its HTTPS root, with
+/// `resolver_body` (its challenge and further options).
+fn a2c_sidecar_config(dir: &Path, ports: &StackPorts, a2c: &A2c, resolver_body: &str, certificates: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
@@ -42,8 +43,7 @@ socket = "{dir}/admin.sock"
 email = "ops@proxy-acme.test"
 ca_server = "{directory}"
 ca_certificate = "{root}"
-http_challenge = {{}}
-{resolver_extra}
+{resolver_body}
 
 {certificates}
 "#,
@@ -64,12 +64,14 @@ struct A2cStack {
     envoy: Envoy,
     sidecar: Proc,
     config_path: std::path::PathBuf,
+    domain: String,
     _app: tokio::task::JoinHandle<()>,
     _tmp: tempfile::TempDir,
 }
 
 impl A2cStack {
-    async fn start(options: &A2cOptions, resolver_extra: &str) -> Self {
+    /// Everything for one certificate `demo` on `domain`.
+    async fn start(options: &A2cOptions, resolver_body: &str, domain: &str) -> Self {
         let mut tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         tmp.disable_cleanup(std::env::var_os("A2C_KEEP").is_some());
         let dir = tmp.path().to_owned();
@@ -78,19 +80,35 @@ impl A2cStack {
         let a2c = A2c::start_with(&dir, ports.http, ports.https, options);
         let app = start_echo_app(ports.app).await;
         let envoy = Envoy::start(&dir, &shipped_envoy_config(&ports, &dir.join("sds.sock")), ports.admin).await;
-        let config = a2c_sidecar_config(&dir, &ports, &a2c, resolver_extra, &certificate("demo", &[DOMAIN], "a2c"));
+        let config = a2c_sidecar_config(&dir, &ports, &a2c, resolver_body, &certificate("demo", &[domain], "a2c"));
         let mut sidecar = start_sidecar(&dir, &config);
         wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
-        Self { ports, a2c, envoy, sidecar, config_path: dir.join("proxy-acme.toml"), _app: app, _tmp: tmp }
+        Self {
+            ports,
+            a2c,
+            envoy,
+            sidecar,
+            config_path: dir.join("proxy-acme.toml"),
+            domain: domain.to_owned(),
+            _app: app,
+            _tmp: tmp,
+        }
     }
 
-    /// Waits for Envoy to serve, for DOMAIN, a certificate that chains to
-    /// acme2certifier's issuing CA.
+    /// Waits for Envoy to serve, for the domain, a certificate that chains
+    /// to acme2certifier's issuing CA (and no other) and is issued by it.
     async fn served_leaf(&mut self) -> Vec<u8> {
         let tls = tls_config(&self.a2c.issuing_ca_pem, &[]);
-        let https = self.ports.https;
-        match eventually(Duration::from_secs(120), || tls_leaf(tls.clone(), ("127.0.0.1", https), DOMAIN)).await {
-            Ok(leaf) => leaf.to_vec(),
+        let (https, domain) = (self.ports.https, self.domain.clone());
+        match eventually(Duration::from_secs(120), || tls_leaf(tls.clone(), ("127.0.0.1", https), &domain)).await {
+            Ok(leaf) => {
+                let (_, cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
+                let ca_der = self.a2c.issuing_ca_der();
+                let (_, ca) = X509Certificate::from_der(&ca_der).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw(), "served leaf's issuer: {}", cert.issuer());
+                assert!(sans(&leaf).contains(&format!("DNSName({domain})")), "served SANs: {:?}", sans(&leaf));
+                leaf.to_vec()
+            }
             Err(e) => panic!(
                 "Envoy never served an acme2certifier certificate: {e}\n--- sidecar\n{}\n--- acme2certifier\n{}\n--- \
                  envoy\n{}",
@@ -102,10 +120,15 @@ impl A2cStack {
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with(&self.config_path, args)
+    }
+
+    /// `proxy-acme ARGS --config CONFIG`.
+    fn cli_with(&self, config: &Path, args: &[&str]) -> (i32, String, String) {
         let out = std::process::Command::new(proxy_acme_bin())
             .args(args)
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config)
             .output()
             .unwrap_or_else(|e| panic!("run proxy-acme: {e}"));
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -115,16 +138,12 @@ impl A2cStack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocation() {
-    let mut stack = A2cStack::start(&A2cOptions::default(), "").await;
+    let mut stack = A2cStack::start(&A2cOptions::default(), "http_challenge = {}", DOMAIN).await;
 
     // 1. Envoy serves, for DOMAIN, a leaf issued by acme2certifier's CA
     // (verified against that CA alone), with DOMAIN among its names.
     let leaf = stack.served_leaf().await;
     let (_, cert) = X509Certificate::from_der(&leaf).unwrap_or_else(|e| panic!("{e}"));
-    let ca_der = stack.a2c.issuing_ca_der();
-    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw(), "served leaf's issuer: {}", cert.issuer());
-    assert!(sans(&leaf).contains(&format!("DNSName({DOMAIN})")), "served SANs: {:?}", sans(&leaf));
     let serial = cert.raw_serial_as_string();
 
     // acme2certifier fetched the HTTP-01 answer itself (from Envoy).
@@ -138,7 +157,24 @@ async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocat
     let verified = verify_chain(&stack.a2c.issuing_ca_pem, &fullchain, DOMAIN);
     assert!(verified.is_ok(), "stored fullchain: {verified:?}\n{fullchain}");
 
-    // 3. Revocation: acme2certifier accepts it and puts the serial on its CRL.
+    // 3. ARI: the sidecar asked acme2certifier's renewalInfo for the new
+    // certificate and took its window.
+    let asked = eventually(Duration::from_secs(20), || async {
+        let log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
+        let sidecar = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+        if log.contains("\"GET /acme/renewal-info/")
+            && log.contains("'suggestedWindow'")
+            && sidecar.contains("ARI window")
+        {
+            Ok(())
+        } else {
+            Err("no renewalInfo answered and taken yet".to_owned())
+        }
+    })
+    .await;
+    assert_eq!(asked, Ok(()), "{}", stack.sidecar.tail());
+
+    // 4. Revocation: acme2certifier accepts it and puts the serial on its CRL.
     let (code, out, err) = stack.cli(&["revoke", "demo", "--reason", "4"]);
     assert_eq!(code, 0, "revoke failed: {out}{err}\n--- acme2certifier\n{}", stack.a2c.proc.tail());
     let crl_serials = crl_serials(&stack.a2c.cert_save_path.parent().unwrap_or(Path::new("/")).join("crl.pem"));
@@ -158,4 +194,41 @@ fn crl_serials(path: &Path) -> Vec<String> {
     crl.iter_revoked_certificates()
         .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme2certifier_validates_tls_alpn01_on_envoy_tls_port() {
+    let mut stack = A2cStack::start(&A2cOptions::default(), "tls_challenge = {}", "alpn.a2c.proxy-acme.test").await;
+    stack.served_leaf().await;
+    let log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
+    assert!(
+        log.contains("'type': 'tls-alpn-01', 'status': 'valid'"),
+        "no valid tls-alpn-01 challenge:\n{}",
+        stack.a2c.proc.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme2certifier_with_eab_binds_the_account_to_the_kid() {
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let options = A2cOptions { eab_keys: vec![("kid-a2c".into(), HMAC.into())] };
+    let body = format!("http_challenge = {{}}\neab = {{ kid = \"kid-a2c\", hmac_key = \"{HMAC}\" }}");
+    let mut stack = A2cStack::start(&options, &body, "eab.a2c.proxy-acme.test").await;
+    stack.served_leaf().await;
+    let sidecar = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(sidecar.contains("eab=true"), "{}", stack.sidecar.tail());
+    let log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
+    assert!(log.contains("'eab_kid': 'kid-a2c'"), "the account was not bound to kid-a2c:\n{}", stack.a2c.proc.tail());
+
+    // check --online reads acme2certifier's directory: externalAccountRequired
+    // (given here), renewalInfo; without the eab it says what to set.
+    let (code, out, err) = stack.cli(&["check", "--online"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok   ca:a2c: renewal information (ARI): "), "{out}");
+    let config = std::fs::read_to_string(&stack.config_path).unwrap_or_else(|e| panic!("{e}"));
+    let no_eab = stack._tmp.path().join("no-eab.toml");
+    write(&no_eab, &config.replace(&format!("eab = {{ kid = \"kid-a2c\", hmac_key = \"{HMAC}\" }}"), ""));
+    let (code, out, err) = stack.cli_with(&no_eab, &["check", "--online"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("FAIL ca:a2c: the CA requires external account binding: set [resolvers.a2c.eab]"), "{out}");
 }
