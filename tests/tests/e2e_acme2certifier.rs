@@ -14,6 +14,9 @@ use proxy_acme_e2e::*;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const DOMAIN: &str = "a2c.proxy-acme.test";
+/// acme2certifier requires a contact, one its pattern takes
+/// (`user@dom.tld`, a domain label of 3 characters or more).
+const EMAIL: &str = "email = \"ops@proxy-acme.test\"\n";
 
 /// The sidecar's config for one acme2certifier: as [`sidecar_config`], the
 /// resolver `a2c` on its directory, trusting its HTTPS root, with
@@ -40,7 +43,6 @@ sds_socket = "{dir}/sds.sock"
 socket = "{dir}/admin.sock"
 
 [resolvers.a2c]
-email = "ops@proxy-acme.test"
 ca_server = "{directory}"
 ca_certificate = "{root}"
 {resolver_body}
@@ -138,7 +140,7 @@ impl A2cStack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocation() {
-    let mut stack = A2cStack::start(&A2cOptions::default(), "http_challenge = {}", DOMAIN).await;
+    let mut stack = A2cStack::start(&A2cOptions::default(), &format!("{EMAIL}http_challenge = {{}}"), DOMAIN).await;
 
     // 1. Envoy serves, for DOMAIN, a leaf issued by acme2certifier's CA
     // (verified against that CA alone), with DOMAIN among its names.
@@ -198,7 +200,9 @@ fn crl_serials(path: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme2certifier_validates_tls_alpn01_on_envoy_tls_port() {
-    let mut stack = A2cStack::start(&A2cOptions::default(), "tls_challenge = {}", "alpn.a2c.proxy-acme.test").await;
+    let mut stack =
+        A2cStack::start(&A2cOptions::default(), &format!("{EMAIL}tls_challenge = {{}}"), "alpn.a2c.proxy-acme.test")
+            .await;
     stack.served_leaf().await;
     let log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
     assert!(
@@ -212,7 +216,7 @@ async fn acme2certifier_validates_tls_alpn01_on_envoy_tls_port() {
 async fn acme2certifier_with_eab_binds_the_account_to_the_kid() {
     const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
     let options = A2cOptions { eab_keys: vec![("kid-a2c".into(), HMAC.into())] };
-    let body = format!("http_challenge = {{}}\neab = {{ kid = \"kid-a2c\", hmac_key = \"{HMAC}\" }}");
+    let body = format!("{EMAIL}http_challenge = {{}}\neab = {{ kid = \"kid-a2c\", hmac_key = \"{HMAC}\" }}");
     let mut stack = A2cStack::start(&options, &body, "eab.a2c.proxy-acme.test").await;
     stack.served_leaf().await;
     let sidecar = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
@@ -231,4 +235,20 @@ async fn acme2certifier_with_eab_binds_the_account_to_the_kid() {
     let (code, out, err) = stack.cli_with(&no_eab, &["check", "--online"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("FAIL ca:a2c: the CA requires external account binding: set [resolvers.a2c.eab]"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme2certifier_refuses_an_account_without_contact_and_the_sidecar_says_so() {
+    let stack = A2cStack::start(&A2cOptions::default(), "http_challenge = {}", "nocontact.a2c.proxy-acme.test").await;
+    let log = || std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    let failed = eventually(Duration::from_secs(30), || async {
+        log()
+            .lines()
+            .find(|l| l.contains("order failed"))
+            .map(str::to_owned)
+            .ok_or_else(|| "no failed order yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sidecar.tail()));
+    assert!(failed.contains("Contact information is missing"), "{failed}");
 }
