@@ -51,7 +51,12 @@ pub struct A2c {
     pub db_path: PathBuf,
     pub config_path: PathBuf,
     pub proc: Proc,
+    /// pebble-challtestsrv, acme2certifier's DNS (every name -> 127.0.0.1).
     pub challtestsrv: Proc,
+    /// Its DNS port (TXT records for DNS-01 are read there).
+    pub dns_port: u16,
+    /// Its management API (`/set-txt`, `/clear-txt`, ...).
+    pub challtestsrv_management: u16,
     pub minica: MiniCa,
 }
 
@@ -183,6 +188,8 @@ tnauthlist_support: False
             config_path,
             proc,
             challtestsrv,
+            dns_port,
+            challtestsrv_management: chall_mgmt,
             minica,
         }
     }

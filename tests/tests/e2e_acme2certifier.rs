@@ -3,8 +3,13 @@
 //! test generates; tests/src/a2c.rs). Its HTTP-01 validation goes to a
 //! real Envoy on the shipped envoy/envoy.yaml with the built wasm filter
 //! (its port 80 mapped to Envoy's HTTP listener), the sidecar orders and pushes the certificate over SDS, Envoy serves it
-//! and it chains to acme2certifier's issuing CA. Then `proxy-acme revoke`
-//! is accepted: the serial is on acme2certifier's CRL.
+//! and it chains to acme2certifier's issuing CA; ARI; `proxy-acme revoke`
+//! is accepted: the serial is on acme2certifier's CRL. TLS-ALPN-01 on
+//! Envoy's TLS port, DNS-01 (a wildcard) through the `exec` provider into
+//! acme2certifier's DNS, EAB, and an account without `email` (refused).
+//!
+//! `A2C_KEEP=1` keeps each test's temp dir (its path is printed) with every
+//! component's log.
 
 use std::path::Path;
 use std::time::Duration;
@@ -74,6 +79,13 @@ struct A2cStack {
 impl A2cStack {
     /// Everything for one certificate `demo` on `domain`.
     async fn start(options: &A2cOptions, resolver_body: &str, domain: &str) -> Self {
+        Self::start_for(options, |_| resolver_body.to_owned(), &[domain]).await
+    }
+
+    /// Everything for one certificate `demo` on `domains` (the first is the
+    /// SNI [`Self::served_leaf`] asks for), with a resolver body that may
+    /// use acme2certifier's ports.
+    async fn start_for(options: &A2cOptions, resolver_body: impl FnOnce(&A2c) -> String, domains: &[&str]) -> Self {
         let mut tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         tmp.disable_cleanup(std::env::var_os("A2C_KEEP").is_some());
         let dir = tmp.path().to_owned();
@@ -82,7 +94,7 @@ impl A2cStack {
         let a2c = A2c::start_with(&dir, ports.http, ports.https, options);
         let app = start_echo_app(ports.app).await;
         let envoy = Envoy::start(&dir, &shipped_envoy_config(&ports, &dir.join("sds.sock")), ports.admin).await;
-        let config = a2c_sidecar_config(&dir, &ports, &a2c, resolver_body, &certificate("demo", &[domain], "a2c"));
+        let config = a2c_sidecar_config(&dir, &ports, &a2c, &resolver_body(&a2c), &certificate("demo", domains, "a2c"));
         let mut sidecar = start_sidecar(&dir, &config);
         wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
         Self {
@@ -91,7 +103,7 @@ impl A2cStack {
             envoy,
             sidecar,
             config_path: dir.join("proxy-acme.toml"),
-            domain: domain.to_owned(),
+            domain: domains[0].to_owned(),
             _app: app,
             _tmp: tmp,
         }
@@ -251,4 +263,44 @@ async fn acme2certifier_refuses_an_account_without_contact_and_the_sidecar_says_
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.sidecar.tail()));
     assert!(failed.contains("Contact information is missing"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme2certifier_validates_dns01_for_a_wildcard_through_its_dns_servers() {
+    const APEX: &str = "dns.a2c.proxy-acme.test";
+    let body = |a2c: &A2c| {
+        // The exec provider's hook: TXT records in acme2certifier's DNS.
+        let script = a2c.config_path.with_file_name("dns-hook.py");
+        write(
+            &script,
+            &format!(
+                "#!/usr/bin/env python3\nimport json, sys, urllib.request\n\
+                 action, fqdn, value = sys.argv[1:4]\n\
+                 path, body = ('/set-txt', {{'host': fqdn, 'value': value}}) if action == 'present' else \
+                 ('/clear-txt', {{'host': fqdn}})\n\
+                 req = urllib.request.Request('http://127.0.0.1:{port}' + path, data=json.dumps(body).encode(), \
+                 method='POST')\n\
+                 urllib.request.urlopen(req, timeout=10)\n",
+                port = a2c.challtestsrv_management,
+            ),
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "{EMAIL}\n[resolvers.a2c.dns_challenge]\ncheck_all_nameservers = false\nresolvers = [\"127.0.0.1:{}\"]\n\
+             timeout_secs = 30\ninterval_secs = 1\n[resolvers.a2c.dns_challenge.exec]\nprogram = \"{}\"\n",
+            a2c.dns_port,
+            script.display()
+        )
+    };
+    let wildcard = format!("*.{APEX}");
+    let mut stack = A2cStack::start_for(&A2cOptions::default(), body, &[APEX, &wildcard]).await;
+    let leaf = stack.served_leaf().await;
+    assert!(sans(&leaf).contains(&format!("DNSName({wildcard})")), "served SANs: {:?}", sans(&leaf));
+    let log = std::fs::read_to_string(&stack.a2c.proc.log).unwrap_or_default();
+    assert!(
+        log.contains("'type': 'dns-01', 'status': 'valid'"),
+        "no valid dns-01 challenge:\n{}",
+        stack.a2c.proc.tail()
+    );
 }
