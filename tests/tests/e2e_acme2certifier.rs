@@ -188,7 +188,33 @@ async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocat
     .await;
     assert_eq!(asked, Ok(()), "{}", stack.sidecar.tail());
 
-    // 4. Revocation: acme2certifier accepts it and puts the serial on its CRL.
+    // 4. A forced renewal: a new serial, served by Envoy. The sidecar's order
+    // names the old certificate in `replaces` (RFC 9773); acme2certifier
+    // 0.46.3 ignores the field and leaves it out of the order it returns,
+    // which the ACME client takes as a refusal, so the sidecar orders again
+    // without it (docs/ca-compatibility.md says so: if this changes, update
+    // that row).
+    let (code, out, err) = stack.cli(&["renew", "demo", "--force"]);
+    assert_eq!(code, 0, "forced renewal failed: {out}{err}\n--- acme2certifier\n{}", stack.a2c.proc.tail());
+    let tls = tls_config(&stack.a2c.issuing_ca_pem, &[]);
+    let https = stack.ports.https;
+    let renewed = eventually(Duration::from_secs(30), || async {
+        let der = tls_leaf(tls.clone(), ("127.0.0.1", https), DOMAIN).await?;
+        let renewed = serial_of(&der);
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
+        if cert.raw_serial_as_string() == serial {
+            Err(format!("still serving {renewed}"))
+        } else {
+            Ok(cert.raw_serial_as_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- sidecar\n{}", stack.sidecar.tail()));
+    let sidecar_log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(sidecar_log.contains("the CA did not take `replaces`; ordering without it"), "{}", stack.sidecar.tail());
+    let serial = renewed;
+
+    // 5. Revocation: acme2certifier accepts it and puts the serial on its CRL.
     let (code, out, err) = stack.cli(&["revoke", "demo", "--reason", "4"]);
     assert_eq!(code, 0, "revoke failed: {out}{err}\n--- acme2certifier\n{}", stack.a2c.proc.tail());
     let crl_serials = crl_serials(&stack.a2c.cert_save_path.parent().unwrap_or(Path::new("/")).join("crl.pem"));
