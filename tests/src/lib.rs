@@ -12,6 +12,7 @@
 // never saw them as public.)
 #![allow(missing_debug_implementations)]
 
+pub mod a2c;
 pub mod ari_front;
 pub mod bind;
 pub mod ca_front;
@@ -27,6 +28,7 @@ pub mod tinyproxy;
 
 use std::path::{Path, PathBuf};
 
+pub use a2c::{A2c, A2cOptions};
 pub use bind::Bind;
 pub use net::*;
 pub use nginx::{shipped_site, Nginx};
