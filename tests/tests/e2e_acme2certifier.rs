@@ -212,6 +212,9 @@ async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocat
     .unwrap_or_else(|e| panic!("{e}\n--- sidecar\n{}", stack.sidecar.tail()));
     let sidecar_log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
     assert!(sidecar_log.contains("the CA did not take `replaces`; ordering without it"), "{}", stack.sidecar.tail());
+    // The order that exists is logged as what it is: without `replaces`.
+    let created = sidecar_log.lines().filter(|l| l.contains("order created")).last().unwrap_or_default();
+    assert!(created.contains("replaces=false"), "{created}");
     let serial = renewed;
 
     // 5. Revocation: acme2certifier accepts it and puts the serial on its CRL.

@@ -73,6 +73,8 @@ pub async fn issue(
         .map_err(|e| CertError::Generate(e.to_string()))??;
     let key_pem = SecretPem::new(key.serialize_pem());
     let replaces = request.replaces.and_then(certificate_id);
+    // Whether the order that exists carries `replaces` (not just wanted it).
+    let mut sent_replaces = replaces.is_some();
     let mut order = match &replaces {
         Some(id) => match step!("creating the order", account.new_order(&new_order().replaces(id.clone())).await) {
             Ok(order) => order,
@@ -81,6 +83,7 @@ pub async fn issue(
             // again without it rather than not at all.
             Err(e) if replaces_refused(&e) => {
                 tracing::warn!(error = %e, "the CA did not take `replaces`; ordering without it");
+                sent_replaces = false;
                 step!("creating the order", account.new_order(&new_order()).await)?
             }
             Err(e) => return Err(e.into()),
@@ -91,7 +94,7 @@ pub async fn issue(
         order = order.url(),
         domains = ?request.domains,
         challenge = %solver.kind(),
-        replaces = replaces.is_some(),
+        replaces = sent_replaces,
         "order created"
     );
     checkpoint.record(order.url(), &key_pem).await;
