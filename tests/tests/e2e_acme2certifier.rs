@@ -213,7 +213,7 @@ async fn acme2certifier_issues_over_http01_through_envoy_and_accepts_the_revocat
     let sidecar_log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
     assert!(sidecar_log.contains("the CA did not take `replaces`; ordering without it"), "{}", stack.sidecar.tail());
     // The order that exists is logged as what it is: without `replaces`.
-    let created = sidecar_log.lines().filter(|l| l.contains("order created")).last().unwrap_or_default();
+    let created = sidecar_log.lines().rev().find(|l| l.contains("order created")).unwrap_or_default();
     assert!(created.contains("replaces=false"), "{created}");
     let serial = renewed;
 
