@@ -333,3 +333,32 @@ async fn acme2certifier_validates_dns01_for_a_wildcard_through_its_dns_servers()
         stack.a2c.proc.tail()
     );
 }
+
+/// acme2certifier marks a failed challenge's authorization invalid and
+/// leaves the order pending: the poll only times out. The sidecar then
+/// looks at the authorizations and says which name failed, not "timed
+/// out". (The DNS-01 hook here writes nothing; the propagation check is
+/// off, so the CA is the first to look.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_left_pending_by_acme2certifier_names_the_authorization() {
+    const NAME: &str = "nothing.a2c.proxy-acme.test";
+    let body = |_: &A2c| {
+        format!(
+            "{EMAIL}\n[resolvers.a2c.dns_challenge]\ndisable_checks = true\n[resolvers.a2c.dns_challenge.exec]\n\
+             program = \"/bin/true\"\n"
+        )
+    };
+    let stack = A2cStack::start_for(&A2cOptions::default(), body, &[NAME]).await;
+    let log = || std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    let failed = eventually(Duration::from_secs(180), || async {
+        log()
+            .lines()
+            .find(|l| l.contains("order failed"))
+            .map(str::to_owned)
+            .ok_or_else(|| "no failed order yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.sidecar.tail()));
+    assert!(failed.contains(&format!("authorization for {NAME} is Invalid")), "{failed}");
+    assert!(!failed.contains("timed out waiting for an order update"), "{failed}");
+}

@@ -238,7 +238,7 @@ fn replaces_refused(error: &instant_acme::Error) -> bool {
 }
 
 /// The first failed authorization of an invalid order, with the CA's words.
-async fn authorization_failure(order: &mut instant_acme::Order) -> Option<AcmeError> {
+pub(super) async fn authorization_failure(order: &mut instant_acme::Order) -> Option<AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
         let state = step!("reading the failed authorization", authz.refresh().await).ok()?;

@@ -98,6 +98,17 @@ async fn prove_inner(
     }
 
     let ready = step!("waiting for the CA to validate", order.poll_ready(&retries()).await);
+    if let Err(instant_acme::Error::Timeout(None)) = &ready {
+        // Some CAs (acme2certifier) mark the authorization invalid and
+        // leave the order pending: the poll then only times out. Say which
+        // name failed, as for an invalid order; a CA that is merely slow
+        // (still pending) keeps the time-out.
+        if let Some(failure @ AcmeError::Authorization { .. }) = super::order::authorization_failure(order).await {
+            if matches!(&failure, AcmeError::Authorization { status, .. } if status == "Invalid") {
+                return Err(failure);
+            }
+        }
+    }
     Ok(ready.map_err(|e| super::advice::explain_error(&kind.acme_type(), e))?)
 }
 
