@@ -42,6 +42,9 @@ pub enum Fault {
     Status(u16),
     /// 503 with `Retry-After: <secs>` and a `serverInternal` problem.
     RetryAfter(u64),
+    /// 429 with `Retry-After: <secs>` and a `rateLimited` problem, as
+    /// Let's Encrypt answers beyond a rate limit.
+    RateLimited(u64),
     /// 200 `application/json` with a body that is not JSON.
     Malformed,
     /// 200 `application/json` with an empty body.
@@ -267,6 +270,11 @@ fn faulty(fault: &Fault) -> Result<Response<Full<Bytes>>, Fault> {
         Fault::Status(code) => Ok(problem(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))),
         Fault::RetryAfter(secs) => {
             let mut response = problem(StatusCode::SERVICE_UNAVAILABLE);
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*secs));
+            Ok(response)
+        }
+        Fault::RateLimited(secs) => {
+            let mut response = problem(StatusCode::TOO_MANY_REQUESTS);
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*secs));
             Ok(response)
         }

@@ -171,6 +171,81 @@ async fn retry_after_on_an_error_answer_sets_the_next_attempt() {
     assert_eq!(front.seen().iter().filter(|s| s.path == "/order-plz").count(), 1, "{:?}", front.seen());
 }
 
+/// The next attempt's time in a `backing off (attempt N) until <time>: ...` line.
+fn backoff_until(line: &str) -> std::time::SystemTime {
+    line.split("until ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|t| t.trim_end_matches(':'))
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .map(std::time::SystemTime::from)
+        .unwrap_or_else(|| panic!("no time in {line}"))
+}
+
+/// Let's Encrypt beyond a rate limit: 429 `rateLimited` with `Retry-After`
+/// on new-account and on new-order. The sidecar waits as long as the CA
+/// says (not its own hour for a rate limit without one, nor its first
+/// minute of backoff), says why, and places no order meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_new_account_and_new_order_are_waited_out_as_the_ca_says() {
+    const ACCOUNT_WAIT: u64 = 200;
+    const ORDER_WAIT: u64 = 400;
+    let (stack, front) = with_front("", &["r1"], |f| {
+        f.fault("/sign-me-up", Fault::RateLimited(ACCOUNT_WAIT), Some(1));
+        f.fault("/order-plz", Fault::RateLimited(ORDER_WAIT), Some(1));
+    })
+    .await;
+    let attempt = |n: u32| {
+        let stack = &stack;
+        async move {
+            eventually(Duration::from_secs(30), || async {
+                match cert_lines(stack, "r1") {
+                    lines if lines.contains(&format!("backing off (attempt {n})")) => Ok(lines),
+                    lines => Err(lines),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}
+--- sidecar
+{}",
+                    stack.sidecar.tail()
+                )
+            })
+        }
+    };
+    let first = attempt(1).await;
+    let refused_at = front.seen().iter().find(|s| s.path == "/sign-me-up").map(|s| s.at).expect("a newAccount");
+    assert!(first.contains("rateLimited") && first.contains("the CA asks to retry after"), "{first}");
+    let wait = backoff_until(&first).duration_since(refused_at).unwrap_or_default();
+    assert!(
+        wait >= Duration::from_secs(ACCOUNT_WAIT - 2) && wait <= Duration::from_secs(ACCOUNT_WAIT + 5),
+        "{wait:?}: {first}"
+    );
+    assert_eq!(front.seen().iter().filter(|s| s.path == "/order-plz").count(), 0, "ordered without an account");
+
+    // The operator retries now: the account is made, the order refused for its own limit.
+    let (_, out, err) = stack.cli(&["renew", "r1", "--force"]);
+    assert!(err.contains("rateLimited") || out.contains("rateLimited"), "{out}{err}");
+    // (A forced renewal forgets the count: attempt 1 again, its wait the CA's.)
+    let second = cert_lines(&stack, "r1");
+    assert!(second.contains("backing off (attempt 1)") && second.contains("rateLimited"), "{second}");
+    let refused_at = front.seen().iter().find(|s| s.path == "/order-plz").map(|s| s.at).expect("a newOrder");
+    let wait = backoff_until(&second).duration_since(refused_at).unwrap_or_default();
+    assert!(
+        wait >= Duration::from_secs(ORDER_WAIT - 2) && wait <= Duration::from_secs(ORDER_WAIT + 5),
+        "{wait:?}: {second}"
+    );
+    assert_eq!(front.seen().iter().filter(|s| s.path == "/order-plz").count(), 1, "{:?}", front.seen());
+    let log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(
+        log.lines().filter(|l| l.contains("order failed") && l.contains("rateLimited")).count() >= 2,
+        "{}",
+        stack.sidecar.tail()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_malformed_empty_and_cut_answers_are_refused_without_growing() {
     const HUGE: usize = 10 << 20;
