@@ -17,6 +17,7 @@ pub mod ari_front;
 pub mod bind;
 pub mod ca_front;
 pub mod etcd;
+pub mod guides;
 pub mod mesh;
 pub mod net;
 pub mod nginx;

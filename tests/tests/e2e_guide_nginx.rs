@@ -6,28 +6,15 @@
 //! anything. Pebble stands in for Let's Encrypt staging; ports and
 //! paths are this test's, substituted where the guide names them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use proxy_acme_e2e::guides::{doc_block, run as proxy_acme, said};
 use proxy_acme_e2e::*;
 
 /// The `n`th ```lang block of the guide.
 fn guide_block(lang: &str, n: usize) -> String {
-    let guide = std::fs::read_to_string(workspace_root().join("docs/getting-started-nginx.md"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let fence = format!("```{lang}\n");
-    let start = guide.match_indices(&fence).nth(n).unwrap_or_else(|| panic!("no {lang} block #{n} in the guide")).0;
-    let body = &guide[start + fence.len()..];
-    body[..body.find("```").unwrap_or_else(|| panic!("unclosed block"))].to_owned()
-}
-
-fn proxy_acme(args: &[&str], config: &Path) -> Output {
-    Command::new(proxy_acme_bin()).args(args).arg("--config").arg(config).output().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn said(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    doc_block("getting-started-nginx.md", lang, n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
