@@ -346,13 +346,24 @@ pub async fn drive<P: Protocol>(
     mut inbound: Streaming<P::Request>,
 ) {
     let mut stream = Stream::<P>::default();
+    // Secrets nobody manages are looked for only after a request (the
+    // subscription changed) or when a grace period ends, not at every
+    // snapshot change or push: at start-up those come thousands of times.
+    let (mut recheck, mut look_again) = (false, None::<Instant>);
     loop {
         // Read under the lock and let go: a snapshot held across the await
         // below would make every update copy the whole map (thousands of
         // entries per certificate loaded at start-up).
-        let (version, due, (unknown, look_again)) = {
+        let (version, due, unknown) = {
             let snapshot = snapshots.borrow_and_update();
-            (snapshot.version, stream.due(&snapshot, CHUNK), stream.unknown(&snapshot, Instant::now()))
+            let unknown = if std::mem::take(&mut recheck) {
+                let (unknown, next) = stream.unknown(&snapshot, Instant::now());
+                look_again = next;
+                unknown
+            } else {
+                Vec::new()
+            };
+            (snapshot.version, stream.due(&snapshot, CHUNK), unknown)
         };
         if !unknown.is_empty() {
             tracing::warn!(
@@ -368,6 +379,7 @@ pub async fn drive<P: Protocol>(
                 Ok(Some(request)) => {
                     let (inbound, received) = stream.receive(request);
                     report::<P>(stream.node(), &inbound, &received);
+                    recheck = true;
                 }
                 Ok(None) => break,
                 Err(status) => {
@@ -383,7 +395,7 @@ pub async fn drive<P: Protocol>(
                 crate::serve::metrics::metrics().sds(stream.node()).push();
             },
             changed = snapshots.changed() => if changed.is_err() { break },
-            () = sleep_until(look_again), if look_again.is_some() => {}
+            () = sleep_until(look_again), if look_again.is_some() => recheck = true,
         }
     }
 }
