@@ -37,16 +37,27 @@ pub struct Network {
     pub no_proxy: Option<String>,
 }
 
+/// Why `[network] proxy` is refused (the password never shown); a
+/// configuration mistake, so permanent.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyUrlError {
+    #[error("'{shown}' is not a URL: {reason}")]
+    NotAUrl { shown: String, reason: String },
+    #[error("'{shown}' must be http://[user:password@]host:port (the tunnel to the proxy is plain HTTP CONNECT)")]
+    NotHttp { shown: String },
+}
+
 impl Network {
-    /// Checks `proxy`; the error is the reason, for the caller to name the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks `proxy`; the caller names the field.
+    pub fn validate(&self) -> Result<(), ProxyUrlError> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
-        let uri: http::Uri = proxy.parse().map_err(|e| format!("'{}' is not a URL: {e}", redact(proxy)))?;
+        let shown = redact(proxy);
+        let uri: http::Uri = proxy.parse().map_err(|e: http::uri::InvalidUri| ProxyUrlError::NotAUrl {
+            shown: shown.clone(),
+            reason: e.to_string(),
+        })?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!(
-                "'{}' must be http://[user:password@]host:port (the tunnel to the proxy is plain HTTP CONNECT)",
-                redact(proxy)
-            ));
+            return Err(ProxyUrlError::NotHttp { shown });
         }
         Ok(())
     }
@@ -176,7 +187,7 @@ mod tests {
     #[test]
     fn the_proxy_must_be_a_plain_http_url_and_its_password_is_never_shown() {
         let bad = Network { proxy: Some("socks5://u:secret@proxy:1080".into()), no_proxy: None };
-        let error = bad.validate().unwrap_err();
+        let error = bad.validate().unwrap_err().to_string();
         assert!(error.contains("must be http://") && !error.contains("secret"), "{error}");
         assert!(Network { proxy: Some("http://u:p@proxy.internal:3128".into()), ..Network::default() }
             .validate()

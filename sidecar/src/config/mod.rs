@@ -294,7 +294,7 @@ impl Config {
     /// found is returned, with the field's path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate()?;
-        self.network.validate().map_err(|why| ConfigError::invalid("network.proxy", why))?;
+        self.network.validate().map_err(|why| ConfigError::invalid("network.proxy", why.to_string()))?;
         for (name, resolver) in &self.resolvers {
             validate_resolver(name, resolver)?;
         }

@@ -31,13 +31,13 @@ pub(crate) enum OpError {
     #[error("not due ({0}); add --force to renew anyway")]
     NotDue(String),
     #[error("{name} renewed and stored (serial {serial}), but not served yet: {reason}")]
-    NotServed { name: String, serial: String, reason: String },
+    NotServed { name: String, serial: String, reason: super::serving::NotServed },
     /// A dry run that did not get a certificate: its report.
-    #[error("{0}")]
-    DryRun(String),
+    #[error(transparent)]
+    DryRun(#[from] super::issuer::DryRunFailed),
     /// A configuration file the reload refused: why.
-    #[error("{0}")]
-    Reload(String),
+    #[error(transparent)]
+    Reload(#[from] super::reload::ReloadError),
 }
 
 /// Operations on one certificate, sent to its task.

@@ -31,6 +31,16 @@ pub(super) struct Issued {
     pub(super) unsaved: Option<StoreError>,
 }
 
+/// A dry run that got no certificate: its report, step by step, and
+/// whether every attempt failed for good (a rejected name, a CA refusing
+/// the account) rather than for something that may pass later.
+#[derive(Debug, thiserror::Error)]
+#[error("{report}")]
+pub(crate) struct DryRunFailed {
+    pub(crate) report: String,
+    pub(crate) permanent: bool,
+}
+
 /// Each resolver's solvers by resolver name, in the order they are tried.
 pub(super) type ResolverSolvers = BTreeMap<String, Vec<Arc<dyn Solver>>>;
 
@@ -256,7 +266,7 @@ impl Issuer {
     /// with a throwaway account, each challenge type in turn until one
     /// works; nothing is stored or deployed. The report names each step;
     /// `Err` holds it too when no challenge type worked.
-    pub(super) async fn dry_run(&self, certificate: &Certificate, resolver: &Resolver) -> Result<String, String> {
+    pub(super) async fn dry_run(&self, certificate: &Certificate, resolver: &Resolver) -> Result<String, DryRunFailed> {
         let directory = resolver.staging_directory();
         let request = OrderRequest {
             domains: &certificate.domains,
@@ -277,6 +287,8 @@ impl Issuer {
         )];
         let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
         let usable = solvers.iter().filter(|s| certificate.domains.iter().all(|d| s.supports(d)));
+        // Whether every attempt failed for good (waiting will not help).
+        let mut permanent = true;
         for solver in usable {
             let kind = solver.kind();
             match self.ca.dry_run(&certificate.resolver, directory, &request, solver.as_ref()).await {
@@ -296,14 +308,17 @@ impl Issuer {
                     }
                     Err(e) => report.push(format!("{kind}: the CA issued a certificate we refuse: {e}")),
                 },
-                Err(e) => report.push(format!("{kind}: {e}")),
+                Err(e) => {
+                    permanent &= e.is_permanent();
+                    report.push(format!("{kind}: {e}"));
+                }
             }
         }
         if report.len() == 1 {
             report.push("no challenge type of this resolver can prove these names".to_owned());
         }
         report.push("failed: fix the first error above, then run the dry run again".to_owned());
-        Err(report.join("\n"))
+        Err(DryRunFailed { report: report.join("\n"), permanent })
     }
 
     /// Counts a failed order against the limits (a failed authorization)

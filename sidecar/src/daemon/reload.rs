@@ -13,7 +13,7 @@
 //! half of what the operator wrote.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -67,15 +67,24 @@ pub(super) fn hangups() -> Option<Signal> {
     }
 }
 
+/// Why a file was not applied. Both are the operator's to fix (the file,
+/// or a restart); retrying the same file gives the same answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    /// The file does not pass `check`.
+    #[error("{}", source.in_file(path))]
+    Invalid { path: PathBuf, source: crate::config::ConfigError },
+    /// It changes sections that are wired at start.
+    #[error("{} changed, which needs a restart (`systemctl restart proxy-acme`); nothing was applied", sections.join(", "))]
+    NeedsRestart { sections: Vec<&'static str> },
+}
+
 /// Reads `path`, and applies it when only certificates changed.
-async fn reload(fleet: &Mutex<Fleet>, current: &mut Config, path: &Path) -> Result<String, String> {
-    let next = Config::load_valid(path).map_err(|e| e.in_file(path))?;
-    let fixed = needs_restart(current, &next);
-    if !fixed.is_empty() {
-        return Err(format!(
-            "{} changed, which needs a restart (`systemctl restart proxy-acme`); nothing was applied",
-            fixed.join(", ")
-        ));
+async fn reload(fleet: &Mutex<Fleet>, current: &mut Config, path: &Path) -> Result<String, ReloadError> {
+    let next = Config::load_valid(path).map_err(|source| ReloadError::Invalid { path: path.to_owned(), source })?;
+    let sections = needs_restart(current, &next);
+    if !sections.is_empty() {
+        return Err(ReloadError::NeedsRestart { sections });
     }
     let plan = Plan::between(&current.certificates, &next.certificates);
     let summary = plan.summary();

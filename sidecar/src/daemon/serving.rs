@@ -16,6 +16,17 @@ use crate::schedule::{choose_served, Served};
 /// the reload delay, the check, the reload and its new workers).
 const SETTLE_BOUND: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// Why `renew` says a stored certificate is not served yet.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotServed {
+    /// The proxies are still loading it.
+    #[error("the proxies have not loaded it after {secs} s")]
+    Pending { secs: u64 },
+    /// A proxy refused it (each target's reason).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<crate::deploy::DeployError>),
+}
+
 #[derive(Debug)]
 pub(super) struct Serving {
     pub(super) sinks: Vec<Arc<dyn Sink>>,
@@ -39,22 +50,25 @@ impl Serving {
     /// Waits (at most [`SETTLE_BOUND`]) until every proxy serves what was
     /// last deployed under `name`: the answer `renew` gives. Owned, so the
     /// task need not wait for it.
-    pub(super) fn settled(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    pub(super) fn settled(
+        &self,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<(), NotServed>> + Send + 'static {
         let (sinks, name) = (self.sinks.clone(), name.to_owned());
         async move {
             let all = async {
-                let mut reasons = Vec::new();
+                let mut refusals = Vec::new();
                 for sink in &sinks {
                     if let Err(e) = sink.settled(&name).await {
-                        reasons.push(e.to_string());
+                        refusals.push(e);
                     }
                 }
-                reasons
+                refusals
             };
             match tokio::time::timeout(SETTLE_BOUND, all).await {
-                Err(_) => Err(format!("the proxies have not loaded it after {} s", SETTLE_BOUND.as_secs())),
-                Ok(reasons) if reasons.is_empty() => Ok(()),
-                Ok(reasons) => Err(reasons.join("; ")),
+                Err(_) => Err(NotServed::Pending { secs: SETTLE_BOUND.as_secs() }),
+                Ok(refusals) if refusals.is_empty() => Ok(()),
+                Ok(refusals) => Err(NotServed::Refused(refusals)),
             }
         }
     }

@@ -550,8 +550,8 @@ async fn a_dry_run_orders_from_the_staging_directory_reports_each_step_and_keeps
 
     world.script(Next::Fail(AcmeError::NoChallenge("http-01", "web.example".into())));
     let failed = world.parts.issuer.dry_run(&certificate(), &resolver).await.expect_err("a failed dry run said ok");
-    assert!(failed.contains("http-01: the CA offered no http-01 challenge for web.example"), "{failed}");
-    assert!(failed.ends_with("failed: fix the first error above, then run the dry run again"), "{failed}");
+    assert!(failed.report.contains("http-01: the CA offered no http-01 challenge for web.example"), "{failed}");
+    assert!(failed.report.ends_with("failed: fix the first error above, then run the dry run again"), "{failed}");
     assert_eq!(world.sink.last(), served);
 }
 

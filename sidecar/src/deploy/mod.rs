@@ -27,8 +27,8 @@ pub enum DeployError {
     #[error("writing PEM files: {0}")]
     Files(#[from] crate::store::StoreError),
     /// Deployed, and the proxy does not serve it (yet).
-    #[error("{0}")]
-    NotServed(String),
+    #[error(transparent)]
+    NotServed(#[from] nginx::NotLoaded),
 }
 
 impl From<crate::atomic::FileError> for DeployError {

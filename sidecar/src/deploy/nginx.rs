@@ -50,7 +50,20 @@ pub struct NginxSink {
 }
 
 /// The version written for a name, and the reload's result once known.
-type Written = (String, Option<Result<(), String>>);
+type Written = (String, Option<Result<(), NotLoaded>>);
+
+/// Why nginx does not serve the newest files of a certificate (what
+/// `Sink::settled` answers). Both are retried: a refused check with the
+/// same files every `retry_secs`, a failed reload with the next change.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotLoaded {
+    #[error("{reason}; nginx keeps serving the previous files, and the reload is tried again every {retry_secs} s")]
+    CheckFailed { reason: String, retry_secs: u64 },
+    #[error("{0}")]
+    ReloadFailed(String),
+    #[error("the nginx reloader stopped")]
+    ReloaderStopped,
+}
 
 /// What became of each certificate's newest files: the version written and,
 /// once the reloader has tried, whether nginx serves it (or why not).
@@ -72,7 +85,7 @@ impl Outcomes {
 
     /// Records the reload's result for a batch (unless a newer version of a
     /// name was written since).
-    fn reloaded(&self, batch: &[Swap], result: &Result<(), String>) {
+    fn reloaded(&self, batch: &[Swap], result: &Result<(), NotLoaded>) {
         let mut by_name = self.lock();
         for swap in batch {
             if let Some((version, outcome)) = by_name.get_mut(&swap.name) {
@@ -163,7 +176,7 @@ impl Sink for NginxSink {
                 Some((_, None)) => {}
             }
             if changed.changed().await.is_err() {
-                return Err(DeployError::NotServed("the nginx reloader stopped".into()));
+                return Err(DeployError::NotServed(NotLoaded::ReloaderStopped));
             }
         }
     }
@@ -245,11 +258,10 @@ impl Reloader {
             crate::serve::metrics::metrics().nginx_reload(result);
             let told = match &outcome {
                 Ok(()) => Ok(()),
-                Err(e @ ReloadError::Check(_)) => Err(format!(
-                    "{e}; nginx keeps serving the previous files, and the reload is tried again every {} s",
-                    retry.as_secs()
-                )),
-                Err(e) => Err(e.to_string()),
+                Err(e @ ReloadError::Check(_)) => {
+                    Err(NotLoaded::CheckFailed { reason: e.to_string(), retry_secs: retry.as_secs() })
+                }
+                Err(e) => Err(NotLoaded::ReloadFailed(e.to_string())),
             };
             self.outcomes.reloaded(&batch, &told);
             match outcome {
