@@ -14,7 +14,7 @@ use crate::config::Certificate;
 use crate::dns::{DnsSolver, TxtRecord};
 use crate::solvers::ChallengeKind;
 use crate::store::board::ChallengeBoard;
-use crate::store::{Acquired, Lock, RenewalState, Store, StoreError};
+use crate::store::{Acquired, Lock, RenewalState, Store, StoreError, Stored};
 
 /// Whose turn it is to order.
 #[derive(Debug)]
@@ -49,22 +49,9 @@ impl Coordinator {
         Self { store, board, dns, replica }
     }
 
-    /// What the store holds for `name`: the last good certificate and the
-    /// serial the operator revoked, if any.
-    pub(super) async fn stored(&self, name: &str) -> Result<(Option<Bundle>, Option<String>), StoreError> {
-        Ok((self.store.load_certificate(name).await?, self.store.revoked(name).await?))
-    }
-
-    /// Whether an order for `name` was recorded and
-    /// its certificate not stored (a crash, or a store that refused it).
-    pub(super) async fn pending(&self, name: &str) -> bool {
-        match self.store.load_pending(name).await {
-            Ok(pending) => pending.is_some(),
-            Err(e) => {
-                tracing::warn!(certificate = %name, error = %e, "cannot read the pending order");
-                false
-            }
-        }
+    /// What the store holds for `name` when its task starts.
+    pub(super) async fn stored(&self, name: &str) -> Result<Stored, StoreError> {
+        self.store.load_stored(name).await
     }
 
     /// Takes the certificate's lock.
@@ -144,17 +131,6 @@ impl Coordinator {
                 Err(e) => {
                     tracing::warn!(fqdn = %record.fqdn, error = %e, "cannot remove a DNS-01 record left by an interrupted order")
                 }
-            }
-        }
-    }
-
-    /// The renewal state another replica (or an earlier run) recorded.
-    pub(super) async fn renewal(&self, name: &str) -> Option<RenewalState> {
-        match self.store.load_renewal(name).await {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(certificate = %name, error = %e, "cannot read the shared renewal state");
-                None
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::coordinator::next_attempt;
 use super::{Parts, RunError};
-use crate::cert::{self, Bundle, CertInfo};
+use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{Machine, Policy};
 
@@ -24,8 +24,9 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
     let (name, now) = (&certificate.name, parts.clock.now());
     let policy =
         Policy { renew_before: resolver.renew_before, ari: parts.issuer.ari(&certificate.resolver) != Some(false) };
-    let (stored, revoked) = parts.coordinator.stored(name).await?;
-    let current = stored.and_then(|b| cert::inspect(&b, None).ok().map(|info| (Arc::new(b), info)));
+    let stored = parts.coordinator.stored(name).await?;
+    let (revoked, renewal) = (stored.revoked, stored.renewal);
+    let current = stored.bundle.map(|(b, info)| (Arc::new(b), info));
     let mut machine = match &current {
         Some((_, info)) => Machine::with_certificate(policy, info.not_before, info.not_after, now, parts.spread(info)),
         None => Machine::new(policy),
@@ -39,11 +40,11 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
             machine.config_changed();
         }
     }
-    if parts.coordinator.pending(name).await {
+    if stored.pending {
         tracing::info!(certificate = %name, "an order was interrupted before its certificate was stored: resuming it");
         machine.interrupted();
     }
-    if let Some(state) = parts.coordinator.renewal(name).await {
+    if let Some(state) = renewal {
         machine.restore_backoff(state.failures, next_attempt(&state), &state.last_error, now);
     }
     if let Some(serial) = &revoked {

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::pem_tree::{io, PemTree};
-use super::{check_key, PendingOrder, RenewalState, Store, StoreError};
+use super::{check_key, unreadable, PendingOrder, RenewalState, Store, StoreError, Stored};
 use crate::atomic;
 use crate::cert::Bundle;
 
@@ -179,6 +179,23 @@ impl Store for FileStore {
         .await
     }
 
+    /// One blocking call for the four reads: at start-up with thousands of
+    /// certificates the round trips to the blocking pool cost more than the
+    /// reads.
+    async fn load_stored(&self, name: &str) -> Result<Stored, StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(Stored::default()) };
+            let bundle = this.tree().load_inspected(&name)?;
+            let revoked = read_revoked(&dir)?;
+            let pending = read_pending(&dir).unwrap_or_else(|e| unreadable(&name, "pending order", &e)).is_some();
+            let renewal = read_renewal(&dir).unwrap_or_else(|e| unreadable(&name, "renewal state", &e));
+            Ok(Stored { bundle, revoked, pending, renewal })
+        })
+        .await
+    }
+
     async fn save_certificate(&self, name: &str, bundle: &Bundle) -> Result<(), StoreError> {
         check_key(name)?;
         let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
@@ -204,11 +221,7 @@ impl Store for FileStore {
         let (this, name) = (self.clone(), name.to_owned());
         blocking(move || {
             let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
-            match atomic::read_text(&dir.join(REVOKED), REVOKED_CAP) {
-                Ok(serial) => Ok(Some(serial.trim().to_owned())),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            read_revoked(&dir)
         })
         .await
     }
@@ -243,12 +256,7 @@ impl Store for FileStore {
         let (this, name) = (self.clone(), name.to_owned());
         blocking(move || {
             let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
-            let path = dir.join(PENDING);
-            match atomic::read_file(&path, PENDING_CAP) {
-                Ok(json) => PendingOrder::from_json(&path.display().to_string(), &json).map(Some),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            read_pending(&dir)
         })
         .await
     }
@@ -260,14 +268,7 @@ impl Store for FileStore {
         let (this, name) = (self.clone(), name.to_owned());
         blocking(move || {
             let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
-            let path = dir.join(RENEWAL);
-            match atomic::read_file(&path, PENDING_CAP) {
-                Ok(json) => serde_json::from_slice(&json)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt { key: path.display().to_string(), reason: e.to_string() }),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            read_renewal(&dir)
         })
         .await
     }
@@ -322,6 +323,37 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }))
+}
+
+/// The serial in `<dir>/REVOKED`, if any.
+fn read_revoked(dir: &Path) -> Result<Option<String>, StoreError> {
+    match atomic::read_text(&dir.join(REVOKED), REVOKED_CAP) {
+        Ok(serial) => Ok(Some(serial.trim().to_owned())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The order in `<dir>/PENDING`, if any.
+fn read_pending(dir: &Path) -> Result<Option<PendingOrder>, StoreError> {
+    let path = dir.join(PENDING);
+    match atomic::read_file(&path, PENDING_CAP) {
+        Ok(json) => PendingOrder::from_json(&path.display().to_string(), &json).map(Some),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The backoff in `<dir>/RENEWAL`, if any.
+fn read_renewal(dir: &Path) -> Result<Option<RenewalState>, StoreError> {
+    let path = dir.join(RENEWAL);
+    match atomic::read_file(&path, PENDING_CAP) {
+        Ok(json) => serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: path.display().to_string(), reason: e.to_string() }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

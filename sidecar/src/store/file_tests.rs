@@ -333,3 +333,32 @@ async fn health_fails_when_the_store_cannot_be_written() {
     assert!(err.contains("cannot write") && err.contains("Read-only file system"), "{err}");
     assert!(unmounted);
 }
+
+#[tokio::test]
+async fn one_start_up_read_gives_what_the_four_reads_give() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    let empty = store.load_stored("web").await.unwrap();
+    assert!(empty.bundle.is_none() && empty.revoked.is_none() && !empty.pending && empty.renewal.is_none());
+    let (first, second) = (bundle("a.example"), bundle("b.example"));
+    store.save_certificate("web", &first).await.unwrap();
+    store.save_certificate("web", &second).await.unwrap();
+    store.mark_revoked("web", "0a1b").await.unwrap();
+    store
+        .save_pending("web", &PendingOrder { url: "https://ca.test/order/7".into(), key_pem: second.key_pem.clone() })
+        .await
+        .unwrap();
+    let state = RenewalState { failures: 2, next_attempt: 1_900_000_000, last_error: "no".into(), replica: "r".into() };
+    store.save_renewal("web", Some(&state)).await.unwrap();
+    let stored = FileStore::open(dir.path()).unwrap().load_stored("web").await.unwrap();
+    let (live, info) = stored.bundle.unwrap();
+    assert_eq!((live, info.names), (second, vec!["b.example".to_owned()]));
+    assert_eq!((stored.revoked.as_deref(), stored.pending, stored.renewal), (Some("0a1b"), true, Some(state)));
+    // A torn live version: the last good one, as `load_certificate` gives;
+    // a torn backoff record reads as none and does not hide the rest.
+    fs::write(store.live_dir("web").join("privkey.pem"), "-----BEGIN PRIVATE KEY-----\ntrunc").unwrap();
+    fs::write(dir.path().join("certificates/web/RENEWAL"), "{").unwrap();
+    let stored = store.load_stored("web").await.unwrap();
+    assert_eq!(stored.bundle.map(|(b, _)| b), Some(first));
+    assert!(stored.renewal.is_none() && stored.pending);
+}

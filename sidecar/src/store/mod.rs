@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::cert::{Bundle, CertError, SecretPem};
+use crate::cert::{self, Bundle, CertError, CertInfo, SecretPem};
 
 /// The configured store, as [`open`] returns it: the daemon and every
 /// command reach accounts and certificates through `store` alone.
@@ -146,6 +146,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = lock;
         self.save_certificate(name, bundle).await
     }
+    /// What a certificate's task needs when it starts, in one call: the
+    /// last good bundle (parsed), the revocation mark, whether an order is
+    /// pending and the recorded backoff. Errors reading the pending order or
+    /// the backoff are logged and read as none: they delay nothing that the
+    /// next order would not redo.
+    async fn load_stored(&self, name: &str) -> Result<Stored, StoreError> {
+        let bundle = self.load_certificate(name).await?;
+        let revoked = self.revoked(name).await?;
+        let pending = self.load_pending(name).await.unwrap_or_else(|e| unreadable(name, "pending order", &e)).is_some();
+        let renewal = self.load_renewal(name).await.unwrap_or_else(|e| unreadable(name, "renewal state", &e));
+        let bundle = bundle.and_then(|b| cert::inspect(&b, None).ok().map(|info| (b, info)));
+        Ok(Stored { bundle, revoked, pending, renewal })
+    }
     /// Renewal state shared with other replicas (failures, backoff).
     async fn load_renewal(&self, name: &str) -> Result<Option<RenewalState>, StoreError> {
         let _ = name;
@@ -156,6 +169,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = (name, state);
         Ok(())
     }
+}
+
+/// A certificate's stored state at start ([`Store::load_stored`]).
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// The last good bundle and its leaf.
+    pub bundle: Option<(Bundle, CertInfo)>,
+    /// The serial the operator revoked.
+    pub revoked: Option<String>,
+    /// An order was recorded and its certificate not stored.
+    pub pending: bool,
+    pub renewal: Option<RenewalState>,
+}
+
+/// Logs a part of the stored state that could not be read; reads as none.
+pub(crate) fn unreadable<T>(name: &str, what: &str, error: &StoreError) -> Option<T> {
+    tracing::warn!(certificate = %name, error = %error, "cannot read the {what}");
+    None
 }
 
 /// An order whose certificate is not stored yet (the CA may be validating

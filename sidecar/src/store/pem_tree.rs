@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::StoreError;
 use crate::atomic;
-use crate::cert::{self, Bundle, SecretPem};
+use crate::cert::{self, Bundle, CertInfo, SecretPem};
 
 const LIVE: &str = "live";
 /// The most read of one PEM file: a chain is a few kilobytes.
@@ -115,32 +115,44 @@ impl PemTree {
     /// The live bundle, else the newest usable version (the last good one).
     /// A `<name>` or `live` this module did not make is an error naming it.
     pub fn load(&self, name: &str) -> Result<Option<Bundle>, StoreError> {
+        Ok(self.load_inspected(name)?.map(|(bundle, _)| bundle))
+    }
+
+    /// [`load`](Self::load) and what the leaf says: the check that the
+    /// bundle is usable is the parse, so it is done once. Older versions are
+    /// listed only when `live` is not usable.
+    pub fn load_inspected(&self, name: &str) -> Result<Option<(Bundle, CertInfo)>, StoreError> {
         let cert_dir = self.root.join(name);
         if !atomic::is_own_dir(&cert_dir)? {
             return Ok(None);
         }
-        let mut candidates: Vec<String> = self.live_version(name)?.into_iter().collect();
+        let live = self.live_version(name)?;
+        if let Some(found) = live.as_deref().and_then(|version| usable(name, &cert_dir.join(version))) {
+            return Ok(Some(found));
+        }
         let mut versions = version_dirs(&cert_dir)?;
         versions.sort_unstable_by(|a, b| b.cmp(a));
-        candidates.extend(versions);
-        for version in candidates {
-            let dir = cert_dir.join(version);
-            let bundle = match read_bundle(&dir) {
-                Ok(Some(bundle)) => bundle,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(certificate = name, error = %e, "skipping unreadable stored version");
-                    continue;
-                }
-            };
-            match cert::inspect(&bundle, None) {
-                Ok(_) => return Ok(Some(bundle)),
-                Err(e) => {
-                    tracing::warn!(certificate = name, dir = %dir.display(), error = %e, "skipping unusable stored version")
-                }
-            }
+        Ok(versions.iter().filter(|v| Some(*v) != live.as_ref()).find_map(|v| usable(name, &cert_dir.join(v))))
+    }
+}
+
+/// The bundle in version directory `dir` and its leaf, when it is complete
+/// and parses; else `None`, with a warning naming why.
+fn usable(name: &str, dir: &Path) -> Option<(Bundle, CertInfo)> {
+    let bundle = match read_bundle(dir) {
+        Ok(Some(bundle)) => bundle,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(certificate = name, error = %e, "skipping unreadable stored version");
+            return None;
         }
-        Ok(None)
+    };
+    match cert::inspect(&bundle, None) {
+        Ok(info) => Some((bundle, info)),
+        Err(e) => {
+            tracing::warn!(certificate = name, dir = %dir.display(), error = %e, "skipping unusable stored version");
+            None
+        }
     }
 }
 
