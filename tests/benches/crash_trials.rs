@@ -161,6 +161,7 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..=max_gap))).await;
         stack.sidecar.kill();
         findings.check(&store, trial);
+        keep_log(&stack.sidecar.log, trial);
         stack.sidecar = start_sidecar(&stack.dir, &config);
         if trial % 50 == 0 {
             let (orders, issued) = pebble_figures(&stack.pebble);
@@ -204,8 +205,28 @@ async fn run() {
     }
     let out = workspace_root().join("target/bench");
     let _ = std::fs::create_dir_all(&out);
+    if std::env::var_os("CHAOS_KEEP_LOGS").is_some() {
+        let _ = std::fs::copy(&stack.pebble.pebble.log, out.join("chaos-pebble.log"));
+    }
     let _ = std::fs::write(out.join("crash_trials.md"), &report);
     assert_eq!(findings.corrupt_states, 0, "corrupt states: {:?}", findings.problems);
+}
+
+/// With `CHAOS_KEEP_LOGS` set, every run's sidecar log is appended to
+/// `target/bench/chaos-sidecar.log` (each restart truncates its own), to
+/// tell afterwards what each extra order was.
+fn keep_log(log: &Path, trial: usize) {
+    use std::io::Write;
+    if std::env::var_os("CHAOS_KEEP_LOGS").is_none() {
+        return;
+    }
+    let out = workspace_root().join("target/bench");
+    let _ = std::fs::create_dir_all(&out);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(out.join("chaos-sidecar.log"));
+    if let Ok(mut file) = file {
+        let _ = writeln!(file, "=== killed at trial {trial}\n{text}");
+    }
 }
 
 fn main() {

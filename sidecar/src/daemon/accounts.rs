@@ -3,7 +3,7 @@
 //! on request, with the resolver's self-imposed order budget.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::acme::AcmeAccount as Account;
@@ -30,45 +30,89 @@ struct Entry {
     outage: std::sync::atomic::AtomicBool,
 }
 
-/// All resolvers' accounts.
+/// All resolvers' accounts. A reload replaces the entries of resolvers it
+/// adds, changes or removes ([`apply`](Accounts::apply)); an order already
+/// running keeps the entry it started with.
 pub(super) struct Accounts {
-    entries: BTreeMap<String, Entry>,
+    entries: std::sync::RwLock<BTreeMap<String, Arc<Entry>>>,
 }
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accounts").field("resolvers", &self.entries.keys()).finish_non_exhaustive()
+        let names: Vec<String> = self.read().keys().cloned().collect();
+        f.debug_struct("Accounts").field("resolvers", &names).finish_non_exhaustive()
+    }
+}
+
+impl Entry {
+    /// A new entry; `was` (the resolver's entry before a reload) passes on
+    /// the orders and failed authorizations counted so far when the limits
+    /// did not change, so a reload is no way around them.
+    fn new(resolver: &Resolver, was: Option<&Self>) -> Self {
+        let limits = resolver.rate_limit;
+        let same_limits = was.filter(|was| format!("{:?}", was.resolver.rate_limit) == format!("{limits:?}"));
+        let budget = match same_limits {
+            Some(was) => was.budget.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => OrderBudget::new(limits.orders, Duration::from_secs(u64::from(limits.order_window_hours) * 3600)),
+        };
+        let authz_failures = match same_limits {
+            Some(was) => was.authz_failures.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => AuthzFailures::new(limits.failed_authorizations_per_hour, Duration::from_secs(3600)),
+        };
+        Self {
+            resolver: resolver.clone(),
+            account: RwLock::new(None),
+            budget: Mutex::new(budget),
+            authz_failures: Mutex::new(authz_failures),
+            ari: Mutex::new(None),
+            outage: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 
 impl Accounts {
     pub(super) fn new(resolvers: &BTreeMap<String, Resolver>) -> Self {
-        let entries = resolvers
-            .iter()
-            .map(|(name, resolver)| {
-                let limits = resolver.rate_limit;
-                let entry = Entry {
-                    resolver: resolver.clone(),
-                    account: RwLock::new(None),
-                    budget: Mutex::new(OrderBudget::new(
-                        limits.orders,
-                        Duration::from_secs(u64::from(limits.order_window_hours) * 3600),
-                    )),
-                    authz_failures: Mutex::new(AuthzFailures::new(
-                        limits.failed_authorizations_per_hour,
-                        Duration::from_secs(3600),
-                    )),
-                    ari: Mutex::new(None),
-                    outage: std::sync::atomic::AtomicBool::new(false),
-                };
-                (name.clone(), entry)
-            })
-            .collect();
-        Self { entries }
+        let entries = resolvers.iter().map(|(name, r)| (name.clone(), Arc::new(Entry::new(r, None)))).collect();
+        Self { entries: std::sync::RwLock::new(entries) }
     }
 
-    fn entry(&self, name: &str) -> Result<&Entry, AcmeError> {
-        self.entries.get(name).ok_or_else(|| AcmeError::UnknownResolver(name.to_owned()))
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Entry>>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, AcmeError> {
+        self.read().get(name).cloned().ok_or_else(|| AcmeError::UnknownResolver(name.to_owned()))
+    }
+
+    /// Takes a reloaded configuration's resolvers. Every entry is made anew
+    /// from the file as read now (a secret read from a `*_file` may have
+    /// been rotated); a resolver whose settings did not change keeps its
+    /// account and what is known of its CA, a new or changed one loads its
+    /// account again as at a restart (a changed `ca_server`, email or EAB
+    /// takes effect), a removed one goes. Returns the names added or
+    /// changed.
+    pub(super) fn apply(&self, resolvers: &BTreeMap<String, Resolver>) -> Vec<String> {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        let next = resolvers
+            .iter()
+            .map(|(name, resolver)| {
+                let was = entries.get(name).map(Arc::as_ref);
+                let mut entry = Entry::new(resolver, was);
+                match was.filter(|was| format!("{:?}", was.resolver) == format!("{resolver:?}")) {
+                    Some(was) => {
+                        // An account being registered right now is loaded
+                        // again from the store by the next order.
+                        entry.account = RwLock::new(was.account.try_read().ok().and_then(|a| a.clone()));
+                        entry.ari = Mutex::new(*was.ari.lock().unwrap_or_else(|e| e.into_inner()));
+                    }
+                    None => changed.push(name.clone()),
+                }
+                (name.clone(), Arc::new(entry))
+            })
+            .collect();
+        *entries = next;
+        changed
     }
 
     /// An order of resolver `name` failed because its CA was away.
@@ -85,8 +129,8 @@ impl Accounts {
     }
 
     /// Resolver `name`'s settings.
-    pub(super) fn resolver(&self, name: &str) -> Result<&Resolver, AcmeError> {
-        Ok(&self.entry(name)?.resolver)
+    pub(super) fn resolver(&self, name: &str) -> Result<Resolver, AcmeError> {
+        Ok(self.entry(name)?.resolver.clone())
     }
 
     /// The account for resolver `name`, loading or registering it once.

@@ -125,7 +125,7 @@ impl Ca for LiveCa {
         request: &OrderRequest<'_>,
         solver: &dyn Solver,
     ) -> Result<Bundle, AcmeError> {
-        let mut staging = self.accounts.resolver(resolver)?.clone();
+        let mut staging = self.accounts.resolver(resolver)?;
         staging.ca_server = directory.to_owned();
         within(self.accounts.deadline(resolver), "registering a throwaway account", async {
             let account = acme::account(&crate::store::MemoryStore::new(), "dry-run", &staging).await?;

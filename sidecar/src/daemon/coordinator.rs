@@ -33,8 +33,9 @@ pub(super) enum Turn {
 pub(super) struct Coordinator {
     store: Arc<dyn Store>,
     board: Option<Arc<dyn ChallengeBoard>>,
-    /// DNS-01 solvers by resolver name (to remove orphaned records).
-    dns: Arc<BTreeMap<String, DnsSolver>>,
+    /// DNS-01 solvers by resolver name (to remove orphaned records);
+    /// swapped by a reload.
+    dns: std::sync::RwLock<Arc<BTreeMap<String, DnsSolver>>>,
     /// This replica's name in the shared renewal state.
     replica: String,
 }
@@ -46,7 +47,12 @@ impl Coordinator {
         dns: Arc<BTreeMap<String, DnsSolver>>,
         replica: String,
     ) -> Self {
-        Self { store, board, dns, replica }
+        Self { store, board, dns: std::sync::RwLock::new(dns), replica }
+    }
+
+    /// A reload's DNS-01 providers.
+    pub(super) fn set_dns(&self, dns: BTreeMap<String, DnsSolver>) {
+        *self.dns.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(dns);
     }
 
     /// What the store holds for `name` when its task starts.
@@ -108,7 +114,8 @@ impl Coordinator {
     /// names and never removed (their posts outlive it): removed now, under
     /// the lock, before a new order publishes its own.
     async fn remove_orphaned_records(&self, certificate: &Certificate) {
-        let (Some(board), Some(dns)) = (&self.board, self.dns.get(&certificate.resolver)) else { return };
+        let dns = self.dns.read().unwrap_or_else(|e| e.into_inner()).get(&certificate.resolver).cloned();
+        let (Some(board), Some(dns)) = (&self.board, dns) else { return };
         let kind = ChallengeKind::Dns01.as_str();
         let posts = match board.list(kind).await {
             Ok(posts) => posts,

@@ -114,6 +114,21 @@ impl Fleet {
         Ok(())
     }
 
+    /// A reload's resolvers: certificates started from now on see them, as
+    /// do the next orders of running ones (accounts, solvers, DNS-01
+    /// providers). Returns the resolvers added or changed.
+    pub(super) fn apply_resolvers(
+        &mut self,
+        resolvers: &BTreeMap<String, Resolver>,
+        solvers: super::issuer::ResolverSolvers,
+        dns: BTreeMap<String, crate::dns::DnsSolver>,
+    ) -> Vec<String> {
+        self.parts.first_actions.add(resolvers.keys());
+        self.parts.coordinator.set_dns(dns);
+        self.resolvers = resolvers.iter().map(|(name, r)| (name.clone(), Arc::new(r.clone()))).collect();
+        self.parts.issuer.apply(resolvers, solvers)
+    }
+
     /// How many certificates are managed now.
     pub(super) fn count(&self) -> usize {
         self.running.len()

@@ -50,8 +50,9 @@ pub(super) struct Issuer {
     store: Arc<dyn Store>,
     /// The resolvers' limits and what their CAs support.
     accounts: Arc<Accounts>,
-    /// Each resolver's solvers, in the order they are tried.
-    solvers: Arc<ResolverSolvers>,
+    /// Each resolver's solvers, in the order they are tried; a reload
+    /// swaps the map, an order keeps the solvers it started with.
+    solvers: std::sync::RwLock<Arc<ResolverSolvers>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -63,7 +64,19 @@ impl Issuer {
         solvers: Arc<ResolverSolvers>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { ca, store, accounts, solvers, clock }
+        Self { ca, store, accounts, solvers: std::sync::RwLock::new(solvers), clock }
+    }
+
+    /// Resolver `name`'s solvers, in the order they are tried.
+    fn solvers(&self, name: &str) -> Vec<Arc<dyn Solver>> {
+        self.solvers.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned().unwrap_or_default()
+    }
+
+    /// A reload's resolvers: their accounts and solvers. Returns the
+    /// resolvers added or changed.
+    pub(super) fn apply(&self, resolvers: &BTreeMap<String, Resolver>, solvers: ResolverSolvers) -> Vec<String> {
+        *self.solvers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(solvers);
+        self.accounts.apply(resolvers)
     }
 
     /// Whether an order for `certificate` is within the resolver's limits
@@ -184,7 +197,7 @@ impl Issuer {
                 return Ok(None);
             }
         };
-        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let solvers = self.solvers(&certificate.resolver);
         let Some(solver) = solvers.iter().find(|s| certificate.domains.iter().all(|d| s.supports(d))).cloned() else {
             return Ok(None);
         };
@@ -222,7 +235,7 @@ impl Issuer {
     /// it, or did not offer it), the next solver gets a new order, within
     /// the order budget.
     async fn with_fallback(&self, certificate: &Certificate, request: &OrderRequest<'_>) -> Result<Bundle, AcmeError> {
-        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let solvers = self.solvers(&certificate.resolver);
         // Collected: a filter closure held across the awaits below would
         // make the task's future not `Send` (rust-lang/rust#102211).
         let usable: Vec<&Arc<dyn Solver>> =
@@ -285,7 +298,7 @@ impl Issuer {
                 ""
             }
         )];
-        let solvers = self.solvers.get(&certificate.resolver).map(Vec::as_slice).unwrap_or_default();
+        let solvers = self.solvers(&certificate.resolver);
         let usable = solvers.iter().filter(|s| certificate.domains.iter().all(|d| s.supports(d)));
         // Whether every attempt failed for good (waiting will not help).
         let mut permanent = true;

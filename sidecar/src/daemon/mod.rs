@@ -108,17 +108,31 @@ const FIRST_ACTIONS_IN_FLIGHT: usize = 10;
 /// back only its own resolver's certificates (until their order deadline),
 /// never another CA's.
 #[derive(Debug, Default)]
-struct FirstActions(BTreeMap<String, tokio::sync::Semaphore>);
+struct FirstActions {
+    in_flight: usize,
+    by_resolver: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
+}
 
 impl FirstActions {
     fn new<'a>(resolvers: impl IntoIterator<Item = &'a String>, in_flight: usize) -> Self {
-        Self(resolvers.into_iter().map(|name| (name.clone(), tokio::sync::Semaphore::new(in_flight))).collect())
+        let this = Self { in_flight, by_resolver: std::sync::Mutex::default() };
+        this.add(resolvers);
+        this
+    }
+
+    /// Places for resolvers a reload added.
+    fn add<'a>(&self, resolvers: impl IntoIterator<Item = &'a String>) {
+        let mut map = self.by_resolver.lock().unwrap_or_else(|e| e.into_inner());
+        for name in resolvers {
+            map.entry(name.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.in_flight)));
+        }
     }
 
     /// A place among `resolver`'s first actions; `None` (go anyway) for an
     /// unknown resolver. The semaphores are never closed.
-    async fn admit(&self, resolver: &str) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.0.get(resolver)?.acquire().await.ok()
+    async fn admit(&self, resolver: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = self.by_resolver.lock().unwrap_or_else(|e| e.into_inner()).get(resolver).cloned()?;
+        semaphore.acquire_owned().await.ok()
     }
 }
 
@@ -234,19 +248,12 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         Some(nginx) => nginx.directory.clone(),
         None => config.storage.directory.join("certificates"),
     };
-    let mut dns = BTreeMap::new();
-    for (name, resolver) in &config.resolvers {
-        if let Some(settings) = &resolver.dns_challenge {
-            let solver =
-                crate::dns::build(settings).map_err(|source| RunError::Dns { resolver: name.clone(), source })?;
-            dns.insert(name.clone(), solver);
-        }
-    }
+    let (by_resolver, dns) =
+        wire_resolvers(&config.resolvers, &solvers).map_err(|(resolver, source)| RunError::Dns { resolver, source })?;
     let (rollover_tx, rollover_rx) = mpsc::channel(4);
     let bus = Bus::new(Some(rollover_tx));
     let accounts = Arc::new(Accounts::new(&config.resolvers));
-    let by_resolver = Arc::new(resolver_solvers(&config.resolvers, &solvers, &dns));
-    let dns = Arc::new(dns);
+    let (by_resolver, dns) = (Arc::new(by_resolver), Arc::new(dns));
     let parts = Arc::new(Parts {
         issuer: Issuer::new(
             Arc::new(LiveCa { accounts: Arc::clone(&accounts), store: Arc::clone(&store) }),
@@ -281,16 +288,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     }
 
     let mut tasks = vec![tokio::spawn(rollovers(Arc::clone(&accounts), Arc::clone(&store), rollover_rx))];
-    let used: BTreeMap<String, crate::config::Resolver> = config
-        .resolvers
-        .iter()
-        .filter(|(name, _)| {
-            config.certificates.iter().any(|c| &c.resolver == *name)
-                || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
-                || config.on_demand.as_ref().is_some_and(|d| &d.resolver == *name)
-        })
-        .map(|(name, r)| (name.clone(), r.clone()))
-        .collect();
+    let (used_tx, used) = watch::channel(used_resolvers(&config));
     tasks.push(tokio::spawn(probe::probe(
         readiness.clone(),
         etcd.is_none().then(|| Arc::clone(&store)),
@@ -314,7 +312,8 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     let (reload_tx, reload_rx) = mpsc::channel(4);
     bus.set_reloader(reload_tx);
-    tasks.push(tokio::spawn(reload::run(Arc::clone(&fleet), running, reload_rx, hangups)));
+    let wiring = reload::Wiring { solvers, probed: used_tx, tls_alpn: _tls_alpn.is_some() };
+    tasks.push(tokio::spawn(reload::run(Arc::clone(&fleet), running, reload_rx, hangups, wiring)));
     if let Some(etcd) = &etcd {
         tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
     }
@@ -345,6 +344,36 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     // Orders stopped mid-way remove their DNS-01 records before we exit.
     crate::solvers::finish_cleanups(std::time::Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// The resolvers something uses (a certificate, discovery, on-demand):
+/// those whose CA the readiness probe asks.
+pub(super) fn used_resolvers(config: &Config) -> BTreeMap<String, crate::config::Resolver> {
+    config
+        .resolvers
+        .iter()
+        .filter(|(name, _)| {
+            config.certificates.iter().any(|c| &c.resolver == *name)
+                || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
+                || config.on_demand.as_ref().is_some_and(|d| &d.resolver == *name)
+        })
+        .map(|(name, r)| (name.clone(), r.clone()))
+        .collect()
+}
+
+/// Each resolver's solvers and DNS-01 providers (at start, and at a reload).
+pub(super) fn wire_resolvers(
+    resolvers: &BTreeMap<String, crate::config::Resolver>,
+    shared: &Solvers,
+) -> Result<(ResolverSolvers, BTreeMap<String, DnsSolver>), (String, crate::dns::DnsError)> {
+    let mut dns = BTreeMap::new();
+    for (name, resolver) in resolvers {
+        if let Some(settings) = &resolver.dns_challenge {
+            let solver = crate::dns::build(settings).map_err(|source| (name.clone(), source))?;
+            dns.insert(name.clone(), solver);
+        }
+    }
+    Ok((resolver_solvers(resolvers, shared, &dns), dns))
 }
 
 /// Each resolver's solvers, in its challenge order, sharing the answers

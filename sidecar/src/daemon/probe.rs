@@ -26,7 +26,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(30);
 pub(super) async fn probe(
     readiness: Readiness,
     store: Option<Arc<dyn Store>>,
-    resolvers: BTreeMap<String, Resolver>,
+    resolvers: tokio::sync::watch::Receiver<BTreeMap<String, Resolver>>,
     clock: Arc<dyn Clock>,
     outages: Option<(Arc<super::accounts::Accounts>, super::bus::Bus)>,
 ) {
@@ -36,6 +36,13 @@ pub(super) async fn probe(
         if let Some(store) = &store {
             readiness.set("store", store.health().await.map_err(|e| e.to_string()));
         }
+        // A reload may have added, changed or removed resolvers.
+        let resolvers = resolvers.borrow().clone();
+        for gone in last_ok.keys().chain(away.keys()).filter(|n| !resolvers.contains_key(*n)) {
+            readiness.remove(&format!("ca:{gone}"));
+        }
+        last_ok.retain(|name, _| resolvers.contains_key(name));
+        away.retain(|name, _| resolvers.contains_key(name));
         for (name, resolver) in &resolvers {
             let now = clock.now();
             let result = crate::acme::directory_reachable(resolver).await.map_err(|e| e.to_string());
