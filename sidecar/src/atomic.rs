@@ -257,6 +257,33 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> 
     sync_dir(dir)
 }
 
+/// Replaces `path` with `data` (mode `mode`) by rename, without fsync: a
+/// killed process leaves the old contents or the new, whole; a power loss
+/// may lose the change (for records that do not outlive one).
+pub fn replace_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(temp_name(&name));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+            file.write_all(data)
+        })
+        .map_err(on(&tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(on(path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Writes `files` (name, contents, mode) into a new directory
 /// `<parent>/<version>` (mode 0700): built under a temp name, each file and
 /// the directory fsynced, then renamed into place and `parent` fsynced.

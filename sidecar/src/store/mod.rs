@@ -6,6 +6,7 @@ pub mod board;
 pub mod etcd;
 mod etcd_lease;
 mod file;
+pub mod file_board;
 mod lock;
 mod memory;
 pub mod mirror;
@@ -34,6 +35,9 @@ pub struct Opened {
     /// The shared store's extras (challenge board, watch, replica name),
     /// when it is etcd.
     pub etcd: Option<Arc<EtcdStore>>,
+    /// The file store's board (answers of orders in flight, kept across a
+    /// restart); `None` with etcd, whose board is the store itself.
+    pub files: Option<Arc<file_board::FileBoard>>,
 }
 
 impl Opened {
@@ -42,9 +46,14 @@ impl Opened {
         self.etcd.as_ref().map_or_else(|| "local".to_owned(), |e| e.replica().to_owned())
     }
 
-    /// Where pending challenges are shared with other replicas, if anywhere.
+    /// Where pending challenges are kept: shared with other replicas
+    /// (etcd), or across a restart of this process (the file store).
     pub fn board(&self) -> Option<Arc<dyn board::ChallengeBoard>> {
-        self.etcd.clone().map(|e| e as Arc<dyn board::ChallengeBoard>)
+        match (&self.etcd, &self.files) {
+            (Some(etcd), _) => Some(Arc::clone(etcd) as Arc<dyn board::ChallengeBoard>),
+            (None, Some(files)) => Some(Arc::clone(files) as Arc<dyn board::ChallengeBoard>),
+            (None, None) => None,
+        }
     }
 }
 
@@ -54,10 +63,14 @@ impl Opened {
 /// written under `directory`.
 pub async fn open(settings: &Storage) -> Result<Opened, StoreError> {
     match (settings.store, &settings.etcd) {
-        (StoreKind::File, _) => Ok(Opened { store: Arc::new(FileStore::open(&settings.directory)?), etcd: None }),
+        (StoreKind::File, _) => {
+            let store = Arc::new(FileStore::open(&settings.directory)?);
+            let files = Some(Arc::new(file_board::FileBoard::open(&settings.directory)?));
+            Ok(Opened { store, etcd: None, files })
+        }
         (StoreKind::Etcd, Some(etcd)) => {
             let etcd = Arc::new(EtcdStore::connect(etcd).await?);
-            Ok(Opened { store: Arc::clone(&etcd) as Arc<dyn Store>, etcd: Some(etcd) })
+            Ok(Opened { store: Arc::clone(&etcd) as Arc<dyn Store>, etcd: Some(etcd), files: None })
         }
         (StoreKind::Etcd, None) => Err(StoreError::Unavailable("store = \"etcd\" needs [storage.etcd]".into())),
     }
