@@ -13,6 +13,7 @@
 
 mod advice;
 pub mod http;
+mod oauth;
 pub mod propagation;
 mod registry;
 mod settings;
@@ -28,6 +29,7 @@ registry::providers! {
     cloudflare::Cloudflare,
     route53::Route53,
     digitalocean::DigitalOcean,
+    gcloud::Gcloud,
 }
 
 #[cfg(test)]
