@@ -30,6 +30,7 @@ registry::providers! {
     route53::Route53,
     digitalocean::DigitalOcean,
     gcloud::Gcloud,
+    azuredns::AzureDns,
 }
 
 #[cfg(test)]

@@ -129,6 +129,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("route53", "access_key_id = \"a\"\nsecret_access_key = \"s\"".to_owned()),
         ("digitalocean", "auth_token = \"t\"".to_owned()),
         ("gcloud", "project = \"p\"".to_owned()),
+        ("azuredns", "subscription_id = \"s\"\nresource_group = \"r\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
