@@ -31,6 +31,7 @@ registry::providers! {
     digitalocean::DigitalOcean,
     gcloud::Gcloud,
     azuredns::AzureDns,
+    ovh::Ovh,
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("digitalocean", "auth_token = \"t\"".to_owned()),
         ("gcloud", "project = \"p\"".to_owned()),
         ("azuredns", "subscription_id = \"s\"\nresource_group = \"r\"".to_owned()),
+        ("ovh", "application_key = \"a\"\napplication_secret = \"s\"\nconsumer_key = \"c\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
