@@ -32,6 +32,7 @@ registry::providers! {
     gcloud::Gcloud,
     azuredns::AzureDns,
     ovh::Ovh,
+    linode::Linode,
 }
 
 #[cfg(test)]

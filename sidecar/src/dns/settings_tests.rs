@@ -131,6 +131,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("gcloud", "project = \"p\"".to_owned()),
         ("azuredns", "subscription_id = \"s\"\nresource_group = \"r\"".to_owned()),
         ("ovh", "application_key = \"a\"\napplication_secret = \"s\"\nconsumer_key = \"c\"".to_owned()),
+        ("linode", "token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
