@@ -33,6 +33,7 @@ registry::providers! {
     azuredns::AzureDns,
     ovh::Ovh,
     linode::Linode,
+    gandiv5::GandiV5,
 }
 
 #[cfg(test)]

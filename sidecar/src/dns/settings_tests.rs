@@ -132,6 +132,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("azuredns", "subscription_id = \"s\"\nresource_group = \"r\"".to_owned()),
         ("ovh", "application_key = \"a\"\napplication_secret = \"s\"\nconsumer_key = \"c\"".to_owned()),
         ("linode", "token = \"t\"".to_owned()),
+        ("gandiv5", "personal_access_token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
