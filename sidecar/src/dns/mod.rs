@@ -34,6 +34,7 @@ registry::providers! {
     ovh::Ovh,
     linode::Linode,
     gandiv5::GandiV5,
+    porkbun::Porkbun,
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("ovh", "application_key = \"a\"\napplication_secret = \"s\"\nconsumer_key = \"c\"".to_owned()),
         ("linode", "token = \"t\"".to_owned()),
         ("gandiv5", "personal_access_token = \"t\"".to_owned()),
+        ("porkbun", "api_key = \"k\"\nsecret_api_key = \"s\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
