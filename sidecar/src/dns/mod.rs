@@ -35,6 +35,7 @@ registry::providers! {
     linode::Linode,
     gandiv5::GandiV5,
     porkbun::Porkbun,
+    vultr::Vultr,
 }
 
 #[cfg(test)]

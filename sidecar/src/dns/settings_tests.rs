@@ -134,6 +134,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("linode", "token = \"t\"".to_owned()),
         ("gandiv5", "personal_access_token = \"t\"".to_owned()),
         ("porkbun", "api_key = \"k\"\nsecret_api_key = \"s\"".to_owned()),
+        ("vultr", "api_key = \"k\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
