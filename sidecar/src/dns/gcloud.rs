@@ -110,7 +110,14 @@ impl ProviderSettings for Gcloud {
             http_url(&format!("{field}.metadata_url"), url)?;
         }
         if let Some(json) = &self.service_account {
-            ServiceAccount::parse(json).map_err(|e| SettingsError::new(format!("{field}.service_account"), e))?;
+            let key =
+                ServiceAccount::parse(json).map_err(|e| SettingsError::new(format!("{field}.service_account"), e))?;
+            if key.project_id.is_none() && self.project.is_none() {
+                return Err(SettingsError::new(
+                    format!("{field}.project"),
+                    "is required: the key names no project_id (or set GCE_PROJECT)",
+                ));
+            }
         }
         Ok(())
     }

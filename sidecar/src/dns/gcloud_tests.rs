@@ -327,4 +327,12 @@ fn settings_read_the_key_from_lego_variables_and_debug_hides_it() {
     let err = bad.validate("gcloud").unwrap_err();
     assert_eq!(err.field, "gcloud.service_account");
     assert!(toml::from_str::<Gcloud>("service_acount = 'x'").is_err());
+
+    let mut no_project: Value = serde_json::from_str(&key_json(&keys()[0], "https://oauth2.googleapis.com/token")).unwrap();
+    no_project.as_object_mut().unwrap().remove("project_id");
+    let mut config: Gcloud = toml::from_str("").unwrap();
+    config.service_account = Some(no_project.to_string());
+    assert_eq!(config.validate("gcloud").unwrap_err().field, "gcloud.project");
+    config.project = Some("p".into());
+    config.validate("gcloud").unwrap();
 }
