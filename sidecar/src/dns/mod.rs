@@ -13,6 +13,7 @@
 
 mod advice;
 pub mod http;
+mod oauth;
 pub mod propagation;
 mod registry;
 mod settings;
@@ -28,6 +29,13 @@ registry::providers! {
     cloudflare::Cloudflare,
     route53::Route53,
     digitalocean::DigitalOcean,
+    gcloud::Gcloud,
+    azuredns::AzureDns,
+    ovh::Ovh,
+    linode::Linode,
+    gandiv5::GandiV5,
+    porkbun::Porkbun,
+    vultr::Vultr,
 }
 
 #[cfg(test)]
