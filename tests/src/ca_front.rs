@@ -92,8 +92,20 @@ impl State {
     }
 }
 
+/// Asynchronous finalization, as a CA that issues in the background: the
+/// finalize answer and the next `polls` looks at the order say
+/// `processing` with `Retry-After: secs`, then Pebble's answer goes through.
+#[derive(Debug)]
+struct Processing {
+    secs: u64,
+    polls: u32,
+    /// Looks left per order id.
+    orders: std::collections::HashMap<String, u32>,
+}
+
 struct Shared {
     state: Mutex<State>,
+    processing: Mutex<Option<Processing>>,
     refuse: AtomicBool,
     /// Finalize requests whose CSR Boulder would refuse get its `badCSR`.
     strict: AtomicBool,
@@ -118,6 +130,7 @@ impl CaFront {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("CA front: local_addr: {e}"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            processing: Mutex::new(None),
             refuse: AtomicBool::new(false),
             strict: AtomicBool::new(false),
             pebble: ("127.0.0.1".to_owned(), pebble_port),
@@ -152,6 +165,14 @@ impl CaFront {
 
     pub fn refuse_connections(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Finalize asynchronously: each order stays `processing` (with
+    /// `Retry-After: secs`) in the finalize answer and the next `polls`
+    /// looks at it, as a CA whose issuance takes a while.
+    pub fn processing(&self, secs: u64, polls: u32) {
+        let mode = Processing { secs, polls, orders: std::collections::HashMap::new() };
+        *self.shared.processing.lock().unwrap_or_else(PoisonError::into_inner) = Some(mode);
     }
 
     /// Every request so far, in order.
@@ -245,7 +266,10 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
         None => {
             let response = forward(request, shared).await;
             let answer = format!("pebble {}", response.status().as_u16());
-            (Ok(response), answer)
+            match still_processing(&path, shared) {
+                Some(secs) => (Ok(as_processing(response, secs).await), format!("{answer}, made processing")),
+                None => (Ok(response), answer),
+            }
         }
         Some(fault) => (faulty(&fault), format!("{fault:?}")),
     };
@@ -256,6 +280,40 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
         Err(Fault::Stall) => std::future::pending().await,
         Err(_) => Err(Closed),
     }
+}
+
+/// With asynchronous finalization on, whether this answer says
+/// `processing` (and with which `Retry-After`): a finalize starts the count
+/// of looks for its order.
+fn still_processing(path: &str, shared: &Shared) -> Option<u64> {
+    let mut mode = shared.processing.lock().unwrap_or_else(PoisonError::into_inner);
+    let mode = mode.as_mut()?;
+    if let Some(id) = path.strip_prefix("/finalize-order/") {
+        mode.orders.insert(id.to_owned(), mode.polls);
+        return Some(mode.secs);
+    }
+    let left = mode.orders.get_mut(path.strip_prefix("/my-order/")?)?;
+    if *left == 0 {
+        return None;
+    }
+    *left -= 1;
+    Some(mode.secs)
+}
+
+/// Pebble's order answer rewritten as still `processing`, without its
+/// certificate URL, with `Retry-After: secs`.
+async fn as_processing(response: Response<Full<Bytes>>, secs: u64) -> Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let Ok(mut order) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Response::from_parts(parts, Full::new(body));
+    };
+    if let Some(fields) = order.as_object_mut() {
+        fields.insert("status".into(), "processing".into());
+        fields.remove("certificate");
+    }
+    parts.headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    Response::from_parts(parts, Full::new(Bytes::from(order.to_string())))
 }
 
 /// The fault's answer, or `Err` for those that give none.

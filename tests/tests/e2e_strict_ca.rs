@@ -3,7 +3,9 @@
 //! themselves on CSRs made to break them, then the sidecar ordering
 //! certificates Boulder is known to refuse when the CSR is wrong (a first
 //! name over 64 bytes, an IP address) through the strict front: every one is
-//! issued, and every finalize request passed the rules.
+//! issued, and every finalize request passed the rules. Last, a CA that
+//! finalizes asynchronously: the order stays `processing` with a
+//! `Retry-After`, which the sidecar waits out before each look.
 
 use std::time::Duration;
 
@@ -72,4 +74,39 @@ async fn the_sidecars_csrs_pass_boulders_rules() {
         front.seen().into_iter().filter(|s| s.path.starts_with("/finalize-order/")).map(|s| s.answer).collect();
     assert!(finalized.len() >= 4, "{finalized:?}");
     assert!(finalized.iter().all(|a| a.contains("CSR as Boulder wants it")), "{finalized:?}");
+}
+
+/// A CA that finalizes asynchronously (the order stays `processing` with
+/// `Retry-After: 2`, for the finalize answer and two looks): the sidecar
+/// looks again only when told, never sooner, and gets the certificate from
+/// its one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_left_processing_is_looked_at_when_the_ca_says_and_issued_once() {
+    const WAIT: u64 = 2;
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ports = StackPorts::free();
+    let pebble = Pebble::start_with(tmp.path(), ports.http, ports.https, &PebbleOptions::default());
+    let root = std::fs::read_to_string(&pebble.minica.root_pem_path).unwrap_or_else(|e| panic!("{e}"));
+    let front = CaFront::start(pebble.acme_port, &root, &pebble.minica.cert_path, &pebble.minica.key_path).await;
+    front.processing(WAIT, 2);
+    let slow = resolver(&pebble, "slow", "").replace(&pebble.directory_url(), &front.directory_url());
+    let tail = format!("{slow}\n{}", certificate("demo", &["demo.processing.test"], "slow"));
+    let mut stack = Stack::start_with_pebble(tmp, ports, pebble, "", |_| tail, |c| c).await;
+    stack.wait_for_new_serial("demo.processing.test", None, Duration::from_secs(60)).await;
+    let seen = front.seen();
+    let orders = seen.iter().filter(|s| s.path == "/order-plz").count();
+    assert_eq!(orders, 1, "one order: {seen:#?}");
+    let finalize =
+        seen.iter().position(|s| s.path.starts_with("/finalize-order/")).unwrap_or_else(|| panic!("{seen:#?}"));
+    let looks: Vec<&ca_front::Seen> =
+        seen[finalize + 1..].iter().filter(|s| s.path.starts_with("/my-order/")).collect();
+    assert!(looks.len() >= 3, "two looks told `processing`, then the valid one: {seen:#?}");
+    let mut last = seen[finalize].at;
+    for look in &looks[..3] {
+        let after = look.at.duration_since(last).unwrap_or_default();
+        assert!(after >= Duration::from_millis(WAIT * 1000 - 50), "looked again after {after:?}, before Retry-After");
+        last = look.at;
+    }
+    assert!(looks[..2].iter().all(|l| l.answer.contains("made processing")), "{looks:#?}");
+    assert!(seen.iter().any(|s| s.path.starts_with("/certZ/")), "downloaded: {seen:#?}");
 }

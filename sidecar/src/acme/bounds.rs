@@ -130,6 +130,9 @@ struct Context {
     step: &'static str,
     /// The `Retry-After` of the last answer, when it was an error.
     retry_after: Option<SystemTime>,
+    /// The `Retry-After` of the last answer, whatever it was (an order
+    /// still `processing` says when to look again).
+    said: Option<SystemTime>,
 }
 
 tokio::task_local! {
@@ -145,12 +148,18 @@ pub(crate) fn set_step(step: &'static str) {
 /// Keeps an error answer's `Retry-After`; any other answer clears it.
 fn note_answer(status: http::StatusCode, headers: &http::HeaderMap, now: SystemTime) {
     let error = status.is_client_error() || status.is_server_error();
-    let retry_after = headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now))
-        .filter(|_| error);
-    let _ = ORDER.try_with(|c| c.borrow_mut().retry_after = retry_after);
+    let said =
+        headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now));
+    let _ = ORDER.try_with(|c| {
+        let mut context = c.borrow_mut();
+        context.retry_after = said.filter(|_| error);
+        context.said = said;
+    });
+}
+
+/// The `Retry-After` of the last answer in this order, if it had one.
+pub(crate) fn last_retry_after() -> Option<SystemTime> {
+    ORDER.try_with(|c| c.borrow().said).ok().flatten()
 }
 
 /// Runs `work` (an order, an ARI poll, a revocation) within `deadline`.
@@ -162,7 +171,7 @@ pub(crate) async fn within<T>(
     first_step: &'static str,
     work: impl Future<Output = Result<T, AcmeError>>,
 ) -> Result<T, AcmeError> {
-    let context = RefCell::new(Context { step: first_step, retry_after: None });
+    let context = RefCell::new(Context { step: first_step, retry_after: None, said: None });
     ORDER
         .scope(context, async {
             let Ok(result) = tokio::time::timeout(deadline, work).await else {

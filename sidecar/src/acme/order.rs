@@ -177,18 +177,11 @@ async fn finalize_and_download(
     key: &rcgen::KeyPair,
     key_pem: SecretPem,
 ) -> Result<Bundle, AcmeError> {
-    let retries = super::prove::retries();
     if order.state().status == OrderStatus::Ready {
         let csr = cert::csr_der(request.domains, key, request.common_name)?;
         step!("finalizing the order", order.finalize_csr(&csr).await)?;
     }
-    // A CA that issues at once (Let's Encrypt mostly does; Pebble within
-    // milliseconds) needs no first poll interval: look once right away,
-    // and poll only if the order is still processing.
-    let mut fullchain_pem = match step!("downloading the certificate", order.certificate().await)? {
-        Some(chain) => chain,
-        None => step!("waiting for the certificate", order.poll_certificate(&retries).await)?,
-    };
+    let mut fullchain_pem = download_when_issued(order).await?;
     if let Some(preferred) = request.preferred_chain {
         let certificate_url = order.state().certificate.clone().unwrap_or_default();
         if let Some(chain) = preferred_chain(account, &certificate_url, preferred).await {
@@ -199,6 +192,38 @@ async fn finalize_and_download(
     let info = cert::inspect(&bundle, Some(request.domains))?;
     tracing::info!(order = order.url(), serial = %info.serial_hex, "certificate issued");
     Ok(bundle)
+}
+
+/// The first wait for an order still `processing` when the CA gave no
+/// `Retry-After`; it doubles up to [`PROCESSING_MAX_WAIT`].
+const PROCESSING_FIRST_WAIT: Duration = Duration::from_millis(500);
+const PROCESSING_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// The certificate of a finalized order. A CA that issues at once (Let's
+/// Encrypt mostly does; Pebble within milliseconds) is asked once; one that
+/// finalizes asynchronously (the order stays `processing`) is asked again
+/// when its `Retry-After` says, never sooner, else after a short first
+/// wait doubling to 10 s. The order's deadline bounds it all.
+async fn download_when_issued(order: &mut instant_acme::Order) -> Result<String, AcmeError> {
+    let mut backoff = PROCESSING_FIRST_WAIT;
+    loop {
+        if order.state().status == OrderStatus::Processing {
+            let said = super::bounds::last_retry_after().and_then(|at| at.duration_since(SystemTime::now()).ok());
+            let wait = match said {
+                Some(said) => said.min(super::bounds::MAX_RETRY_AFTER),
+                None => {
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(PROCESSING_MAX_WAIT);
+                    wait
+                }
+            };
+            tracing::debug!(order = order.url(), wait_ms = wait.as_millis(), "the CA is still issuing the certificate");
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(chain) = step!("downloading the certificate", order.certificate().await)? {
+            return Ok(chain);
+        }
+    }
 }
 
 /// The chain leading to `preferred` among the default and the alternates
