@@ -12,6 +12,7 @@ fn config() -> FilterConfig {
         max_token_length: 128,
         on_demand: false,
         on_demand_per_second: 10,
+        sidecar_retry: Duration::from_millis(3000),
     }
 }
 

@@ -26,6 +26,12 @@ pub const DEFAULT_MAX_TOKEN_LENGTH: usize = 128;
 /// Accepted `max_token_length` range (inclusive).
 pub const MAX_TOKEN_LENGTH_RANGE: (u64, u64) = (16, 1024);
 
+/// Default `sidecar_retry_ms`: how long a challenge request waits for a
+/// sidecar that does not answer (restarting) before it gets a 503.
+pub const DEFAULT_SIDECAR_RETRY_MS: u64 = 3000;
+/// Accepted `sidecar_retry_ms` range (inclusive); 0 turns waiting off.
+pub const SIDECAR_RETRY_MS_RANGE: (u64, u64) = (0, 30_000);
+
 /// Default `on_demand_per_second`.
 pub const DEFAULT_ON_DEMAND_PER_SECOND: u64 = 10;
 /// Accepted `on_demand_per_second` range (inclusive).
@@ -47,6 +53,11 @@ pub struct FilterConfig {
     pub on_demand: bool,
     /// At most this many new hosts reported per second, per worker.
     pub on_demand_per_second: u64,
+    /// A challenge request whose sidecar call finds no sidecar (connect
+    /// failure, 503) is asked again until this much time has passed since
+    /// the first call: a CA's validator that arrives while the sidecar
+    /// restarts gets the answer instead of a 503. Zero: no waiting.
+    pub sidecar_retry: Duration,
 }
 
 /// Why a configuration was rejected. `Display` yields the log line body.
@@ -81,6 +92,7 @@ struct RawConfig {
     max_token_length: Option<Value>,
     on_demand: Option<Value>,
     on_demand_per_second: Option<Value>,
+    sidecar_retry_ms: Option<Value>,
 }
 
 // === impl ConfigError ===
@@ -155,9 +167,13 @@ impl FilterConfig {
             ON_DEMAND_PER_SECOND_RANGE,
         )?;
 
+        let sidecar_retry_ms =
+            ranged_int("sidecar_retry_ms", raw.sidecar_retry_ms, DEFAULT_SIDECAR_RETRY_MS, SIDECAR_RETRY_MS_RANGE)?;
+
         Ok(Self {
             cluster,
             timeout: Duration::from_millis(timeout_ms),
+            sidecar_retry: Duration::from_millis(sidecar_retry_ms),
             authority,
             max_token_length,
             on_demand,

@@ -27,6 +27,7 @@ fn minimal_config_gets_defaults() -> Result<(), ConfigError> {
             max_token_length: 128,
             on_demand: false,
             on_demand_per_second: 10,
+            sidecar_retry: Duration::from_millis(3000),
         }
     );
     Ok(())
@@ -137,4 +138,12 @@ fn missing_or_blank() {
 #[test]
 fn non_utf8() {
     assert_eq!(FilterConfig::parse(Some(b"{\"cluster\": \"\xff\"}")), Err(ConfigError::NotUtf8));
+}
+
+#[test]
+fn sidecar_retry_is_bounded_and_can_be_off() -> Result<(), String> {
+    let off = parse(r#"{"cluster": "c", "sidecar_retry_ms": 0}"#).map_err(|e| e.to_string())?;
+    assert_eq!(off.sidecar_retry, Duration::ZERO);
+    rejected(r#"{"cluster": "c", "sidecar_retry_ms": 30001}"#, "sidecar_retry_ms must be between 0 and 30000")?;
+    rejected(r#"{"cluster": "c", "sidecar_retry_ms": "3s"}"#, "sidecar_retry_ms must be an integer")
 }

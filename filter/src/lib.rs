@@ -16,6 +16,7 @@ pub mod config;
 pub mod host;
 pub mod on_demand;
 pub mod reply;
+pub mod retry;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,6 +29,7 @@ use crate::challenge::{decide, is_challenge_path, sidecar_path, Decision};
 use crate::config::FilterConfig;
 use crate::on_demand::Reporter;
 use crate::reply::{LocalReply, SidecarAnswer, CONTENT_TYPE, MAX_KEY_AUTHORIZATION_LEN};
+use crate::retry::{Retries, Waiting, TICK_MS};
 
 /// Prefix of every log line, so the filter's lines are easy to grep.
 const LOG_PREFIX: &str = "proxy-acme-filter";
@@ -61,6 +63,65 @@ fn send_reply(reply: &LocalReply) -> bool {
     }
 }
 
+/// Milliseconds since the Unix epoch, by the host's clock.
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Dispatches the challenge call for `token` and `host` to the sidecar.
+fn call_sidecar(config: &FilterConfig, token: &str, host: &str) -> Result<u32, proxy_wasm::types::Status> {
+    let path = sidecar_path(token);
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", config.authority.as_str()),
+        (HOST_HEADER, host),
+    ];
+    hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout)
+}
+
+/// The sidecar's answer to a challenge call, read in its callback.
+fn read_answer(token: &str, num_headers: usize, body_size: usize) -> SidecarAnswer {
+    // Zero headers is how Envoy reports connect failure or timeout.
+    let has_headers = num_headers > 0;
+    let status = if has_headers {
+        hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()
+    } else {
+        None
+    };
+    let body = if status.as_deref() == Some(b"200") && body_size > 0 {
+        let max = body_size.min(MAX_KEY_AUTHORIZATION_LEN);
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max).ok().flatten().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    SidecarAnswer::from_response(token, has_headers, status.as_deref(), body_size, body)
+}
+
+/// Logs the answer and replies with it on the current stream; resumes the
+/// request if the host refused the reply (rather than hang it).
+fn answer_stream(answer: SidecarAnswer, token: &str, host: &str) {
+    match &answer {
+        SidecarAnswer::KeyAuthorization(_) => {
+            log(LogLevel::Debug, &format!("{LOG_PREFIX}: answered challenge token {token} for host {host}"))
+        }
+        SidecarAnswer::NotFound => {
+            log(LogLevel::Debug, &format!("{LOG_PREFIX}: no challenge for token {token} host {host}"))
+        }
+        SidecarAnswer::Failed(why) => {
+            log(LogLevel::Warn, &format!("{LOG_PREFIX}: sidecar failed for token {token} host {host}: {why}"))
+        }
+    }
+    if !send_reply(&answer.into_reply()) {
+        if let Err(status) = hostcalls::resume_http_request() {
+            log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot resume request: {status:?}"));
+        }
+    }
+}
+
 // === impl AcmeRoot ===
 
 /// Root context: owns the parsed configuration for the plugin.
@@ -70,9 +131,38 @@ struct AcmeRoot {
     config: Option<Rc<FilterConfig>>,
     /// With `on_demand`: which hosts this worker reported, shared by its streams.
     reporter: Option<Rc<RefCell<Reporter>>>,
+    /// Challenge requests waiting for a sidecar that did not answer.
+    retries: Rc<RefCell<Retries>>,
 }
 
-impl Context for AcmeRoot {}
+impl AcmeRoot {
+    /// Answers the waiting stream `waiting` (from the root context) and
+    /// forgets it; a stream that is gone (the validator hung up) is skipped.
+    fn answer_waiting(waiting: &Waiting, answer: SidecarAnswer) {
+        if hostcalls::set_effective_context(waiting.context_id).is_ok() {
+            answer_stream(answer, &waiting.token, &waiting.host);
+        }
+    }
+}
+
+impl Context for AcmeRoot {
+    /// A call made for a waiting request: answered, or still no sidecar
+    /// (held again until its deadline).
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(waiting) = self.retries.borrow_mut().answered(token_id) else { return };
+        let answer = read_answer(&waiting.token, num_headers, body_size);
+        if answer.sidecar_down() && self.retries.borrow_mut().hold(waiting.clone(), now_ms()) {
+            return;
+        }
+        if !answer.sidecar_down() {
+            log(
+                LogLevel::Info,
+                &format!("{LOG_PREFIX}: the sidecar answers again (token {} host {})", waiting.token, waiting.host),
+            );
+        }
+        Self::answer_waiting(&waiting, answer);
+    }
+}
 
 impl RootContext for AcmeRoot {
     /// Parses the plugin configuration. On error, logs one line naming the
@@ -100,9 +190,32 @@ impl RootContext for AcmeRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Must never return None: the SDK panics on it.
-        Some(Box::new(AcmeHttp { config: self.config.clone(), reporter: self.reporter.clone(), pending: None }))
+        Some(Box::new(AcmeHttp {
+            context_id,
+            config: self.config.clone(),
+            reporter: self.reporter.clone(),
+            retries: Rc::clone(&self.retries),
+            pending: None,
+        }))
+    }
+
+    /// While requests wait for the sidecar: calls for those due; the tick
+    /// stops when none waits.
+    fn on_tick(&mut self) {
+        let Some(config) = self.config.clone() else { return };
+        let now = now_ms();
+        let due = self.retries.borrow_mut().due(now);
+        for waiting in due {
+            match call_sidecar(&config, &waiting.token, &waiting.host) {
+                Ok(call) => self.retries.borrow_mut().called(call, waiting),
+                Err(_) => Self::answer_waiting(&waiting, SidecarAnswer::Failed(reply::SidecarFailure::NoResponse)),
+            }
+        }
+        if self.retries.borrow().is_empty() {
+            let _ = hostcalls::set_tick_period(std::time::Duration::ZERO);
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -115,10 +228,12 @@ impl RootContext for AcmeRoot {
 /// Per-stream context.
 #[derive(Debug)]
 struct AcmeHttp {
+    context_id: u32,
     /// Shared configuration; `None` only if the plugin was never configured,
     /// in which case the filter passes everything through.
     config: Option<Rc<FilterConfig>>,
     reporter: Option<Rc<RefCell<Reporter>>>,
+    retries: Rc<RefCell<Retries>>,
     /// The outstanding sidecar call, if the stream is paused on one.
     pending: Option<Pending>,
 }
@@ -130,6 +245,8 @@ struct Pending {
     /// The challenge token; `None` for an on-demand report.
     token: Option<String>,
     host: String,
+    /// When the call was made (ms since the epoch).
+    at_ms: u64,
 }
 
 impl AcmeHttp {
@@ -145,16 +262,9 @@ impl AcmeHttp {
 
     /// Dispatches the sidecar call and pauses the request until it answers.
     fn ask_sidecar(&mut self, config: &FilterConfig, token: String, host: String) -> Action {
-        let path = sidecar_path(&token);
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.authority.as_str()),
-            (HOST_HEADER, host.as_str()),
-        ];
-        match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout) {
+        match call_sidecar(config, &token, &host) {
             Ok(call) => {
-                self.pending = Some(Pending { call, token: Some(token), host });
+                self.pending = Some(Pending { call, token: Some(token), host, at_ms: now_ms() });
                 Action::Pause
             }
             Err(status) => {
@@ -168,6 +278,33 @@ impl AcmeHttp {
                 Self::reply_now(&LocalReply::unavailable())
             }
         }
+    }
+
+    /// Holds the request for the root context to ask the sidecar again
+    /// (it did not answer: restarting?); `false` when it must be answered
+    /// now (waiting is off, too long, or too many wait).
+    fn wait_for_sidecar(&self, token: &str, host: &str, asked_ms: u64) -> bool {
+        let Some(config) = &self.config else { return false };
+        let window = u64::try_from(config.sidecar_retry.as_millis()).unwrap_or(u64::MAX);
+        if window == 0 {
+            return false;
+        }
+        let waiting = Waiting {
+            context_id: self.context_id,
+            token: token.to_owned(),
+            host: host.to_owned(),
+            deadline_ms: asked_ms.saturating_add(window),
+            next_ms: 0,
+        };
+        if !self.retries.borrow_mut().hold(waiting, now_ms()) {
+            return false;
+        }
+        log(
+            LogLevel::Info,
+            &format!("{LOG_PREFIX}: no sidecar for token {token} host {host}; waiting up to {window} ms"),
+        );
+        let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS));
+        true
     }
 }
 
@@ -197,7 +334,7 @@ impl AcmeHttp {
         ];
         match hostcalls::dispatch_http_call(&config.cluster, headers, None, vec![], config.timeout) {
             Ok(call) => {
-                self.pending = Some(Pending { call, token: None, host });
+                self.pending = Some(Pending { call, token: None, host, at_ms: 0 });
                 Action::Pause
             }
             Err(status) => {
@@ -210,7 +347,7 @@ impl AcmeHttp {
 
 impl Context for AcmeHttp {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some(Pending { token, host, .. }) = self.pending.take_if(|p| p.call == token_id) else {
+        let Some(Pending { token, host, at_ms, .. }) = self.pending.take_if(|p| p.call == token_id) else {
             return;
         };
         let Some(token) = token else {
@@ -223,39 +360,11 @@ impl Context for AcmeHttp {
             }
             return;
         };
-        // Zero headers is how Envoy reports connect failure or timeout.
-        let has_headers = num_headers > 0;
-        let status = if has_headers {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()
-        } else {
-            None
-        };
-        let body = if status.as_deref() == Some(b"200") && body_size > 0 {
-            let max = body_size.min(MAX_KEY_AUTHORIZATION_LEN);
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max).ok().flatten().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-
-        let answer = SidecarAnswer::from_response(&token, has_headers, status.as_deref(), body_size, body);
-        match &answer {
-            SidecarAnswer::KeyAuthorization(_) => {
-                log(LogLevel::Debug, &format!("{LOG_PREFIX}: answered challenge token {token} for host {host}"))
-            }
-            SidecarAnswer::NotFound => {
-                log(LogLevel::Debug, &format!("{LOG_PREFIX}: no challenge for token {token} host {host}"))
-            }
-            SidecarAnswer::Failed(why) => {
-                log(LogLevel::Warn, &format!("{LOG_PREFIX}: sidecar failed for token {token} host {host}: {why}"))
-            }
+        let answer = read_answer(&token, num_headers, body_size);
+        if answer.sidecar_down() && self.wait_for_sidecar(&token, &host, at_ms) {
+            return;
         }
-        if !send_reply(&answer.into_reply()) {
-            // Nothing was sent, so the request is still paused: let it
-            // continue upstream rather than hang until the client gives up.
-            if let Err(status) = hostcalls::resume_http_request() {
-                log(LogLevel::Error, &format!("{LOG_PREFIX}: cannot resume request: {status:?}"));
-            }
-        }
+        answer_stream(answer, &token, &host);
     }
 }
 

@@ -112,6 +112,14 @@ impl SidecarAnswer {
         }
     }
 
+    /// The sidecar did not answer at all (no response: connect failure or
+    /// timeout) or Envoy answered for it (503, no healthy host): it may be
+    /// restarting, and is worth asking again.
+    pub fn sidecar_down(&self) -> bool {
+        matches!(self, Self::Failed(SidecarFailure::NoResponse))
+            || matches!(self, Self::Failed(SidecarFailure::Status(s)) if s == "503")
+    }
+
     /// The local reply to send for this answer.
     pub fn into_reply(self) -> LocalReply {
         match self {

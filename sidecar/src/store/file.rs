@@ -246,7 +246,11 @@ impl Store for FileStore {
         blocking(move || {
             this.own(CERTIFICATES)?;
             let dir = this.own_certificate_dir(&name)?;
-            Ok(atomic::write_file(&dir.join(PENDING), &json, 0o600)?)
+            // Not fsynced: it is written between the CA's answer to
+            // newOrder and the first challenge, where a kill costs an extra
+            // order; what it must survive is a killed process (the page
+            // cache stays). A power loss may lose it: one extra order.
+            Ok(atomic::replace_unsynced(&dir.join(PENDING), &json, 0o600)?)
         })
         .await
     }

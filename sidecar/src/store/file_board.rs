@@ -48,10 +48,8 @@ fn hex(key: &str) -> String {
 }
 
 fn unhex(name: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..name.len())
-        .step_by(2)
-        .map(|i| name.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..name.len()).step_by(2).map(|i| name.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -85,7 +83,10 @@ impl FileBoard {
             }
         }
         if !posts.is_empty() {
-            tracing::info!(posts = posts.len(), "challenge answers of orders in flight before a restart are served again");
+            tracing::info!(
+                posts = posts.len(),
+                "challenge answers of orders in flight before a restart are served again"
+            );
         }
         Ok(Self { dir, posts: Mutex::new(posts) })
     }
@@ -166,7 +167,10 @@ mod tests {
         board.post("http-01", "old", b"expired", 0).await.unwrap();
         board.take_down("http-01", "tok-2").await;
         let file = dir.path().join("challenges/http-01").join(hex("tok-1"));
-        assert_eq!(fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap(), 0o600);
+        assert_eq!(
+            fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap(),
+            0o600
+        );
         // A killed process: a new board reads what the old one left.
         let reopened = FileBoard::open(dir.path()).unwrap();
         assert_eq!(reopened.read("http-01", "tok-1").await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
