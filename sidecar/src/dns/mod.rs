@@ -15,6 +15,7 @@ mod advice;
 pub mod http;
 pub mod propagation;
 mod registry;
+mod route53_credentials;
 mod settings;
 
 // The registry: one line per provider, `module::Settings` (its file in
