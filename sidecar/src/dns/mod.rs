@@ -30,6 +30,8 @@ registry::providers! {
     route53::Route53,
     digitalocean::DigitalOcean,
     pdns::PowerDns,
+    hetzner::Hetzner,
+    desec::Desec,
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ fn an_unknown_provider_or_setting_is_refused_with_the_list_of_providers() {
         let err = parse(text).map(|_| ()).unwrap_err();
         assert!(err.contains(&format!("unknown DNS provider or setting '{key}'")), "{err}");
         assert!(
-            err.contains("providers: rfc2136, exec, httpreq, acme_dns, cloudflare, route53, digitalocean, pdns;"),
+            err.contains(
+                "providers: rfc2136, exec, httpreq, acme_dns, cloudflare, route53, digitalocean, pdns, hetzner, desec;"
+            ),
             "{err}"
         );
         assert!(err.contains("settings: resolvers, delay_before_check_secs"), "{err}");
@@ -39,7 +41,7 @@ fn exactly_one_provider_is_named() {
     assert_eq!(err.field, FIELD);
     assert_eq!(
         err.message,
-        "name one provider table: rfc2136, exec, httpreq, acme_dns, cloudflare, route53, digitalocean or pdns"
+        "name one provider table: rfc2136, exec, httpreq, acme_dns, cloudflare, route53, digitalocean, pdns, hetzner or desec"
     );
     assert!(build(&none).is_err(), "nothing to build");
 }
@@ -105,11 +107,21 @@ fn debug_never_shows_a_secret() {
          [cloudflare]\napi_token = \"cloudflare-secret\"\n[digitalocean]\nauth_token = \"do-secret\"\n\
          [httpreq]\nendpoint = \"http://127.0.0.1:1\"\npassword = \"httpreq-secret\"\n\
          [rfc2136]\nnameserver = \"127.0.0.1:53\"\ntsig_key = \"k\"\ntsig_secret = \"tsig-secret\"\n\
-         [pdns]\napi_url = \"http://127.0.0.1:8081\"\napi_key = \"pdns-secret\"\n",
+         [pdns]\napi_url = \"http://127.0.0.1:8081\"\napi_key = \"pdns-secret\"\n\
+         [hetzner]\napi_key = \"hetzner-secret\"\n[desec]\ntoken = \"desec-secret\"\n",
     );
     settings.read_secrets_from(FIELD, &Env::from_vars([])).unwrap();
     let debug = format!("{settings:?} {:?}", settings.clone());
-    for secret in ["route53-secret", "cloudflare-secret", "do-secret", "httpreq-secret", "tsig-secret", "pdns-secret"] {
+    for secret in [
+        "route53-secret",
+        "cloudflare-secret",
+        "do-secret",
+        "httpreq-secret",
+        "tsig-secret",
+        "pdns-secret",
+        "hetzner-secret",
+        "desec-secret",
+    ] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
     assert!(debug.contains("AKIATEST") && debug.contains("Cloudflare"), "{debug}");
@@ -130,6 +142,8 @@ fn every_registered_provider_builds_from_its_table() {
         ("route53", "access_key_id = \"a\"\nsecret_access_key = \"s\"".to_owned()),
         ("digitalocean", "auth_token = \"t\"".to_owned()),
         ("pdns", "api_url = \"http://127.0.0.1:8081\"\napi_key = \"k\"".to_owned()),
+        ("hetzner", "api_key = \"k\"".to_owned()),
+        ("desec", "token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
