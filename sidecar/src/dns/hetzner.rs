@@ -1,8 +1,10 @@
-//! `hetzner`: the Hetzner DNS Console API (`dns.hetzner.com/api/v1`) with an
-//! API token (`Auth-API-Token`). The zone is the record name's longest
-//! suffix that `GET /zones?name=` finds; `present` creates a TXT record
-//! named relative to it, `cleanup` lists the zone's records (every page)
-//! and deletes those holding our value at our name.
+//! `hetzner`: with a Cloud API token (`api_token`, lego's
+//! `HETZNER_API_TOKEN`), the Hetzner Cloud API (`hetzner_cloud`); with a DNS
+//! Console token (`api_key`, `HETZNER_API_KEY`), the DNS Console API
+//! (`dns.hetzner.com/api/v1`, `Auth-API-Token`), here. The zone is the
+//! record name's longest suffix that `GET /zones?name=` finds; `present`
+//! creates a TXT record named relative to it, `cleanup` lists the zone's
+//! records (every page) and deletes those holding our value at our name.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::http::{relative, zone_candidates, Answer, ApiClient};
-use super::settings::{http_url, redacted, required, Env, ProviderSettings, SettingsError};
+use super::hetzner_cloud::HetznerCloudProvider;
+use super::settings::{http_url, redacted, Env, ProviderSettings, SettingsError};
 use super::{DnsError, DnsProvider, TxtRecord};
 
 const PROVIDER: &str = "hetzner";
@@ -22,10 +25,20 @@ const PER_PAGE: u32 = 100;
 
 // === settings ===
 
-/// `[dns_challenge.hetzner]`: a DNS Console API token (`HETZNER_API_KEY`).
+/// `[dns_challenge.hetzner]`: a Cloud API token (`HETZNER_API_TOKEN`) or a
+/// DNS Console API token (`HETZNER_API_KEY`).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hetzner {
+    /// Hetzner Cloud API token (zones in the Cloud Console).
+    #[serde(default)]
+    pub api_token: Option<String>,
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
+    /// Cloud API base URL; change only for tests or a proxy.
+    #[serde(default = "default_cloud_base_url")]
+    pub cloud_base_url: String,
+    /// DNS Console API token (zones still in the DNS Console).
     #[serde(default)]
     pub api_key: Option<String>,
     #[serde(default)]
@@ -39,9 +52,16 @@ fn default_base_url() -> String {
     "https://dns.hetzner.com/api/v1".into()
 }
 
+fn default_cloud_base_url() -> String {
+    "https://api.hetzner.cloud/v1".into()
+}
+
 impl std::fmt::Debug for Hetzner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hetzner")
+            .field("api_token", &redacted(self.api_token.as_ref()))
+            .field("api_token_file", &self.api_token_file)
+            .field("cloud_base_url", &self.cloud_base_url)
             .field("api_key", &redacted(self.api_key.as_ref()))
             .field("api_key_file", &self.api_key_file)
             .field("base_url", &self.base_url)
@@ -53,17 +73,30 @@ impl ProviderSettings for Hetzner {
     const NAME: &'static str = PROVIDER;
 
     fn read_secrets(&mut self, field: &str, env: &Env) -> Result<(), SettingsError> {
+        let file = self.api_token_file.as_deref();
+        env.secret(&format!("{field}.api_token"), &mut self.api_token, file, "HETZNER_API_TOKEN")?;
         let file = self.api_key_file.as_deref();
         env.secret(&format!("{field}.api_key"), &mut self.api_key, file, "HETZNER_API_KEY")
     }
 
     fn validate(&self, field: &str) -> Result<(), SettingsError> {
         http_url(&format!("{field}.base_url"), &self.base_url)?;
-        required(&format!("{field}.api_key"), self.api_key.as_ref())
+        http_url(&format!("{field}.cloud_base_url"), &self.cloud_base_url)?;
+        match (&self.api_token, &self.api_key) {
+            (None, None) => Err(SettingsError::new(
+                format!("{field}.api_token"),
+                "is required (a Cloud API token: inline, _file or HETZNER_API_TOKEN; or api_key for the DNS Console)",
+            )),
+            _ => Ok(()),
+        }
     }
 
+    /// The Cloud API when there is a Cloud token (as lego), else the DNS Console.
     fn build(&self, _ttl: u32) -> Result<Arc<dyn DnsProvider>, DnsError> {
-        Ok(Arc::new(HetznerProvider::new(self)?))
+        match &self.api_token {
+            Some(token) => Ok(Arc::new(HetznerCloudProvider::new(&self.cloud_base_url, token.clone())?)),
+            None => Ok(Arc::new(HetznerProvider::new(self)?)),
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::*;
@@ -73,8 +74,9 @@ fn api(records: Records) -> impl Fn(&Seen) -> (StatusCode, String) {
 }
 
 fn provider(url: &str, key: &str) -> HetznerProvider {
-    HetznerProvider::new(&Hetzner { api_key: Some(key.into()), api_key_file: None, base_url: format!("{url}/api/v1") })
-        .unwrap()
+    let mut settings: Hetzner = toml::from_str(&format!("api_key = \"{key}\"\nbase_url = \"{url}/api/v1\"")).unwrap();
+    settings.read_secrets("h", &Env::from_vars([])).unwrap();
+    HetznerProvider::new(&settings).unwrap()
 }
 
 #[tokio::test]
@@ -135,4 +137,90 @@ fn the_token_comes_from_legos_variable() {
     assert_eq!(settings.api_key.as_deref(), Some("from-env"));
     assert_eq!(settings.base_url, "https://dns.hetzner.com/api/v1");
     assert!(!format!("{settings:?}").contains("from-env"));
+}
+
+/// RRsets of the Cloud API by "zone name": their values.
+type CloudSets = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+
+/// The Hetzner Cloud API's subset: `Authorization: Bearer`, zones by name
+/// (404 `not_found`), RRset actions `add_records` / `remove_records` that
+/// start as `running` and succeed when polled at `/actions/<id>`.
+fn cloud_api(sets: CloudSets) -> impl Fn(&Seen) -> (StatusCode, String) {
+    let error = |code: &str, message: &str| serde_json::json!({"error": {"code": code, "message": message, "details": {}}}).to_string();
+    move |seen| {
+        if seen.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer cloud-token") {
+            return (StatusCode::UNAUTHORIZED, error("unauthorized", "unable to authenticate"));
+        }
+        let parts: Vec<&str> = seen.target.trim_matches('/').split('/').collect();
+        let mut sets = sets.lock().unwrap();
+        let action = |id: usize, command: &str, status: &str| {
+            serde_json::json!({"action": {"id": id, "command": command, "status": status, "progress": 50, "resources": [{"id": 42, "type": "zone"}], "error": null}}).to_string()
+        };
+        match (seen.method.as_str(), parts.as_slice()) {
+            ("GET", ["v1", "zones", zone]) if ZONES.iter().any(|(_, n)| n == zone) => {
+                (StatusCode::OK, serde_json::json!({"zone": {"id": 42, "name": zone, "mode": "primary", "ttl": 3600}}).to_string())
+            }
+            ("GET", ["v1", "zones", _]) => (StatusCode::NOT_FOUND, error("not_found", "zone not found")),
+            ("POST", ["v1", "zones", zone, "rrsets", name, "TXT", "actions", command]) => {
+                let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let values: Vec<String> = body["records"].as_array().into_iter().flatten().filter_map(|r| r["value"].as_str().map(str::to_owned)).collect();
+                if values.iter().any(|v| !v.starts_with('"')) {
+                    return (StatusCode::UNPROCESSABLE_ENTITY, error("invalid_input", "invalid TXT record value"));
+                }
+                let key = format!("{zone} {name}");
+                match *command {
+                    "add_records" => {
+                        assert!(body["ttl"].as_u64().unwrap_or(0) >= 60);
+                        let set = sets.entry(key).or_default();
+                        set.extend(values.into_iter().filter(|v| !set.contains(v)).collect::<Vec<_>>());
+                    }
+                    "remove_records" => {
+                        let Some(set) = sets.get_mut(&key) else { return (StatusCode::NOT_FOUND, error("not_found", "rrset not found")) };
+                        set.retain(|v| !values.contains(v));
+                        if set.is_empty() {
+                            sets.remove(&key);
+                        }
+                    }
+                    _ => return (StatusCode::NOT_FOUND, error("not_found", "not found")),
+                }
+                (StatusCode::CREATED, action(7, &format!("{command}_rrset"), "running"))
+            }
+            ("GET", ["v1", "actions", "7"]) => (StatusCode::OK, action(7, "add_rrset_records", "success")),
+            _ => (StatusCode::NOT_FOUND, error("not_found", "not found")),
+        }
+    }
+}
+
+fn cloud(url: &str, token: &str) -> Arc<dyn DnsProvider> {
+    let mut settings: Hetzner = toml::from_str(&format!("cloud_base_url = \"{url}/v1\"")).unwrap();
+    settings.read_secrets("h", &Env::from_vars([("HETZNER_API_TOKEN", token), ("HETZNER_API_KEY", "console")])).unwrap();
+    settings.validate("h").unwrap();
+    settings.build(60).unwrap()
+}
+
+#[tokio::test]
+async fn with_a_cloud_token_the_cloud_api_adds_and_removes_only_our_value() {
+    let sets: CloudSets =
+        Arc::new(Mutex::new(BTreeMap::from([("example.com _acme-challenge".to_owned(), vec!["\"someone-else\"".to_owned()])])));
+    let (url, log) = serve(Arc::new(cloud_api(Arc::clone(&sets)))).await;
+    let hetzner = cloud(&url, "cloud-token");
+    let (apex, wildcard) = (TxtRecord::new("example.com", "v-apex", 60), TxtRecord::new("*.example.com", "v-wild", 60));
+    hetzner.present(&apex).await.unwrap();
+    hetzner.present(&wildcard).await.unwrap();
+    let key = "example.com _acme-challenge";
+    assert_eq!(sets.lock().unwrap()[key], ["\"someone-else\"", "\"v-apex\"", "\"v-wild\""]);
+    hetzner.cleanup(&wildcard).await.unwrap();
+    hetzner.cleanup(&apex).await.unwrap();
+    assert_eq!(sets.lock().unwrap()[key], ["\"someone-else\""]);
+    let sub = TxtRecord::new("a.sub.example.com", "v", 60);
+    hetzner.present(&sub).await.unwrap();
+    assert!(sets.lock().unwrap().contains_key("sub.example.com _acme-challenge.a"), "{:?}", sets.lock().unwrap());
+    hetzner.cleanup(&sub).await.unwrap();
+    hetzner.cleanup(&sub).await.unwrap(); // the RRset is gone: no error
+    let polled = log.lock().unwrap().iter().filter(|s| s.target == "/v1/actions/7").count();
+    assert_eq!(polled, 6, "every action is waited for");
+
+    let err = cloud(&url, "wrong").present(&apex).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(err.to_string(), "hetzner: GET /zones/<zone>: HTTP 401: unable to authenticate (unauthorized)");
 }

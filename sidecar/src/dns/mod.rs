@@ -12,6 +12,7 @@
 //! `config` composes.
 
 mod advice;
+mod hetzner_cloud;
 pub mod http;
 pub mod propagation;
 mod registry;
