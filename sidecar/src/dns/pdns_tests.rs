@@ -183,3 +183,28 @@ fn settings_come_from_legos_variables_and_need_a_url_and_a_key() {
     assert_eq!(bad.validate(field).unwrap_err().field, format!("{field}.api_url"));
     assert!(toml::from_str::<PowerDns>("api_kye = \"k\"").is_err(), "unknown fields are refused");
 }
+
+#[tokio::test]
+async fn a_configured_zone_is_used_without_a_walk_and_a_wrong_one_is_named() {
+    let sets: Sets = Arc::new(Mutex::new(BTreeMap::new()));
+    let (url, log) = serve(Arc::new(api(Arc::clone(&sets)))).await;
+    let with_zone = |zone: &str| {
+        let settings = PowerDns {
+            api_url: Some(url.clone()),
+            api_key: Some("pdns-key".into()),
+            api_key_file: None,
+            server_name: Some("localhost".into()),
+            zone: Some(zone.into()),
+        };
+        PowerDnsProvider::new(&settings).unwrap()
+    };
+    let record = TxtRecord::new("www.sub.example.com", "v", 60);
+    with_zone("Sub.Example.com.").present(&record).await.unwrap();
+    let asked: Vec<String> = log.lock().unwrap().iter().filter_map(|s| query(&s.target, "zone").map(str::to_owned)).collect();
+    assert_eq!(asked, ["sub.example.com."]);
+    let err = with_zone("nope.example").present(&record).await.unwrap_err();
+    assert!(err.to_string().contains("the server has no zone nope.example"), "{err}");
+    // The parent zone does not hold a sub-zone's names: PowerDNS's 422, quoted.
+    let err = with_zone("example.com").present(&record).await.unwrap_err();
+    assert!(!err.is_retryable() && err.to_string().contains("HTTP 422: RRset _acme-challenge.www.sub.example.com. IN TXT: Name is out of zone"), "{err}");
+}
