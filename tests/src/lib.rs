@@ -21,6 +21,7 @@ pub mod guides;
 pub mod mesh;
 pub mod net;
 pub mod nginx;
+pub mod pdns;
 pub mod procs;
 pub mod stack;
 pub mod stats;
@@ -33,6 +34,7 @@ pub use a2c::{A2c, A2cOptions};
 pub use bind::Bind;
 pub use net::*;
 pub use nginx::{shipped_site, Nginx};
+pub use pdns::PowerDns;
 pub use procs::*;
 pub use stack::*;
 

@@ -12,10 +12,12 @@
 //! `config` composes.
 
 mod advice;
+mod hetzner_cloud;
 pub mod http;
 mod oauth;
 pub mod propagation;
 mod registry;
+mod route53_credentials;
 mod settings;
 
 // The registry: one line per provider, `module::Settings` (its file in
@@ -36,6 +38,9 @@ registry::providers! {
     gandiv5::GandiV5,
     porkbun::Porkbun,
     vultr::Vultr,
+    pdns::PowerDns,
+    hetzner::Hetzner,
+    desec::Desec,
 }
 
 #[cfg(test)]

@@ -104,11 +104,22 @@ fn debug_never_shows_a_secret() {
         "[route53]\naccess_key_id = \"AKIATEST\"\nsecret_access_key = \"route53-secret\"\n\
          [cloudflare]\napi_token = \"cloudflare-secret\"\n[digitalocean]\nauth_token = \"do-secret\"\n\
          [httpreq]\nendpoint = \"http://127.0.0.1:1\"\npassword = \"httpreq-secret\"\n\
-         [rfc2136]\nnameserver = \"127.0.0.1:53\"\ntsig_key = \"k\"\ntsig_secret = \"tsig-secret\"\n",
+         [rfc2136]\nnameserver = \"127.0.0.1:53\"\ntsig_key = \"k\"\ntsig_secret = \"tsig-secret\"\n\
+         [pdns]\napi_url = \"http://127.0.0.1:8081\"\napi_key = \"pdns-secret\"\n\
+         [hetzner]\napi_key = \"hetzner-secret\"\n[desec]\ntoken = \"desec-secret\"\n",
     );
     settings.read_secrets_from(FIELD, &Env::from_vars([])).unwrap();
     let debug = format!("{settings:?} {:?}", settings.clone());
-    for secret in ["route53-secret", "cloudflare-secret", "do-secret", "httpreq-secret", "tsig-secret"] {
+    for secret in [
+        "route53-secret",
+        "cloudflare-secret",
+        "do-secret",
+        "httpreq-secret",
+        "tsig-secret",
+        "pdns-secret",
+        "hetzner-secret",
+        "desec-secret",
+    ] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
     assert!(debug.contains("AKIATEST") && debug.contains("Cloudflare"), "{debug}");
@@ -135,6 +146,9 @@ fn every_registered_provider_builds_from_its_table() {
         ("gandiv5", "personal_access_token = \"t\"".to_owned()),
         ("porkbun", "api_key = \"k\"\nsecret_api_key = \"s\"".to_owned()),
         ("vultr", "api_key = \"k\"".to_owned()),
+        ("pdns", "api_url = \"http://127.0.0.1:8081\"\napi_key = \"k\"".to_owned()),
+        ("hetzner", "api_key = \"k\"".to_owned()),
+        ("desec", "token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
