@@ -80,3 +80,46 @@ async fn check_online_says_what_the_ca_needs_and_fails_until_it_is_given() {
     assert!(out.contains("ok   ca:good: renewal information (ARI): "), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+/// The DNS provider's credentials, tried with a read-only call against a
+/// real PowerDNS: the zone of each certificate's names is found with the
+/// right key; a wrong key is a FAIL naming the provider and the 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_tries_the_dns_providers_credentials() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path();
+    let pdns = proxy_acme_e2e::pdns::PowerDns::start(dir, "online.test").await;
+    let pebble = Pebble::start_with(dir, free_port(), free_port(), &PebbleOptions::default());
+    std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(dir.join("state"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = |key: &str| {
+        format!(
+            "[storage]\ndirectory = \"{state}\"\n[envoy]\nsds_socket = \"{d}/sds.sock\"\n[admin]\nsocket = \"{d}/admin.sock\"\n\
+             [resolvers.dns]\nca_server = \"{ca}\"\nca_certificate = \"{root}\"\n\
+             [resolvers.dns.dns_challenge.pdns]\napi_url = \"{api}\"\napi_key = \"{key}\"\n\n\
+             [[certificates]]\nname = \"w\"\ndomains = [\"*.online.test\", \"online.test\", \"www.online.test\"]\nresolver = \"dns\"\n",
+            state = dir.join("state").display(),
+            d = dir.display(),
+            ca = pebble.directory_url(),
+            root = pebble.minica.root_pem_path.display(),
+            api = pdns.api_url,
+        )
+    };
+    let (code, out) = check_online(dir, &config(&pdns.api_key));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok   dns:dns: pdns: credentials accepted; _acme-challenge.online.test. is in zone online.test."),
+        "{out}"
+    );
+    assert!(out.contains("_acme-challenge.www.online.test. is in zone online.test."), "{out}");
+    assert_eq!(
+        out.matches("ok   dns:dns:").count(),
+        2,
+        "one line per record name (the wildcard shares the apex's): {out}"
+    );
+
+    let (code, out) = check_online(dir, &config("not-the-key"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL dns:dns: _acme-challenge.online.test.: pdns:") && out.contains("401"), "{out}");
+}

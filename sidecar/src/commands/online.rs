@@ -35,6 +35,9 @@ fn line(ok: bool, what: impl Into<String>, detail: impl Into<String>) -> Line {
     Line { ok, what: what.into(), detail: detail.into() }
 }
 
+/// The longest a provider's read-only call may take.
+const ONLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Every check, in order.
 pub async fn check(config: &Config) -> Vec<Line> {
     crate::egress::configure(&config.network);
@@ -42,14 +45,8 @@ pub async fn check(config: &Config) -> Vec<Line> {
     for (name, resolver) in &config.resolvers {
         lines.extend(ca(name, resolver).await);
         if let Some(dns) = &resolver.dns_challenge {
-            lines.push(line(
-                true,
-                format!("dns:{name}"),
-                format!(
-                    "provider {}: credentials not tried (no read-only call; `renew --dry-run` tries them)",
-                    dns.provider_name()
-                ),
-            ));
+            let domains = config.certificates.iter().filter(|c| &c.resolver == name).flat_map(|c| c.domains.iter());
+            lines.extend(dns_provider(name, dns, domains).await);
         }
     }
     lines.push(match crate::store::open(&config.storage).await {
@@ -64,6 +61,49 @@ pub async fn check(config: &Config) -> Vec<Line> {
     }
     if let Some(socket) = config.admin.socket() {
         lines.push(socket_dir("admin.socket", socket));
+    }
+    lines
+}
+
+/// The resolver's DNS provider: a read-only call per zone its certificates'
+/// names need (the credentials are accepted, the zone is found), or a line
+/// saying the provider has none.
+async fn dns_provider<'a>(
+    name: &str,
+    dns: &crate::dns::DnsChallenge,
+    domains: impl Iterator<Item = &'a String>,
+) -> Vec<Line> {
+    let what = format!("dns:{name}");
+    let provider = dns.provider_name();
+    let solver = match crate::dns::build(dns) {
+        Ok(solver) => solver,
+        Err(e) => return vec![line(false, what, e.to_string())],
+    };
+    let mut lines = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for domain in domains {
+        let record = crate::dns::TxtRecord::new(domain, "", 0);
+        if !seen.insert(record.fqdn.clone()) {
+            continue;
+        }
+        let call = tokio::time::timeout(ONLINE_TIMEOUT, solver.provider.verify(&record.fqdn)).await;
+        lines.push(match call {
+            Ok(Ok(Some(zone))) => {
+                line(true, &what, format!("{provider}: credentials accepted; {} is in zone {zone}", record.fqdn))
+            }
+            Ok(Ok(None)) => {
+                return vec![line(
+                    true,
+                    what,
+                    format!("{provider}: credentials not tried (no read-only call; `renew --dry-run` tries them)"),
+                )]
+            }
+            Ok(Err(e)) => line(false, &what, format!("{}: {e}", record.fqdn)),
+            Err(_) => line(false, &what, format!("{provider}: no answer within {}s", ONLINE_TIMEOUT.as_secs())),
+        });
+    }
+    if lines.is_empty() {
+        lines.push(line(true, what, format!("{provider}: no certificate uses this resolver; nothing to look up")));
     }
     lines
 }

@@ -355,6 +355,10 @@ impl AzureDnsProvider {
 
 #[async_trait]
 impl DnsProvider for AzureDnsProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         self.update(record, |values| {
             if !values.contains(&record.value) {

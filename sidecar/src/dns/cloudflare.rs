@@ -164,6 +164,10 @@ impl CloudflareProvider {
 
 #[async_trait]
 impl DnsProvider for CloudflareProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(|zone| Some(zone.name))
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let body = serde_json::json!({

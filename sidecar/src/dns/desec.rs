@@ -166,6 +166,10 @@ fn rrset_path(domain: &str, subname: &str) -> String {
 
 #[async_trait]
 impl DnsProvider for DesecProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.domain(fqdn).await.map(|domain| Some(domain.name))
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let domain = self.domain(&record.fqdn).await?;
         let sub = subname(&record.fqdn, &domain.name);

@@ -145,6 +145,10 @@ impl DigitalOceanProvider {
 
 #[async_trait]
 impl DnsProvider for DigitalOceanProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.domain(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let domain = self.domain(&record.fqdn).await?;
         let full = relative(&record.fqdn);

@@ -189,6 +189,10 @@ fn same(data: &str, value: &str) -> bool {
 
 #[async_trait]
 impl DnsProvider for GandiV5Provider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         self.update(record, |values| {
             if !values.iter().any(|v| same(v, &record.value)) {

@@ -469,6 +469,10 @@ impl GcloudProvider {
 
 #[async_trait]
 impl DnsProvider for GcloudProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         self.update(record, |values| {
             if !values.iter().any(|v| unquoted(v) == record.value) {

@@ -210,6 +210,10 @@ fn subname<'a>(fqdn: &'a str, zone: &str) -> &'a str {
 
 #[async_trait]
 impl DnsProvider for HetznerProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(|zone| Some(zone.name))
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let body = serde_json::json!({

@@ -181,6 +181,10 @@ fn name_in<'a>(fqdn: &'a str, domain: &str) -> &'a str {
 
 #[async_trait]
 impl DnsProvider for LinodeProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.domain(fqdn).await.map(|domain| Some(domain.domain))
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let domain = self.domain(&record.fqdn).await?;
         let body = json!({

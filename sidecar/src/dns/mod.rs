@@ -107,6 +107,14 @@ pub trait DnsProvider: Send + Sync + std::fmt::Debug {
     /// Removes exactly `record`'s value; other values at the name stay.
     /// Removing a value that is not there is no error.
     async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError>;
+    /// A read-only call showing that the credentials are accepted and the
+    /// zone of `fqdn` (`_acme-challenge.<domain>.`) is found, for
+    /// `proxy-acme check --online`: the zone, or `None` when the provider
+    /// has no such call (nothing was checked).
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        let _ = fqdn;
+        Ok(None)
+    }
 }
 
 /// A resolver's DNS-01 solver: its provider and its check settings.

@@ -245,6 +245,10 @@ fn sub_domain<'a>(fqdn: &'a str, zone: &str) -> &'a str {
 
 #[async_trait]
 impl DnsProvider for OvhProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let body = json!({

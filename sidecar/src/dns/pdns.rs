@@ -218,6 +218,10 @@ impl PowerDnsProvider {
 
 #[async_trait]
 impl DnsProvider for PowerDnsProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone(fqdn).await.map(|zone| Some(zone.name))
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let quoted = format!("\"{}\"", record.value);

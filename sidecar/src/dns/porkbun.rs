@@ -169,6 +169,10 @@ fn sub_domain<'a>(fqdn: &'a str, domain: &str) -> &'a str {
 
 #[async_trait]
 impl DnsProvider for PorkbunProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.domain(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let domain = self.domain(&record.fqdn).await?;
         let fields = json!({

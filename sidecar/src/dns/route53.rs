@@ -418,6 +418,10 @@ impl Route53Provider {
 
 #[async_trait]
 impl DnsProvider for Route53Provider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.zone_id(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone_id(&record.fqdn).await?;
         let quoted = format!("\"{}\"", record.value);

@@ -156,6 +156,10 @@ fn name_in<'a>(fqdn: &'a str, domain: &str) -> &'a str {
 
 #[async_trait]
 impl DnsProvider for VultrProvider {
+    async fn verify(&self, fqdn: &str) -> Result<Option<String>, DnsError> {
+        self.domain(fqdn).await.map(Some)
+    }
+
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let domain = self.domain(&record.fqdn).await?;
         let body = json!({
