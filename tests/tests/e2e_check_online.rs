@@ -88,7 +88,7 @@ async fn check_online_says_what_the_ca_needs_and_fails_until_it_is_given() {
 async fn check_online_tries_the_dns_providers_credentials() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path();
-    let pdns = proxy_acme_e2e::pdns::PowerDns::start(dir, "online.test").await;
+    let pdns = PowerDns::start(dir, "online.test").await;
     let pebble = Pebble::start_with(dir, free_port(), free_port(), &PebbleOptions::default());
     std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(dir.join("state"), std::os::unix::fs::PermissionsExt::from_mode(0o700))

@@ -52,7 +52,10 @@ async fn a_challenge_request_waits_out_a_sidecar_restart_and_gets_the_answer() {
     assert!(answer.1.ends_with(&key_authorization), "{answer:?}");
     assert!(waited >= Duration::from_millis(1400), "answered before the sidecar was back? {waited:?}");
     let envoy_log = std::fs::read_to_string(&stack.envoy.proc.log).unwrap_or_default();
-    assert!(envoy_log.contains("no sidecar for token") && envoy_log.contains("the sidecar answers again"), "{envoy_log}");
+    assert!(
+        envoy_log.contains("no sidecar for token") && envoy_log.contains("the sidecar answers again"),
+        "{envoy_log}"
+    );
 
     // 2. Down for longer than the window: a 503 when it ends, not a hang.
     stack.sidecar.kill();
