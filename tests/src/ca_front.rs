@@ -45,6 +45,9 @@ pub enum Fault {
     /// 429 with `Retry-After: <secs>` and a `rateLimited` problem, as
     /// Let's Encrypt answers beyond a rate limit.
     RateLimited(u64),
+    /// 403 `unauthorized`, as Boulder answers a deactivated account:
+    /// `Account is not valid, has status "deactivated"`.
+    Deactivated,
     /// 200 `application/json` with a body that is not JSON.
     Malformed,
     /// 200 `application/json` with an empty body.
@@ -334,6 +337,17 @@ fn faulty(fault: &Fault) -> Result<Response<Full<Bytes>>, Fault> {
         Fault::RateLimited(secs) => {
             let mut response = problem(StatusCode::TOO_MANY_REQUESTS);
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*secs));
+            Ok(response)
+        }
+        Fault::Deactivated => {
+            let body = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:unauthorized",
+                "detail": "Account is not valid, has status \"deactivated\"",
+                "status": 403,
+            });
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
             Ok(response)
         }
         Fault::Malformed => Ok(json(StatusCode::OK, Bytes::from_static(b"{\"status\": \"valid\", oops"))),

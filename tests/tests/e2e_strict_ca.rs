@@ -5,7 +5,8 @@
 //! name over 64 bytes, an IP address) through the strict front: every one is
 //! issued, and every finalize request passed the rules. Last, a CA that
 //! finalizes asynchronously: the order stays `processing` with a
-//! `Retry-After`, which the sidecar waits out before each look.
+//! `Retry-After`, which the sidecar waits out before each look; and an
+//! account the CA says is deactivated, replaced by a new registration.
 
 use std::time::Duration;
 
@@ -109,4 +110,33 @@ async fn an_order_left_processing_is_looked_at_when_the_ca_says_and_issued_once(
     }
     assert!(looks[..2].iter().all(|l| l.answer.contains("made processing")), "{looks:#?}");
     assert!(seen.iter().any(|s| s.path.starts_with("/certZ/")), "downloaded: {seen:#?}");
+}
+
+/// A deactivated account (Boulder's `unauthorized`, "Account is not valid,
+/// has status deactivated", on the next new-order): the sidecar says so,
+/// sets the old account aside, registers a new one and orders again, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_account_is_replaced_by_a_new_registration() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ports = StackPorts::free();
+    let pebble = Pebble::start_with(tmp.path(), ports.http, ports.https, &PebbleOptions::default());
+    let root = std::fs::read_to_string(&pebble.minica.root_pem_path).unwrap_or_else(|e| panic!("{e}"));
+    let front = CaFront::start(pebble.acme_port, &root, &pebble.minica.cert_path, &pebble.minica.key_path).await;
+    front.fault("/order-plz", ca_front::Fault::Deactivated, Some(1));
+    let ca = resolver(&pebble, "boulder", "").replace(&pebble.directory_url(), &front.directory_url());
+    let tail = format!("{ca}\n{}", certificate("demo", &["demo.deactivated.test"], "boulder"));
+    let mut stack = Stack::start_with_pebble(tmp, ports, pebble, "", |_| tail, |c| c).await;
+    stack.wait_for_new_serial("demo.deactivated.test", None, Duration::from_secs(60)).await;
+    let seen = front.seen();
+    let count = |path: &str| seen.iter().filter(|s| s.path == path).count();
+    assert_eq!((count("/sign-me-up"), count("/order-plz")), (2, 2), "{seen:#?}");
+    let log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(log.contains("the CA says our account is deactivated; registering a new one"), "{}", stack.sidecar.tail());
+    let accounts: Vec<String> = std::fs::read_dir(stack.dir.join("state/accounts"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(accounts.iter().any(|n| n.starts_with("boulder.json.forgotten-")), "old account kept aside: {accounts:?}");
+    assert!(accounts.iter().any(|n| n == "boulder.json"), "{accounts:?}");
 }

@@ -169,10 +169,25 @@ impl Accounts {
     /// reset private CA, a deactivated account) gets a fresh registration on
     /// the next attempt. Returns whether that happened (worth a retry).
     pub(super) async fn on_error(&self, store: &dyn Store, name: &str, error: &AcmeError) -> bool {
-        let gone = matches!(error.cause(), AcmeError::Protocol(instant_acme::Error::Api(p))
-            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"));
+        let AcmeError::Protocol(instant_acme::Error::Api(problem)) = error.cause() else { return false };
+        let kind = problem.r#type.as_deref().unwrap_or_default();
+        let detail = problem.detail.as_deref().unwrap_or_default();
+        // Boulder: `unauthorized` "Account is not valid, has status
+        // "deactivated"" (or "revoked"); others: `accountDoesNotExist`.
+        let deactivated = kind == "urn:ietf:params:acme:error:unauthorized"
+            && (detail.contains("deactivated") || detail.contains("Account is not valid"));
+        let gone = kind == "urn:ietf:params:acme:error:accountDoesNotExist" || deactivated;
         if let (true, Ok(entry)) = (gone, self.entry(name)) {
-            tracing::warn!(resolver = name, "the CA does not know our account any more; registering a new one");
+            let why = if deactivated {
+                "the CA says our account is deactivated"
+            } else {
+                "the CA does not know our account any more"
+            };
+            tracing::warn!(
+                resolver = name,
+                ca_said = detail,
+                "{why}; registering a new one (the old one is kept aside in the store)"
+            );
             *entry.account.write().await = None;
             if let Err(e) = store.forget_account(name).await {
                 tracing::warn!(resolver = name, error = %e, "cannot remove the stale account");
