@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND, PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
@@ -33,6 +33,7 @@ setup:
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v tinyproxy >/dev/null 2>&1 || missing="$$missing tinyproxy"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v buildah >/dev/null 2>&1 || missing="$$missing buildah"; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -82,6 +83,26 @@ deb-setup:
 dist: build
 	$(MAKE) --no-print-directory dist-files
 	./scripts/dist.sh
+
+## image: the sidecar's container image (buildah or podman), a static musl
+## binary FROM scratch, non-root: proxy-acme:<version>
+## image-filter: the filter as an OCI image for Istio's WasmPlugin:
+## proxy-acme-filter:<version> (plugin.wasm in one layer)
+IMAGE_TOOL ?= $(shell command -v buildah >/dev/null 2>&1 && echo buildah bud || echo podman build)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MUSL := x86_64-unknown-linux-musl
+image:
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v musl-gcc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq musl-tools >/dev/null; }
+	$(CARGO) build -p proxy-acme --release --target $(MUSL)
+	@rm -rf target/image/sidecar && mkdir -p target/image/sidecar
+	cp target/$(MUSL)/release/proxy-acme /etc/ssl/certs/ca-certificates.crt packaging/proxy-acme.toml target/image/sidecar/
+	$(IMAGE_TOOL) -f packaging/container/Containerfile -t proxy-acme:$(VERSION) target/image/sidecar
+
+image-filter: wasm
+	@rm -rf target/image/filter && mkdir -p target/image/filter
+	cp $(WASM) target/image/filter/plugin.wasm
+	$(IMAGE_TOOL) -f packaging/container/Containerfile.filter -t proxy-acme-filter:$(VERSION) target/image/filter
 
 ## lint: clippy, native and wasm, warnings are errors
 lint:
