@@ -30,6 +30,18 @@ pub enum KeyType {
     Rsa4096,
 }
 
+impl KeyType {
+    /// The configuration's spelling: `ec256`, `ec384`, `rsa2048`, `rsa4096`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ec256 => "ec256",
+            Self::Ec384 => "ec384",
+            Self::Rsa2048 => "rsa2048",
+            Self::Rsa4096 => "rsa4096",
+        }
+    }
+}
+
 /// PEM text of a private key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretPem(String);

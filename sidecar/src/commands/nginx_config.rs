@@ -31,7 +31,19 @@ fn server_blocks(config: &Config, certificate: &Certificate) -> String {
         Some(nginx) => nginx.directory.clone(),
         None => config.storage.directory.join("certificates"),
     };
-    let live: PathBuf = root.join(&certificate.name).join("live");
+    // One ssl_certificate pair per key type (`key_types`): nginx picks the
+    // one the client's signature algorithms allow, ECDSA first.
+    let pairs: String = certificate
+        .per_key_type()
+        .iter()
+        .map(|one| {
+            let live: PathBuf = root.join(&one.name).join("live");
+            format!(
+                "    ssl_certificate     {live}/fullchain.pem;\n    ssl_certificate_key {live}/privkey.pem;\n",
+                live = live.display()
+            )
+        })
+        .collect();
     let names = certificate.domains.join(" ");
     let resolver = config.resolvers.get(&certificate.resolver);
     let http01 = resolver.and_then(|r| r.http_challenge.as_ref());
@@ -69,11 +81,11 @@ fn server_blocks(config: &Config, certificate: &Certificate) -> String {
          server_name {names};\n\n{challenge}    location / {{\n        \
          return 301 https://$host$request_uri;\n    }}\n}}\n\n\
          server {{\n    {https_listen}\n{https_listen_v6}    server_name {names};\n\n    \
-         ssl_certificate     {live}/fullchain.pem;\n    ssl_certificate_key {live}/privkey.pem;\n{TLS_SETTINGS}\n    \
+         {pairs}{TLS_SETTINGS}\n    \
          location / {{\n        proxy_pass http://127.0.0.1:8080;  # CHANGE: your application\n    }}\n}}\n",
         name = certificate.name,
         resolver = certificate.resolver,
-        live = live.display(),
+        pairs = pairs.trim_start(),
     );
     out
 }

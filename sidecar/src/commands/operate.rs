@@ -44,7 +44,7 @@ async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, CommandErr
     let store = store::open(&config.storage).await?.store;
     let now = std::time::SystemTime::now();
     let mut out = Vec::new();
-    for c in &config.certificates {
+    for c in &config.managed() {
         let stored = store.load_certificate(&c.name).await?;
         let info = stored.as_ref().and_then(|b| cert::inspect(b, None).ok());
         let revoked = store.revoked(&c.name).await?;
@@ -99,11 +99,8 @@ pub async fn revoke(config: &Config, name: &str, reason: Option<u8>) -> Result<(
         println!("{answer}");
         return Ok(());
     }
-    let c = config
-        .certificates
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| CommandError::UnknownCertificate(name.to_owned()))?;
+    let managed = config.managed();
+    let c = managed.iter().find(|c| c.name == name).ok_or_else(|| CommandError::UnknownCertificate(name.to_owned()))?;
     let resolver = &config.resolvers[&c.resolver];
     let store = store::open(&config.storage).await?.store;
     let bundle = store.load_certificate(name).await?.ok_or_else(|| CommandError::NothingStored(name.to_owned()))?;

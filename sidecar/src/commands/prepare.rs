@@ -44,7 +44,7 @@ pub async fn prepare(config: &Config) -> Result<(), CommandError> {
     }
     let store = crate::store::open(&config.storage).await?.store;
     let default = crate::daemon::load_default(config)?;
-    for certificate in &config.certificates {
+    for certificate in &config.managed() {
         let stored = store.load_certificate(&certificate.name).await?;
         let revoked = store.revoked(&certificate.name).await?.is_some();
         let stored = stored.filter(|_| !revoked);

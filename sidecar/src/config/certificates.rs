@@ -75,6 +75,26 @@ pub(super) fn validate(
                 }
             }
         }
+        for (k, key_type) in cert.key_types.iter().enumerate() {
+            if let Some(first) = cert.key_types[..k].iter().position(|t| t == key_type) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.key_types[{k}]"),
+                    format!("'{}' is listed twice (also key_types[{first}])", key_type.name()),
+                ));
+            }
+        }
+        for sibling in cert.per_key_type().iter().skip(1) {
+            validate_certificate_name(&format!("{field}.key_types"), &sibling.name)?;
+            if let Some(other) = certificates.iter().position(|c| c.name == sibling.name) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.key_types"),
+                    format!(
+                        "makes a certificate '{}' for its second key type, which is already certificates[{other}]'s name",
+                        sibling.name
+                    ),
+                ));
+            }
+        }
         if !resolvers.contains_key(&cert.resolver) {
             let known: Vec<&str> = resolvers.keys().map(String::as_str).collect();
             return Err(ConfigError::invalid(

@@ -219,6 +219,38 @@ pub struct Certificate {
     pub domains: Vec<String>,
     /// Name of the resolver in `[resolvers]`.
     pub resolver: String,
+    /// Key types, one certificate each for the same names (`["ec256",
+    /// "rsa2048"]`: ECDSA for modern clients, RSA for old ones). The first
+    /// keeps `name`; each other is `<name>-<key type>` (`www-rsa2048`), its
+    /// own SDS secret and store directory, ordered and renewed on its own.
+    /// Empty: one certificate of the resolver's `key_type`.
+    #[serde(default)]
+    pub key_types: Vec<crate::cert::KeyType>,
+}
+
+impl Certificate {
+    /// The key type this certificate is ordered with.
+    pub fn key_type(&self, resolver: &Resolver) -> crate::cert::KeyType {
+        self.key_types.first().copied().unwrap_or(resolver.key_type)
+    }
+
+    /// One certificate per key type ([`Self::key_types`]); itself when it
+    /// has at most one.
+    pub fn per_key_type(&self) -> Vec<Self> {
+        if self.key_types.len() <= 1 {
+            return vec![self.clone()];
+        }
+        self.key_types
+            .iter()
+            .enumerate()
+            .map(|(i, &key_type)| Self {
+                name: if i == 0 { self.name.clone() } else { format!("{}-{}", self.name, key_type.name()) },
+                domains: self.domains.clone(),
+                resolver: self.resolver.clone(),
+                key_types: vec![key_type],
+            })
+            .collect()
+    }
 }
 
 impl FromStr for Config {
@@ -230,6 +262,12 @@ impl FromStr for Config {
 }
 
 impl Config {
+    /// The certificates the daemon manages: `[[certificates]]`, each with
+    /// several `key_types` made one certificate per key type.
+    pub fn managed(&self) -> Vec<Certificate> {
+        self.certificates.iter().flat_map(Certificate::per_key_type).collect()
+    }
+
     /// Reads and parses a file and the secret files it names (`*_file`);
     /// does not validate.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

@@ -156,3 +156,28 @@ fn an_order_deadline_is_between_ten_seconds_and_a_day() {
     let config: Config = format!("{RESOLVER}{}", certificate("web", &["example.com"])).parse().expect("parses");
     assert_eq!(config.resolvers["le"].order_timeout_secs, 600, "the default");
 }
+
+#[test]
+fn two_key_types_make_two_certificates_and_their_mistakes_are_named() {
+    let web = format!("{}key_types = [\"ec256\", \"rsa2048\"]\n", certificate("web", &["example.com"]));
+    let config: Config = format!("{RESOLVER}{web}").parse().unwrap();
+    config.validate().unwrap();
+    let managed = config.managed();
+    let names: Vec<(&str, Vec<crate::cert::KeyType>)> =
+        managed.iter().map(|c| (c.name.as_str(), c.key_types.clone())).collect();
+    use crate::cert::KeyType::{Ec256, Rsa2048};
+    assert_eq!(names, [("web", vec![Ec256]), ("web-rsa2048", vec![Rsa2048])]);
+    assert_eq!(managed[1].domains, ["example.com"]);
+    assert_eq!(
+        refused(&format!("{RESOLVER}{}key_types = [\"rsa2048\", \"RSA2048\"]\n", certificate("web", &["a.example"]))),
+        "certificates[0].key_types[1]: 'rsa2048' is listed twice (also key_types[0])"
+    );
+    let taken = format!("{web}{}", certificate("web-rsa2048", &["b.example"]));
+    assert!(
+        refused(&format!("{RESOLVER}{taken}")).starts_with(
+            "certificates[0].key_types: makes a certificate 'web-rsa2048' for its second key type, which is already certificates[1]'s name"
+        ),
+        "{}",
+        refused(&format!("{RESOLVER}{taken}"))
+    );
+}

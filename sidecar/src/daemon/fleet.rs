@@ -174,6 +174,7 @@ impl Fleet {
                 name: request.name.clone(),
                 domains: request.domains.clone(),
                 resolver: resolver.to_owned(),
+                key_types: Vec::new(),
             };
             match self.start(certificate, Origin::Discovered).await {
                 Ok(()) => changed = true,

@@ -131,7 +131,7 @@ impl Issuer {
         let ari = self.accounts.ari(&certificate.resolver) == Some(true);
         let request = OrderRequest {
             domains: &certificate.domains,
-            key_type: resolver.key_type,
+            key_type: certificate.key_type(resolver),
             profile: resolver.profile.as_deref(),
             common_name: resolver.common_name,
             preferred_chain: resolver.preferred_chain.as_deref(),
@@ -283,7 +283,7 @@ impl Issuer {
         let directory = resolver.staging_directory();
         let request = OrderRequest {
             domains: &certificate.domains,
-            key_type: resolver.key_type,
+            key_type: certificate.key_type(resolver),
             profile: resolver.profile.as_deref(),
             common_name: resolver.common_name,
             preferred_chain: resolver.preferred_chain.as_deref(),

@@ -307,7 +307,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let mut fleet =
         fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
     let running = config.clone();
-    fleet.start_all(config.certificates, fleet::Origin::Configured).await?;
+    fleet.start_all(config.managed(), fleet::Origin::Configured).await?;
     fleet.write_listener_at_start().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     let (reload_tx, reload_rx) = mpsc::channel(4);

@@ -115,7 +115,7 @@ async fn reload(
     let mut fleet = fleet.lock().await;
     let changed: BTreeSet<String> = fleet.apply_resolvers(&next.resolvers, solvers, dns).into_iter().collect();
     wiring.probed.send_replace(super::used_resolvers(&next));
-    let plan = Plan::between(&current.certificates, &next.certificates, &changed);
+    let plan = Plan::between(&current.managed(), &next.managed(), &changed);
     let summary = plan.summary(&changed, current.resolvers.keys().filter(|n| !next.resolvers.contains_key(*n)));
     for name in plan.stop.iter().chain(plan.restart.iter().map(|c| &c.name)) {
         fleet.stop_configured(name);
@@ -190,6 +190,7 @@ impl Plan {
                 Some(was)
                     if was.domains != certificate.domains
                         || was.resolver != certificate.resolver
+                        || was.key_types != certificate.key_types
                         || changed.contains(&certificate.resolver) =>
                 {
                     plan.restart.push((*certificate).clone());
@@ -224,6 +225,7 @@ mod tests {
             name: name.into(),
             domains: domains.iter().map(|d| (*d).to_owned()).collect(),
             resolver: resolver.into(),
+            key_types: Vec::new(),
         }
     }
 

@@ -35,8 +35,8 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
         if let Err(e) = info.covers(&certificate.domains) {
             tracing::warn!(certificate = %name, error = %e, "stored certificate no longer matches the configuration");
             machine.config_changed();
-        } else if info.key_type != Some(resolver.key_type) {
-            tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?resolver.key_type, "key type changed: ordering a new certificate");
+        } else if info.key_type != Some(certificate.key_type(resolver)) {
+            tracing::warn!(certificate = %name, stored = ?info.key_type, configured = ?certificate.key_type(resolver), "key type changed: ordering a new certificate");
             machine.config_changed();
         }
     }

@@ -275,7 +275,7 @@ impl CertTask {
     /// the coordinator finds it newer. Returns whether it was adopted.
     async fn adopt(&mut self, bundle: Bundle) -> bool {
         let current = self.current.as_ref().map(|(_, i)| i);
-        let key_type = self.resolver.key_type;
+        let key_type = self.certificate.key_type(&self.resolver);
         let Some(info) = self.parts.coordinator.adoptable(&self.certificate, key_type, current, &bundle).await else {
             return false;
         };

@@ -341,7 +341,7 @@ fn resolver() -> Resolver {
 }
 
 fn certificate() -> Certificate {
-    Certificate { name: "web".into(), domains: vec!["web.example".into()], resolver: "le".into() }
+    Certificate { name: "web".into(), domains: vec!["web.example".into()], resolver: "le".into(), key_types: vec![] }
 }
 
 /// Steps until the machine says to wait; returns until when.

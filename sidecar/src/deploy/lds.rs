@@ -7,7 +7,12 @@
 //! The template is a LDS resource file in which the lines between
 //! `# proxy-acme: per certificate` and `# proxy-acme: end` are repeated for
 //! each certificate, with `{{name}}` (the SDS secret name) and
-//! `{{server_names}}` (a JSON list of its names) filled in.
+//! `{{server_names}}` (a JSON list of its names) filled in. Certificates
+//! for the same names (one per key type, `key_types`) share one filter
+//! chain, as Envoy wants: inside the block, the lines between
+//! `# proxy-acme: per secret` and `# proxy-acme: end secret` are repeated
+//! for each of the chain's secrets, with `{{secret}}` filled in, so Envoy
+//! picks the certificate by the client's signature algorithms.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +20,32 @@ use super::DeployError;
 
 pub const BEGIN: &str = "# proxy-acme: per certificate";
 pub const END: &str = "# proxy-acme: end";
+pub const SECRET_BEGIN: &str = "# proxy-acme: per secret";
+pub const SECRET_END: &str = "# proxy-acme: end secret";
+
+/// One filter chain: its `{{name}}`, its server names, its secrets (the
+/// certificates for those names, one per key type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub names: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+impl Chain {
+    /// Certificates (name, names) as chains: those with the same names,
+    /// first come first, share one.
+    pub fn group(certificates: &[(String, Vec<String>)]) -> Vec<Self> {
+        let mut chains: Vec<Self> = Vec::new();
+        for (name, names) in certificates {
+            match chains.iter_mut().find(|c| &c.names == names) {
+                Some(chain) => chain.secrets.push(name.clone()),
+                None => chains.push(Self { name: name.clone(), names: names.clone(), secrets: vec![name.clone()] }),
+            }
+        }
+        chains
+    }
+}
 const FILE: &str = "listeners.yaml";
 
 /// A template without its two marker lines, or with them out of order.
@@ -28,22 +59,34 @@ pub fn render(template: &str, certificates: &[(String, Vec<String>)]) -> Result<
     let begin = lines.iter().position(|l| l.trim() == BEGIN).ok_or(TemplateError)?;
     let end = lines.iter().skip(begin).position(|l| l.trim() == END).map(|i| begin + i).ok_or(TemplateError)?;
     let block = &lines[begin + 1..end];
+    let inner = match block.iter().position(|l| l.trim() == SECRET_BEGIN) {
+        Some(at) => {
+            let to = block.iter().skip(at).position(|l| l.trim() == SECRET_END).ok_or(TemplateError)? + at;
+            Some((at, to))
+        }
+        None => None,
+    };
     let mut out = String::new();
-    for line in &lines[..begin] {
+    let mut push = |line: &str| {
         out.push_str(line);
         out.push('\n');
-    }
-    for (name, names) in certificates {
-        let server_names = serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned());
-        for line in block {
-            out.push_str(&line.replace("{{name}}", name).replace("{{server_names}}", &server_names));
-            out.push('\n');
+    };
+    lines[..begin].iter().for_each(|l| push(l));
+    for chain in Chain::group(certificates) {
+        let server_names = serde_json::to_string(&chain.names).unwrap_or_else(|_| "[]".to_owned());
+        let fill = |line: &str| line.replace("{{name}}", &chain.name).replace("{{server_names}}", &server_names);
+        match inner {
+            None => block.iter().for_each(|l| push(&fill(l))),
+            Some((at, to)) => {
+                block[..at].iter().for_each(|l| push(&fill(l)));
+                for secret in &chain.secrets {
+                    block[at + 1..to].iter().for_each(|l| push(&fill(l).replace("{{secret}}", secret)));
+                }
+                block[to + 1..].iter().for_each(|l| push(&fill(l)));
+            }
         }
     }
-    for line in &lines[end + 1..] {
-        out.push_str(line);
-        out.push('\n');
-    }
+    lines[end + 1..].iter().for_each(|l| push(l));
     Ok(out)
 }
 
@@ -105,6 +148,22 @@ mod tests {
         );
         assert_eq!(render("no markers\n", &certs), Err(TemplateError));
         assert_eq!(render("# proxy-acme: end\n# proxy-acme: per certificate\n", &certs), Err(TemplateError));
+    }
+
+    #[test]
+    fn certificates_for_the_same_names_share_a_chain_with_a_secret_each() {
+        let template = "l:\n# proxy-acme: per certificate\n- chain: {{name}} {{server_names}}\n  secrets:\n  # proxy-acme: per secret\n  - name: {{secret}}\n    ads: {}\n  # proxy-acme: end secret\n  tail: {{name}}\n# proxy-acme: end\n";
+        let certs = vec![
+            ("www".to_owned(), vec!["a.test".to_owned()]),
+            ("other".to_owned(), vec!["b.test".to_owned()]),
+            ("www-rsa2048".to_owned(), vec!["a.test".to_owned()]),
+        ];
+        assert_eq!(
+            render(template, &certs),
+            Ok("l:\n- chain: www [\"a.test\"]\n  secrets:\n  - name: www\n    ads: {}\n  - name: www-rsa2048\n    ads: {}\n  tail: www\n- chain: other [\"b.test\"]\n  secrets:\n  - name: other\n    ads: {}\n  tail: other\n".to_owned())
+        );
+        let unclosed = "# proxy-acme: per certificate\n# proxy-acme: per secret\n# proxy-acme: end\n";
+        assert_eq!(render(unclosed, &certs), Err(TemplateError));
     }
 
     #[tokio::test]

@@ -102,6 +102,9 @@ pub struct PlannedAccount {
 /// covers, the one expiring last winning; a usable account goes to the
 /// resolvers of those entries (or the only resolver) on the same CA.
 pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
+    // One entry per key type (`key_types`): an RSA certificate is imported
+    // as `<name>-rsa2048`.
+    let certificates = config.managed();
     let mut plan = Plan { skipped: found.skipped, ..Plan::default() };
     let mut candidates: Vec<(usize, usize, FoundCertificate, CertInfo)> = Vec::new();
     for (k, c) in found.certificates.into_iter().enumerate() {
@@ -121,8 +124,7 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
             continue;
         }
         let covers = |domains: &[String]| domains.iter().all(|d| info.names.iter().any(|n| n.eq_ignore_ascii_case(d)));
-        let entries: Vec<usize> =
-            (0..config.certificates.len()).filter(|&i| covers(&config.certificates[i].domains)).collect();
+        let entries: Vec<usize> = (0..certificates.len()).filter(|&i| covers(&certificates[i].domains)).collect();
         if entries.is_empty() {
             let why = format!("matches no [[certificates]] entry (it covers {})", info.names.join(", "));
             plan.skipped.push((c.origin, why));
@@ -130,11 +132,12 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
         }
         // The daemon orders again when the key type differs from the
         // resolver's: importing such a certificate would save nothing.
-        let key_type_of = |i: usize| config.resolvers.get(&config.certificates[i].resolver).map(|r| r.key_type);
+        let key_type_of =
+            |i: usize| config.resolvers.get(&certificates[i].resolver).map(|r| certificates[i].key_type(r));
         let (entries, other_key): (Vec<usize>, Vec<usize>) =
             entries.into_iter().partition(|&i| info.key_type.is_some() && info.key_type == key_type_of(i));
         if entries.is_empty() {
-            let entry = &config.certificates[other_key[0]];
+            let entry = &certificates[other_key[0]];
             let why = format!(
                 "its key is {} but resolver {} has key_type = \"{}\", so it would be ordered again at start; \
                  set key_type = \"{}\" there to keep it",
@@ -151,7 +154,7 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
         }
     }
     let mut chosen = BTreeSet::new();
-    for (i, entry) in config.certificates.iter().enumerate() {
+    for (i, entry) in certificates.iter().enumerate() {
         let best = candidates.iter().filter(|(j, ..)| *j == i).max_by_key(|(.., info)| info.not_after);
         if let Some((_, k, c, info)) = best {
             chosen.insert(*k);
@@ -166,7 +169,7 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
     let mut superseded = BTreeSet::new();
     for (i, k, c, _) in &candidates {
         if !chosen.contains(k) && superseded.insert(*k) {
-            let name = &config.certificates[*i].name;
+            let name = &certificates[*i].name;
             plan.skipped.push((c.origin.clone(), format!("another certificate for {name} expires later")));
         }
     }
@@ -209,7 +212,7 @@ fn plan_accounts(config: &Config, accounts: Vec<FoundAccount>, plan: &mut Plan) 
     let mut resolvers: BTreeSet<String> = plan
         .certificates
         .iter()
-        .filter_map(|p| config.certificates.iter().find(|c| c.name == p.name).map(|c| c.resolver.clone()))
+        .filter_map(|p| config.managed().into_iter().find(|c| c.name == p.name).map(|c| c.resolver))
         .collect();
     if resolvers.is_empty() && config.resolvers.len() == 1 {
         resolvers.extend(config.resolvers.keys().cloned());
@@ -257,12 +260,7 @@ fn plan_accounts(config: &Config, accounts: Vec<FoundAccount>, plan: &mut Plan) 
 
 /// A key type as written in `key_type`.
 fn key_type_name(key_type: KeyType) -> &'static str {
-    match key_type {
-        KeyType::Ec256 => "ec256",
-        KeyType::Ec384 => "ec384",
-        KeyType::Rsa2048 => "rsa2048",
-        KeyType::Rsa4096 => "rsa4096",
-    }
+    key_type.name()
 }
 
 /// `scheme://host[:port]` of a URL: an account URL and a directory URL of
