@@ -28,6 +28,7 @@ registry::providers! {
     cloudflare::Cloudflare,
     route53::Route53,
     digitalocean::DigitalOcean,
+    dnsimple::Dnsimple,
 }
 
 #[cfg(test)]
