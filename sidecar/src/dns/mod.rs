@@ -29,6 +29,7 @@ registry::providers! {
     route53::Route53,
     digitalocean::DigitalOcean,
     dnsimple::Dnsimple,
+    godaddy::GoDaddy,
 }
 
 #[cfg(test)]

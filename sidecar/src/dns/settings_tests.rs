@@ -128,6 +128,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("route53", "access_key_id = \"a\"\nsecret_access_key = \"s\"".to_owned()),
         ("digitalocean", "auth_token = \"t\"".to_owned()),
         ("dnsimple", "oauth_token = \"t\"".to_owned()),
+        ("godaddy", "api_key = \"k\"\napi_secret = \"s\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
