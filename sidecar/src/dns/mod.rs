@@ -30,6 +30,7 @@ registry::providers! {
     digitalocean::DigitalOcean,
     dnsimple::Dnsimple,
     godaddy::GoDaddy,
+    namecheap::Namecheap,
 }
 
 #[cfg(test)]
