@@ -31,6 +31,7 @@ registry::providers! {
     dnsimple::Dnsimple,
     godaddy::GoDaddy,
     namecheap::Namecheap,
+    duckdns::DuckDns,
 }
 
 #[cfg(test)]

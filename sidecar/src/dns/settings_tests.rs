@@ -130,6 +130,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("dnsimple", "oauth_token = \"t\"".to_owned()),
         ("godaddy", "api_key = \"k\"\napi_secret = \"s\"".to_owned()),
         ("namecheap", "api_user = \"u\"\napi_key = \"k\"\nclient_ip = \"192.0.2.1\"".to_owned()),
+        ("duckdns", "token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
