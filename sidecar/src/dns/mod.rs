@@ -32,6 +32,7 @@ registry::providers! {
     godaddy::GoDaddy,
     namecheap::Namecheap,
     duckdns::DuckDns,
+    scaleway::Scaleway,
 }
 
 #[cfg(test)]
