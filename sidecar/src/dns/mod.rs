@@ -33,6 +33,7 @@ registry::providers! {
     namecheap::Namecheap,
     duckdns::DuckDns,
     scaleway::Scaleway,
+    bunny::Bunny,
 }
 
 #[cfg(test)]

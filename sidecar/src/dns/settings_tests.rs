@@ -132,6 +132,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("namecheap", "api_user = \"u\"\napi_key = \"k\"\nclient_ip = \"192.0.2.1\"".to_owned()),
         ("duckdns", "token = \"t\"".to_owned()),
         ("scaleway", "secret_key = \"s\"".to_owned()),
+        ("bunny", "api_key = \"k\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
