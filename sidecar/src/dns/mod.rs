@@ -34,6 +34,7 @@ registry::providers! {
     duckdns::DuckDns,
     scaleway::Scaleway,
     bunny::Bunny,
+    ionos::Ionos,
 }
 
 #[cfg(test)]
