@@ -35,6 +35,7 @@ registry::providers! {
     scaleway::Scaleway,
     bunny::Bunny,
     ionos::Ionos,
+    infomaniak::Infomaniak,
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("scaleway", "secret_key = \"s\"".to_owned()),
         ("bunny", "api_key = \"k\"".to_owned()),
         ("ionos", "api_key = \"p.s\"".to_owned()),
+        ("infomaniak", "access_token = \"t\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
