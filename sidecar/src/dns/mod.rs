@@ -36,6 +36,7 @@ registry::providers! {
     bunny::Bunny,
     ionos::Ionos,
     infomaniak::Infomaniak,
+    exoscale::Exoscale,
 }
 
 #[cfg(test)]

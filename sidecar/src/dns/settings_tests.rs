@@ -135,6 +135,7 @@ fn every_registered_provider_builds_from_its_table() {
         ("bunny", "api_key = \"k\"".to_owned()),
         ("ionos", "api_key = \"p.s\"".to_owned()),
         ("infomaniak", "access_token = \"t\"".to_owned()),
+        ("exoscale", "api_key = \"EXOk\"\napi_secret = \"s\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
