@@ -142,3 +142,13 @@ async fn the_longest_zone_suffix_wins_and_errors_name_the_cause() {
     assert!(!refused.is_retryable());
     assert_eq!(refused.to_string(), "bunny: GET /dnszone: HTTP 401: The request authorization failed (auth.failed)");
 }
+
+#[test]
+fn the_secret_comes_from_legos_variable_and_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[bunny]\n").unwrap();
+    settings.read_secrets_from("dns", &Env::from_vars([("BUNNY_API_KEY", "prefix.bunny-secret")])).unwrap();
+    settings.validate("dns").unwrap();
+    let table = settings.provider_settings::<Bunny>().unwrap();
+    assert_eq!(table.api_key.as_deref(), Some("prefix.bunny-secret"));
+    assert!(!format!("{settings:?}").contains("bunny-secret"));
+}

@@ -145,3 +145,13 @@ async fn the_longest_zone_suffix_wins_and_errors_name_the_cause() {
     let user = provider(&url, "user-token").present(&TxtRecord::new("example.com", "v", 60)).await.unwrap_err();
     assert!(user.to_string().contains("user token"), "{user}");
 }
+
+#[test]
+fn the_token_comes_from_legos_variable_and_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[dnsimple]\n").unwrap();
+    settings.read_secrets_from("dns", &Env::from_vars([("DNSIMPLE_OAUTH_TOKEN", "dnsimple-secret")])).unwrap();
+    settings.validate("dns").unwrap();
+    let dnsimple = settings.provider_settings::<Dnsimple>().unwrap();
+    assert_eq!(dnsimple.oauth_token.as_deref(), Some("dnsimple-secret"));
+    assert!(!format!("{settings:?}").contains("dnsimple-secret"));
+}

@@ -231,4 +231,13 @@ mod tests {
         let elsewhere = duck.present(&TxtRecord::new("example.com", "v", 60)).await.unwrap_err();
         assert!(elsewhere.to_string().contains("not under a <name>.duckdns.org domain"), "{elsewhere}");
     }
+
+    #[test]
+    fn the_token_comes_from_legos_variable_and_never_shows_in_debug() {
+        let mut settings: crate::dns::DnsChallenge = toml::from_str("[duckdns]\n").unwrap();
+        settings.read_secrets_from("dns", &Env::from_vars([("DUCKDNS_TOKEN", "duck-secret")])).unwrap();
+        settings.validate("dns").unwrap();
+        assert_eq!(settings.provider_settings::<DuckDns>().unwrap().token.as_deref(), Some("duck-secret"));
+        assert!(!format!("{settings:?}").contains("duck-secret"));
+    }
 }

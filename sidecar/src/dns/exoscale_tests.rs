@@ -157,3 +157,21 @@ async fn the_longest_zone_suffix_wins_and_a_bad_signature_is_refused() {
     assert!(!refused.is_retryable());
     assert_eq!(refused.to_string(), "exoscale: GET /dns-domain: HTTP 403: Invalid request signature");
 }
+
+#[test]
+fn credentials_come_from_legos_variables_and_the_secret_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[exoscale]\n").unwrap();
+    let env = Env::from_vars([
+        ("EXOSCALE_API_KEY", "EXOkey"),
+        ("EXOSCALE_API_SECRET", "exo-secret-value"),
+        ("EXOSCALE_ENDPOINT", "https://api-de-fra-1.exoscale.com/v2"),
+    ]);
+    settings.read_secrets_from("dns", &env).unwrap();
+    settings.validate("dns").unwrap();
+    let exoscale = settings.provider_settings::<Exoscale>().unwrap();
+    assert_eq!(exoscale.endpoint.as_deref(), Some("https://api-de-fra-1.exoscale.com/v2"));
+    let provider = ExoscaleProvider::new(exoscale).unwrap();
+    assert_eq!((provider.origin.as_str(), provider.prefix.as_str()), ("https://api-de-fra-1.exoscale.com", "/v2"));
+    let debug = format!("{settings:?} {provider:?}");
+    assert!(debug.contains("EXOkey") && !debug.contains("exo-secret-value"), "{debug}");
+}

@@ -146,3 +146,15 @@ async fn the_longest_domain_suffix_wins_and_errors_name_the_cause() {
         "godaddy: GET /v1/domains/<domain>: HTTP 401: UNABLE_TO_AUTHENTICATE: Unable to authenticate request"
     );
 }
+
+#[test]
+fn key_and_secret_come_from_legos_variables_and_never_show_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[godaddy]\n").unwrap();
+    let env = Env::from_vars([("GODADDY_API_KEY", "gd-key-secret"), ("GODADDY_API_SECRET", "gd-secret-secret")]);
+    settings.read_secrets_from("dns", &env).unwrap();
+    settings.validate("dns").unwrap();
+    let godaddy = settings.provider_settings::<GoDaddy>().unwrap();
+    assert_eq!((godaddy.api_key.as_deref(), godaddy.api_secret.as_deref()), (Some("gd-key-secret"), Some("gd-secret-secret")));
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("gd-key-secret") && !debug.contains("gd-secret-secret"), "{debug}");
+}

@@ -112,3 +112,13 @@ async fn the_longest_zone_suffix_wins_and_errors_name_the_cause() {
         "infomaniak: GET /2/zones/<zone>/exists: HTTP 401: [not_authorized] Authorization required"
     );
 }
+
+#[test]
+fn the_secret_comes_from_legos_variable_and_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[infomaniak]\n").unwrap();
+    settings.read_secrets_from("dns", &Env::from_vars([("INFOMANIAK_ACCESS_TOKEN", "prefix.infomaniak-secret")])).unwrap();
+    settings.validate("dns").unwrap();
+    let table = settings.provider_settings::<Infomaniak>().unwrap();
+    assert_eq!(table.access_token.as_deref(), Some("prefix.infomaniak-secret"));
+    assert!(!format!("{settings:?}").contains("infomaniak-secret"));
+}

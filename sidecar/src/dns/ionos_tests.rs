@@ -148,3 +148,13 @@ async fn the_longest_zone_suffix_wins_and_errors_name_the_cause() {
         "ionos: GET /v1/zones: HTTP 401: UNAUTHORIZED: The customer is not authorized to do this operation."
     );
 }
+
+#[test]
+fn the_secret_comes_from_legos_variable_and_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[ionos]\n").unwrap();
+    settings.read_secrets_from("dns", &Env::from_vars([("IONOS_API_KEY", "prefix.ionos-secret")])).unwrap();
+    settings.validate("dns").unwrap();
+    let table = settings.provider_settings::<Ionos>().unwrap();
+    assert_eq!(table.api_key.as_deref(), Some("prefix.ionos-secret"));
+    assert!(!format!("{settings:?}").contains("ionos-secret"));
+}

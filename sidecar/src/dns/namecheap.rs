@@ -3,7 +3,7 @@
 //! one record: `namecheap.domains.dns.setHosts` replaces every host record
 //! of the domain. So both `present` and `cleanup` read all of them with
 //! `getHosts` and write all of them back, with ours added or removed, and
-//! the domain's `EmailType` kept (without it the mail settings are reset).
+//! the domain's `EmailType` kept (Namecheap wants `MX` there for MX records).
 //!
 //! The domain is found by asking `getHosts` for the record name's suffixes,
 //! longest first (`SLD` its first label, `TLD` the rest), skipping those

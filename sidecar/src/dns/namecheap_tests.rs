@@ -102,7 +102,7 @@ fn api(domains: Domains) -> impl Fn(&Seen) -> (StatusCode, String) {
                 (StatusCode::OK, response("OK", "namecheap.domains.dns.getHosts", &inner))
             }
             "namecheap.domains.dns.setHosts" => {
-                // Without EmailType, Namecheap resets the mail settings.
+                // The mail setting goes with the records.
                 *email_type = get("EmailType");
                 *hosts = (1..)
                     .map_while(|n| {
@@ -197,4 +197,19 @@ async fn the_longest_domain_suffix_wins_and_errors_name_the_cause() {
     let wrong_ip = NamecheapProvider::new(&settings(&url, "nc-key", Some("198.51.100.1"))).unwrap();
     let err = wrong_ip.cleanup(&TxtRecord::new("example.co.uk", "v", 60)).await.unwrap_err();
     assert!(err.to_string().contains("Invalid request IP: 198.51.100.1 [1011150]"), "{err}");
+}
+
+#[test]
+fn user_and_key_come_from_legos_variables_and_the_key_never_shows_in_debug() {
+    let mut settings: crate::dns::DnsChallenge = toml::from_str("[namecheap]\n").unwrap();
+    let env = Env::from_vars([("NAMECHEAP_API_USER", "alice"), ("NAMECHEAP_API_KEY", "nc-key-secret")]);
+    settings.read_secrets_from("dns", &env).unwrap();
+    settings.validate("dns").unwrap();
+    let namecheap = settings.provider_settings::<Namecheap>().unwrap();
+    assert_eq!((namecheap.api_user.as_deref(), namecheap.api_key.as_deref()), (Some("alice"), Some("nc-key-secret")));
+    let debug = format!("{settings:?}");
+    assert!(debug.contains("alice") && !debug.contains("nc-key-secret"), "{debug}");
+    let bad_ip: crate::dns::DnsChallenge =
+        toml::from_str("[namecheap]\napi_user = \"a\"\napi_key = \"k\"\nclient_ip = \"home\"\n").unwrap();
+    assert_eq!(bad_ip.validate("dns").unwrap_err().field, "dns.namecheap.client_ip");
 }

@@ -160,3 +160,17 @@ async fn the_longest_zone_suffix_wins_and_errors_name_the_cause() {
         "scaleway: GET /domain/v2beta1/dns-zones: HTTP 401: authentication is denied (denied_authentication)"
     );
 }
+
+#[test]
+fn the_secret_key_comes_from_scw_secret_key_then_legos_older_variable() {
+    let read = |vars: &[(&str, &str)]| {
+        let mut settings: crate::dns::DnsChallenge = toml::from_str("[scaleway]\n").unwrap();
+        settings.read_secrets_from("dns", &Env::from_vars(vars.iter().copied())).unwrap();
+        let scaleway = settings.provider_settings::<Scaleway>().unwrap().clone();
+        assert!(!format!("{settings:?}").contains("scw-"), "{settings:?}");
+        (scaleway.secret_key, scaleway.project_id)
+    };
+    let both = read(&[("SCW_SECRET_KEY", "scw-new"), ("SCALEWAY_API_TOKEN", "scw-old"), ("SCW_PROJECT_ID", "p1")]);
+    assert_eq!(both, (Some("scw-new".to_owned()), Some("p1".to_owned())));
+    assert_eq!(read(&[("SCALEWAY_API_TOKEN", "scw-old")]).0.as_deref(), Some("scw-old"));
+}
