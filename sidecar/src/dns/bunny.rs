@@ -1,7 +1,7 @@
 //! `bunny`: bunny.net DNS with the account API key (`AccessKey` header).
-//! `GET /dnszone` lists the zones with their records (`page`, `perPage`,
-//! followed while `HasMoreItems`); the zone is the longest one whose domain
-//! is a suffix of the record name. `present` adds a TXT record
+//! `GET /dnszone?search=` lists the zones with their records (`page`,
+//! `perPage`, followed while `HasMoreItems`); the zone is the longest one
+//! whose domain is a suffix of the record name. `present` adds a TXT record
 //! (`PUT /dnszone/<id>/records`); `cleanup` finds, in the zone's records,
 //! the TXT record at the name holding our value and deletes it by id.
 
@@ -154,9 +154,13 @@ impl BunnyProvider {
         let what = "GET /dnszone";
         let candidates = zone_candidates(fqdn);
         let mut best: Option<Zone> = None;
+        // Every candidate ends with the shortest one: bunny.net's substring
+        // search for it lists every zone that can hold the name.
+        let search = candidates.last().cloned().unwrap_or_default();
         let mut page = 1;
         loop {
-            let answer = self.call(Method::GET, &format!("/dnszone?page={page}&perPage=1000"), None).await?;
+            let path = format!("/dnszone?page={page}&perPage=1000&search={search}");
+            let answer = self.call(Method::GET, &path, None).await?;
             if !answer.status.is_success() {
                 return Err(Self::error(&answer, what));
             }

@@ -7,7 +7,7 @@ use crate::dns::mock_tests::{query, serve, Seen};
 type Records = Arc<Mutex<Vec<(u64, u64, u64, String, String, u64)>>>;
 
 /// (id, domain), listed two per page to force `HasMoreItems`.
-const ZONES: [(u64, &str); 3] = [(1, "example.com"), (2, "other.net"), (3, "sub.example.com")];
+const ZONES: [(u64, &str); 4] = [(1, "example.com"), (2, "other.net"), (4, "myexample.com"), (3, "sub.example.com")];
 
 /// The DNS zone API's documented subset: zones with their records, paged;
 /// records added with `PUT` and deleted by id; `AccessKey`; the
@@ -27,7 +27,9 @@ fn api(records: Records) -> impl Fn(&Seen) -> (StatusCode, String) {
         match (seen.method.as_str(), parts.as_slice()) {
             ("GET", ["dnszone"]) => {
                 let page: usize = query(&seen.target, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
-                let items: Vec<String> = ZONES
+                let search = query(&seen.target, "search").unwrap_or_default();
+                let found: Vec<_> = ZONES.iter().filter(|(_, domain)| domain.contains(search)).collect();
+                let items: Vec<String> = found
                     .iter()
                     .skip((page - 1) * 2)
                     .take(2)
@@ -57,8 +59,8 @@ fn api(records: Records) -> impl Fn(&Seen) -> (StatusCode, String) {
                     format!(
                         r#"{{"Items":[{}],"CurrentPage":{page},"TotalItems":{},"HasMoreItems":{}}}"#,
                         items.join(","),
-                        ZONES.len(),
-                        page * 2 < ZONES.len()
+                        found.len(),
+                        page * 2 < found.len()
                     ),
                 )
             }
@@ -124,7 +126,8 @@ async fn values_coexist_and_cleanup_deletes_only_ours() {
     bunny.cleanup(&apex).await.unwrap();
     let left: Vec<u64> = records.lock().unwrap().iter().map(|r| r.0).collect();
     assert_eq!(left, [10, 11]);
-    assert!(log.lock().unwrap().iter().any(|s| s.target.starts_with("/dnszone?page=2")), "every page read");
+    let asked: Vec<String> = log.lock().unwrap().iter().map(|s| s.target.clone()).collect();
+    assert!(asked.contains(&"/dnszone?page=2&perPage=1000&search=example.com".to_owned()), "every page read: {asked:?}");
 }
 
 #[tokio::test]
