@@ -136,7 +136,10 @@ impl DuckDnsProvider {
             "OK" => Ok(()),
             "KO" => Err(DnsError::provider(
                 PROVIDER,
-                format!("{what} of {domain}.duckdns.org: DuckDNS answered KO (a wrong token, or a domain not in the account)"),
+                format!(
+                    "{what} of {domain}.duckdns.org: HTTP {}: KO (a wrong token, or a domain not in the account)",
+                    answer.status.as_u16()
+                ),
                 false,
             )),
             other => Err(DnsError::provider(PROVIDER, format!("{what}: unexpected answer: {other:.100}"), true)),
@@ -227,7 +230,7 @@ mod tests {
 
         let refused = provider(&url, "wrong").present(&apex).await.unwrap_err();
         assert!(!refused.is_retryable());
-        assert!(refused.to_string().starts_with("duckdns: setting the TXT value of myhome.duckdns.org: DuckDNS answered KO"));
+        assert!(refused.to_string().starts_with("duckdns: setting the TXT value of myhome.duckdns.org: HTTP 200: KO (a wrong token"));
         let elsewhere = duck.present(&TxtRecord::new("example.com", "v", 60)).await.unwrap_err();
         assert!(elsewhere.to_string().contains("not under a <name>.duckdns.org domain"), "{elsewhere}");
     }

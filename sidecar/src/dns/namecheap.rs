@@ -212,7 +212,7 @@ impl NamecheapProvider {
         let status = xml::elements(&text, "ApiResponse").into_iter().next().and_then(|e| e.attr("Status"));
         match status.as_deref() {
             Some("OK") => Ok(text),
-            Some(_) => Err(api_error(command, &text)),
+            Some(_) => Err(api_error(command, answer.status, &text)),
             None => Err(DnsError::provider(PROVIDER, format!("{command}: unexpected answer: {text:.200}"), true)),
         }
     }
@@ -280,9 +280,10 @@ fn host_name(fqdn: &str, domain: &Hosts) -> String {
 
 /// The error for an answer whose `Status` is not `OK`: its `Error`s, as
 /// `text [number]`. Namecheap answers them with HTTP 200.
-fn api_error(command: &str, text: &str) -> DnsError {
+fn api_error(command: &str, status: http::StatusCode, text: &str) -> DnsError {
     let errors: Vec<String> = xml::errors(text).iter().map(|(number, text)| format!("{text} [{number}]")).collect();
-    DnsError::provider(PROVIDER, format!("{command}: {}", errors.join("; ")), false)
+    let message = format!("{command}: HTTP {} with Status=\"ERROR\": {}", status.as_u16(), errors.join("; "));
+    DnsError::provider(PROVIDER, message, false)
 }
 
 #[async_trait]

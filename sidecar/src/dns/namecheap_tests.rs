@@ -192,7 +192,7 @@ async fn the_longest_domain_suffix_wins_and_errors_name_the_cause() {
     assert!(!err.is_retryable());
     assert_eq!(
         err.to_string(),
-        "namecheap: namecheap.domains.dns.getHosts: API Key is invalid or API access has not been enabled [1011102]"
+        "namecheap: namecheap.domains.dns.getHosts: HTTP 200 with Status=\"ERROR\": API Key is invalid or API access has not been enabled [1011102]"
     );
     let wrong_ip = NamecheapProvider::new(&settings(&url, "nc-key", Some("198.51.100.1"))).unwrap();
     let err = wrong_ip.cleanup(&TxtRecord::new("example.co.uk", "v", 60)).await.unwrap_err();
