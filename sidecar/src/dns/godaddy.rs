@@ -85,6 +85,9 @@ pub struct GoDaddyProvider {
     /// `sso-key KEY:SECRET`.
     authorization: String,
     client: ApiClient,
+    /// Held from reading a set to writing it back, so two certificates
+    /// sharing a name, issued at once, do not drop each other's value.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for GoDaddyProvider {
@@ -130,6 +133,7 @@ impl GoDaddyProvider {
             base: config.base_url.trim_end_matches('/').to_owned(),
             authorization: format!("sso-key {key}:{secret}"),
             client: ApiClient::new(PROVIDER)?,
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -198,6 +202,7 @@ impl GoDaddyProvider {
 #[async_trait]
 impl DnsProvider for GoDaddyProvider {
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let _writing = self.writing.lock().await;
         let (domain, name, mut records) = self.set(&record.fqdn).await?;
         if records.iter().any(|r| r.data == record.value) {
             return Ok(());
@@ -212,6 +217,7 @@ impl DnsProvider for GoDaddyProvider {
     }
 
     async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let _writing = self.writing.lock().await;
         let (domain, name, records) = self.set(&record.fqdn).await?;
         let before = records.len();
         let mut records: Vec<Record> = records.into_iter().filter(|r| r.data != record.value).collect();

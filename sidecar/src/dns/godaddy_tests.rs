@@ -158,3 +158,16 @@ fn key_and_secret_come_from_legos_variables_and_never_show_in_debug() {
     let debug = format!("{settings:?}");
     assert!(!debug.contains("gd-key-secret") && !debug.contains("gd-secret-secret"), "{debug}");
 }
+
+#[tokio::test]
+async fn two_values_presented_at_once_both_stay() {
+    let records: Records = Arc::new(Mutex::new(Vec::new()));
+    let (url, _) = serve(Arc::new(api(Arc::clone(&records)))).await;
+    let godaddy = provider(&url, "gd-secret");
+    let (apex, wildcard) = (TxtRecord::new("example.com", "v-apex", 60), TxtRecord::new("*.example.com", "v-wild", 60));
+    let (first, second) = tokio::join!(godaddy.present(&apex), godaddy.present(&wildcard));
+    first.unwrap();
+    second.unwrap();
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+}

@@ -75,6 +75,9 @@ pub struct IonosProvider {
     base: String,
     key: String,
     client: ApiClient,
+    /// Held from reading a name's TXT set to sending it back, so two
+    /// certificates sharing the name, issued at once, keep both values.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for IonosProvider {
@@ -125,7 +128,12 @@ fn unexpected(what: &str, e: &serde_json::Error) -> DnsError {
 impl IonosProvider {
     pub fn new(config: &Ionos) -> Result<Self, DnsError> {
         let key = config.api_key.clone().ok_or_else(|| DnsError::provider(PROVIDER, "no api_key", false))?;
-        Ok(Self { base: config.base_url.trim_end_matches('/').to_owned(), key, client: ApiClient::new(PROVIDER)? })
+        Ok(Self {
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            key,
+            client: ApiClient::new(PROVIDER)?,
+            writing: tokio::sync::Mutex::new(()),
+        })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, DnsError> {
@@ -181,6 +189,7 @@ impl DnsProvider for IonosProvider {
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let name = relative(&record.fqdn);
+        let _writing = self.writing.lock().await;
         let mut records = self.txt_records(&zone, name).await?;
         if records.iter().any(|r| unquoted(&r.content) == record.value) {
             return Ok(());

@@ -158,3 +158,16 @@ fn the_secret_comes_from_legos_variable_and_never_shows_in_debug() {
     assert_eq!(table.api_key.as_deref(), Some("prefix.ionos-secret"));
     assert!(!format!("{settings:?}").contains("ionos-secret"));
 }
+
+#[tokio::test]
+async fn two_values_presented_at_once_both_stay() {
+    let records: Records = Arc::new(Mutex::new(Vec::new()));
+    let (url, _) = serve(Arc::new(api(Arc::clone(&records), Arc::new(Mutex::new(0))))).await;
+    let ionos = provider(&url, "pub123.secret456");
+    let (apex, wildcard) = (TxtRecord::new("example.com", "v-apex", 60), TxtRecord::new("*.example.com", "v-wild", 60));
+    let (first, second) = tokio::join!(ionos.present(&apex), ionos.present(&wildcard));
+    first.unwrap();
+    second.unwrap();
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+}

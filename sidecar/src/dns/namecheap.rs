@@ -112,6 +112,10 @@ pub struct NamecheapProvider {
     /// The configured or discovered client IP.
     client_ip: OnceCell<String>,
     client: ApiClient,
+    /// Held from `getHosts` to `setHosts`: certificates of one domain
+    /// issued at once would otherwise each write back a list without the
+    /// other's record.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NamecheapProvider {
@@ -169,6 +173,7 @@ impl NamecheapProvider {
             client_ip_url: config.client_ip_url.clone(),
             client_ip,
             client: ApiClient::new(PROVIDER)?,
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -289,6 +294,7 @@ fn api_error(command: &str, status: http::StatusCode, text: &str) -> DnsError {
 #[async_trait]
 impl DnsProvider for NamecheapProvider {
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let _writing = self.writing.lock().await;
         let mut domain = self.hosts(&record.fqdn).await?;
         let name = host_name(&record.fqdn, &domain);
         if domain.hosts.iter().any(|h| h.kind == "TXT" && h.name == name && h.address == record.value) {
@@ -307,6 +313,7 @@ impl DnsProvider for NamecheapProvider {
     }
 
     async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let _writing = self.writing.lock().await;
         let mut domain = self.hosts(&record.fqdn).await?;
         let name = host_name(&record.fqdn, &domain);
         let before = domain.hosts.len();

@@ -213,3 +213,17 @@ fn user_and_key_come_from_legos_variables_and_the_key_never_shows_in_debug() {
         toml::from_str("[namecheap]\napi_user = \"a\"\napi_key = \"k\"\nclient_ip = \"home\"\n").unwrap();
     assert_eq!(bad_ip.validate("dns").unwrap_err().field, "dns.namecheap.client_ip");
 }
+
+#[tokio::test]
+async fn two_names_of_one_domain_presented_at_once_both_stay() {
+    let domains: Domains =
+        Arc::new(Mutex::new(BTreeMap::from([(("example".into(), "com".into()), ("MX".into(), Vec::new()))])));
+    let (url, _) = serve(Arc::new(api(Arc::clone(&domains)))).await;
+    let namecheap = NamecheapProvider::new(&settings(&url, "nc-key", Some("203.0.113.7"))).unwrap();
+    let (a, b) = (TxtRecord::new("a.example.com", "v-a", 60), TxtRecord::new("b.example.com", "v-b", 60));
+    let (first, second) = tokio::join!(namecheap.present(&a), namecheap.present(&b));
+    first.unwrap();
+    second.unwrap();
+    let hosts = domains.lock().unwrap()[&("example".to_owned(), "com".to_owned())].1.clone();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+}
