@@ -41,6 +41,15 @@ registry::providers! {
     pdns::PowerDns,
     hetzner::Hetzner,
     desec::Desec,
+    dnsimple::Dnsimple,
+    godaddy::GoDaddy,
+    namecheap::Namecheap,
+    duckdns::DuckDns,
+    scaleway::Scaleway,
+    bunny::Bunny,
+    ionos::Ionos,
+    infomaniak::Infomaniak,
+    exoscale::Exoscale,
 }
 
 #[cfg(test)]

@@ -149,6 +149,15 @@ fn every_registered_provider_builds_from_its_table() {
         ("pdns", "api_url = \"http://127.0.0.1:8081\"\napi_key = \"k\"".to_owned()),
         ("hetzner", "api_key = \"k\"".to_owned()),
         ("desec", "token = \"t\"".to_owned()),
+        ("dnsimple", "oauth_token = \"t\"".to_owned()),
+        ("godaddy", "api_key = \"k\"\napi_secret = \"s\"".to_owned()),
+        ("namecheap", "api_user = \"u\"\napi_key = \"k\"\nclient_ip = \"192.0.2.1\"".to_owned()),
+        ("duckdns", "token = \"t\"".to_owned()),
+        ("scaleway", "secret_key = \"s\"".to_owned()),
+        ("bunny", "api_key = \"k\"".to_owned()),
+        ("ionos", "api_key = \"p.s\"".to_owned()),
+        ("infomaniak", "access_token = \"t\"".to_owned()),
+        ("exoscale", "api_key = \"EXOk\"\napi_secret = \"s\"".to_owned()),
     ];
     assert_eq!(
         registry::names(", "),
