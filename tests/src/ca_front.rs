@@ -269,7 +269,9 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
         None => {
             let response = forward(request, shared).await;
             let answer = format!("pebble {}", response.status().as_u16());
-            match still_processing(&path, shared) {
+            // Only what Pebble accepted (a refused nonce is sent again).
+            let accepted = response.status().is_success();
+            match if accepted { still_processing(&path, shared) } else { None } {
                 Some(secs) => (Ok(as_processing(response, secs).await), format!("{answer}, made processing")),
                 None => (Ok(response), answer),
             }
