@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND, PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
@@ -91,13 +91,16 @@ dist: build
 IMAGE_TOOL ?= $(shell command -v buildah >/dev/null 2>&1 && echo buildah bud || echo podman build)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 MUSL := x86_64-unknown-linux-musl
-image:
-	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
-	@command -v musl-gcc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq musl-tools >/dev/null; }
-	$(CARGO) build -p proxy-acme --release --target $(MUSL)
+image: image-binary
 	@rm -rf target/image/sidecar && mkdir -p target/image/sidecar
 	cp target/$(MUSL)/release/proxy-acme /etc/ssl/certs/ca-certificates.crt packaging/proxy-acme.toml target/image/sidecar/
 	$(IMAGE_TOOL) -f packaging/container/Containerfile -t proxy-acme:$(VERSION) target/image/sidecar
+
+## image-binary: the static (musl) release binary the image holds
+image-binary:
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v musl-gcc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq musl-tools >/dev/null; }
+	$(CARGO) build -p proxy-acme --release --target $(MUSL)
 
 image-filter: wasm
 	@rm -rf target/image/filter && mkdir -p target/image/filter
@@ -116,7 +119,7 @@ lint:
 ## it is built with the test binaries, in one build, so both share the
 ## sidecar library.
 TEST_THREADS ?= 8
-test: setup deb-setup wasm lint
+test: setup deb-setup wasm lint image-binary
 	$(CARGO) build --workspace --bins --tests
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --test-threads $(TEST_THREADS) --no-fail-fast; \
