@@ -33,6 +33,9 @@ pub struct OrderRequest<'a> {
     /// The certificate this order replaces. Sent as ARI's `replaces` only
     /// when the caller has seen the CA answer renewal information.
     pub replaces: Option<&'a Bundle>,
+    /// Sign the CSR with this key instead of a new one (`reuse_key`; the
+    /// caller checked it is of `key_type`).
+    pub reuse_key: Option<&'a SecretPem>,
 }
 
 /// Orders a certificate and proves control through `solver`; the order
@@ -67,11 +70,17 @@ pub async fn issue(
         }
     };
     // The key first: the order is recorded with it as soon as it exists.
-    let key_type = request.key_type;
-    let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
-        .await
-        .map_err(|e| CertError::Generate(e.to_string()))??;
-    let key_pem = SecretPem::new(key.serialize_pem());
+    let (key, key_pem) = match request.reuse_key {
+        Some(pem) => (rcgen::KeyPair::from_pem(pem.expose()).map_err(|e| CertError::Key(e.to_string()))?, pem.clone()),
+        None => {
+            let key_type = request.key_type;
+            let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+                .await
+                .map_err(|e| CertError::Generate(e.to_string()))??;
+            let pem = SecretPem::new(key.serialize_pem());
+            (key, pem)
+        }
+    };
     let replaces = request.replaces.and_then(certificate_id);
     // Whether the order that exists carries `replaces` (not just wanted it).
     let mut sent_replaces = replaces.is_some();

@@ -46,6 +46,11 @@ pub struct Resolver {
     /// leaves the subject empty, as Let's Encrypt's newer profiles issue.
     #[serde(default = "yes")]
     pub common_name: bool,
+    /// Keep the certificate's private key across renewals (for pinned keys,
+    /// DANE TLSA 3 1 1): a renewal's CSR is signed with the current key
+    /// when it is of the configured key type. Off by default.
+    #[serde(default)]
+    pub reuse_key: bool,
     /// Solve HTTP-01 through the Envoy filter or nginx `proxy_pass`.
     #[serde(default)]
     pub http_challenge: Option<HttpChallenge>,

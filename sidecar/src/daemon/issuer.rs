@@ -129,13 +129,20 @@ impl Issuer {
         lock: &Lock,
     ) -> Result<Issued, AcmeError> {
         let ari = self.accounts.ari(&certificate.resolver) == Some(true);
+        let key_type = certificate.key_type(resolver);
+        // `reuse_key`: the current key, when it is of the configured type.
+        let reuse_key = current
+            .filter(|_| resolver.reuse_key)
+            .filter(|b| cert::inspect(b, None).is_ok_and(|info| info.key_type == Some(key_type)))
+            .map(|b| &b.key_pem);
         let request = OrderRequest {
             domains: &certificate.domains,
-            key_type: certificate.key_type(resolver),
+            key_type,
             profile: resolver.profile.as_deref(),
             common_name: resolver.common_name,
             preferred_chain: resolver.preferred_chain.as_deref(),
             replaces: current.filter(|_| ari),
+            reuse_key,
         };
         let bundle = match self.resume_pending(certificate, &request).await? {
             Some(bundle) => bundle,
@@ -288,6 +295,7 @@ impl Issuer {
             common_name: resolver.common_name,
             preferred_chain: resolver.preferred_chain.as_deref(),
             replaces: None,
+            reuse_key: None,
         };
         let mut report = vec![format!(
             "dry run of {} at {directory}{}: a throwaway account, nothing stored or deployed",

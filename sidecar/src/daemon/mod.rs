@@ -308,6 +308,8 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
     let running = config.clone();
     fleet.start_all(config.managed(), fleet::Origin::Configured).await?;
+    // Loading thousands of certificates frees as much as it keeps.
+    crate::serve::door::release_memory();
     fleet.write_listener_at_start().await;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     let (reload_tx, reload_rx) = mpsc::channel(4);

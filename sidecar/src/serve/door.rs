@@ -216,19 +216,20 @@ const FLOOD: usize = 256;
 
 /// Returns freed heap memory to the system. glibc keeps what thousands of
 /// short-lived connections freed in its arenas (RSS stayed at the flood's
-/// peak); `malloc_trim` releases it.
+/// peak); `malloc_trim` releases it. Also called once the certificates are
+/// loaded at start-up, whose parsing frees as much as it keeps.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code, reason = "malloc_trim is FFI; the crate's only unsafe call")]
-fn release_memory() {
+pub(crate) fn release_memory() {
     // SAFETY: malloc_trim takes no pointers and only trims glibc's own free
     // lists, locking each arena while it does; any thread may call it.
     let released = unsafe { libc::malloc_trim(0) } == 1;
-    tracing::debug!(released, "gave freed memory back after a connection flood");
+    tracing::debug!(released, "gave freed memory back");
 }
 
 /// Other allocators return freed memory themselves.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_memory() {}
+pub(crate) fn release_memory() {}
 
 /// True for accept errors that mean "out of file descriptors".
 fn out_of_descriptors(e: &std::io::Error) -> bool {
