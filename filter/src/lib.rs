@@ -319,11 +319,7 @@ impl AcmeHttp {
         let Some(host) = request_header(":authority").and_then(|a| host::normalize_host(&a)) else {
             return Action::Continue;
         };
-        let now_ms = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        if !reporter.borrow_mut().should_report(&host, now_ms) {
+        if !reporter.borrow_mut().should_report(&host, now_ms()) {
             return Action::Continue;
         }
         let headers = vec![

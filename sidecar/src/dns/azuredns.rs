@@ -109,13 +109,18 @@ enum SignIn {
     Managed,
 }
 
+/// An `auth_method` that is none of lego's three; the operator's to fix.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not env, wli or msi")]
+struct UnknownAuthMethod(String);
+
 impl AzureDns {
-    fn method(&self) -> Result<SignIn, String> {
+    fn method(&self) -> Result<SignIn, UnknownAuthMethod> {
         match self.auth_method.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("env") => Ok(SignIn::ClientSecret),
             Some("wli") => Ok(SignIn::Workload),
             Some("msi") => Ok(SignIn::Managed),
-            Some(other) => Err(format!("'{other}' is not env, wli or msi")),
+            Some(other) => Err(UnknownAuthMethod(other.to_owned())),
             None if self.client_secret.is_some() => Ok(SignIn::ClientSecret),
             None if self.federated_token_file.is_some() => Ok(SignIn::Workload),
             None => Ok(SignIn::Managed),
@@ -152,7 +157,7 @@ impl ProviderSettings for AzureDns {
         if let Some(host) = &self.authority_host {
             http_url(&format!("{field}.authority_host"), host)?;
         }
-        let method = self.method().map_err(|e| SettingsError::new(format!("{field}.auth_method"), e))?;
+        let method = self.method().map_err(|e| SettingsError::new(format!("{field}.auth_method"), e.to_string()))?;
         if method != SignIn::Managed {
             required(&format!("{field}.tenant_id"), self.tenant_id.as_ref())?;
             required(&format!("{field}.client_id"), self.client_id.as_ref())?;
@@ -206,7 +211,7 @@ fn error_text(answer: &Answer) -> String {
 impl AzureDnsProvider {
     pub fn new(config: &AzureDns) -> Result<Self, DnsError> {
         let missing = |what: &str| DnsError::provider(PROVIDER, format!("no {what}"), false);
-        let method = config.method().map_err(|e| DnsError::provider(PROVIDER, e, false))?;
+        let method = config.method().map_err(|e| DnsError::provider(PROVIDER, e.to_string(), false))?;
         let subscription = config.subscription_id.as_deref().ok_or_else(|| missing("subscription_id"))?;
         let group = config.resource_group.as_deref().ok_or_else(|| missing("resource_group"))?;
         let zones = format!(

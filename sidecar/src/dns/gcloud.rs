@@ -111,7 +111,8 @@ impl ProviderSettings for Gcloud {
         }
         if let Some(json) = &self.service_account {
             let key =
-                ServiceAccount::parse(json).map_err(|e| SettingsError::new(format!("{field}.service_account"), e))?;
+                ServiceAccount::parse(json)
+                    .map_err(|e| SettingsError::new(format!("{field}.service_account"), e.to_string()))?;
             if key.project_id.is_none() && self.project.is_none() {
                 return Err(SettingsError::new(
                     format!("{field}.project"),
@@ -138,8 +139,24 @@ struct ServiceAccount {
     key: RsaKeyPair,
 }
 
+/// Why a service-account key cannot be used; each is the operator's to
+/// fix (a wrong file), never worth retrying.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("not a service account JSON key: {0}")]
+    NotJson(serde_json::Error),
+    #[error("a key of type '{0}', not 'service_account'")]
+    WrongType(String),
+    #[error("private_key is not PEM ({0})")]
+    NotPem(pem::PemError),
+    #[error("private_key is not an RSA key in PKCS#8: {0}")]
+    NotRsa(ring::error::KeyRejected),
+    #[error("token_uri must be an http(s):// URL")]
+    TokenUri,
+}
+
 impl ServiceAccount {
-    fn parse(json: &str) -> Result<Self, String> {
+    fn parse(json: &str) -> Result<Self, KeyError> {
         #[derive(Deserialize)]
         struct Key {
             #[serde(rename = "type", default)]
@@ -153,16 +170,15 @@ impl ServiceAccount {
             #[serde(default)]
             project_id: Option<String>,
         }
-        let key: Key = serde_json::from_str(json).map_err(|e| format!("not a service account JSON key: {e}"))?;
+        let key: Key = serde_json::from_str(json).map_err(KeyError::NotJson)?;
         if !key.kind.is_empty() && key.kind != "service_account" {
-            return Err(format!("a key of type '{}', not 'service_account'", key.kind));
+            return Err(KeyError::WrongType(key.kind));
         }
-        let pem = pem::parse(&key.private_key).map_err(|e| format!("private_key is not PEM ({e})"))?;
-        let pair = RsaKeyPair::from_pkcs8(pem.contents())
-            .map_err(|e| format!("private_key is not an RSA key in PKCS#8: {e}"))?;
+        let pem = pem::parse(&key.private_key).map_err(KeyError::NotPem)?;
+        let pair = RsaKeyPair::from_pkcs8(pem.contents()).map_err(KeyError::NotRsa)?;
         let token_uri = key.token_uri.unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
         if !token_uri.starts_with("https://") && !token_uri.starts_with("http://") {
-            return Err("token_uri must be an http(s):// URL".into());
+            return Err(KeyError::TokenUri);
         }
         Ok(Self {
             client_email: key.client_email,
@@ -277,7 +293,7 @@ impl GcloudProvider {
     pub fn new(config: &Gcloud) -> Result<Self, DnsError> {
         let credentials = match &config.service_account {
             Some(json) => Credentials::Key(
-                Box::new(ServiceAccount::parse(json).map_err(|e| DnsError::provider(PROVIDER, e, false))?),
+                Box::new(ServiceAccount::parse(json).map_err(|e| DnsError::provider(PROVIDER, e.to_string(), false))?),
             ),
             None => Credentials::Metadata(
                 config.metadata_url.as_deref().unwrap_or("http://metadata.google.internal").trim_end_matches('/').into(),
