@@ -412,3 +412,27 @@ pub fn sans(der: &[u8]) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The TXT values the DNS server at `server` answers at `name` (sorted).
+pub async fn txt_values(server: std::net::SocketAddr, name: &str) -> Vec<String> {
+    use hickory_client::client::{Client, ClientHandle};
+    use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+    use hickory_proto::runtime::TokioRuntimeProvider;
+    use hickory_proto::udp::UdpClientStream;
+    use std::str::FromStr;
+    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default()).build();
+    let (mut client, background) = Client::connect(stream).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(background);
+    let name = Name::from_str(name).unwrap_or_else(|e| panic!("{e}"));
+    let response = client.query(name, DNSClass::IN, RecordType::TXT).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut values: Vec<String> = response
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::TXT(txt) => Some(txt.to_string()),
+            _ => None,
+        })
+        .collect();
+    values.sort();
+    values
+}

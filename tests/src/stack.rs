@@ -141,3 +141,29 @@ pub fn with_secrets(config: String, names: &[&str]) -> String {
     let blocks: String = names.iter().map(|n| block.replacen("name: demo", &format!("name: {n}"), 1)).collect();
     format!("{}{blocks}{}", &config[..start], &config[end..])
 }
+
+/// A DNS-01 certificate `wild` for `*.<zone>` and `<zone>`, answered by the
+/// authoritative server at `dns`: served by Envoy for both names (SANs as
+/// ordered), checked for propagation, and its challenge records gone after.
+pub async fn assert_wildcard_issued(stack: &mut Stack, zone: &str, dns: std::net::SocketAddr) {
+    let below = format!("a.{zone}");
+    stack.wait_for_new_serial(&below, None, Duration::from_secs(90)).await;
+    let wanted = [format!("DNSName(*.{zone})"), format!("DNSName({zone})")];
+    for sni in [below.as_str(), zone] {
+        let der = stack.served(sni).await.unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert_eq!(sans(&der), wanted, "{sni}");
+    }
+    let log = std::fs::read_to_string(&stack.sidecar.log).unwrap_or_default();
+    assert!(log.contains("DNS records propagated"), "no propagation check in the log:\n{log}");
+    let record = format!("_acme-challenge.{zone}.");
+    let empty = eventually(Duration::from_secs(10), || async {
+        let values = txt_values(dns, &record).await;
+        if values.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left behind: {values:?}"))
+        }
+    })
+    .await;
+    assert_eq!(empty, Ok(()), "the challenge records must be removed");
+}
