@@ -45,7 +45,8 @@ pub async fn check(config: &Config) -> Vec<Line> {
     for (name, resolver) in &config.resolvers {
         lines.extend(ca(name, resolver).await);
         if let Some(dns) = &resolver.dns_challenge {
-            let domains = config.certificates.iter().filter(|c| &c.resolver == name).flat_map(|c| c.domains.iter());
+            let domains =
+                config.certificates.iter().filter(|c| c.resolvers.contains(name)).flat_map(|c| c.domains.iter());
             lines.extend(dns_provider(name, dns, domains).await);
         }
     }

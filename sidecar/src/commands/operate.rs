@@ -32,7 +32,13 @@ fn render(statuses: &[CertStatus]) -> String {
         let _ = writeln!(out, "  resolver:  {}", s.resolver);
         let _ = writeln!(out, "  serial:    {}", s.serial.as_deref().unwrap_or("-"));
         let _ = writeln!(out, "  not after: {}", s.not_after.as_deref().unwrap_or("-"));
+        if let Some(issued_by) = &s.issued_by {
+            let _ = writeln!(out, "  issued by: {issued_by}");
+        }
         let _ = writeln!(out, "  state:     {}", s.state);
+        if let Some(why) = &s.fallback {
+            let _ = writeln!(out, "  fallback:  {why}");
+        }
         if let Some(error) = &s.last_error {
             let _ = writeln!(out, "  last error: {error}");
         }
@@ -61,11 +67,17 @@ async fn offline_statuses(config: &Config) -> Result<Vec<CertStatus>, CommandErr
         out.push(CertStatus {
             name: c.name.clone(),
             domains: c.domains.clone(),
-            resolver: c.resolver.clone(),
+            resolver: c.resolvers.join(", "),
             serial: info.as_ref().map(|i| i.serial_hex.clone()),
             not_after: info.as_ref().map(|i| rfc3339(i.not_after)),
             state,
             last_error: None,
+            issued_by: match (&info, c.resolvers.len()) {
+                (None, _) => None,
+                (Some(_), 1) => Some(c.resolver.clone()),
+                (Some(_), _) => store.load_issuer(&c.name).await?.or_else(|| Some(c.resolver.clone())),
+            },
+            fallback: None,
         });
     }
     Ok(out)

@@ -39,17 +39,18 @@ pub(super) fn validate(
                 ),
             ));
         }
-        let dns = resolvers.get(&cert.resolver).is_some_and(|r| r.dns_challenge.is_some());
+        // A wildcard needs DNS-01 at every resolver it may be ordered from.
+        let without_dns = cert.resolvers.iter().find(|r| resolvers.get(*r).is_some_and(|r| r.dns_challenge.is_none()));
         for (j, domain) in cert.domains.iter().enumerate() {
             let field = format!("{field}.domains[{j}]");
             match names::classify(domain) {
                 Err(why) => return Err(ConfigError::invalid(field, format!("'{domain}' {why}"))),
-                Ok(Identifier::Dns) if domain.starts_with("*.") && !dns => {
+                Ok(Identifier::Dns) if domain.starts_with("*.") && without_dns.is_some() => {
                     return Err(ConfigError::invalid(
                         field,
                         format!(
                             "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
-                            cert.resolver
+                            without_dns.map_or("", String::as_str)
                         ),
                     ));
                 }
@@ -95,12 +96,18 @@ pub(super) fn validate(
                 ));
             }
         }
-        if !resolvers.contains_key(&cert.resolver) {
-            let known: Vec<&str> = resolvers.keys().map(String::as_str).collect();
-            return Err(ConfigError::invalid(
-                format!("{field}.resolver"),
-                format!("no resolver named '{}' (known: {})", cert.resolver, known.join(", ")),
-            ));
+        for (k, name) in cert.resolvers.iter().enumerate() {
+            if !resolvers.contains_key(name) {
+                let known: Vec<&str> = resolvers.keys().map(String::as_str).collect();
+                let at = if cert.resolvers.len() == 1 { ".resolver".to_owned() } else { format!(".resolvers[{k}]") };
+                return Err(ConfigError::invalid(
+                    format!("{field}{at}"),
+                    format!("no resolver named '{name}' (known: {})", known.join(", ")),
+                ));
+            }
+        }
+        if cert.fallback.after_failures == 0 {
+            return Err(ConfigError::invalid(format!("{field}.fallback.after_failures"), "must be at least 1"));
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ use serde::Deserialize;
 mod certificates;
 mod check;
 mod discover;
+mod fallback;
 mod files;
 use crate::deploy::settings::{Nginx, PostDeploy};
 use crate::serve::served::ServedCheck;
@@ -30,6 +31,7 @@ use crate::store::Storage;
 pub use certificates::MAX_NAMES;
 pub use dns::DnsChallenge;
 pub use error::{escape_controls, ConfigError};
+pub use fallback::{FallbackSettings, Renewals};
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, RateLimit, Resolver, TlsChallenge};
 
@@ -211,14 +213,21 @@ fn default_true() -> bool {
 
 /// One certificate to obtain and keep valid.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "fallback::CertificateToml")]
 pub struct Certificate {
     /// Name of the certificate: the SDS secret name and the store directory.
     pub name: String,
     /// First is the main name (subject), the rest are SANs.
     pub domains: Vec<String>,
-    /// Name of the resolver in `[resolvers]`.
+    /// Name of the resolver in `[resolvers]` an order goes to: the first of
+    /// [`Self::resolvers`] (the one a fallback is trying, in a task).
     pub resolver: String,
+    /// The resolvers in the order they are tried (`resolvers = ["le",
+    /// "zerossl"]`); `resolver = "le"` is the one-element form. Never empty.
+    pub resolvers: Vec<String>,
+    /// When to move on to the next resolver, and whether renewals go back
+    /// to the first.
+    pub fallback: FallbackSettings,
     /// Key types, one certificate each for the same names (`["ec256",
     /// "rsa2048"]`: ECDSA for modern clients, RSA for old ones). The first
     /// keeps `name`; each other is `<name>-<key type>` (`www-rsa2048`), its
@@ -247,9 +256,29 @@ impl Certificate {
                 name: if i == 0 { self.name.clone() } else { format!("{}-{}", self.name, key_type.name()) },
                 domains: self.domains.clone(),
                 resolver: self.resolver.clone(),
+                resolvers: self.resolvers.clone(),
+                fallback: self.fallback.clone(),
                 key_types: vec![key_type],
             })
             .collect()
+    }
+
+    /// A certificate of one resolver (discovered, on demand).
+    pub fn new(name: String, domains: Vec<String>, resolver: String) -> Self {
+        Self {
+            name,
+            domains,
+            resolvers: vec![resolver.clone()],
+            resolver,
+            fallback: FallbackSettings::default(),
+            key_types: Vec::new(),
+        }
+    }
+
+    /// The same certificate with its orders going to `resolver` (one of
+    /// its [`Self::resolvers`]).
+    pub fn at(&self, resolver: &str) -> Self {
+        Self { resolver: resolver.to_owned(), ..self.clone() }
     }
 }
 

@@ -107,7 +107,10 @@ fn toml_errors_are_one_line_with_the_position_and_the_field() {
         "line 7, column 22: certificates[0].domains[1]: invalid type: integer `3`, expected a string"
     );
     let missing = format!("{RESOLVER}\n[[certificates]]\nname = \"a\"\ndomains = [\"a.test\"]\n");
-    assert_eq!(refused(&missing), "line 5, column 1: certificates[0]: missing field `resolver`");
+    assert_eq!(
+        refused(&missing),
+        "line 5, column 1: certificates[0]: missing field `resolver` (or `resolvers = [...]`)"
+    );
     let typo = RESOLVER.replace("email", "emial");
     assert!(refused(&typo).starts_with("line 2, column 1: resolvers.le.emial: unknown field `emial`, expected one of"));
     assert_eq!(refused("a = = 3\n"), "line 1, column 5: extra `=`, expected nothing");
@@ -179,5 +182,53 @@ fn two_key_types_make_two_certificates_and_their_mistakes_are_named() {
         ),
         "{}",
         refused(&format!("{RESOLVER}{taken}"))
+    );
+}
+
+#[test]
+fn fallback_resolvers_are_each_checked_and_named_by_their_place() {
+    let two = format!(
+        "{RESOLVER}[resolvers.zs]\nca_server = \"https://acme.zerossl.test/directory\"\nhttp_challenge = {{}}\n"
+    );
+    let cert = |lines: &str| format!("{two}\n[[certificates]]\nname = \"a\"\ndomains = [\"a.test\"]\n{lines}\n");
+    accepted(&cert("resolvers = [\"le\", \"zs\"]"));
+    accepted(&cert(
+        "resolvers = [\"le\", \"zs\"]\nfallback = { after_failures = 3, patience_secs = 60, renewals = \"stick\" }",
+    ));
+    let config: Config = cert("resolvers = [\"zs\", \"le\"]").parse().unwrap();
+    assert_eq!(config.certificates[0].resolver, "zs", "the first is where orders go");
+    assert_eq!(config.certificates[0].fallback, FallbackSettings::default());
+
+    let at = |e: String| e.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or(e);
+    assert_eq!(
+        at(refused(&cert("resolver = \"le\"\nresolvers = [\"le\", \"zs\"]"))),
+        "certificates[0]: set either resolver or resolvers, not both"
+    );
+    assert_eq!(at(refused(&cert("resolvers = []"))), "certificates[0]: resolvers must name at least one resolver");
+    assert_eq!(at(refused(&cert("resolvers = [\"le\", \"le\"]"))), "certificates[0]: resolvers lists 'le' twice");
+    assert_eq!(
+        refused(&cert("resolvers = [\"le\", \"nope\"]")),
+        "certificates[0].resolvers[1]: no resolver named 'nope' (known: le, zs)"
+    );
+    assert_eq!(
+        at(refused(&cert("resolver = \"le\"\nfallback = {}"))),
+        "certificates[0]: fallback needs resolvers = [...] with more than one resolver"
+    );
+    assert!(refused(&cert("resolvers = [\"le\", \"zs\"]\nfallback = { renewals = \"sometimes\" }"))
+        .contains("certificates[0].fallback.renewals: unknown variant `sometimes`"));
+    assert_eq!(
+        refused(&cert("resolvers = [\"le\", \"zs\"]\nfallback = { after_failures = 0 }")),
+        "certificates[0].fallback.after_failures: must be at least 1"
+    );
+    // A wildcard needs DNS-01 at every resolver it may be ordered from.
+    let dns = two.replace(
+        "[resolvers.le]\n",
+        "[resolvers.le]\ndns_challenge = { rfc2136 = { nameserver = \"127.0.0.1:53\" } }\n",
+    );
+    let wildcard =
+        format!("{dns}\n[[certificates]]\nname = \"w\"\ndomains = [\"*.a.test\"]\nresolvers = [\"le\", \"zs\"]\n");
+    assert_eq!(
+        refused(&wildcard),
+        "certificates[0].domains[0]: '*.a.test' is a wildcard, which needs DNS-01: give resolver 'zs' a dns_challenge"
     );
 }

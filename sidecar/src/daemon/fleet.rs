@@ -73,14 +73,19 @@ impl Fleet {
     /// placeholder) at once, orders if due.
     pub(super) async fn start(&mut self, certificate: Certificate, origin: Origin) -> Result<(), RunError> {
         let (tx, rx) = mpsc::channel(4);
-        let resolver = self.resolvers.get(&certificate.resolver).cloned();
+        let resolvers = self.resolvers_of(&certificate);
         let name = certificate.name.clone();
         let domains = certificate.domains.clone();
-        let task = CertTask::start(Arc::clone(&self.parts), certificate, resolver, rx).await?;
+        let task = CertTask::start(Arc::clone(&self.parts), certificate, resolvers, rx).await?;
         self.bus.add(&name, tx);
         let handle = tokio::spawn(task.run());
         self.running.insert(name, Running { domains, origin, handle, gone_since: None });
         Ok(())
+    }
+
+    /// The settings of each of `certificate`'s resolvers (`None`: unknown).
+    fn resolvers_of(&self, certificate: &Certificate) -> Vec<Option<Arc<Resolver>>> {
+        certificate.resolvers.iter().map(|name| self.resolvers.get(name).cloned()).collect()
     }
 
     /// Starts many certificates' tasks, loading and deploying
@@ -92,12 +97,12 @@ impl Fleet {
         let mut loading = Vec::with_capacity(certificates.len());
         for certificate in certificates {
             let (tx, rx) = mpsc::channel(4);
-            let resolver = self.resolvers.get(&certificate.resolver).cloned();
+            let resolvers = self.resolvers_of(&certificate);
             let (parts, permits) = (Arc::clone(&self.parts), Arc::clone(&permits));
             let domains = certificate.domains.clone();
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                CertTask::start(parts, certificate, resolver, rx).await
+                CertTask::start(parts, certificate, resolvers, rx).await
             });
             loading.push((handle, tx, domains));
         }
@@ -170,12 +175,7 @@ impl Fleet {
             } else {
                 tracing::info!(certificate = %request.name, domains = ?request.domains, "discovered a new certificate");
             }
-            let certificate = Certificate {
-                name: request.name.clone(),
-                domains: request.domains.clone(),
-                resolver: resolver.to_owned(),
-                key_types: Vec::new(),
-            };
+            let certificate = Certificate::new(request.name.clone(), request.domains.clone(), resolver.to_owned());
             match self.start(certificate, Origin::Discovered).await {
                 Ok(()) => changed = true,
                 Err(e) => {

@@ -149,7 +149,7 @@ impl Issuer {
             None => self.with_fallback(certificate, &request).await?,
         };
         let info = cert::inspect(&bundle, Some(&certificate.domains))?;
-        let unsaved = match self.persist(&certificate.name, &bundle, lock).await {
+        let unsaved = match self.persist(certificate, &bundle, lock).await {
             Ok(()) => None,
             // Another replica holds the lock now; the recorded order stays
             // in the shared store for it to download.
@@ -168,9 +168,19 @@ impl Issuer {
     }
 
     /// Stores an issued certificate (fenced by `lock`), then forgets the
-    /// revocation mark and the pending order.
-    pub(super) async fn persist(&self, name: &str, bundle: &Bundle, lock: &Lock) -> Result<(), StoreError> {
+    /// revocation mark and the pending order. With several resolvers, the
+    /// one that issued it (`certificate.resolver`) is recorded too.
+    pub(super) async fn persist(
+        &self,
+        certificate: &Certificate,
+        bundle: &Bundle,
+        lock: &Lock,
+    ) -> Result<(), StoreError> {
+        let name = &certificate.name;
         self.store.save_certificate_fenced(name, bundle, lock).await?;
+        if certificate.resolvers.len() > 1 {
+            self.store.save_issuer(name, &certificate.resolver).await?;
+        }
         self.store.clear_revoked(name).await?;
         if let Err(e) = self.store.clear_pending(name).await {
             // Harmless: the next order downloads the same certificate once.
@@ -401,6 +411,11 @@ impl Issuer {
     ) -> Result<(), AcmeError> {
         self.ca.revoke(&certificate.resolver, bundle, reason).await?;
         Ok(self.store.mark_revoked(&certificate.name, serial).await?)
+    }
+
+    /// The resolver recorded as the issuer of `name`'s stored certificate.
+    pub(super) async fn issued_by(&self, name: &str) -> Option<String> {
+        self.store.load_issuer(name).await.unwrap_or_else(|e| crate::store::unreadable(name, "issuing resolver", &e))
     }
 
     /// Whether the resolver's CA answers renewal information (`None`: not asked yet).

@@ -355,7 +355,7 @@ pub(super) fn used_resolvers(config: &Config) -> BTreeMap<String, crate::config:
         .resolvers
         .iter()
         .filter(|(name, _)| {
-            config.certificates.iter().any(|c| &c.resolver == *name)
+            config.certificates.iter().any(|c| c.resolvers.contains(name))
                 || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
                 || config.on_demand.as_ref().is_some_and(|d| &d.resolver == *name)
         })

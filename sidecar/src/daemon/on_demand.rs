@@ -114,12 +114,7 @@ pub(super) async fn run(
             continue;
         }
         tracing::info!(host, ?decision, "on-demand: ordering a certificate");
-        let certificate = Certificate {
-            name: host.clone(),
-            domains: vec![host.clone()],
-            resolver: settings.resolver.clone(),
-            key_types: Vec::new(),
-        };
+        let certificate = Certificate::new(host.clone(), vec![host.clone()], settings.resolver.clone());
         let mut fleet = fleet.lock().await;
         match fleet.start(certificate, Origin::OnDemand).await {
             Ok(()) => fleet.write_listener().await,

@@ -189,9 +189,10 @@ impl Plan {
                 None => plan.start.push((*certificate).clone()),
                 Some(was)
                     if was.domains != certificate.domains
-                        || was.resolver != certificate.resolver
+                        || was.resolvers != certificate.resolvers
+                        || was.fallback != certificate.fallback
                         || was.key_types != certificate.key_types
-                        || changed.contains(&certificate.resolver) =>
+                        || certificate.resolvers.iter().any(|r| changed.contains(r)) =>
                 {
                     plan.restart.push((*certificate).clone());
                 }
@@ -221,12 +222,7 @@ mod tests {
     use super::*;
 
     fn cert(name: &str, domains: &[&str], resolver: &str) -> Certificate {
-        Certificate {
-            name: name.into(),
-            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
-            resolver: resolver.into(),
-            key_types: Vec::new(),
-        }
+        Certificate::new(name.into(), domains.iter().map(|d| (*d).to_owned()).collect(), resolver.into())
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub(super) struct View<'a> {
     pub(super) state: String,
     pub(super) last_error: Option<&'a str>,
     pub(super) orders_remaining: Option<u32>,
+    /// The resolver that issued the current certificate.
+    pub(super) issued_by: Option<&'a str>,
+    /// Why the last fallback to a later resolver happened.
+    pub(super) fallback: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +54,9 @@ impl Reporter {
         if let Some(remaining) = view.orders_remaining {
             metrics.orders_remaining(&certificate.resolver, remaining);
         }
+        if let Some(issued_by) = view.issued_by.filter(|_| certificate.resolvers.len() > 1) {
+            metrics.issued_by(&certificate.name, issued_by);
+        }
         let deployed = match view.info {
             Some(i) if i.not_after > view.now => Ok(()),
             Some(_) => Err("the deployed certificate has expired".to_owned()),
@@ -59,11 +66,13 @@ impl Reporter {
         self.bus.statuses.set(CertStatus {
             name: certificate.name.clone(),
             domains: certificate.domains.clone(),
-            resolver: certificate.resolver.clone(),
+            resolver: certificate.resolvers.join(", "),
             serial: view.info.map(|i| i.serial_hex.clone()),
             not_after: view.info.map(|i| crate::schedule::rfc3339(i.not_after)),
             state: view.state.clone(),
             last_error: view.last_error.map(str::to_owned),
+            issued_by: view.issued_by.map(str::to_owned),
+            fallback: view.fallback.map(str::to_owned),
         });
     }
 }

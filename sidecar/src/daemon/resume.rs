@@ -18,13 +18,27 @@ pub(super) struct Resumed {
     /// The last good certificate, unless the operator revoked it.
     pub(super) current: Option<(Arc<Bundle>, CertInfo)>,
     pub(super) revoked: bool,
+    /// Which of the certificate's resolvers issued the stored certificate,
+    /// when recorded (or when it has one).
+    pub(super) issued_by: Option<usize>,
 }
 
-pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &Resolver) -> Result<Resumed, RunError> {
+/// `resolvers`: the certificate's, in order (at least one).
+pub(super) async fn resume(
+    parts: &Parts,
+    certificate: &Certificate,
+    resolvers: &[Arc<Resolver>],
+) -> Result<Resumed, RunError> {
     let (name, now) = (&certificate.name, parts.clock.now());
-    let policy =
-        Policy { renew_before: resolver.renew_before, ari: parts.issuer.ari(&certificate.resolver) != Some(false) };
     let stored = parts.coordinator.stored(name).await?;
+    let issued_by = match resolvers.len() {
+        1 => Some(0),
+        _ => stored.issuer.as_deref().and_then(|r| certificate.resolvers.iter().position(|n| n == r)),
+    };
+    // The issuing resolver's settings judge the stored certificate.
+    let at = issued_by.unwrap_or(0);
+    let (resolver, resolver_name) = (&resolvers[at], &certificate.resolvers[at]);
+    let policy = Policy { renew_before: resolver.renew_before, ari: parts.issuer.ari(resolver_name) != Some(false) };
     let (revoked, renewal) = (stored.revoked, stored.renewal);
     let current = stored.bundle.map(|(b, info)| (Arc::new(b), info));
     let mut machine = match &current {
@@ -49,7 +63,7 @@ pub(super) async fn resume(parts: &Parts, certificate: &Certificate, resolver: &
     }
     if let Some(serial) = &revoked {
         machine.failed(&super::issuer::revoked(name, serial), now, 0.0);
-        return Ok(Resumed { machine, current: None, revoked: true });
+        return Ok(Resumed { machine, current: None, revoked: true, issued_by });
     }
-    Ok(Resumed { machine, current, revoked: false })
+    Ok(Resumed { machine, current, revoked: false, issued_by })
 }

@@ -23,7 +23,7 @@ use super::{Parts, RunError};
 use crate::acme::AcmeError;
 use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
-use crate::schedule::{self, Action, Machine};
+use crate::schedule::{self, Action, AfterFailure, Fallback, Machine};
 use unsaved::Unsaved;
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
@@ -34,7 +34,11 @@ pub(super) const CA_BACK_SPREAD: Duration = Duration::from_secs(30);
 pub(super) struct CertTask {
     parts: Arc<Parts>,
     certificate: Certificate,
-    resolver: Arc<Resolver>,
+    /// The certificate's resolvers, in the order they are tried.
+    resolvers: Vec<Arc<Resolver>>,
+    /// Which of them the next order goes to, and which issued the current
+    /// certificate.
+    fallback: Fallback,
     machine: Machine,
     /// The last good certificate: what is deployed while it exists.
     current: Option<(Arc<Bundle>, CertInfo)>,
@@ -51,17 +55,23 @@ impl CertTask {
     pub(super) async fn start(
         parts: Arc<Parts>,
         certificate: Certificate,
-        resolver: Option<Arc<Resolver>>,
+        resolvers: Vec<Option<Arc<Resolver>>>,
         inbox: mpsc::Receiver<CertCommand>,
     ) -> Result<Self, RunError> {
-        let resolver = resolver.ok_or_else(|| RunError::UnknownResolver(certificate.resolver.clone()))?;
-        let Resumed { machine, current, revoked } = resume(&parts, &certificate, &resolver).await?;
+        let resolvers = resolvers
+            .into_iter()
+            .zip(&certificate.resolvers)
+            .map(|(resolver, name)| resolver.ok_or_else(|| RunError::UnknownResolver(name.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Resumed { machine, current, revoked, issued_by } = resume(&parts, &certificate, &resolvers).await?;
+        let fallback = Fallback::new(certificate.fallback.clone(), resolvers.len(), issued_by);
         // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);
         let task = Self {
             parts,
             certificate,
-            resolver,
+            resolvers,
+            fallback,
             machine,
             current,
             last_error: None,
@@ -176,8 +186,8 @@ impl CertTask {
             }
             CertCommand::DryRun { reply } => {
                 // Its own task: the certificate's schedule goes on meanwhile.
-                let (parts, certificate, resolver) =
-                    (Arc::clone(&self.parts), self.certificate.clone(), Arc::clone(&self.resolver));
+                let (certificate, resolver) = self.attempt();
+                let parts = Arc::clone(&self.parts);
                 tokio::spawn(async move {
                     let report = parts.issuer.dry_run(&certificate, &resolver).await;
                     let _ = reply.send(report.map_err(OpError::DryRun));
@@ -186,7 +196,7 @@ impl CertTask {
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);
             }
-            CertCommand::CaBack(resolver) if resolver == self.certificate.resolver => {
+            CertCommand::CaBack(resolver) if resolver == self.attempt().0.resolver => {
                 // Spread over CA_BACK_SPREAD, so a thousand certificates
                 // that waited out one outage do not all order in one second.
                 let now = self.parts.clock.now();
@@ -203,18 +213,44 @@ impl CertTask {
         self.publish();
     }
 
-    /// One order within the limits and under the lock; success deploys everywhere.
+    /// Orders at the resolver whose turn it is; when that one is given up
+    /// ([`Fallback`]), at the next one at once, so a renewal the operator
+    /// asked for answers with the last resolver's outcome.
     async fn order(&mut self) -> Result<String, OpError> {
-        let now = self.parts.clock.now();
-        if let Err(e) = self.parts.issuer.admit(&self.certificate) {
-            self.failed(&e, now);
-            return Err(e.into());
+        let mut result = self.order_at().await;
+        for _ in 1..self.resolvers.len() {
+            match result {
+                Err(Moved::On(_)) => result = self.order_at().await,
+                _ => break,
+            }
         }
-        let lock = match self.parts.coordinator.take_turn(&self.certificate).await {
+        result.map_err(Moved::into_error)
+    }
+
+    /// The certificate as ordered now (its `resolver` the one whose turn
+    /// it is) and that resolver's settings.
+    fn attempt(&self) -> (Certificate, Arc<Resolver>) {
+        self.at(self.fallback.next())
+    }
+
+    /// The certificate at its `i`-th resolver.
+    fn at(&self, i: usize) -> (Certificate, Arc<Resolver>) {
+        let i = i.min(self.resolvers.len() - 1);
+        (self.certificate.at(&self.certificate.resolvers[i]), Arc::clone(&self.resolvers[i]))
+    }
+
+    /// One order within the limits and under the lock; success deploys everywhere.
+    async fn order_at(&mut self) -> Result<String, Moved> {
+        let now = self.parts.clock.now();
+        let (certificate, resolver) = self.attempt();
+        if let Err(e) = self.parts.issuer.admit(&certificate) {
+            return Err(self.failed(e, now));
+        }
+        let lock = match self.parts.coordinator.take_turn(&certificate).await {
             Turn::Ours { lock, stored } => {
                 if let Some(stored) = stored {
                     if self.adopt(stored).await {
-                        return self.current_serial("another replica");
+                        return self.current_serial("another replica").map_err(Moved::Not);
                     }
                 }
                 lock
@@ -222,24 +258,25 @@ impl CertTask {
             Turn::Held(holder) => {
                 let retry = now + Duration::from_millis(1000 + (self.parts.jitter() * 1000.0) as u64);
                 self.machine.deferred(retry, &format!("{holder} is ordering it"));
-                return self.current_serial(&holder);
+                return self.current_serial(&holder).map_err(Moved::Not);
             }
             Turn::Unreachable(e) => {
                 let error = OpError::NoLock(e);
                 self.machine.deferred(now + Duration::from_secs(5), &error.to_string());
                 self.last_error = Some(error.to_string());
-                return Err(error);
+                return Err(Moved::Not(error));
             }
         };
         self.machine.order_started(now);
         let started = std::time::Instant::now();
         let current = self.current.as_ref().map(|(b, _)| &**b);
-        let result = self.parts.issuer.issue(&self.certificate, &self.resolver, current, &lock).await;
+        let result = self.parts.issuer.issue(&certificate, &resolver, current, &lock).await;
         let now = self.parts.clock.now();
-        crate::serve::metrics::metrics().order(&self.certificate.resolver, result.is_ok(), started.elapsed());
+        crate::serve::metrics::metrics().order(&certificate.resolver, result.is_ok(), started.elapsed());
         match result {
             Ok(Issued { bundle, info, unsaved }) => {
                 let serial = info.serial_hex.clone();
+                self.fallback.succeeded();
                 self.take_new(bundle, info, now).await;
                 if let Some(e) = unsaved {
                     self.unsaved = Some(Unsaved::after(0, now));
@@ -253,12 +290,12 @@ impl CertTask {
                 Ok(serial)
             }
             Err(e) => {
-                self.failed(&e, now);
+                let moved = self.failed(e, now);
                 if let schedule::State::Backoff { attempt, next, error } = self.machine.state() {
                     let backoff = Some((*attempt, *next, error.as_str()));
                     self.parts.coordinator.share(&self.certificate.name, backoff).await;
                 }
-                Err(e.into())
+                Err(moved)
             }
         }
     }
@@ -275,10 +312,15 @@ impl CertTask {
     /// the coordinator finds it newer. Returns whether it was adopted.
     async fn adopt(&mut self, bundle: Bundle) -> bool {
         let current = self.current.as_ref().map(|(_, i)| i);
-        let key_type = self.certificate.key_type(&self.resolver);
+        let issued_by = match self.resolvers.len() {
+            1 => Some(0),
+            _ => self.parts.issuer.issued_by(&self.certificate.name).await.and_then(|r| self.index_of(&r)),
+        };
+        let key_type = self.certificate.key_type(&self.at(issued_by.unwrap_or(0)).1);
         let Some(info) = self.parts.coordinator.adoptable(&self.certificate, key_type, current, &bundle).await else {
             return false;
         };
+        self.fallback.adopted(issued_by);
         tracing::info!(certificate = %self.certificate.name, serial = %info.serial_hex, "new certificate from the shared store");
         let issued_at = info.not_before;
         self.take_new(bundle, info, issued_at).await;
@@ -298,25 +340,53 @@ impl CertTask {
         self.current = Some((bundle, info));
     }
 
-    /// Records a failed order in the machine and the logs.
-    fn failed(&mut self, error: &AcmeError, now: SystemTime) {
-        let failure = self.parts.issuer.record_failure(&self.certificate, error);
-        self.machine.failed(&failure, now, self.parts.jitter());
-        tracing::error!(
-            certificate = %self.certificate.name,
-            error = %error,
-            permanent = failure.permanent,
-            next = %self.machine.describe(now),
-            "order failed; the last good certificate stays deployed"
-        );
-        self.last_error = Some(failure.message);
+    /// Where resolver `name` is in the certificate's list.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.certificate.resolvers.iter().position(|r| r == name)
+    }
+
+    /// Records a failed order in the machine and the logs; says whether
+    /// the next resolver is to be tried at once.
+    fn failed(&mut self, error: AcmeError, now: SystemTime) -> Moved {
+        let (certificate, _) = self.attempt();
+        let failure = self.parts.issuer.record_failure(&certificate, &error);
+        self.last_error = Some(failure.message.clone());
+        match self.fallback.failed(&failure, now) {
+            AfterFailure::BackOff(failure) => {
+                self.machine.failed(&failure, now, self.parts.jitter());
+                tracing::error!(
+                    certificate = %self.certificate.name,
+                    resolver = %certificate.resolver,
+                    error = %error,
+                    permanent = failure.permanent,
+                    next = %self.machine.describe(now),
+                    "order failed; the last good certificate stays deployed"
+                );
+                Moved::Not(error.into())
+            }
+            AfterFailure::MoveOn { from, to, why } => {
+                let (from, to) = (&self.certificate.resolvers[from], &self.certificate.resolvers[to]);
+                crate::serve::metrics::metrics().fallback(&self.certificate.name, from, to);
+                tracing::warn!(
+                    certificate = %self.certificate.name,
+                    from = %from,
+                    to = %to,
+                    why = %why,
+                    "order failed; falling back to the next resolver"
+                );
+                self.machine.deferred(now, &format!("falling back from {from} to {to}: {why}"));
+                Moved::On(error.into())
+            }
+        }
     }
 
     /// Asks the CA for renewal information (RFC 9773) about the current certificate.
     async fn poll_ari(&mut self) {
         let now = self.parts.clock.now();
+        // Renewal information comes from the CA that issued the certificate.
+        let (issuer_side, _) = self.at(self.fallback.issued_by());
         let answer = match &self.current {
-            Some((bundle, _)) => self.parts.issuer.poll_ari(&self.certificate, bundle).await,
+            Some((bundle, _)) => self.parts.issuer.poll_ari(&issuer_side, bundle).await,
             None => None,
         };
         // The same spread as the rule's: a restart lands on the same time.
@@ -332,7 +402,8 @@ impl CertTask {
         let Some((bundle, info)) = self.current.clone() else {
             return Err(OpError::NothingToRevoke(self.certificate.name.clone()));
         };
-        self.parts.issuer.revoke(&self.certificate, &bundle, &info.serial_hex, reason).await?;
+        let (issuer_side, _) = self.at(self.fallback.issued_by());
+        self.parts.issuer.revoke(&issuer_side, &bundle, &info.serial_hex, reason).await?;
         let now = self.parts.clock.now();
         self.current = None;
         self.machine.failed(&super::issuer::revoked(&self.certificate.name, &info.serial_hex), now, 0.0);
@@ -351,9 +422,27 @@ impl CertTask {
             last_success: self.last_success,
             state: self.machine.describe_for(&self.certificate.name, now),
             last_error: self.last_error.as_deref(),
-            orders_remaining: self.parts.issuer.orders_remaining(&self.certificate.resolver),
+            orders_remaining: self.parts.issuer.orders_remaining(&self.attempt().0.resolver),
+            issued_by: self.current.as_ref().map(|_| self.certificate.resolvers[self.fallback.issued_by()].as_str()),
+            fallback: self.fallback.why(),
         };
         self.parts.reporter.publish(&self.certificate, &view);
+    }
+}
+
+/// How an order at one resolver ended, when it failed.
+enum Moved {
+    /// The fallback moved on: the next resolver is to be tried at once.
+    On(OpError),
+    /// Nothing more to try now.
+    Not(OpError),
+}
+
+impl Moved {
+    fn into_error(self) -> OpError {
+        match self {
+            Self::On(e) | Self::Not(e) => e,
+        }
     }
 }
 

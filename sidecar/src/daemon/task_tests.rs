@@ -324,7 +324,7 @@ impl World {
 
     async fn task(&self) -> CertTask {
         let (_tx, rx) = mpsc::channel(1);
-        CertTask::start(Arc::clone(&self.parts), certificate(), Some(Arc::new(resolver())), rx).await.unwrap()
+        CertTask::start(Arc::clone(&self.parts), certificate(), vec![Some(Arc::new(resolver()))], rx).await.unwrap()
     }
 
     fn script(&self, next: Next) {
@@ -341,7 +341,7 @@ fn resolver() -> Resolver {
 }
 
 fn certificate() -> Certificate {
-    Certificate { name: "web".into(), domains: vec!["web.example".into()], resolver: "le".into(), key_types: vec![] }
+    Certificate::new("web".into(), vec!["web.example".into()], "le".into())
 }
 
 /// Steps until the machine says to wait; returns until when.

@@ -36,6 +36,7 @@ impl CertTask {
             return;
         };
         let name = self.certificate.name.clone();
+        let (issuer_side, _) = self.at(self.fallback.issued_by());
         let result = match self.parts.coordinator.take_turn(&self.certificate).await {
             Turn::Ours { lock, stored } => {
                 if let Some(stored) = stored {
@@ -43,7 +44,7 @@ impl CertTask {
                         return;
                     }
                 }
-                self.parts.issuer.persist(&name, &bundle, &lock).await.map_err(|e| e.to_string())
+                self.parts.issuer.persist(&issuer_side, &bundle, &lock).await.map_err(|e| e.to_string())
             }
             Turn::Held(holder) => Err(format!("{holder} holds the lock")),
             Turn::Unreachable(e) => Err(e.to_string()),

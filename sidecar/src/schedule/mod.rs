@@ -10,11 +10,13 @@
 //! - [`renewal_jitter`]: spread, so certificates issued together do not all
 //!   renew in the same second. (At start-up, the daemon bounds the first
 //!   orders in flight instead.)
+//! - [`Fallback`]: which of a certificate's resolvers the next order goes to.
 //! - [`choose_served`]: what to serve while no good certificate exists.
 
 use std::time::{Duration, SystemTime};
 
 mod ari;
+mod fallback;
 mod limits;
 mod machine;
 mod rule;
@@ -23,6 +25,7 @@ mod spread;
 mod test_time;
 
 pub use ari::AriAnswer;
+pub use fallback::{AfterFailure, Fallback, FallbackSettings, Renewals};
 pub use limits::{AuthzFailures, OrderBudget};
 pub use machine::{Action, Failure, Machine, Policy, State};
 pub use rule::{renew_time, RenewBefore, RenewBeforeError, Why};

@@ -40,6 +40,12 @@ pub struct CertStatus {
     /// The schedule's own words: next renewal and why, or the backoff.
     pub state: String,
     pub last_error: Option<String>,
+    /// The resolver that issued the deployed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+    /// Why the certificate's last fallback to a later resolver happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// Every certificate's [`CertStatus`], kept by the daemon's tasks and read

@@ -35,6 +35,19 @@ pub struct ServedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuedByLabels {
+    pub certificate: String,
+    pub resolver: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub certificate: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResolverLabels {
     pub resolver: String,
 }
@@ -118,9 +131,13 @@ pub struct Metrics {
     pub connections: Family<ListenerLabels, Gauge>,
     pub board_lookups: Family<SourceLabels, Counter>,
     pub connections_closed: Family<ClosedLabels, Counter>,
+    pub issued_by: Family<IssuedByLabels, Gauge>,
+    pub fallbacks: Family<FallbackLabels, Counter>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
     renew_reasons: Mutex<HashMap<String, String>>,
+    /// Likewise the issuing resolver per certificate.
+    issuers: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,7 +175,10 @@ impl Metrics {
             connections: Family::default(),
             board_lookups: Family::default(),
             connections_closed: Family::default(),
+            issued_by: Family::default(),
+            fallbacks: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
+            issuers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -221,6 +241,16 @@ impl Metrics {
             "connections_closed",
             "Connections the sidecar closed itself, per listener and reason (timeout, cap, shed, descriptors)",
             metrics.connections_closed.clone(),
+        );
+        r.register(
+            "certificate_issued_by",
+            "1 for the resolver that issued the deployed certificate (certificates with several resolvers)",
+            metrics.issued_by.clone(),
+        );
+        r.register(
+            "resolver_fallbacks",
+            "Orders that moved on from one resolver to the next, per certificate",
+            metrics.fallbacks.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -316,6 +346,24 @@ impl Metrics {
     pub fn connections_closed(&self, listener: &str, reason: &str, count: u64) {
         let labels = ClosedLabels { listener: listener.to_owned(), reason: reason.to_owned() };
         self.connections_closed.get_or_create(&labels).inc_by(count);
+    }
+
+    /// The resolver that issued `certificate`'s deployed certificate; a
+    /// change replaces the series.
+    pub fn issued_by(&self, certificate: &str, resolver: &str) {
+        let mut issuers = self.issuers.lock().unwrap_or_else(|e| e.into_inner());
+        let was = issuers.insert(certificate.to_owned(), resolver.to_owned());
+        if let Some(was) = was.filter(|was| was != resolver) {
+            self.issued_by.remove(&IssuedByLabels { certificate: certificate.to_owned(), resolver: was });
+        }
+        let labels = IssuedByLabels { certificate: certificate.to_owned(), resolver: resolver.to_owned() };
+        self.issued_by.get_or_create(&labels).set(1);
+    }
+
+    /// An order for `certificate` moved on from resolver `from` to `to`.
+    pub fn fallback(&self, certificate: &str, from: &str, to: &str) {
+        let labels = FallbackLabels { certificate: certificate.to_owned(), from: from.to_owned(), to: to.to_owned() };
+        self.fallbacks.get_or_create(&labels).inc();
     }
 
     pub fn on_demand(&self, decision: &str) {

@@ -7,6 +7,7 @@
 //! | `certificates/<name>` | JSON: chain PEM, sealed key, replica, time |
 //! | `revoked/<name>` | serial revoked by the operator |
 //! | `renewal/<name>` | JSON [`RenewalState`] |
+//! | `issuer/<name>` | the resolver that issued it (with several) |
 //! | `pending/<name>` | the open order and its CSR key, sealed |
 //! | `challenges/<type>/<key>` | a pending challenge, on a lease |
 //! | `locks/<id>` | the holder's name, on its lease |
@@ -449,6 +450,17 @@ impl Store for EtcdStore {
         tracing::debug!(lock = id, token, replica = %self.replica, "lock taken");
         let release = Release { client: self.client(), lease, keeper };
         Ok(Acquired::Lock(Lock::shared(key, token, lost_rx, Box::new(release))))
+    }
+
+    async fn load_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_key(name)?;
+        let value = self.get(&self.key("issuer", name)).await?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()).filter(|r| !r.is_empty()))
+    }
+
+    async fn save_issuer(&self, name: &str, resolver: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.put(&self.key("issuer", name), resolver.as_bytes().to_vec()).await
     }
 
     async fn load_renewal(&self, name: &str) -> Result<Option<RenewalState>, StoreError> {

@@ -7,6 +7,7 @@
 //! <dir>/certificates/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
 //! <dir>/certificates/<name>/PENDING   0600, JSON: the open order and its CSR key
 //! <dir>/certificates/<name>/RENEWAL   0600, JSON: the backoff after failed orders
+//! <dir>/certificates/<name>/ISSUER    0600, the resolver that issued it (with several)
 //! ```
 //!
 //! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
@@ -40,6 +41,8 @@ const REVOKED: &str = "REVOKED";
 const PENDING: &str = "PENDING";
 /// The backoff of a certificate whose last order failed.
 const RENEWAL: &str = "RENEWAL";
+/// The resolver that issued the stored certificate (issuer fallback).
+const ISSUER: &str = "ISSUER";
 /// The most read of a pending order (a URL and a key).
 const PENDING_CAP: u64 = 1 << 16;
 /// The most read of an account file (a JWK and a URL).
@@ -191,7 +194,8 @@ impl Store for FileStore {
             let revoked = read_revoked(&dir)?;
             let pending = read_pending(&dir).unwrap_or_else(|e| unreadable(&name, "pending order", &e)).is_some();
             let renewal = read_renewal(&dir).unwrap_or_else(|e| unreadable(&name, "renewal state", &e));
-            Ok(Stored { bundle, revoked, pending, renewal })
+            let issuer = read_issuer(&dir).unwrap_or_else(|e| unreadable(&name, "issuing resolver", &e));
+            Ok(Stored { bundle, revoked, pending, renewal, issuer })
         })
         .await
     }
@@ -261,6 +265,26 @@ impl Store for FileStore {
         blocking(move || {
             let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
             read_pending(&dir)
+        })
+        .await
+    }
+
+    async fn load_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_key(name)?;
+        let (this, name) = (self.clone(), name.to_owned());
+        blocking(move || {
+            let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(None) };
+            read_issuer(&dir)
+        })
+        .await
+    }
+
+    async fn save_issuer(&self, name: &str, resolver: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        let (this, name, line) = (self.clone(), name.to_owned(), format!("{resolver}\n"));
+        blocking(move || {
+            let dir = this.own_certificate_dir(&name)?;
+            Ok(atomic::write_file(&dir.join(ISSUER), line.as_bytes(), 0o600)?)
         })
         .await
     }
@@ -343,6 +367,15 @@ fn read_pending(dir: &Path) -> Result<Option<PendingOrder>, StoreError> {
     let path = dir.join(PENDING);
     match atomic::read_file(&path, PENDING_CAP) {
         Ok(json) => PendingOrder::from_json(&path.display().to_string(), &json).map(Some),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The resolver in `<dir>/ISSUER`, if any.
+fn read_issuer(dir: &Path) -> Result<Option<String>, StoreError> {
+    match atomic::read_file(&dir.join(ISSUER), REVOKED_CAP) {
+        Ok(line) => Ok(Some(String::from_utf8_lossy(&line).trim().to_owned()).filter(|r| !r.is_empty())),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }

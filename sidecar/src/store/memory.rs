@@ -15,6 +15,7 @@ pub struct MemoryStore {
     certificates: Mutex<HashMap<String, Bundle>>,
     revoked: Mutex<HashMap<String, String>>,
     pending: Mutex<HashMap<String, PendingOrder>>,
+    issuers: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -81,6 +82,17 @@ impl Store for MemoryStore {
     async fn load_pending(&self, name: &str) -> Result<Option<PendingOrder>, StoreError> {
         check_key(name)?;
         Ok(self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())
+    }
+
+    async fn load_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_key(name)?;
+        Ok(self.issuers.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())
+    }
+
+    async fn save_issuer(&self, name: &str, resolver: &str) -> Result<(), StoreError> {
+        check_key(name)?;
+        self.issuers.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), resolver.to_owned());
+        Ok(())
     }
 
     async fn clear_pending(&self, name: &str) -> Result<(), StoreError> {

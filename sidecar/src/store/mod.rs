@@ -169,8 +169,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let revoked = self.revoked(name).await?;
         let pending = self.load_pending(name).await.unwrap_or_else(|e| unreadable(name, "pending order", &e)).is_some();
         let renewal = self.load_renewal(name).await.unwrap_or_else(|e| unreadable(name, "renewal state", &e));
+        let issuer = self.load_issuer(name).await.unwrap_or_else(|e| unreadable(name, "issuing resolver", &e));
         let bundle = bundle.and_then(|b| cert::inspect(&b, None).ok().map(|info| (b, info)));
-        Ok(Stored { bundle, revoked, pending, renewal })
+        Ok(Stored { bundle, revoked, pending, renewal, issuer })
+    }
+    /// The resolver that issued the certificate stored under `name`, when
+    /// the certificate has several ([`crate::config::Certificate::resolvers`]):
+    /// its renewal information and revocation go there.
+    async fn load_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
+    /// Records which resolver issued the certificate stored under `name`.
+    async fn save_issuer(&self, name: &str, resolver: &str) -> Result<(), StoreError> {
+        let _ = (name, resolver);
+        Ok(())
     }
     /// Renewal state shared with other replicas (failures, backoff).
     async fn load_renewal(&self, name: &str) -> Result<Option<RenewalState>, StoreError> {
@@ -194,6 +207,8 @@ pub struct Stored {
     /// An order was recorded and its certificate not stored.
     pub pending: bool,
     pub renewal: Option<RenewalState>,
+    /// The resolver that issued the bundle, when recorded.
+    pub issuer: Option<String>,
 }
 
 /// Logs a part of the stored state that could not be read; reads as none.
