@@ -214,6 +214,13 @@ impl Issuer {
                 return Ok(None);
             }
         };
+        // An order at another of the certificate's CAs (the fallback moved
+        // on while it was open) is not this CA's to resume.
+        let ordered_from = pending.resolver.as_deref().or(certificate.resolvers.first().map(String::as_str));
+        if ordered_from != Some(certificate.resolver.as_str()) {
+            tracing::info!(certificate = %name, order = %pending.url, ordered_from, resolver = %certificate.resolver, "the interrupted order was placed at another resolver's CA; ordering anew here");
+            return Ok(None);
+        }
         let solvers = self.solvers(&certificate.resolver);
         let Some(solver) = solvers.iter().find(|s| certificate.domains.iter().all(|d| s.supports(d))).cloned() else {
             return Ok(None);
@@ -264,7 +271,8 @@ impl Issuer {
             };
             let kind = solver.kind();
             let started = std::time::Instant::now();
-            let checkpoint = Recorder { store: self.store.as_ref(), name: &certificate.name };
+            let checkpoint =
+                Recorder { store: self.store.as_ref(), name: &certificate.name, resolver: &certificate.resolver };
             let result = self.ca.issue(&certificate.resolver, request, solver.as_ref(), &checkpoint).await;
             let outcome = match &result {
                 Ok(_) => "valid",
@@ -433,12 +441,18 @@ impl Issuer {
 struct Recorder<'a> {
     store: &'a dyn Store,
     name: &'a str,
+    /// The resolver ordered from.
+    resolver: &'a str,
 }
 
 #[async_trait::async_trait]
 impl Checkpoint for Recorder<'_> {
     async fn record(&self, order_url: &str, key_pem: &SecretPem) {
-        let pending = PendingOrder { url: order_url.to_owned(), key_pem: key_pem.clone() };
+        let pending = PendingOrder {
+            url: order_url.to_owned(),
+            key_pem: key_pem.clone(),
+            resolver: Some(self.resolver.to_owned()),
+        };
         if let Err(e) = self.store.save_pending(self.name, &pending).await {
             // Ordered all the same: the certificate is kept in memory and
             // written once the store takes it; only a crash before that loses it.

@@ -165,7 +165,7 @@ async fn a_store_that_refuses_the_certificate_keeps_it_deploys_it_and_writes_it_
 async fn a_pending_order_the_ca_dropped_is_cleared_and_a_new_one_placed() {
     let store = Arc::new(MemoryStore::new());
     let old_key = issued(&["web.example".into()], t0(), 1).key_pem;
-    let gone = PendingOrder { url: "https://ca.test/order/expired".into(), key_pem: old_key };
+    let gone = PendingOrder { url: "https://ca.test/order/expired".into(), key_pem: old_key, resolver: None };
     store.save_pending("web", &gone).await.unwrap();
     let world = World::new(Arc::clone(&store) as Arc<dyn Store>, None);
     world.script(Next::Issue { days: 90 });
@@ -177,4 +177,34 @@ async fn a_pending_order_the_ca_dropped_is_cleared_and_a_new_one_placed() {
     assert_eq!(serial(&stored), serial(&finalized(&world, "https://ca.test/order/1")));
     assert_eq!(world.sink.last(), serial(&stored));
     assert!(store.load_pending("web").await.unwrap().is_none(), "the pending order outlived its certificate");
+}
+
+#[tokio::test]
+async fn a_pending_order_placed_at_another_resolver_is_not_resumed_here() {
+    // The fallback moved on while an order at `zerossl` was open: the
+    // order at `le` does not ask `le`'s CA about `zerossl`'s URL.
+    let store = Arc::new(MemoryStore::new());
+    let key = issued(&["web.example".into()], t0(), 1).key_pem;
+    let elsewhere =
+        PendingOrder { url: "https://zerossl.test/order/9".into(), key_pem: key, resolver: Some("zerossl".into()) };
+    store.save_pending("web", &elsewhere).await.unwrap();
+    let world = World::new(Arc::clone(&store) as Arc<dyn Store>, None);
+    world.script(Next::Issue { days: 90 });
+    let mut task = world.task().await;
+    settle(&mut task).await;
+    assert!(world.ca.reopened.lock().unwrap().is_empty(), "resumed another CA's order");
+    assert_eq!(world.ca.placed(), 1);
+    assert!(store.load_certificate("web").await.unwrap().is_some());
+    let pending = store.load_pending("web").await.unwrap();
+    assert!(pending.is_none(), "the stored certificate ends every pending order");
+}
+
+#[tokio::test]
+async fn an_order_records_the_resolver_it_was_placed_at() {
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::HangWhileValidating { days: 90 });
+    let mut task = world.task().await;
+    assert!(tokio::time::timeout(Duration::from_millis(200), task.step()).await.is_err());
+    let pending = world.store.load_pending("web").await.unwrap().expect("the order was not recorded");
+    assert_eq!(pending.resolver.as_deref(), Some("le"));
 }

@@ -258,7 +258,8 @@ async fn a_pending_order_is_kept_0600_beside_the_certificate_until_cleared() {
     let dir = private_dir();
     let store = FileStore::open(dir.path()).unwrap();
     assert_eq!(store.load_pending("web").await.unwrap(), None);
-    let order = PendingOrder { url: "https://ca.test/order/7".into(), key_pem: bundle("web.example").key_pem };
+    let order =
+        PendingOrder { url: "https://ca.test/order/7".into(), key_pem: bundle("web.example").key_pem, resolver: None };
     store.save_pending("web", &order).await.unwrap();
     let path = dir.path().join("certificates/web/PENDING");
     assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
@@ -345,7 +346,10 @@ async fn one_start_up_read_gives_what_the_four_reads_give() {
     store.save_certificate("web", &second).await.unwrap();
     store.mark_revoked("web", "0a1b").await.unwrap();
     store
-        .save_pending("web", &PendingOrder { url: "https://ca.test/order/7".into(), key_pem: second.key_pem.clone() })
+        .save_pending(
+            "web",
+            &PendingOrder { url: "https://ca.test/order/7".into(), key_pem: second.key_pem.clone(), resolver: None },
+        )
         .await
         .unwrap();
     let state = RenewalState { failures: 2, next_attempt: 1_900_000_000, last_error: "no".into(), replica: "r".into() };

@@ -223,18 +223,27 @@ pub(crate) fn unreadable<T>(name: &str, what: &str, error: &StoreError) -> Optio
 pub struct PendingOrder {
     pub url: String,
     pub key_pem: SecretPem,
+    /// The resolver it was ordered from (`None` in records written before
+    /// issuer fallback: the certificate's first resolver).
+    pub resolver: Option<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PendingRecord {
     url: String,
     key_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolver: Option<String>,
 }
 
 impl PendingOrder {
     /// JSON, key in the clear: sealed (etcd) or written 0600 (files) by the store.
     pub(crate) fn to_json(&self) -> Result<Vec<u8>, StoreError> {
-        let record = PendingRecord { url: self.url.clone(), key_pem: self.key_pem.expose().to_owned() };
+        let record = PendingRecord {
+            url: self.url.clone(),
+            key_pem: self.key_pem.expose().to_owned(),
+            resolver: self.resolver.clone(),
+        };
         serde_json::to_vec(&record)
             .map_err(|e| StoreError::Corrupt { key: "pending order".into(), reason: e.to_string() })
     }
@@ -242,7 +251,7 @@ impl PendingOrder {
     pub(crate) fn from_json(key: &str, data: &[u8]) -> Result<Self, StoreError> {
         let record: PendingRecord = serde_json::from_slice(data)
             .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })?;
-        Ok(Self { url: record.url, key_pem: SecretPem::new(record.key_pem) })
+        Ok(Self { url: record.url, key_pem: SecretPem::new(record.key_pem), resolver: record.resolver })
     }
 }
 
