@@ -98,6 +98,11 @@ async fn a_certificate_comes_from_the_second_ca_while_the_first_is_down_and_goes
     assert!(moved.is_some_and(|n| *n >= 1.0), "{metrics:#?}");
     let recorded = std::fs::read_to_string(stack.dir.join("state/certificates/back/ISSUER")).unwrap_or_default();
     assert_eq!(recorded.trim(), "second", "the store records the issuer");
+    // Every certificate of the first CA has another to fall back to: its
+    // being away is no reason to take the pod out of service.
+    let (status, body) =
+        http_get(("127.0.0.1", stack.ports.ops), "localhost", "/readyz", &[]).await.unwrap_or_default();
+    assert_eq!(status, 200, "ready with the first CA down: {body}");
 
     // A revocation goes to the CA that issued the certificate (the first
     // is down and knows nothing of it).

@@ -350,16 +350,17 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
 
 /// The resolvers something uses (a certificate, discovery, on-demand):
 /// those whose CA the readiness probe asks.
-pub(super) fn used_resolvers(config: &Config) -> BTreeMap<String, crate::config::Resolver> {
+fn used_resolvers(config: &Config) -> BTreeMap<String, probe::Probed> {
+    let alone = |name: &String| {
+        config.certificates.iter().any(|c| c.resolvers == [name.clone()])
+            || config.discover.as_ref().is_some_and(|d| &d.resolver == name)
+            || config.on_demand.as_ref().is_some_and(|d| &d.resolver == name)
+    };
     config
         .resolvers
         .iter()
-        .filter(|(name, _)| {
-            config.certificates.iter().any(|c| c.resolvers.contains(name))
-                || config.discover.as_ref().is_some_and(|d| &d.resolver == *name)
-                || config.on_demand.as_ref().is_some_and(|d| &d.resolver == *name)
-        })
-        .map(|(name, r)| (name.clone(), r.clone()))
+        .filter(|(name, _)| alone(name) || config.certificates.iter().any(|c| c.resolvers.contains(name)))
+        .map(|(name, r)| (name.clone(), probe::Probed { resolver: r.clone(), backed_up: !alone(name) }))
         .collect()
 }
 

@@ -10,6 +10,15 @@ use crate::schedule::Clock;
 use crate::serve::health::{Check, Readiness};
 use crate::store::Store;
 
+/// A resolver whose CA is probed.
+#[derive(Debug, Clone)]
+pub(super) struct Probed {
+    pub(super) resolver: Resolver,
+    /// Every certificate using it may fall back to another resolver (issuer
+    /// fallback): its CA being away is logged, never a readiness failure.
+    pub(super) backed_up: bool,
+}
+
 /// How long a CA may go unanswered before the sidecar reports not ready.
 pub(super) const CA_WINDOW: Duration = Duration::from_secs(3600);
 /// How often the store and the CA directories are probed.
@@ -26,7 +35,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(30);
 pub(super) async fn probe(
     readiness: Readiness,
     store: Option<Arc<dyn Store>>,
-    resolvers: tokio::sync::watch::Receiver<BTreeMap<String, Resolver>>,
+    resolvers: tokio::sync::watch::Receiver<BTreeMap<String, Probed>>,
     clock: Arc<dyn Clock>,
     outages: Option<(Arc<super::accounts::Accounts>, super::bus::Bus)>,
 ) {
@@ -43,7 +52,7 @@ pub(super) async fn probe(
         }
         last_ok.retain(|name, _| resolvers.contains_key(name));
         away.retain(|name, _| resolvers.contains_key(name));
-        for (name, resolver) in &resolvers {
+        for (name, Probed { resolver, backed_up }) in &resolvers {
             let now = clock.now();
             let result = crate::acme::directory_reachable(resolver).await.map_err(|e| e.to_string());
             if result.is_ok() {
@@ -60,7 +69,14 @@ pub(super) async fn probe(
                     tracing::info!(resolver = %name, certificates = told, "the CA answers again; certificates waiting for it retry now");
                 }
             }
-            readiness.set(format!("ca:{name}"), ca_verdict(last_ok.get(name).copied(), result, now));
+            let verdict = match ca_verdict(last_ok.get(name).copied(), result, now) {
+                Err(why) if *backed_up => {
+                    tracing::warn!(resolver = %name, error = %why, "ACME directory unreachable; its certificates fall back to their next resolver");
+                    Ok(())
+                }
+                verdict => verdict,
+            };
+            readiness.set(format!("ca:{name}"), verdict);
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }

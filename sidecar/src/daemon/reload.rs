@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::bus::{OpError, Reply};
 use super::fleet::{Fleet, Origin};
-use crate::config::{Certificate, Config, Resolver};
+use crate::config::{Certificate, Config};
 use crate::solvers::Solvers;
 
 /// What a reload needs of the start-up wiring: the challenge answers the
@@ -34,7 +34,7 @@ use crate::solvers::Solvers;
 /// resolvers, and whether the TLS-ALPN-01 listener runs.
 pub(super) struct Wiring {
     pub(super) solvers: Solvers,
-    pub(super) probed: tokio::sync::watch::Sender<BTreeMap<String, Resolver>>,
+    pub(super) probed: tokio::sync::watch::Sender<BTreeMap<String, super::probe::Probed>>,
     pub(super) tls_alpn: bool,
 }
 
