@@ -39,7 +39,7 @@ pub(super) fn validate(
                 ),
             ));
         }
-        let dns = resolvers.get(&cert.resolver).is_some_and(|r| r.dns_challenge.is_some());
+        let dns = resolvers.get(&cert.resolver).is_some_and(|r| r.proves_wildcards());
         for (j, domain) in cert.domains.iter().enumerate() {
             let field = format!("{field}.domains[{j}]");
             match names::classify(domain) {
@@ -48,7 +48,8 @@ pub(super) fn validate(
                     return Err(ConfigError::invalid(
                         field,
                         format!(
-                            "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
+                            "'{domain}' is a wildcard, which needs DNS-01 or dns-persist-01: give resolver '{}' a \
+                             dns_challenge or dns_persist",
                             cert.resolver
                         ),
                     ));

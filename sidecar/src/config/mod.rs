@@ -28,7 +28,7 @@ mod resolver;
 mod storage;
 use crate::store::Storage;
 pub use certificates::MAX_NAMES;
-pub use dns::DnsChallenge;
+pub use dns::{DnsChallenge, DnsPersist};
 pub use error::{escape_controls, ConfigError};
 use resolver::validate_resolver;
 pub use resolver::{Eab, HttpChallenge, RateLimit, Resolver, TlsChallenge};
