@@ -218,6 +218,38 @@ mod tests {
         assert!(matches!(issuers(&settings("{}"), &[]), Err(PersistError::NoIssuer)));
     }
 
+    fn answer(code: ResponseCode, values: &[&str]) -> Message {
+        use hickory_proto::rr::{rdata::TXT, Name, RData, Record};
+        use std::str::FromStr;
+        let mut message = Message::new();
+        message.set_response_code(code);
+        let name = Name::from_str("_validation-persist.a.test.").unwrap_or_else(|e| panic!("{e}"));
+        for value in values {
+            let txt = RData::TXT(TXT::new(vec![(*value).to_owned()]));
+            message.add_answer(Record::from_rdata(name.clone(), 60, txt));
+        }
+        message
+    }
+
+    #[test]
+    fn a_nameservers_answer_is_judged_as_the_ca_would() {
+        let wanted = Wanted {
+            fqdn: "_validation-persist.a.test.".into(),
+            expect: Expect::new(&["ca.example".to_owned()], "https://ca/acct/1", false),
+            now: 1_800_000_000,
+            value: String::new(),
+            other_account: AtomicBool::new(false),
+        };
+        let good = "ca.example; accounturi=https://ca/acct/1";
+        assert_eq!(wanted.judge(&answer(ResponseCode::NoError, &["unrelated", good])), Seen::Present);
+        assert_eq!(wanted.judge(&answer(ResponseCode::NoError, &[])), Seen::Stale(Vec::new()));
+        assert_eq!(wanted.judge(&answer(ResponseCode::NXDomain, &[])), Seen::NxDomain);
+        assert!(!wanted.other_account.load(Ordering::Relaxed));
+        let other = wanted.judge(&answer(ResponseCode::NoError, &["ca.example; accounturi=https://ca/acct/2"]));
+        assert!(matches!(&other, Seen::Refused(why) if why.contains("names another account")), "{other:?}");
+        assert!(wanted.other_account.load(Ordering::Relaxed));
+    }
+
     #[tokio::test]
     async fn presenting_says_which_record_proves_the_name() {
         let solver = DnsPersistSolver::new(settings("{}"));
