@@ -69,6 +69,13 @@ enum Command {
     },
     /// Print nginx server blocks for every configured certificate.
     NginxConfig,
+    /// Print the dns-persist-01 TXT records to create, once, for
+    /// certificate NAME (zone-file lines); registers the resolver's account
+    /// first if it has none yet.
+    DnsPersistRecord {
+        /// A configured certificate's name.
+        name: String,
+    },
     /// Write every certificate's current files (file SDS, nginx) and exit.
     Prepare,
     /// Beside nginx: reload it when certificate files in a directory change
@@ -243,6 +250,14 @@ fn main() -> ExitCode {
             }
             Command::Revoke { name, reason } => cli::revoke(&config, &name, reason).await.map_err(|e| e.to_string()),
             Command::Reload => cli::reload(&config).await.map_err(|e| e.to_string()),
+            Command::DnsPersistRecord { name } => {
+                let records =
+                    proxy_acme::commands::persist_record::records(&config, &name).await.map_err(|e| e.to_string())?;
+                for record in records {
+                    println!("{record}");
+                }
+                Ok(())
+            }
             Command::Account { command: AccountCommand::Rollover { resolver } } => {
                 cli::rollover(&config, &resolver).await.map_err(|e| e.to_string())
             }

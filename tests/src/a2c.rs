@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::net::{free_port, wait_for_port};
 use super::procs::{require, write, MiniCa, Proc};
-use super::workspace_root;
+use super::{workspace_root, StackPorts};
 
 /// acme2certifier settings a test may change.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,18 @@ pub struct A2cOptions {
     /// External account binding required (the `json_handler` EAB handler),
     /// with these kid -> base64url HMAC keys.
     pub eab_keys: Vec<(String, String)>,
+    /// The DNS server acme2certifier asks, on 127.0.0.1 at this port (a
+    /// test's BIND), instead of its own pebble-challtestsrv.
+    pub dns_server_port: Option<u16>,
+    /// Offer and validate dns-persist-01 (`dns_persist_01_support`).
+    pub dns_persist: bool,
+    /// Let a dns-persist-01 record with `policy=wildcard` prove wildcards
+    /// (`dns_persist_allow_policy_wildcard`).
+    pub dns_persist_wildcard: bool,
+    /// The issuer domain names (`[Directory] caaidentities`): the
+    /// directory's `caaIdentities` and dns-persist-01's
+    /// `issuer-domain-names`.
+    pub caa_identities: Vec<String>,
 }
 
 /// acme2certifier on a free port, with pebble-challtestsrv as its DNS.
@@ -53,7 +65,8 @@ pub struct A2c {
     pub proc: Proc,
     /// pebble-challtestsrv, acme2certifier's DNS (every name -> 127.0.0.1).
     pub challtestsrv: Proc,
-    /// Its DNS port (TXT records for DNS-01 are read there).
+    /// Its DNS port (TXT records for DNS-01 are read there, unless
+    /// [`A2cOptions::dns_server_port`] names another server).
     pub dns_port: u16,
     /// Its management API (`/set-txt`, `/clear-txt`, ...).
     pub challtestsrv_management: u16,
@@ -114,6 +127,18 @@ impl A2c {
                 key_file.display()
             );
         }
+        let mut persist = String::new();
+        if options.dns_persist {
+            persist = format!(
+                "dns_persist_01_support: True\ndns_persist_allow_policy_wildcard: {}\n",
+                if options.dns_persist_wildcard { "True" } else { "False" }
+            );
+        }
+        let mut directory = String::new();
+        if !options.caa_identities.is_empty() {
+            let names = serde_json::Value::from(options.caa_identities.clone());
+            directory = format!("[Directory]\ncaaidentities: {names}\n");
+        }
         let config = format!(
             r#"[DEFAULT]
 debug: True
@@ -141,10 +166,11 @@ revocation_reason_check_disable: False
 [Challenge]
 challenge_validation_disable: False
 challenge_validation_timeout: 10
-
+{persist}
 [Order]
 tnauthlist_support: False
 
+{directory}
 {eab}"#,
             key = key_path.display(),
             ca = issuing_ca_pem_path.display(),
@@ -169,7 +195,7 @@ tnauthlist_support: False
                 .arg("--key")
                 .arg(&minica.key_path)
                 .arg("--dns-port")
-                .arg(dns_port.to_string())
+                .arg(options.dns_server_port.unwrap_or(dns_port).to_string())
                 .arg("--port-map")
                 .arg(format!("80:{http_port}"))
                 .arg("--port-map")
@@ -196,6 +222,48 @@ tnauthlist_support: False
 
     pub fn directory_url(&self) -> String {
         format!("https://127.0.0.1:{}/directory", self.port)
+    }
+
+    /// The sidecar's config for this acme2certifier, in `dir` (its state
+    /// directory, SDS and admin sockets there): the resolver `a2c` on its
+    /// directory, trusting its HTTPS root, with `resolver_body` (its
+    /// challenge and further options), then `certificates`.
+    pub fn sidecar_config(&self, dir: &Path, ports: &StackPorts, resolver_body: &str, certificates: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let state = dir.join("state");
+        fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            r#"
+[storage]
+directory = "{state}"
+
+[listen]
+http = "127.0.0.1:{sidecar}"
+ops = "127.0.0.1:{ops}"
+tls_alpn = "127.0.0.1:{tls_alpn}"
+
+[envoy]
+sds_socket = "{dir}/sds.sock"
+
+[admin]
+socket = "{dir}/admin.sock"
+
+[resolvers.a2c]
+ca_server = "{directory}"
+ca_certificate = "{root}"
+{resolver_body}
+
+{certificates}
+"#,
+            state = state.display(),
+            sidecar = ports.sidecar,
+            ops = ports.ops,
+            tls_alpn = ports.tls_alpn,
+            dir = dir.display(),
+            directory = self.directory_url(),
+            root = self.root_pem_path.display(),
+        )
     }
 
     /// The issuing CA certificate, DER.

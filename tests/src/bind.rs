@@ -80,6 +80,60 @@ impl Bind {
     }
 }
 
+impl Bind {
+    /// Sends `commands` (`update add <record>` lines, as an operator types
+    /// them) to this BIND as one signed dynamic update, the way an operator
+    /// would: `server`, `zone` and a default `ttl 60` come first, `send`
+    /// last. BIND's `nsupdate` when it is on PATH, else
+    /// tests/support/nsupdate.py (dnspython, the same input).
+    pub fn nsupdate(&self, commands: &str) -> Result<(), String> {
+        use std::io::Write;
+        let script = format!(
+            "server {} {}\nzone {}\nttl 60\n{}\nsend\n",
+            self.address.ip(),
+            self.address.port(),
+            self.zone,
+            commands.trim_end()
+        );
+        let key = format!("hmac-sha256:{}:{}", self.key_name, self.secret);
+        let on_path = std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("nsupdate")).find(|p| p.is_file()));
+        let mut command = match on_path {
+            Some(nsupdate) => Command::new(nsupdate),
+            None => {
+                let mut python = Command::new(require("python3", "apt-get install python3"));
+                python.arg(super::workspace_root().join("tests/support/nsupdate.py"));
+                python
+            }
+        };
+        let mut child = command
+            .arg("-y")
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("nsupdate: {e}"))?;
+        child
+            .stdin
+            .take()
+            .ok_or("nsupdate: no stdin")?
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nsupdate: {e}"))?;
+        let out = child.wait_with_output().map_err(|e| format!("nsupdate: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nsupdate {}: {}{}\n--- script\n{script}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
 /// Whether the server on `port` answers the zone's SOA with authority.
 fn answers_soa(port: u16, zone: &str) -> bool {
     let zone = zone.to_owned();

@@ -23,47 +23,6 @@ const DOMAIN: &str = "a2c.proxy-acme.test";
 /// (`user@dom.tld`, a domain label of 3 characters or more).
 const EMAIL: &str = "email = \"ops@proxy-acme.test\"\n";
 
-/// The sidecar's config for one acme2certifier: as [`sidecar_config`], the
-/// resolver `a2c` on its directory, trusting its HTTPS root, with
-/// `resolver_body` (its challenge and further options).
-fn a2c_sidecar_config(dir: &Path, ports: &StackPorts, a2c: &A2c, resolver_body: &str, certificates: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let state = dir.join("state");
-    std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
-    format!(
-        r#"
-[storage]
-directory = "{state}"
-
-[listen]
-http = "127.0.0.1:{sidecar}"
-ops = "127.0.0.1:{ops}"
-tls_alpn = "127.0.0.1:{tls_alpn}"
-
-[envoy]
-sds_socket = "{dir}/sds.sock"
-
-[admin]
-socket = "{dir}/admin.sock"
-
-[resolvers.a2c]
-ca_server = "{directory}"
-ca_certificate = "{root}"
-{resolver_body}
-
-{certificates}
-"#,
-        state = state.display(),
-        sidecar = ports.sidecar,
-        ops = ports.ops,
-        tls_alpn = ports.tls_alpn,
-        dir = dir.display(),
-        directory = a2c.directory_url(),
-        root = a2c.root_pem_path.display(),
-    )
-}
-
 /// acme2certifier, Envoy and the sidecar in one temp dir.
 struct A2cStack {
     ports: StackPorts,
@@ -94,7 +53,7 @@ impl A2cStack {
         let a2c = A2c::start_with(&dir, ports.http, ports.https, options);
         let app = start_echo_app(ports.app).await;
         let envoy = Envoy::start(&dir, &shipped_envoy_config(&ports, &dir.join("sds.sock")), ports.admin).await;
-        let config = a2c_sidecar_config(&dir, &ports, &a2c, &resolver_body(&a2c), &certificate("demo", domains, "a2c"));
+        let config = a2c.sidecar_config(&dir, &ports, &resolver_body(&a2c), &certificate("demo", domains, "a2c"));
         let mut sidecar = start_sidecar(&dir, &config);
         wait_for_port(ports.sidecar, Duration::from_secs(30), &mut sidecar);
         Self {
@@ -256,7 +215,7 @@ async fn acme2certifier_validates_tls_alpn01_on_envoy_tls_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme2certifier_with_eab_binds_the_account_to_the_kid() {
     const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
-    let options = A2cOptions { eab_keys: vec![("kid-a2c".into(), HMAC.into())] };
+    let options = A2cOptions { eab_keys: vec![("kid-a2c".into(), HMAC.into())], ..A2cOptions::default() };
     let body = format!("{EMAIL}http_challenge = {{}}\neab = {{ kid = \"kid-a2c\", hmac_key = \"{HMAC}\" }}");
     let mut stack = A2cStack::start(&options, &body, "eab.a2c.proxy-acme.test").await;
     stack.served_leaf().await;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds::{step, Bounded, CONNECT_TIMEOUT};
 use super::chains::{Downloads, Recording};
+use super::persist_fields::ChallengeFields;
 use super::AcmeError;
 use crate::config::Resolver;
 use crate::fetch::MaxBody;
@@ -48,6 +49,8 @@ pub(crate) fn imported_account(
 pub struct AcmeAccount {
     account: Account,
     pub(crate) downloads: Downloads,
+    /// dns-persist-01 challenge fields its client saw.
+    pub(crate) challenges: ChallengeFields,
 }
 
 impl std::fmt::Debug for AcmeAccount {
@@ -78,7 +81,8 @@ fn contacts(resolver: &Resolver) -> Vec<String> {
 /// account for another CA is not reused; a changed email is sent to the CA.
 pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Result<AcmeAccount, AcmeError> {
     let downloads = Downloads::default();
-    let builder = || builder(resolver, &downloads);
+    let challenges = ChallengeFields::default();
+    let builder = || builder(resolver, &downloads, &challenges);
     let contact = contacts(resolver);
     if let Some(data) = store.load_account(name).await? {
         let parse = || serde_json::from_slice::<StoredAccount>(&data).map_err(AcmeError::StoredAccount);
@@ -94,7 +98,7 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
                 // The credentials moved into the account; parse them again to store.
                 save(store, name, &StoredAccount { contact, ..parse()? }).await?;
             }
-            return Ok(AcmeAccount { account, downloads });
+            return Ok(AcmeAccount { account, downloads, challenges });
         }
         tracing::info!(resolver = name, old = %stored.ca_server, new = %resolver.ca_server, "CA changed: registering a new account");
     }
@@ -110,7 +114,7 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
     )?;
     save(store, name, &StoredAccount { ca_server: resolver.ca_server.clone(), contact, credentials }).await?;
     tracing::info!(resolver = name, account = account.id(), eab = resolver.eab.is_some(), "registered ACME account");
-    Ok(AcmeAccount { account, downloads })
+    Ok(AcmeAccount { account, downloads, challenges })
 }
 
 /// Replaces the account's key with a new one at the CA (RFC 8555 §7.3.5) and
@@ -137,12 +141,17 @@ async fn save(store: &dyn Store, name: &str, stored: &StoredAccount) -> Result<(
 /// instant-acme with our own HTTP client: the CA's roots (or the
 /// platform's), bounded in time and size (`bounds::Bounded`), wrapped to
 /// record certificate downloads.
-fn builder(resolver: &Resolver, downloads: &Downloads) -> Result<instant_acme::AccountBuilder, AcmeError> {
+fn builder(
+    resolver: &Resolver,
+    downloads: &Downloads,
+    challenges: &ChallengeFields,
+) -> Result<instant_acme::AccountBuilder, AcmeError> {
     let connector = https_connector(resolver)?;
     let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let bounded = Bounded::new(client);
-    let recording = Recording { inner: Box::new(bounded), downloads: downloads.clone() };
+    let recording =
+        Recording { inner: Box::new(bounded), downloads: downloads.clone(), challenges: challenges.clone() };
     Ok(Account::builder_with_http(Box::new(recording)))
 }
 

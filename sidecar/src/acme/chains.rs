@@ -48,10 +48,12 @@ impl Downloads {
     }
 }
 
-/// Wraps the real HTTP client and records certificate downloads.
+/// Wraps the real HTTP client and records certificate downloads (and the
+/// dns-persist-01 challenge fields, `persist_fields`).
 pub(crate) struct Recording {
     pub(crate) inner: Box<dyn HttpClient>,
     pub(crate) downloads: Downloads,
+    pub(crate) challenges: super::persist_fields::ChallengeFields,
 }
 
 impl HttpClient for Recording {
@@ -62,14 +64,18 @@ impl HttpClient for Recording {
         let url = req.uri().to_string();
         let response = self.inner.request(req);
         let downloads = self.downloads.clone();
+        let challenges = self.challenges.clone();
         Box::pin(async move {
             let mut rsp = response.await?;
-            let is_chain = rsp
-                .parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with(PEM_CHAIN));
+            let content_type =
+                rsp.parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let is_chain = content_type.starts_with(PEM_CHAIN);
+            let is_json = content_type.starts_with("application/json");
+            if is_json && rsp.parts.status.is_success() {
+                let body = rsp.body.into_bytes().await.map_err(instant_acme::Error::Other)?;
+                challenges.record(&body);
+                return Ok(BytesResponse { parts: rsp.parts, body: Box::new(body) });
+            }
             if !(is_chain && rsp.parts.status.is_success()) {
                 return Ok(rsp);
             }

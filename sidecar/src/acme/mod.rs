@@ -7,6 +7,7 @@ mod advice;
 pub(crate) mod bounds;
 mod chains;
 mod order;
+mod persist_fields;
 mod prove;
 
 pub(crate) use account::imported_account;
@@ -100,11 +101,11 @@ impl AcmeError {
             | Self::Authorization { .. }
             | Self::OrderStatus(_)
             | Self::NoChallenge(..)
-            | Self::Solver(_)
             | Self::RateLimited(_)
             | Self::Deadline { .. }
             | Self::Fetch(_) => false,
             Self::Store(e) => e.is_permanent(),
+            Self::Solver(e) => e.is_permanent(),
             Self::Dns(e) => !e.is_retryable(),
             Self::CaCertificate { .. }
             | Self::Certificate(_)

@@ -108,7 +108,7 @@ pub async fn issue(
     );
     checkpoint.record(order.url(), &key_pem).await;
 
-    let status = super::prove::prove(&mut order, solver).await?;
+    let status = super::prove::prove(&mut order, account, solver).await?;
     if status != OrderStatus::Ready {
         return Err(authorization_failure(&mut order).await.unwrap_or(AcmeError::OrderStatus(status)));
     }
@@ -164,7 +164,7 @@ pub async fn resume(
     match status {
         OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
         OrderStatus::Invalid => return Ok(Reopened::Gone("the order is Invalid".into())),
-        OrderStatus::Pending => match super::prove::prove(&mut order, solver).await? {
+        OrderStatus::Pending => match super::prove::prove(&mut order, account, solver).await? {
             OrderStatus::Ready => {}
             status => return Ok(Reopened::Gone(format!("the order is {status:?} after validation"))),
         },

@@ -15,7 +15,7 @@ use std::time::Duration;
 use instant_acme::{AuthorizationStatus, ChallengeStatus, Order, OrderStatus, RetryPolicy};
 
 use super::bounds::{is_bad_nonce, set_step, step, MAX_NONCE_REFUSALS};
-use super::AcmeError;
+use super::{AcmeAccount, AcmeError};
 use crate::solvers::{Challenge, Presented, Solver, SolverError};
 
 /// How the order is polled.
@@ -25,16 +25,21 @@ pub(super) fn retries() -> RetryPolicy {
 
 /// Proves every pending authorization of `order` with `solver`; the order's
 /// status once the CA is done (`Ready` or not).
-pub(super) async fn prove(order: &mut Order, solver: &dyn Solver) -> Result<OrderStatus, AcmeError> {
+pub(super) async fn prove(
+    order: &mut Order,
+    account: &AcmeAccount,
+    solver: &dyn Solver,
+) -> Result<OrderStatus, AcmeError> {
     // Owned here, so that an aborted order drops (and so withdraws) them.
     let mut presented = Vec::new();
-    let result = prove_inner(order, solver, &mut presented).await;
+    let result = prove_inner(order, account, solver, &mut presented).await;
     solver.clean_up(presented).await;
     result
 }
 
 async fn prove_inner(
     order: &mut Order,
+    account: &AcmeAccount,
     solver: &dyn Solver,
     presented: &mut Vec<Presented>,
 ) -> Result<OrderStatus, AcmeError> {
@@ -62,10 +67,14 @@ async fn prove_inner(
             .challenge(kind.acme_type())
             .ok_or_else(|| AcmeError::NoChallenge(kind.as_str(), identifier.clone()))?;
         let key_authorization = challenge.key_authorization();
+        // dns-persist-01's own fields, as the account's client saw them.
+        let fields = account.challenges.get(&challenge.url).unwrap_or_default();
         let answer = Challenge {
             identifier: &identifier,
             token: &challenge.token,
             key_authorization: key_authorization.as_str(),
+            account_uri: fields.accounturi.as_deref().unwrap_or(account.id()),
+            issuer_domain_names: &fields.issuer_domain_names,
         };
         set_step("presenting the challenge");
         presented.push(solver.present(answer).await?);

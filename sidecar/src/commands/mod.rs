@@ -7,6 +7,7 @@ pub mod import;
 pub mod nginx_config;
 pub mod online;
 pub mod operate;
+pub mod persist_record;
 pub mod prepare;
 pub mod watch;
 
@@ -37,6 +38,12 @@ pub enum CommandError {
     UnknownCertificate(String),
     #[error("no resolver named {0}")]
     UnknownResolver(String),
+    #[error("resolver {0} has no dns-persist-01: add `dns_persist = {{}}` to [resolvers.{0}]")]
+    NoDnsPersist(String),
+    #[error(
+        "the CA of resolver {0} names no issuer domain (no caaIdentities in its directory): set          `dns_persist.issuer_domain` in [resolvers.{0}]"
+    )]
+    NoIssuerDomain(String),
     #[error("{0} has nothing stored to revoke")]
     NothingStored(String),
     #[error("no file target: set [envoy] sds_directory or [nginx] directory")]

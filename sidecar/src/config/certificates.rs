@@ -39,8 +39,9 @@ pub(super) fn validate(
                 ),
             ));
         }
-        // A wildcard needs DNS-01 at every resolver it may be ordered from.
-        let without_dns = cert.resolvers.iter().find(|r| resolvers.get(*r).is_some_and(|r| r.dns_challenge.is_none()));
+        // A wildcard needs DNS-01 (or dns-persist-01) at every resolver it
+        // may be ordered from.
+        let without_dns = cert.resolvers.iter().find(|r| resolvers.get(*r).is_some_and(|r| !r.proves_wildcards()));
         for (j, domain) in cert.domains.iter().enumerate() {
             let field = format!("{field}.domains[{j}]");
             match names::classify(domain) {
@@ -49,7 +50,8 @@ pub(super) fn validate(
                     return Err(ConfigError::invalid(
                         field,
                         format!(
-                            "'{domain}' is a wildcard, which needs DNS-01: give resolver '{}' a dns_challenge",
+                            "'{domain}' is a wildcard, which needs DNS-01 or dns-persist-01: give resolver '{}' a \
+                             dns_challenge or dns_persist",
                             without_dns.map_or("", String::as_str)
                         ),
                     ));

@@ -112,7 +112,7 @@ impl Discover {
             }
             _ => {}
         }
-        self.policy(resolver.dns_challenge.is_some()).map(drop)
+        self.policy(resolver.proves_wildcards()).map(drop)
     }
 }
 

@@ -3,7 +3,7 @@
 //! composes it into [`Resolver`](super::Resolver) and turns its errors into
 //! configuration errors, with the same field paths and exit code.
 
-pub use crate::dns::DnsChallenge;
+pub use crate::dns::{DnsChallenge, DnsPersist};
 
 use super::ConfigError;
 

@@ -29,7 +29,7 @@ mod resolver;
 mod storage;
 use crate::store::Storage;
 pub use certificates::MAX_NAMES;
-pub use dns::DnsChallenge;
+pub use dns::{DnsChallenge, DnsPersist};
 pub use error::{escape_controls, ConfigError};
 pub use fallback::{FallbackSettings, Renewals};
 use resolver::validate_resolver;

@@ -229,6 +229,33 @@ fn fallback_resolvers_are_each_checked_and_named_by_their_place() {
         format!("{dns}\n[[certificates]]\nname = \"w\"\ndomains = [\"*.a.test\"]\nresolvers = [\"le\", \"zs\"]\n");
     assert_eq!(
         refused(&wildcard),
-        "certificates[0].domains[0]: '*.a.test' is a wildcard, which needs DNS-01: give resolver 'zs' a dns_challenge"
+        "certificates[0].domains[0]: '*.a.test' is a wildcard, which needs DNS-01 or dns-persist-01: give resolver 'zs' a dns_challenge or dns_persist"
+    );
+}
+
+#[test]
+fn dns_persist_proves_wildcards_and_its_refusals_name_the_field() {
+    let persist = RESOLVER.replace("http_challenge = {}\n", "dns_persist = {}\n");
+    accepted(&format!("{persist}{}", certificate("wild", &["*.a.test", "a.test"])));
+    let ordered = RESOLVER.replace(
+        "http_challenge = {}\n",
+        "dns_persist = { issuer_domain = \"ca.example\", policy = \"wildcard\", timeout_secs = 30 }\n\
+         challenge_order = [\"dns-persist-01\"]\n",
+    );
+    let config: Config =
+        format!("{ordered}{}", certificate("a", &["a.test"])).parse().unwrap_or_else(|e| panic!("{e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.resolvers["le"].challenges(), [ChallengeKind::DnsPersist01]);
+    let cert = certificate("a", &["a.test"]);
+    let policy = RESOLVER.replace("http_challenge = {}\n", "dns_persist = { policy = \"any\" }\n");
+    assert!(refused(&format!("{policy}{cert}")).starts_with("resolvers.le.dns_persist.policy: 'any' is not a policy"));
+    let issuer = RESOLVER.replace("http_challenge = {}\n", "dns_persist = { issuer_domain = \"a b\" }\n");
+    assert!(refused(&format!("{issuer}{cert}")).starts_with("resolvers.le.dns_persist.issuer_domain: 'a b'"));
+    let provider = RESOLVER.replace("http_challenge = {}\n", "dns_persist = { cloudflare = {} }\n");
+    assert!(refused(&format!("{provider}{cert}")).contains("unknown dns_persist setting 'cloudflare'"));
+    let unset =
+        RESOLVER.replace("http_challenge = {}\n", "http_challenge = {}\nchallenge_order = [\"dns-persist-01\"]\n");
+    assert!(
+        refused(&format!("{unset}{cert}")).contains("'dns-persist-01' is listed but `dns_persist` is not configured")
     );
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, DnsChallenge, LETS_ENCRYPT_PRODUCTION};
+use super::{ConfigError, DnsChallenge, DnsPersist, LETS_ENCRYPT_PRODUCTION};
 use crate::cert::KeyType;
 use crate::names;
 use crate::solvers::ChallengeKind;
@@ -62,9 +62,15 @@ pub struct Resolver {
     /// cannot reach.
     #[serde(default)]
     pub dns_challenge: Option<DnsChallenge>,
+    /// Solve dns-persist-01 (draft-ietf-acme-dns-persist): one TXT record
+    /// the operator creates once at `_validation-persist.<domain>` (see
+    /// `proxy-acme dns-persist-record`); no DNS credentials.
+    #[serde(default)]
+    pub dns_persist: Option<DnsPersist>,
     /// The order in which configured challenge types are tried; an order
     /// whose challenge fails is placed again with the next type. Default:
-    /// `["http-01", "tls-alpn-01"]`, limited to the configured ones.
+    /// `["http-01", "tls-alpn-01", "dns-01", "dns-persist-01"]`, limited to
+    /// the configured ones.
     #[serde(default)]
     pub challenge_order: Option<Vec<ChallengeKind>>,
     /// Self-imposed ACME rate limits, below the CA's.
@@ -92,14 +98,18 @@ impl Resolver {
             ChallengeKind::Http01 => self.http_challenge.is_some(),
             ChallengeKind::TlsAlpn01 => self.tls_challenge.is_some(),
             ChallengeKind::Dns01 => self.dns_challenge.is_some(),
+            ChallengeKind::DnsPersist01 => self.dns_persist.is_some(),
         };
         match &self.challenge_order {
             Some(order) => order.iter().copied().filter(configured).collect(),
-            None => [ChallengeKind::Http01, ChallengeKind::TlsAlpn01, ChallengeKind::Dns01]
-                .into_iter()
-                .filter(configured)
-                .collect(),
+            None => ChallengeKind::ALL.into_iter().filter(configured).collect(),
         }
+    }
+
+    /// Whether a challenge type that proves wildcards is configured
+    /// (DNS-01 or dns-persist-01).
+    pub fn proves_wildcards(&self) -> bool {
+        self.dns_challenge.is_some() || self.dns_persist.is_some()
     }
 }
 
@@ -251,14 +261,22 @@ pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), C
     if limits.orders == 0 || limits.order_window_hours == 0 || limits.failed_authorizations_per_hour == 0 {
         return Err(ConfigError::invalid(format!("{field}.rate_limit"), "limits must be positive"));
     }
-    if resolver.http_challenge.is_none() && resolver.tls_challenge.is_none() && resolver.dns_challenge.is_none() {
+    if resolver.http_challenge.is_none()
+        && resolver.tls_challenge.is_none()
+        && resolver.dns_challenge.is_none()
+        && resolver.dns_persist.is_none()
+    {
         return Err(ConfigError::invalid(
             format!("{field}.http_challenge"),
-            "no challenge configured: add `http_challenge = {}`, `tls_challenge = {}` or a [dns_challenge] table",
+            "no challenge configured: add `http_challenge = {}`, `tls_challenge = {}`, `dns_persist = {}` or a \
+             [dns_challenge] table",
         ));
     }
     if let Some(dns) = &resolver.dns_challenge {
         dns.validate(&format!("{field}.dns_challenge"))?;
+    }
+    if let Some(persist) = &resolver.dns_persist {
+        persist.validate(&format!("{field}.dns_persist"))?;
     }
     if let Some(webroot) = resolver.http_challenge.as_ref().and_then(|h| h.webroot.as_ref()) {
         if !webroot.is_absolute() {
@@ -279,6 +297,7 @@ pub(super) fn validate_resolver(name: &str, resolver: &Resolver) -> Result<(), C
             ChallengeKind::Http01 => ("http_challenge", resolver.http_challenge.is_some()),
             ChallengeKind::TlsAlpn01 => ("tls_challenge", resolver.tls_challenge.is_some()),
             ChallengeKind::Dns01 => ("dns_challenge", resolver.dns_challenge.is_some()),
+            ChallengeKind::DnsPersist01 => ("dns_persist", resolver.dns_persist.is_some()),
         };
         if let Some((kind, (name, _))) = order.iter().map(|k| (k, block(k))).find(|(_, (_, on))| !on) {
             return Err(ConfigError::invalid(&field, format!("'{kind}' is listed but `{name}` is not configured")));

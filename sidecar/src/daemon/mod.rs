@@ -34,6 +34,7 @@ use crate::schedule::Clock;
 use crate::serve::admin::{self, Operations};
 use crate::serve::api;
 use crate::solvers::dns01::Dns01Solver;
+use crate::solvers::dns_persist::DnsPersistSolver;
 use crate::solvers::http01::Http01Solver;
 use crate::solvers::tls_alpn::TlsAlpnSolver;
 use crate::solvers::{ChallengeKind, Solver, Solvers};
@@ -320,7 +321,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
     }
     if let Some(discover) = config.discover {
-        let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.dns_challenge.is_some());
+        let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.proves_wildcards());
         let policy = discover.policy(dns).map_err(|e| RunError::Discover(e.to_string()))?;
         tasks.push(tokio::spawn(discovery::run(Arc::clone(&fleet), discover, policy)));
     }
@@ -398,6 +399,7 @@ fn resolver_solvers(
                 Dns01Solver::new(dns.get(name)?.clone(), board())
                     .observe_propagation(|ok, took| crate::serve::metrics::metrics().dns_propagation(ok, took)),
             ),
+            ChallengeKind::DnsPersist01 => Arc::new(DnsPersistSolver::new(resolver.dns_persist.clone()?)),
         })
     };
     resolvers

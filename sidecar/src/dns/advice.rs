@@ -13,6 +13,9 @@ pub(super) struct Findings {
     pub(super) unreachable: bool,
     /// Some server answered without the value (yet): stale, NXDOMAIN.
     pub(super) not_yet: bool,
+    /// Some server answered values that are there but not acceptable (a
+    /// dns-persist-01 record for another account); each says why.
+    pub(super) refused: bool,
 }
 
 /// The recursive servers asked, and where the list came from.
@@ -22,18 +25,27 @@ pub(super) fn asked(settings: &DnsChallenge, resolvers: &[SocketAddr]) -> String
     } else {
         resolvers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     };
-    let source = if settings.resolvers.is_empty() { "from /etc/resolv.conf" } else { "dns_challenge.resolvers" };
+    let source = if settings.resolvers.is_empty() {
+        "from /etc/resolv.conf".to_owned()
+    } else {
+        format!("{}.resolvers", settings.table)
+    };
     format!("asked {list} ({source})")
 }
 
 /// Advice when the zone or its nameservers of a record cannot be found.
 pub(super) fn zone(settings: &DnsChallenge, resolvers: &[SocketAddr]) -> String {
+    let table = settings.table;
     let fix = if settings.resolvers.is_empty() {
-        "set `dns_challenge.resolvers` to DNS servers that resolve this zone (for a private or split-horizon \
-         zone, its own nameserver, e.g. resolvers = [\"10.0.0.53:53\"])"
+        format!(
+            "set `{table}.resolvers` to DNS servers that resolve this zone (for a private or split-horizon zone, \
+             its own nameserver, e.g. resolvers = [\"10.0.0.53:53\"])"
+        )
     } else {
-        "check that `dns_challenge.resolvers` resolve this zone (for a private or split-horizon zone, list its \
-         own nameserver)"
+        format!(
+            "check that `{table}.resolvers` resolve this zone (for a private or split-horizon zone, list its own \
+             nameserver)"
+        )
     };
     let narrow = if settings.check_all_nameservers {
         ", or set `check_all_nameservers = false` to check at those resolvers only"
@@ -45,25 +57,35 @@ pub(super) fn zone(settings: &DnsChallenge, resolvers: &[SocketAddr]) -> String 
 
 /// Advice when the check timed out.
 pub(super) fn timeout(settings: &DnsChallenge, findings: Findings) -> String {
+    let table = settings.table;
     let mut advice = Vec::new();
     if findings.unreachable {
         if settings.check_all_nameservers {
             advice.push(format!(
-                "a nameserver did not answer on port {port} (`dns_challenge.nameserver_port`): allow DNS from here \
-                 to it, set `nameserver_port` if it listens elsewhere, or set `check_all_nameservers = false` to \
+                "a nameserver did not answer on port {port} (`{table}.nameserver_port`): allow DNS from here to \
+                 it, set `nameserver_port` if it listens elsewhere, or set `check_all_nameservers = false` to \
                  check at `resolvers` only",
                 port = settings.nameserver_port
             ));
         } else {
-            advice.push("a resolver did not answer: check `dns_challenge.resolvers`".to_owned());
+            advice.push(format!("a resolver did not answer: check `{table}.resolvers`"));
         }
     }
-    if findings.not_yet {
+    if findings.not_yet && table == super::settings::DNS_PERSIST {
         advice.push(format!(
-            "the value was not there yet: the provider may be slow to publish (raise `dns_challenge.timeout_secs`, \
-             now {}), or it was written to another zone than the one these servers serve",
+            "the record was not there: create it (once), or if it was just created, raise `{table}.timeout_secs` \
+             (now {}) or check that it went into the zone these servers serve",
             settings.timeout_secs
         ));
+    } else if findings.not_yet {
+        advice.push(format!(
+            "the value was not there yet: the provider may be slow to publish (raise `{table}.timeout_secs`, now \
+             {}), or it was written to another zone than the one these servers serve",
+            settings.timeout_secs
+        ));
+    }
+    if findings.refused {
+        advice.push("a record is there but does not authorize this request: replace it".to_owned());
     }
     advice.join("; ")
 }
@@ -95,11 +117,17 @@ mod tests {
     #[test]
     fn the_timeout_advice_says_which_setting_fits_what_was_seen() {
         let s = settings(&[], true);
-        let unreachable = timeout(&s, Findings { unreachable: true, not_yet: false });
+        let unreachable = timeout(&s, Findings { unreachable: true, ..Findings::default() });
         assert!(unreachable.contains("port 5353") && unreachable.contains("nameserver_port"), "{unreachable}");
         assert!(!unreachable.contains("timeout_secs"), "{unreachable}");
-        let slow = timeout(&s, Findings { unreachable: false, not_yet: true });
+        let slow = timeout(&s, Findings { not_yet: true, ..Findings::default() });
         assert!(slow.contains("timeout_secs`, now 30"), "{slow}");
         assert_eq!(timeout(&s, Findings::default()), "");
+        let mut persist = settings(&["10.0.0.9:5353"], true);
+        persist.table = crate::dns::settings::DNS_PERSIST;
+        let missing = timeout(&persist, Findings { not_yet: true, refused: true, ..Findings::default() });
+        assert!(missing.contains("create it (once)") && missing.contains("`dns_persist.timeout_secs`"), "{missing}");
+        assert!(missing.contains("does not authorize"), "{missing}");
+        assert!(zone(&persist, &persist.resolvers).contains("(dns_persist.resolvers)"));
     }
 }

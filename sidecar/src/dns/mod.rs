@@ -15,6 +15,8 @@ mod advice;
 mod hetzner_cloud;
 pub mod http;
 mod oauth;
+pub mod persist;
+mod persist_settings;
 pub mod propagation;
 mod registry;
 mod route53_credentials;
@@ -59,6 +61,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use persist_settings::DnsPersist;
 pub use settings::{DnsChallenge, Env, ProviderSettings, SettingsError};
 
 /// One TXT record to present or clean up.

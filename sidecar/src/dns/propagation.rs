@@ -54,6 +54,9 @@ pub enum Seen {
     NxDomain,
     Failed(String),
     Unreachable(LookupError),
+    /// TXT values are there, but none is acceptable; says why (a
+    /// dns-persist-01 record naming another account, say).
+    Refused(String),
 }
 
 impl std::fmt::Display for Seen {
@@ -67,6 +70,7 @@ impl std::fmt::Display for Seen {
             // The server is named by the caller, once.
             Self::Unreachable(LookupError::Query { reason, .. }) => write!(f, "no answer ({reason})"),
             Self::Unreachable(e) => write!(f, "no answer ({e})"),
+            Self::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -157,28 +161,52 @@ async fn authoritative(resolvers: &[SocketAddr], name: &Name, port: u16) -> Resu
     Ok(servers)
 }
 
-async fn look(server: SocketAddr, name: &Name, value: &str) -> Seen {
+async fn look(server: SocketAddr, name: &Name, expected: &impl Expected) -> Seen {
     match query(server, name, RecordType::TXT).await {
         Err(e) => Seen::Unreachable(e),
-        Ok(response) => judge_txt(&response, value),
+        Ok(response) => expected.judge(&response),
+    }
+}
+
+/// What the check waits for at one name: DNS-01's [`TxtRecord`] (its exact
+/// value), or a dns-persist-01 record that authorizes the account.
+pub trait Expected: Sync {
+    /// The absolute name to ask for TXT records (`_acme-challenge.<domain>.`).
+    fn fqdn(&self) -> &str;
+    /// What a nameserver's answer says about it.
+    fn judge(&self, answer: &Message) -> Seen;
+}
+
+impl Expected for TxtRecord {
+    fn fqdn(&self) -> &str {
+        &self.fqdn
+    }
+
+    fn judge(&self, answer: &Message) -> Seen {
+        judge_txt(answer, &self.value)
     }
 }
 
 // === the answers, judged (pure) ===
+
+/// The TXT values of an answer, each record's strings joined.
+pub fn txt_values(answer: &Message) -> Vec<String> {
+    answer
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::TXT(txt) => Some(txt.to_string()),
+            _ => None,
+        })
+        .collect()
+}
 
 /// What a nameserver's answer to the TXT query says about `value`: present
 /// when one TXT record (its strings joined) is exactly `value`.
 pub fn judge_txt(answer: &Message, value: &str) -> Seen {
     match answer.response_code() {
         ResponseCode::NoError => {
-            let values: Vec<String> = answer
-                .answers()
-                .iter()
-                .filter_map(|r| match r.data() {
-                    RData::TXT(txt) => Some(txt.to_string()),
-                    _ => None,
-                })
-                .collect();
+            let values = txt_values(answer);
             if values.iter().any(|v| v == value) {
                 Seen::Present
             } else {
@@ -235,6 +263,12 @@ pub fn addresses(answer: &Message) -> Vec<IpAddr> {
 
 /// Waits until every record is visible where `settings` says to look.
 pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<(), DnsError> {
+    wait_for_expected(records, settings).await
+}
+
+/// Waits until every authoritative nameserver (or every resolver) answers
+/// each of `records` as it expects.
+pub async fn wait_for_expected(records: &[impl Expected], settings: &DnsChallenge) -> Result<(), DnsError> {
     if settings.disable_checks {
         tracing::info!("DNS propagation check disabled");
         return Ok(());
@@ -249,11 +283,11 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
     let mut targets = Vec::new();
     for (i, record) in records.iter().enumerate() {
         let fail = |e: LookupError| DnsError::Zone {
-            fqdn: record.fqdn.clone(),
+            fqdn: record.fqdn().to_owned(),
             reason: e.to_string(),
             advice: super::advice::zone(settings, &resolvers),
         };
-        let name = Name::from_str(&record.fqdn).map_err(|e| fail(LookupError::BadName(e.to_string())))?;
+        let name = Name::from_str(record.fqdn()).map_err(|e| fail(LookupError::BadName(e.to_string())))?;
         let name = follow_cnames(&resolvers, name).await.map_err(fail)?;
         let servers = if settings.check_all_nameservers {
             authoritative(&resolvers, &name, settings.nameserver_port).await.map_err(fail)?
@@ -271,15 +305,16 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
                 if first_seen.contains_key(&(*i, server.clone())) {
                     continue;
                 }
-                match look(server.address, name, &records[*i].value).await {
+                match look(server.address, name, &records[*i]).await {
                     Seen::Present => {
                         let took = started.elapsed();
-                        tracing::info!(fqdn = %records[*i].fqdn, server = %server.name, address = %server.address, took_ms = took.as_millis() as u64, "TXT record visible");
+                        tracing::info!(fqdn = %records[*i].fqdn(), server = %server.name, address = %server.address, took_ms = took.as_millis() as u64, "TXT record visible");
                         first_seen.insert((*i, server.clone()), took);
                     }
                     seen => {
                         match seen {
                             Seen::Unreachable(_) | Seen::Failed(_) => findings.unreachable = true,
+                            Seen::Refused(_) => findings.refused = true,
                             _ => findings.not_yet = true,
                         }
                         let at = if server.name == server.address.to_string() {
@@ -287,7 +322,7 @@ pub async fn wait_for(records: &[TxtRecord], settings: &DnsChallenge) -> Result<
                         } else {
                             format!("{} ({})", server.name, server.address)
                         };
-                        missing.push(format!("{} at {at}: {seen}", records[*i].fqdn))
+                        missing.push(format!("{} at {at}: {seen}", records[*i].fqdn()))
                     }
                 }
             }

@@ -56,6 +56,11 @@ pub trait ProviderSettings: DeserializeOwned + Clone + fmt::Debug + Send + Sync 
 
 // === impl DnsChallenge ===
 
+/// The table name of DNS-01's settings, as advice names them.
+pub(super) const DNS_CHALLENGE: &str = "dns_challenge";
+/// The table name of dns-persist-01's settings (the same check settings).
+pub(super) const DNS_PERSIST: &str = "dns_persist";
+
 /// DNS-01 for one resolver: the propagation check and the provider.
 #[derive(Debug, Clone)]
 pub struct DnsChallenge {
@@ -77,6 +82,9 @@ pub struct DnsChallenge {
     pub nameserver_port: u16,
     /// TTL of the TXT records we create.
     pub ttl: u32,
+    /// The table these settings were read from ([`DNS_CHALLENGE`] or
+    /// [`DNS_PERSIST`]), so that advice names the right one.
+    pub table: &'static str,
     /// The provider tables in file order; `validate` wants exactly one.
     providers: Vec<Provider>,
 }
@@ -92,6 +100,7 @@ impl Default for DnsChallenge {
             check_all_nameservers: true,
             nameserver_port: 53,
             ttl: 60,
+            table: DNS_CHALLENGE,
             providers: Vec::new(),
         }
     }
@@ -152,10 +161,36 @@ impl DnsChallenge {
                 return Err(SettingsError::new(field, format!("one provider only, not {}", names.join(" and "))));
             }
         };
+        self.validate_check(field)?;
+        provider.0.validate(&format!("{field}.{}", provider.name()))
+    }
+
+    /// Checks the propagation check's settings alone; `field` is the table's path.
+    pub fn validate_check(&self, field: &str) -> Result<(), SettingsError> {
         if self.timeout_secs == 0 || self.interval_secs == 0 {
             return Err(SettingsError::new(format!("{field}.timeout_secs"), "timeout and interval must be positive"));
         }
-        provider.0.validate(&format!("{field}.{}", provider.name()))
+        Ok(())
+    }
+
+    /// Reads one of the check settings (all of [`SETTINGS`] but `ttl`) from
+    /// `map` when `key` names one; `false` when it does not.
+    pub(crate) fn read_check_setting<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "resolvers" => self.resolvers = map.next_value()?,
+            "delay_before_check_secs" => self.delay_before_check_secs = map.next_value()?,
+            "timeout_secs" => self.timeout_secs = map.next_value()?,
+            "interval_secs" => self.interval_secs = map.next_value()?,
+            "disable_checks" => self.disable_checks = map.next_value()?,
+            "check_all_nameservers" => self.check_all_nameservers = map.next_value()?,
+            "nameserver_port" => self.nameserver_port = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// The one provider the settings name, built.
@@ -183,14 +218,10 @@ impl<'de> Deserialize<'de> for DnsChallenge {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DnsChallenge, A::Error> {
                 let mut out = DnsChallenge::default();
                 while let Some(key) = map.next_key::<String>()? {
+                    if out.read_check_setting(&key, &mut map)? {
+                        continue;
+                    }
                     match key.as_str() {
-                        "resolvers" => out.resolvers = map.next_value()?,
-                        "delay_before_check_secs" => out.delay_before_check_secs = map.next_value()?,
-                        "timeout_secs" => out.timeout_secs = map.next_value()?,
-                        "interval_secs" => out.interval_secs = map.next_value()?,
-                        "disable_checks" => out.disable_checks = map.next_value()?,
-                        "check_all_nameservers" => out.check_all_nameservers = map.next_value()?,
-                        "nameserver_port" => out.nameserver_port = map.next_value()?,
                         "ttl" => out.ttl = map.next_value()?,
                         name => match registry::find(name) {
                             Some(entry) => out.providers.push(map.next_value_seed(entry)?),

@@ -105,7 +105,7 @@ impl Solver for Http01Solver {
     }
 
     async fn present(&self, challenge: Challenge<'_>) -> Result<Presented, SolverError> {
-        let Challenge { identifier, token, key_authorization } = challenge;
+        let Challenge { identifier, token, key_authorization, .. } = challenge;
         let mut presented = Presented::new(self.kind(), identifier);
         if let Some(root) = &self.webroot {
             presented = presented.with(webroot::publish(root, token, key_authorization)?);

@@ -2,9 +2,10 @@
 //! lives in `acme`; solvers only publish and withdraw answers, each challenge
 //! type behind the [`Solver`] trait (`solver.rs`), implemented beside its
 //! module: [`http01::Http01Solver`], [`tls_alpn::TlsAlpnSolver`],
-//! [`dns01::Dns01Solver`].
+//! [`dns01::Dns01Solver`], [`dns_persist::DnsPersistSolver`].
 
 pub mod dns01;
+pub mod dns_persist;
 pub mod http01;
 pub mod posts;
 mod solver;
@@ -30,15 +31,22 @@ pub enum ChallengeKind {
     TlsAlpn01,
     #[serde(rename = "dns-01")]
     Dns01,
+    /// draft-ietf-acme-dns-persist: a TXT record the operator made once.
+    #[serde(rename = "dns-persist-01")]
+    DnsPersist01,
 }
 
 impl ChallengeKind {
+    /// Every type, in the default `challenge_order`.
+    pub const ALL: [Self; 4] = [Self::Http01, Self::TlsAlpn01, Self::Dns01, Self::DnsPersist01];
+
     /// The name in RFC 8555 / RFC 8737 and in the configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http01 => "http-01",
             Self::TlsAlpn01 => "tls-alpn-01",
             Self::Dns01 => "dns-01",
+            Self::DnsPersist01 => "dns-persist-01",
         }
     }
 
@@ -47,6 +55,8 @@ impl ChallengeKind {
             Self::Http01 => instant_acme::ChallengeType::Http01,
             Self::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
             Self::Dns01 => instant_acme::ChallengeType::Dns01,
+            // instant-acme has no variant for it: its name, as the CA sends it.
+            Self::DnsPersist01 => instant_acme::ChallengeType::Unknown(self.as_str().to_owned()),
         }
     }
 }

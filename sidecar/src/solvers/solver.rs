@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use super::dns_persist::PersistError;
 use super::tls_alpn::TlsAlpnError;
 use super::webroot::WebrootError;
 use super::ChallengeKind;
@@ -31,6 +32,12 @@ pub struct Challenge<'a> {
     pub token: &'a str,
     /// `<token>.<account key thumbprint>` (RFC 8555 §8.1).
     pub key_authorization: &'a str,
+    /// The account the order is for: the challenge's `accounturi` when the
+    /// CA sent one (dns-persist-01), else the account's URL.
+    pub account_uri: &'a str,
+    /// dns-persist-01: the challenge's `issuer-domain-names`; empty when the
+    /// CA sent none (and for the other types).
+    pub issuer_domain_names: &'a [String],
 }
 
 impl Challenge<'_> {
@@ -62,9 +69,21 @@ pub enum SolverError {
     /// The DNS provider failed, or the records did not propagate.
     #[error(transparent)]
     Dns(#[from] DnsError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
     /// The answer could not be shared with the other replicas.
     #[error("cannot post the answer for other replicas: {0}")]
     Board(#[from] StoreError),
+}
+
+impl SolverError {
+    /// Fails again the same way until the configuration changes.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Persist(e) => e.is_permanent(),
+            _ => false,
+        }
+    }
 }
 
 /// A challenge type's solver, built once per resolver.

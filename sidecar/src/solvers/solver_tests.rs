@@ -19,7 +19,13 @@ const TOKEN: &str = "tok_-1";
 const KEY_AUTHORIZATION: &str = "tok_-1.thumb";
 
 fn challenge(identifier: &str) -> Challenge<'_> {
-    Challenge { identifier, token: TOKEN, key_authorization: KEY_AUTHORIZATION }
+    Challenge {
+        identifier,
+        token: TOKEN,
+        key_authorization: KEY_AUTHORIZATION,
+        account_uri: "",
+        issuer_domain_names: &[],
+    }
 }
 
 /// A board in memory that also logs what happens on it.
