@@ -18,13 +18,14 @@ MAKE_STARTED := $(shell date +%s)
 
 .PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
-## setup: install Pebble, nginx (with the stream module), BIND, PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
+## setup: install Pebble, nginx (with the stream module), BIND (and its nsupdate), PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
 	@missing=""; \
 	command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing="$$missing pebble"; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	command -v named >/dev/null 2>&1 || missing="$$missing bind9"; \
+	command -v nsupdate >/dev/null 2>&1 || missing="$$missing bind9-dnsutils"; \
 	[ -x /usr/sbin/pdns_server ] || command -v pdns_server >/dev/null 2>&1 || missing="$$missing pdns-server"; \
 	ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1 || missing="$$missing pdns-backend-sqlite3"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \

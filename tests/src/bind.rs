@@ -84,8 +84,7 @@ impl Bind {
     /// Sends `commands` (`update add <record>` lines, as an operator types
     /// them) to this BIND as one signed dynamic update, the way an operator
     /// would: `server`, `zone` and a default `ttl 60` come first, `send`
-    /// last. BIND's `nsupdate` when it is on PATH, else
-    /// tests/support/nsupdate.py (dnspython, the same input).
+    /// last, through BIND's `nsupdate` (Debian `bind9-dnsutils`).
     pub fn nsupdate(&self, commands: &str) -> Result<(), String> {
         use std::io::Write;
         let script = format!(
@@ -96,16 +95,8 @@ impl Bind {
             commands.trim_end()
         );
         let key = format!("hmac-sha256:{}:{}", self.key_name, self.secret);
-        let on_path = std::env::var_os("PATH")
-            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("nsupdate")).find(|p| p.is_file()));
-        let mut command = match on_path {
-            Some(nsupdate) => Command::new(nsupdate),
-            None => {
-                let mut python = Command::new(require("python3", "apt-get install python3"));
-                python.arg(super::workspace_root().join("tests/support/nsupdate.py"));
-                python
-            }
-        };
+        // BIND's own client, as an operator would type it.
+        let mut command = Command::new(require("nsupdate", "apt-get install bind9-dnsutils"));
         let mut child = command
             .arg("-y")
             .arg(&key)
