@@ -8,24 +8,33 @@ use crate::config::Config;
 use crate::dns::persist;
 use crate::store;
 
-/// The records for certificate `name`, zone-file lines (without TTL).
+/// The records for certificate `name`, zone-file lines (without TTL): for
+/// each of its resolvers with `dns_persist` (with issuer fallback, one
+/// record per CA at the same name; the draft lets several coexist).
 pub async fn records(config: &Config, name: &str) -> Result<Vec<String>, CommandError> {
     let managed = config.managed();
     let c = managed.iter().find(|c| c.name == name).ok_or_else(|| CommandError::UnknownCertificate(name.to_owned()))?;
-    let resolver =
-        config.resolvers.get(&c.resolver).ok_or_else(|| CommandError::UnknownResolver(c.resolver.clone()))?;
-    let settings = resolver.dns_persist.as_ref().ok_or_else(|| CommandError::NoDnsPersist(c.resolver.clone()))?;
     let store = store::open(&config.storage).await?.store;
-    let account = crate::acme::account(store.as_ref(), &c.resolver, resolver).await?;
-    let issuer = match settings.issuer() {
-        Some(issuer) => issuer,
-        None => {
-            let directory = crate::acme::directory(resolver, &resolver.ca_server).await?;
-            first_caa_identity(&directory).ok_or_else(|| CommandError::NoIssuerDomain(c.resolver.clone()))?
-        }
-    };
-    tracing::info!(certificate = name, resolver = %c.resolver, account = account.id(), issuer, "dns-persist-01 records");
-    Ok(persist::records_for(&c.domains, &issuer, account.id(), settings.wildcard_policy()))
+    let mut lines = Vec::new();
+    for resolver_name in &c.resolvers {
+        let resolver =
+            config.resolvers.get(resolver_name).ok_or_else(|| CommandError::UnknownResolver(resolver_name.clone()))?;
+        let Some(settings) = resolver.dns_persist.as_ref() else { continue };
+        let account = crate::acme::account(store.as_ref(), resolver_name, resolver).await?;
+        let issuer = match settings.issuer() {
+            Some(issuer) => issuer,
+            None => {
+                let directory = crate::acme::directory(resolver, &resolver.ca_server).await?;
+                first_caa_identity(&directory).ok_or_else(|| CommandError::NoIssuerDomain(resolver_name.clone()))?
+            }
+        };
+        tracing::info!(certificate = name, resolver = %resolver_name, account = account.id(), issuer, "dns-persist-01 records");
+        lines.extend(persist::records_for(&c.domains, &issuer, account.id(), settings.wildcard_policy()));
+    }
+    if lines.is_empty() {
+        return Err(CommandError::NoDnsPersist(c.resolver.clone()));
+    }
+    Ok(lines)
 }
 
 /// The first of the directory's `meta.caaIdentities` (RFC 8555 §7.1.1),
