@@ -171,6 +171,7 @@ bench-issuance: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench issuance
 bench-scale: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench scale
+	$(CARGO) bench -p proxy-acme-e2e --bench scale_alone
 
 ## chaos: crash trials (issue 21): 20 certificates renewing on short-lived
 ## Pebble certificates, the sidecar killed with SIGKILL CHAOS_TRIALS times

@@ -31,59 +31,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy_acme::cert::{Bundle, SecretPem};
-use proxy_acme::store::{FileStore, Store};
+use proxy_acme_e2e::scale::{cpu_model, fill_store, kernel, name, thousands};
 use proxy_acme_e2e::*;
 
 const BASELINE: usize = 100;
-
-fn name(i: usize) -> String {
-    format!("c-{:05}", i + 1)
-}
-
-/// A local CA and `n` leaves from it, saved through the store's API.
-async fn fill_store(state: &Path, n: usize) -> Duration {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let started = Instant::now();
-    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "scale bench CA");
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap_or_else(|e| panic!("{e}")).pem();
-    let issuer = Arc::new(Issuer::new(ca_params, ca_key));
-    let store = Arc::new(FileStore::open(state).unwrap_or_else(|e| panic!("{e}")));
-    let now = time::OffsetDateTime::now_utc();
-    let mut set = tokio::task::JoinSet::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(32));
-    for i in 0..n {
-        let (issuer, store, ca_pem) = (Arc::clone(&issuer), Arc::clone(&store), ca_pem.clone());
-        let permit = Arc::clone(&permits).acquire_owned().await.unwrap_or_else(|e| panic!("{e}"));
-        set.spawn(async move {
-            let name = name(i);
-            let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-            let mut params = CertificateParams::new(vec![format!("{name}.test")]).unwrap_or_else(|e| panic!("{e}"));
-            params.distinguished_name.push(DnType::CommonName, format!("{name}.test"));
-            params.not_before = now - time::Duration::hours(1);
-            params.not_after = now + time::Duration::days(90);
-            // As a real CA's leaf: ARI identifies a certificate by its AKI.
-            params.use_authority_key_identifier_extension = true;
-            let cert = params.signed_by(&key, &issuer).unwrap_or_else(|e| panic!("{e}"));
-            let bundle = Bundle {
-                fullchain_pem: format!("{}{ca_pem}", cert.pem()),
-                key_pem: SecretPem::new(key.serialize_pem()),
-            };
-            store.save_certificate(&name, &bundle).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-            drop(permit);
-        });
-    }
-    while let Some(joined) = set.join_next().await {
-        joined.unwrap_or_else(|e| panic!("{e}"));
-    }
-    started.elapsed()
-}
 
 /// Envoy's bootstrap: admin, and an HTTPS listener with one filter chain per
 /// name, each with its SDS secret from the sidecar's Unix socket.
@@ -551,27 +504,4 @@ fn main() {
     let out = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
     write(&out.join("scale.md"), &section);
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
-        .map_or_else(|| "?".into(), |m| m.trim().to_owned())
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".into(), |s| s.trim().to_owned())
 }

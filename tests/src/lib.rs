@@ -23,6 +23,7 @@ pub mod net;
 pub mod nginx;
 pub mod pdns;
 pub mod procs;
+pub mod scale;
 pub mod stack;
 pub mod stats;
 pub mod strict_csr;
