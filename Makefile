@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale chaos chaos-ci fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale bench-mass chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND (and its nsupdate), PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
@@ -172,6 +172,13 @@ bench-issuance: setup wasm bench-build
 bench-scale: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench scale
 	$(CARGO) bench -p proxy-acme-e2e --bench scale_alone
+
+## bench-mass: 10,000 stored certificates made due at once through ARI with a
+## real Envoy serving them (issue 23; MASS_BENCH_CERTS); not in `make bench`
+## (it orders 10,000 certificates at Pebble): target/bench/mass_renewal.md,
+## which the next `make bench` puts in docs/benchmarks.md.
+bench-mass: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench mass_renewal
 
 ## chaos: crash trials (issue 21): 20 certificates renewing on short-lived
 ## Pebble certificates, the sidecar killed with SIGKILL CHAOS_TRIALS times

@@ -71,7 +71,7 @@ same run, with runs of the compared things alternated.
 
 HEAD
   # Every section on record: a subset run (BENCHES=...) replaces only its own.
-  for bench in filter_cost deploy_latency issuance scale scale_alone; do
+  for bench in filter_cost deploy_latency issuance scale scale_alone mass_renewal; do
     f="$out/$(section "$bench").md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done

@@ -78,6 +78,8 @@ struct State {
     default: Answer,
     answers: HashMap<String, Answer>,
     requests: Vec<String>,
+    /// Each request: certID, when, and the `Retry-After` it was answered.
+    timed: Vec<(String, SystemTime, u64)>,
 }
 
 /// The running front; the server (and its open connections) stop on drop.
@@ -103,8 +105,12 @@ impl AriFront {
             TcpListener::bind(("127.0.0.1", 0)).await.unwrap_or_else(|e| panic!("ARI front: bind 127.0.0.1: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("ARI front: local_addr: {e}"));
         let directory = Arc::new(front_directory(pebble_dir_url, trust_root_pem, port).await);
-        let state =
-            Arc::new(Mutex::new(State { default: Answer::Status(404), answers: HashMap::new(), requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(State {
+            default: Answer::Status(404),
+            answers: HashMap::new(),
+            requests: Vec::new(),
+            timed: Vec::new(),
+        }));
         let server = tokio::spawn(serve(listener, acceptor, directory, Arc::clone(&state)));
         Self { port, state, server }
     }
@@ -134,6 +140,29 @@ impl AriFront {
     /// Every certID polled so far, in order (repeats included).
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
+    }
+
+    /// Every request so far: certID, when it came, and the `Retry-After`
+    /// (seconds) it was answered with.
+    pub fn timed_requests(&self) -> Vec<(String, SystemTime, u64)> {
+        self.lock().timed.clone()
+    }
+
+    /// Requests for a certID that came before the `Retry-After` of the
+    /// previous answer for it had passed (RFC 9773 §4.3: a client polls no
+    /// sooner), with `slack` for clock and scheduling noise.
+    pub fn early_requests(&self, slack: Duration) -> usize {
+        let mut last: HashMap<String, (SystemTime, u64)> = HashMap::new();
+        let mut early = 0;
+        for (id, at, retry_after) in self.timed_requests() {
+            if let Some((before, secs)) = last.get(&id) {
+                if at + slack < *before + Duration::from_secs(*secs) {
+                    early += 1;
+                }
+            }
+            last.insert(id, (at, retry_after));
+        }
+        early
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -251,7 +280,13 @@ fn respond(request: &Request<Incoming>, directory: &str, state: &Mutex<State>) -
     let answer = {
         let mut state = lock(state);
         state.requests.push(cert_id.to_owned());
-        state.answers.get(cert_id).unwrap_or(&state.default).clone()
+        let answer = state.answers.get(cert_id).unwrap_or(&state.default).clone();
+        let retry_after = match &answer {
+            Answer::Window { retry_after_secs, .. } => *retry_after_secs,
+            Answer::Malformed(_) | Answer::Status(_) => ERROR_RETRY_AFTER_SECS,
+        };
+        state.timed.push((cert_id.to_owned(), SystemTime::now(), retry_after));
+        answer
     };
     match answer {
         Answer::Window { start, end, retry_after_secs } => {

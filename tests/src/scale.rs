@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use proxy_acme::cert::{Bundle, SecretPem};
 use proxy_acme::store::{FileStore, Store};
 
+use super::StackPorts;
+
 /// The `i`-th certificate's name: `c-00001`, ...
 pub fn name(i: usize) -> String {
     format!("c-{:05}", i + 1)
@@ -77,4 +79,89 @@ pub fn cpu_model() -> String {
 
 pub fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+}
+
+/// Envoy's bootstrap: admin, and an HTTPS listener with one filter chain per
+/// name, each with its SDS secret from the sidecar's Unix socket.
+pub fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> String {
+    use serde_json::json;
+    let chains: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let name = name(i);
+            json!({
+                "filter_chain_match": { "server_names": [format!("{name}.test")] },
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "common_tls_context": {
+                            "tls_certificate_sds_secret_configs": [{
+                                "name": name,
+                                "sds_config": {
+                                    "resource_api_version": "V3",
+                                    "initial_fetch_timeout": "0s",
+                                    "ads": {}
+                                }
+                            }]
+                        }
+                    }
+                },
+                "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "https",
+                        "route_config": { "virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{ "match": { "prefix": "/" }, "direct_response": { "status": 200 } }]
+                        }] },
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+                        }]
+                    }
+                }]
+            })
+        })
+        .collect();
+    json!({
+        "node": { "id": "scale-bench", "cluster": "bench" },
+        // As the shipped envoy.yaml: every secret over one incremental ADS stream.
+        "dynamic_resources": { "ads_config": {
+            "api_type": "DELTA_GRPC",
+            "transport_api_version": "V3",
+            "set_node_on_first_message_only": true,
+            "grpc_services": [{ "envoy_grpc": {
+                "cluster_name": "proxy_acme_sds",
+                "retry_policy": { "retry_back_off": { "base_interval": "0.05s", "max_interval": "0.2s" } }
+            } }]
+        } },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.admin } } },
+        "static_resources": {
+            "listeners": [{
+                "name": "https",
+                "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.https } },
+                "listener_filters": [{
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" }
+                }],
+                "filter_chains": chains
+            }],
+            "clusters": [{
+                "name": "proxy_acme_sds",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": { "http2_protocol_options": {} }
+                    }
+                },
+                "load_assignment": { "cluster_name": "proxy_acme_sds", "endpoints": [{ "lb_endpoints": [{
+                    "endpoint": { "address": { "pipe": { "path": sds_socket } } }
+                }] }] }
+            }]
+        }
+    })
+    .to_string()
 }
