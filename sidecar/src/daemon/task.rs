@@ -196,7 +196,7 @@ impl CertTask {
             CertCommand::Revoke { reason, reply } => {
                 let _ = reply.send(self.revoke(reason).await);
             }
-            CertCommand::CaBack(resolver) if resolver == self.attempt().0.resolver => {
+            CertCommand::CaBack(resolver) if resolver == self.resolver_name(self.fallback.next()) => {
                 // Spread over CA_BACK_SPREAD, so a thousand certificates
                 // that waited out one outage do not all order in one second.
                 let now = self.parts.clock.now();
@@ -231,6 +231,12 @@ impl CertTask {
     /// it is) and that resolver's settings.
     fn attempt(&self) -> (Certificate, Arc<Resolver>) {
         self.at(self.fallback.next())
+    }
+
+    /// The name of the certificate's `i`-th resolver.
+    fn resolver_name(&self, i: usize) -> &str {
+        let names = &self.certificate.resolvers;
+        names.get(i).or(names.first()).map_or("", String::as_str)
     }
 
     /// The certificate at its `i`-th resolver.
@@ -422,8 +428,8 @@ impl CertTask {
             last_success: self.last_success,
             state: self.machine.describe_for(&self.certificate.name, now),
             last_error: self.last_error.as_deref(),
-            orders_remaining: self.parts.issuer.orders_remaining(&self.attempt().0.resolver),
-            issued_by: self.current.as_ref().map(|_| self.certificate.resolvers[self.fallback.issued_by()].as_str()),
+            orders_remaining: self.parts.issuer.orders_remaining(self.resolver_name(self.fallback.next())),
+            issued_by: self.current.as_ref().map(|_| self.resolver_name(self.fallback.issued_by())),
             fallback: self.fallback.why(),
         };
         self.parts.reporter.publish(&self.certificate, &view);
