@@ -63,6 +63,9 @@ impl CertTask {
             .zip(&certificate.resolvers)
             .map(|(resolver, name)| resolver.ok_or_else(|| RunError::UnknownResolver(name.clone())))
             .collect::<Result<Vec<_>, _>>()?;
+        if resolvers.is_empty() {
+            return Err(RunError::UnknownResolver(certificate.resolver.clone()));
+        }
         let Resumed { machine, current, revoked, issued_by } = resume(&parts, &certificate, &resolvers).await?;
         let fallback = Fallback::new(certificate.fallback.clone(), resolvers.len(), issued_by);
         // Until a new order: the stored certificate's notBefore.
