@@ -126,6 +126,7 @@ async fn fetch_authorizations(order: &mut Order) -> Result<(), AcmeError> {
                 Ok(_) => {}
                 Err(e) if is_bad_nonce(&e) && refused < MAX_NONCE_REFUSALS => {
                     refused += 1;
+                    super::bounds::note_refused_nonce();
                     tracing::debug!(refused, "the CA refused the nonce; fetching the authorizations again");
                     continue 'again;
                 }
