@@ -7,6 +7,7 @@ mod advice;
 pub(crate) mod bounds;
 mod chains;
 mod order;
+mod poll;
 mod prove;
 
 pub(crate) use account::imported_account;

@@ -149,12 +149,15 @@ impl Ca for LiveCa {
         checkpoint: &dyn Checkpoint,
     ) -> Result<Bundle, AcmeError> {
         let directory = self.accounts.resolver(resolver)?.ca_server;
+        let pace = self.paces.of(&directory);
         let mut retries = 0;
         loop {
             let noting = Noting { inner: checkpoint, created: AtomicBool::new(false) };
             let (result, outcome) = self
                 .paced_at(resolver, &directory, "loading the account", || async {
                     let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+                    // The CA may have said Retry-After since this was admitted.
+                    pace.until_open().await;
                     acme::issue(&account, request, solver, &noting).await
                 })
                 .await;

@@ -358,6 +358,17 @@ impl Pace {
         }
     }
 
+    /// Waits until the gate is open: for an exchange admitted before the
+    /// CA said `Retry-After` that has not yet sent its new order (it waited
+    /// for the account's registration, say).
+    pub(super) async fn until_open(&self) {
+        loop {
+            let now = self.clock.now();
+            let Some(at) = self.inner().controller.gated_until(now) else { return };
+            tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
+        }
+    }
+
     /// Whether another exchange may be in flight besides those that are.
     fn has_room(&self) -> bool {
         let inner = self.inner();
