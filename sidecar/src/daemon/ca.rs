@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
-use super::pace::{Gated, Outcome, Paces};
+use super::pace::{Gated, Outcome, Paces, MAX_GATE_WAIT};
 use crate::acme::bounds::{self, within};
 use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
@@ -62,10 +62,17 @@ impl Checkpoint for Discard {
     async fn record(&self, _: &str, _: &crate::cert::SecretPem) {}
 }
 
-/// A new order the CA throttled before creating it (429 or 503 with
-/// `Retry-After`) is sent again once the CA's gate opens, up to this many
-/// times, instead of failing the certificate: a retry the protocol expects.
+/// A new order the CA throttled before creating it (429 or 503 with a
+/// `Retry-After` at most [`MAX_GATE_WAIT`] ahead) is sent again once the
+/// CA's gate opens, up to this many times, instead of failing the
+/// certificate: a retry the protocol expects.
 const THROTTLED_ORDER_RETRIES: u32 = 5;
+
+/// The error of an exchange not sent because the CA's gate stays closed.
+fn gated(directory: &str, Gated(until): Gated) -> AcmeError {
+    let why = format!("waiting for {directory} to accept requests again");
+    AcmeError::CaSaidWait { source: Box::new(AcmeError::RateLimited(why)), until }
+}
 
 /// The CA over ACME, with each resolver's account (registered on first use).
 #[derive(Debug)]
@@ -93,13 +100,9 @@ impl LiveCa {
         Fut: Future<Output = Result<T, AcmeError>>,
     {
         let deadline = self.accounts.deadline(resolver);
-        let permit = match self.paces.of(directory).acquire(deadline).await {
+        let permit = match self.paces.of(directory).acquire(deadline.min(MAX_GATE_WAIT)).await {
             Ok(permit) => permit,
-            Err(Gated(until)) => {
-                let why = format!("waiting for {directory} to accept requests again");
-                let error = AcmeError::CaSaidWait { source: Box::new(AcmeError::RateLimited(why)), until };
-                return (Err(error), None);
-            }
+            Err(closed) => return (Err(gated(directory, closed)), None),
         };
         let refused = AtomicU32::new(0);
         let result = within(deadline, first_step, async {
@@ -157,11 +160,15 @@ impl Ca for LiveCa {
                 .paced_at(resolver, &directory, "loading the account", || async {
                     let account = self.accounts.get(self.store.as_ref(), resolver).await?;
                     // The CA may have said Retry-After since this was admitted.
-                    pace.until_open().await;
+                    pace.until_open().await.map_err(|closed| gated(&directory, closed))?;
                     acme::issue(&account, request, solver, &noting).await
                 })
                 .await;
-            let throttled = matches!(outcome, Some(Outcome::RateLimited(Some(_)) | Outcome::Busy(Some(_))));
+            let soon = pace.now() + MAX_GATE_WAIT;
+            let throttled = match outcome {
+                Some(Outcome::RateLimited(Some(at)) | Outcome::Busy(Some(at))) => at <= soon,
+                _ => false,
+            };
             match result {
                 Err(e) if throttled && !noting.created.load(Ordering::Relaxed) && retries < THROTTLED_ORDER_RETRIES => {
                     retries += 1;

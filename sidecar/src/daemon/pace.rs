@@ -47,6 +47,11 @@ pub(super) const SPACING_MARGIN: f64 = 0.15;
 /// The widest spacing learned (a long `Retry-After` with two exchanges in it
 /// says little about a rate).
 pub(super) const MAX_SPACING: Duration = Duration::from_secs(60);
+/// The longest a closed gate is waited out inside an order. Beyond it the
+/// order fails at once with the CA's time, and the certificate's schedule
+/// backs off until then (shown by `certs`), rather than hold its task and
+/// its lock for minutes or hours.
+pub(super) const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
 /// Admission times kept for learning a spacing.
 const KEPT_STARTS: usize = 1024;
 
@@ -360,13 +365,22 @@ impl Pace {
 
     /// Waits until the gate is open: for an exchange admitted before the
     /// CA said `Retry-After` that has not yet sent its new order (it waited
-    /// for the account's registration, say).
-    pub(super) async fn until_open(&self) {
+    /// for the account's registration, say). A gate that opens later than
+    /// [`MAX_GATE_WAIT`] from now is not waited for: `Err` says until when.
+    pub(super) async fn until_open(&self) -> Result<(), Gated> {
+        let latest = self.clock.now() + MAX_GATE_WAIT;
         loop {
             let now = self.clock.now();
-            let Some(at) = self.inner().controller.gated_until(now) else { return };
+            let Some(at) = self.inner().controller.gated_until(now) else { return Ok(()) };
+            if at > latest {
+                return Err(Gated(at));
+            }
             tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
         }
+    }
+
+    pub(super) fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Whether another exchange may be in flight besides those that are.
