@@ -105,7 +105,17 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
         }
     })
     .await;
-    issued.unwrap_or_else(|e| panic!("not all issued: {e}\n--- sidecar\n{}", stack.sidecar.tail()));
+    issued.unwrap_or_else(|e| {
+        let seen = limited.seen();
+        let count =
+            |prefix: &str| seen.iter().filter(|s| s.path == "/order-plz" && s.answer.starts_with(prefix)).count();
+        panic!(
+            "not all issued: {e}; limited CA: {} orders created, {} new orders answered 429\n--- sidecar\n{}",
+            count("pebble 201"),
+            count("RateLimited"),
+            stack.sidecar.tail()
+        )
+    });
     let took = after(started, SystemTime::now());
 
     // The limited CA: every certificate from one order, at most 1 % 429s.

@@ -81,6 +81,10 @@ impl Outcome {
             return Self::Busy(None);
         }
         let Err(error) = result else { return Self::Success };
+        if let AcmeError::RateLimited(_) = error.cause() {
+            // Our own budget or our own gate: nothing the CA said.
+            return Self::Failed;
+        }
         let status = match error.cause() {
             AcmeError::Protocol(instant_acme::Error::Api(problem)) => problem.status,
             _ => None,

@@ -289,6 +289,10 @@ fn errors_map_to_outcomes() {
     let timeout = crate::acme::bounds::CaRequestError::Timeout { what: "POST /order-plz".into(), secs: 30 };
     assert_eq!(of(AcmeError::Protocol(instant_acme::Error::Other(Box::new(timeout)))), Outcome::Timeout);
     assert_eq!(of(problem(400, "malformed")), Outcome::Failed);
+    let ours = AcmeError::RateLimited("order budget used up".into());
+    assert_eq!(of(ours), Outcome::Failed, "our own budget says nothing of the CA");
+    let gated = AcmeError::CaSaidWait { source: Box::new(AcmeError::RateLimited("waiting".into())), until };
+    assert_eq!(of(gated), Outcome::Failed, "nor does our own gate");
     assert_eq!(of(problem(500, "serverInternal")), Outcome::Failed);
     let invalid =
         AcmeError::Authorization { identifier: "a.test".into(), status: "Invalid".into(), detail: String::new() };
