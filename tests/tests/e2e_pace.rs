@@ -157,6 +157,8 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
         let failed = format!("proxy_acme_orders_total{{resolver=\"{resolver}\",result=\"failure\"}}");
         assert_eq!(metrics.get(&failed).copied().unwrap_or_default(), 0.0, "{failed}");
     }
+    let pace: Vec<(&String, &f64)> = metrics.iter().filter(|(k, _)| k.starts_with("proxy_acme_ca_")).collect();
+    eprintln!("pace in /metrics: {pace:?}");
     for front in [&limited, &busy] {
         let ca = front.directory_url();
         let series = |name: &str| {
