@@ -8,15 +8,19 @@
 //!   completions, up to [`MAX_LIMIT`]; a 429, a 503, a time-out or a burst
 //!   of refused nonces halves it (floor 1), once per episode: exchanges
 //!   admitted before the last backoff do not halve it again.
-//! - **Gate.** A `Retry-After` the CA gave closes the CA until then: no
-//!   exchange is admitted before it, whoever waits.
+//! - **Gate.** A `Retry-After` the CA gave (on a 429 or a 503) closes the
+//!   CA until then: no exchange is admitted before it, whoever waits. A
+//!   gate further than [`MAX_GATE_WAIT`] away is not waited out: the
+//!   exchange fails at once with the CA's time, for the schedule to keep.
 //! - **Spacing.** A CA's limits are rates, which a concurrency limit alone
 //!   cannot express (short orders at a limit of 1 can still exceed 10 new
-//!   orders a second). On a rate limit (429) with `Retry-After`, the exchanges this
-//!   CA admitted within one `Retry-After` before it (n) say what it allows:
-//!   n − 1 per that window. Admissions are then spaced by the window over
-//!   n − 1, plus [`SPACING_MARGIN`], for [`SPACING_MEMORY`] after the last
-//!   throttle. So a cold start pays one throttle, not one per sawtooth.
+//!   orders a second). On a rate limit (429) with `Retry-After`, the
+//!   exchanges this CA admitted within one `Retry-After` before it (n) say
+//!   what it allows: n − 1 per that window. Admissions are then spaced by
+//!   the window over n − 1, plus [`SPACING_MARGIN`], for
+//!   [`SPACING_MEMORY`] after the last 429. So a cold start pays one 429,
+//!   not one per sawtooth. (A CA's burst counts as rate here, so the first
+//!   spacing may be too narrow; the next 429 widens it.)
 //!
 //! The controller is pure (time is passed in); [`Pace`] is its async
 //! wrapper that hands out [`Permit`]s, and the release of a permit reports
