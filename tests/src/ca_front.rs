@@ -3,7 +3,9 @@
 //! programmed prefix, which get a fault instead (an error status, a 503
 //! with `Retry-After`, a body that is not JSON, an empty or a huge body, no
 //! answer at all, a closed connection). It can also refuse every
-//! connection. Each request is logged with its time and what it got.
+//! connection, or rate-limit a path prefix with a token bucket (429
+//! `rateLimited` with `Retry-After` beyond it, as Let's Encrypt answers).
+//! Each request is logged with its arrival, its answer's time and what it got.
 //!
 //! The `Host` header is passed on, so Pebble builds every URL it sends
 //! (directory, orders, authorizations, certificates) on the front's port
@@ -63,6 +65,9 @@ pub enum Fault {
 /// One request the front saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When its headers arrived.
+    pub arrived: SystemTime,
+    /// When it was answered.
     pub at: SystemTime,
     pub method: String,
     pub path: String,
@@ -78,15 +83,51 @@ struct Rule {
     left: Option<u32>,
 }
 
+/// A token bucket on a path prefix: `burst` requests at once, refilled
+/// at `per_second`; a request finding it empty gets 429 with `Retry-After`
+/// (whole seconds, rounded up) until the next token.
+#[derive(Debug)]
+struct Bucket {
+    prefix: String,
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    /// Takes a token; without one, the seconds until the next.
+    fn take(&mut self, now: std::time::Instant) -> Result<(), u64> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err((((1.0 - self.tokens) / self.per_second).ceil() as u64).max(1))
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     rules: Vec<Rule>,
+    buckets: Vec<Bucket>,
     seen: Vec<Seen>,
 }
 
 impl State {
-    /// The fault for `path`, taking one use of its rule.
+    /// The fault for `path`, taking one use of its rule, else a token from
+    /// its bucket: an empty bucket is a [`Fault::RateLimited`].
     fn fault(&mut self, path: &str) -> Option<Fault> {
+        if let Some(fault) = self.rule(path) {
+            return Some(fault);
+        }
+        let bucket = self.buckets.iter_mut().find(|b| path.starts_with(&b.prefix))?;
+        bucket.take(std::time::Instant::now()).err().map(Fault::RateLimited)
+    }
+
+    fn rule(&mut self, path: &str) -> Option<Fault> {
         let rule = self.rules.iter_mut().find(|r| path.starts_with(&r.prefix) && r.left != Some(0))?;
         if let Some(left) = &mut rule.left {
             *left -= 1;
@@ -154,9 +195,24 @@ impl CaFront {
         self.state().rules.push(Rule { prefix: prefix.to_owned(), fault, left: times });
     }
 
-    /// No more faults: everything goes to Pebble.
+    /// At most `burst` requests whose path starts with `prefix` at once,
+    /// refilled at `per_second`: beyond that, 429 `rateLimited` with
+    /// `Retry-After` (logged as `RateLimited(secs)`). Rules come first.
+    pub fn rate_limit(&self, prefix: &str, per_second: u32, burst: u32) {
+        self.state().buckets.push(Bucket {
+            prefix: prefix.to_owned(),
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: std::time::Instant::now(),
+        });
+    }
+
+    /// No more faults or rate limits: everything goes to Pebble.
     pub fn clear(&self) {
-        self.state().rules.clear();
+        let mut state = self.state();
+        state.rules.clear();
+        state.buckets.clear();
     }
 
     /// While `on`, every connection is closed as soon as it is accepted.
@@ -249,6 +305,7 @@ impl std::fmt::Display for Closed {
 impl std::error::Error for Closed {}
 
 async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<Full<Bytes>>, Closed> {
+    let arrived = SystemTime::now();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let fault = shared.state.lock().unwrap_or_else(PoisonError::into_inner).fault(&path);
@@ -278,7 +335,7 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
         }
         Some(fault) => (faulty(&fault), format!("{fault:?}")),
     };
-    let seen = Seen { at: SystemTime::now(), method, path, answer };
+    let seen = Seen { arrived, at: SystemTime::now(), method, path, answer };
     shared.state.lock().unwrap_or_else(PoisonError::into_inner).seen.push(seen);
     match response {
         Ok(response) => Ok(response),

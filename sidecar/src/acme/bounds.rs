@@ -133,6 +133,9 @@ struct Context {
     /// The `Retry-After` of the last answer, whatever it was (an order
     /// still `processing` says when to look again).
     said: Option<SystemTime>,
+    /// Requests sent again because the CA refused their nonce (each after
+    /// instant-acme's own two tries): a CA that refuses many is overloaded.
+    refused: u32,
 }
 
 tokio::task_local! {
@@ -157,6 +160,16 @@ fn note_answer(status: http::StatusCode, headers: &http::HeaderMap, now: SystemT
     });
 }
 
+/// Counts a refused nonce in this order. Outside [`within`], nothing.
+pub(crate) fn note_refused_nonce() {
+    let _ = ORDER.try_with(|c| c.borrow_mut().refused += 1);
+}
+
+/// Refused nonces counted in this order so far (0 outside [`within`]).
+pub(crate) fn refused_nonces() -> u32 {
+    ORDER.try_with(|c| c.borrow().refused).unwrap_or_default()
+}
+
 /// The `Retry-After` of the last answer in this order, if it had one.
 pub(crate) fn last_retry_after() -> Option<SystemTime> {
     ORDER.try_with(|c| c.borrow().said).ok().flatten()
@@ -171,7 +184,7 @@ pub(crate) async fn within<T>(
     first_step: &'static str,
     work: impl Future<Output = Result<T, AcmeError>>,
 ) -> Result<T, AcmeError> {
-    let context = RefCell::new(Context { step: first_step, retry_after: None, said: None });
+    let context = RefCell::new(Context { step: first_step, ..Context::default() });
     ORDER
         .scope(context, async {
             let Ok(result) = tokio::time::timeout(deadline, work).await else {
@@ -205,6 +218,7 @@ macro_rules! step {
                     if $crate::acme::bounds::is_bad_nonce(&e) && refused < $crate::acme::bounds::MAX_NONCE_REFUSALS =>
                 {
                     refused += 1;
+                    $crate::acme::bounds::note_refused_nonce();
                     tracing::debug!(step = $step, refused, "the CA refused the nonce; sending again");
                 }
                 other => break other,

@@ -8,6 +8,7 @@ pub(crate) mod bounds;
 mod chains;
 mod order;
 mod persist_fields;
+mod poll;
 mod prove;
 
 pub(crate) use account::imported_account;

@@ -204,7 +204,7 @@ async fn finalize_and_download(
 }
 
 /// The first wait for an order still `processing` when the CA gave no
-/// `Retry-After`; it doubles up to [`PROCESSING_MAX_WAIT`].
+/// `Retry-After`; it doubles up to [`PROCESSING_MAX_WAIT`] (`acme::poll`).
 const PROCESSING_FIRST_WAIT: Duration = Duration::from_millis(500);
 const PROCESSING_MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -214,18 +214,10 @@ const PROCESSING_MAX_WAIT: Duration = Duration::from_secs(10);
 /// when its `Retry-After` says, never sooner, else after a short first
 /// wait doubling to 10 s. The order's deadline bounds it all.
 async fn download_when_issued(order: &mut instant_acme::Order) -> Result<String, AcmeError> {
-    let mut backoff = PROCESSING_FIRST_WAIT;
+    let mut looks = super::poll::Looks::new(PROCESSING_FIRST_WAIT, PROCESSING_MAX_WAIT);
     loop {
         if order.state().status == OrderStatus::Processing {
-            let said = super::bounds::last_retry_after().and_then(|at| at.duration_since(SystemTime::now()).ok());
-            let wait = match said {
-                Some(said) => said.min(super::bounds::MAX_RETRY_AFTER),
-                None => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(PROCESSING_MAX_WAIT);
-                    wait
-                }
-            };
+            let wait = looks.next(SystemTime::now());
             tracing::debug!(order = order.url(), wait_ms = wait.as_millis(), "the CA is still issuing the certificate");
             tokio::time::sleep(wait).await;
         }

@@ -12,16 +12,21 @@
 
 use std::time::Duration;
 
-use instant_acme::{AuthorizationStatus, ChallengeStatus, Order, OrderStatus, RetryPolicy};
+use instant_acme::{AuthorizationStatus, ChallengeStatus, Order, OrderStatus};
 
 use super::bounds::{is_bad_nonce, set_step, step, MAX_NONCE_REFUSALS};
 use super::{AcmeAccount, AcmeError};
 use crate::solvers::{Challenge, Presented, Solver, SolverError};
 
-/// How the order is polled.
-pub(super) fn retries() -> RetryPolicy {
-    RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(120))
-}
+/// The first look at the order after the CA was told to validate: short,
+/// as a CA that validates at once (Pebble, often Let's Encrypt) is done by then.
+const FIRST_LOOK: Duration = Duration::from_millis(100);
+/// Later looks without `Retry-After`: this, doubling up to [`MAX_WAIT`].
+const NEXT_WAIT: Duration = Duration::from_millis(250);
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// The longest the order is looked at while it stays pending (within the
+/// order's own deadline).
+const POLL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Proves every pending authorization of `order` with `solver`; the order's
 /// status once the CA is done (`Ready` or not).
@@ -106,7 +111,7 @@ async fn prove_inner(
         }
     }
 
-    let ready = step!("waiting for the CA to validate", order.poll_ready(&retries()).await);
+    let ready = poll_ready(order).await;
     if let Err(instant_acme::Error::Timeout(None)) = &ready {
         // Some CAs (acme2certifier) mark the authorization invalid and
         // leave the order pending: the poll then only times out. Say which
@@ -119,6 +124,35 @@ async fn prove_inner(
         }
     }
     Ok(ready.map_err(|e| super::advice::explain_error(&kind.acme_type(), e))?)
+}
+
+/// Looks at `order` until the CA is done validating (`Ready` or
+/// `Invalid`): a short first look, then when the CA's `Retry-After` says,
+/// else after a wait doubling from 250 ms to 5 s (`acme::poll`). An order
+/// still pending after [`POLL_TIMEOUT`], or whose `Retry-After` points past
+/// it, ends in instant-acme's time-out, as its own polling did.
+async fn poll_ready(order: &mut Order) -> Result<OrderStatus, instant_acme::Error> {
+    let started = std::time::Instant::now();
+    let mut looks = super::poll::Looks::new(NEXT_WAIT, MAX_WAIT);
+    let mut wait = FIRST_LOOK;
+    loop {
+        let next = started.elapsed() + wait;
+        if next > POLL_TIMEOUT {
+            // Past it because the CA said so: when it said to come back.
+            let said = super::bounds::last_retry_after().is_some_and(|at| at > std::time::SystemTime::now());
+            let at = std::time::Instant::now() + wait;
+            return Err(instant_acme::Error::Timeout(said.then_some(at)));
+        }
+        tokio::time::sleep(wait).await;
+        let state = step!("waiting for the CA to validate", order.refresh().await)?;
+        if let Some(error) = &state.error {
+            return Err(instant_acme::Error::Api(error.clone()));
+        }
+        if let OrderStatus::Ready | OrderStatus::Invalid = state.status {
+            return Ok(state.status);
+        }
+        wait = looks.next(std::time::SystemTime::now());
+    }
 }
 
 /// Fetches every authorization of `order` once (instant-acme keeps them),
@@ -135,6 +169,7 @@ async fn fetch_authorizations(order: &mut Order) -> Result<(), AcmeError> {
                 Ok(_) => {}
                 Err(e) if is_bad_nonce(&e) && refused < MAX_NONCE_REFUSALS => {
                     refused += 1;
+                    super::bounds::note_refused_nonce();
                     tracing::debug!(refused, "the CA refused the nonce; fetching the authorizations again");
                     continue 'again;
                 }

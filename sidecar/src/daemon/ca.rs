@@ -1,13 +1,17 @@
 //! The daemon's one boundary to the CA: order with one solver, ask
 //! for renewal information, revoke. [`LiveCa`] does it over ACME with each
-//! resolver's account; unit tests put an in-memory CA in its place.
+//! resolver's account, each exchange admitted by the pace of the
+//! resolver's CA (`pace`); unit tests put an in-memory CA in its place.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
-use crate::acme::bounds::within;
+use super::pace::{Gated, Outcome, Paces, MAX_GATE_WAIT};
+use crate::acme::bounds::{self, within};
 use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
 use crate::solvers::Solver;
@@ -58,16 +62,88 @@ impl Checkpoint for Discard {
     async fn record(&self, _: &str, _: &crate::cert::SecretPem) {}
 }
 
+/// A new order the CA throttled before creating it (429 or 503 with a
+/// `Retry-After` at most [`MAX_GATE_WAIT`] ahead) is sent again once the
+/// CA's gate opens, up to this many times, instead of failing the
+/// certificate: a retry the protocol expects.
+const THROTTLED_ORDER_RETRIES: u32 = 5;
+
+/// The error of an exchange not sent because the CA's gate stays closed.
+fn gated(directory: &str, Gated(until): Gated) -> AcmeError {
+    let why = format!("waiting for {directory} to accept requests again");
+    AcmeError::CaSaidWait { source: Box::new(AcmeError::RateLimited(why)), until }
+}
+
 /// The CA over ACME, with each resolver's account (registered on first use).
 #[derive(Debug)]
 pub(super) struct LiveCa {
     pub(super) accounts: Arc<Accounts>,
     pub(super) store: Arc<dyn Store>,
+    /// Each CA's pace, shared by every resolver using it.
+    pub(super) paces: Arc<Paces>,
+}
+
+impl LiveCa {
+    /// `work` (one exchange with `directory`, the CA of `resolver`) once
+    /// that CA's pace admits it, within the resolver's order deadline; its
+    /// outcome goes back to the pace. The outcome is `None` when the CA's
+    /// gate stays closed longer than the deadline: nothing was sent, and
+    /// the error says until when.
+    async fn paced_at<T, Fut>(
+        &self,
+        resolver: &str,
+        directory: &str,
+        first_step: &'static str,
+        work: impl FnOnce() -> Fut,
+    ) -> (Result<T, AcmeError>, Option<Outcome>)
+    where
+        Fut: Future<Output = Result<T, AcmeError>>,
+    {
+        let deadline = self.accounts.deadline(resolver);
+        let permit = match self.paces.of(directory).acquire(deadline.min(MAX_GATE_WAIT)).await {
+            Ok(permit) => permit,
+            Err(closed) => return (Err(gated(directory, closed)), None),
+        };
+        let refused = AtomicU32::new(0);
+        let result = within(deadline, first_step, async {
+            let result = work().await;
+            refused.store(bounds::refused_nonces(), Ordering::Relaxed);
+            result
+        })
+        .await;
+        let outcome = permit.finish_with(&result, refused.load(Ordering::Relaxed));
+        (result, Some(outcome))
+    }
+
+    /// [`Self::paced_at`] the resolver's own CA.
+    async fn paced<T, Fut>(&self, resolver: &str, work: impl FnOnce() -> Fut) -> Result<T, AcmeError>
+    where
+        Fut: Future<Output = Result<T, AcmeError>>,
+    {
+        let directory = self.accounts.resolver(resolver)?.ca_server;
+        self.paced_at(resolver, &directory, "loading the account", work).await.0
+    }
+}
+
+/// Passes the order on to the real checkpoint, noting that it exists.
+struct Noting<'a> {
+    inner: &'a dyn Checkpoint,
+    created: AtomicBool,
+}
+
+#[async_trait]
+impl Checkpoint for Noting<'_> {
+    async fn record(&self, order_url: &str, key_pem: &crate::cert::SecretPem) {
+        self.created.store(true, Ordering::Relaxed);
+        self.inner.record(order_url, key_pem).await;
+    }
 }
 
 #[async_trait]
 impl Ca for LiveCa {
-    /// Within the resolver's order deadline, account registration included.
+    /// Within the resolver's order deadline, account registration
+    /// included. Throttled before the CA created the order, it is sent
+    /// again when the CA's gate opens (the pace waits for it).
     async fn issue(
         &self,
         resolver: &str,
@@ -75,14 +151,35 @@ impl Ca for LiveCa {
         solver: &dyn Solver,
         checkpoint: &dyn Checkpoint,
     ) -> Result<Bundle, AcmeError> {
-        within(self.accounts.deadline(resolver), "loading the account", async {
-            let account = self.accounts.get(self.store.as_ref(), resolver).await?;
-            acme::issue(&account, request, solver, checkpoint).await
-        })
-        .await
+        let directory = self.accounts.resolver(resolver)?.ca_server;
+        let pace = self.paces.of(&directory);
+        let mut retries = 0;
+        loop {
+            let noting = Noting { inner: checkpoint, created: AtomicBool::new(false) };
+            let (result, outcome) = self
+                .paced_at(resolver, &directory, "loading the account", || async {
+                    let account = self.accounts.get(self.store.as_ref(), resolver).await?;
+                    // The CA may have said Retry-After since this was admitted.
+                    pace.until_open().await.map_err(|closed| gated(&directory, closed))?;
+                    acme::issue(&account, request, solver, &noting).await
+                })
+                .await;
+            let soon = pace.now() + MAX_GATE_WAIT;
+            let throttled = match outcome {
+                Some(Outcome::RateLimited(Some(at)) | Outcome::Busy(Some(at))) => at <= soon,
+                _ => false,
+            };
+            match result {
+                Err(e) if throttled && !noting.created.load(Ordering::Relaxed) && retries < THROTTLED_ORDER_RETRIES => {
+                    retries += 1;
+                    tracing::info!(resolver, error = %e, retries, "the CA throttled the new order; sending it again when it says");
+                }
+                result => return result,
+            }
+        }
     }
 
-    /// Within the resolver's order deadline, like a new order.
+    /// Within the resolver's order deadline, like a new order, paced.
     async fn resume(
         &self,
         resolver: &str,
@@ -90,7 +187,7 @@ impl Ca for LiveCa {
         request: &OrderRequest<'_>,
         solver: &dyn Solver,
     ) -> Result<Reopened, AcmeError> {
-        within(self.accounts.deadline(resolver), "loading the account", async {
+        self.paced(resolver, || async {
             let account = self.accounts.get(self.store.as_ref(), resolver).await?;
             acme::resume(&account, &pending.url, &pending.key_pem, request, solver).await
         })
@@ -98,7 +195,7 @@ impl Ca for LiveCa {
     }
 
     async fn renewal_info(&self, resolver: &str, bundle: &Bundle) -> Result<Option<Window>, AcmeError> {
-        within(self.accounts.deadline(resolver), "loading the account", async {
+        self.paced(resolver, || async {
             let account = self.accounts.get(self.store.as_ref(), resolver).await?;
             acme::renewal_info(&account, bundle).await
         })
@@ -106,7 +203,7 @@ impl Ca for LiveCa {
     }
 
     async fn revoke(&self, resolver: &str, bundle: &Bundle, reason: Option<u8>) -> Result<(), AcmeError> {
-        within(self.accounts.deadline(resolver), "loading the account", async {
+        self.paced(resolver, || async {
             let account = self.accounts.get(self.store.as_ref(), resolver).await?;
             acme::revoke(&account, bundle, reason).await
         })
@@ -127,10 +224,11 @@ impl Ca for LiveCa {
     ) -> Result<Bundle, AcmeError> {
         let mut staging = self.accounts.resolver(resolver)?;
         staging.ca_server = directory.to_owned();
-        within(self.accounts.deadline(resolver), "registering a throwaway account", async {
+        self.paced_at(resolver, directory, "registering a throwaway account", || async {
             let account = acme::account(&crate::store::MemoryStore::new(), "dry-run", &staging).await?;
             acme::issue(&account, request, solver, &Discard).await
         })
         .await
+        .0
     }
 }

@@ -128,7 +128,6 @@ impl Fleet {
         solvers: super::issuer::ResolverSolvers,
         dns: BTreeMap<String, crate::dns::DnsSolver>,
     ) -> Vec<String> {
-        self.parts.first_actions.add(resolvers.keys());
         self.parts.coordinator.set_dns(dns);
         self.resolvers = resolvers.iter().map(|(name, r)| (name.clone(), Arc::new(r.clone()))).collect();
         self.parts.issuer.apply(resolvers, solvers)

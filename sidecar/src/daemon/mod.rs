@@ -11,6 +11,7 @@ mod discovery;
 mod fleet;
 mod issuer;
 mod on_demand;
+mod pace;
 mod probe;
 mod reload;
 mod replicas;
@@ -75,8 +76,6 @@ struct Parts {
     serving: Serving,
     reporter: Reporter,
     clock: Arc<dyn Clock>,
-    /// Admits first actions at start-up, a few at a time per resolver (FIFO).
-    first_actions: FirstActions,
     /// Spreads backoffs: a number in [0, 1).
     jitter: fn() -> f64,
     /// Spreads a certificate's renewal: a number in [0, 1) that is the same
@@ -97,44 +96,6 @@ impl Parts {
 /// The production [`Parts::spread`].
 fn spread_by_serial(info: &CertInfo) -> f64 {
     crate::schedule::stable_jitter(info.serial_hex.as_bytes())
-}
-
-/// First orders and ARI polls (due at start-up) in flight at once. They are
-/// admitted in configuration order as earlier ones finish, instead of
-/// waiting out a fixed spread (250 ms per certificate was 50 s before the
-/// 200th order even began; found by the issuance benchmark).
-const FIRST_ACTIONS_IN_FLIGHT: usize = 10;
-
-/// First actions in flight, counted per resolver: a CA that hangs holds
-/// back only its own resolver's certificates (until their order deadline),
-/// never another CA's.
-#[derive(Debug, Default)]
-struct FirstActions {
-    in_flight: usize,
-    by_resolver: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
-}
-
-impl FirstActions {
-    fn new<'a>(resolvers: impl IntoIterator<Item = &'a String>, in_flight: usize) -> Self {
-        let this = Self { in_flight, by_resolver: std::sync::Mutex::default() };
-        this.add(resolvers);
-        this
-    }
-
-    /// Places for resolvers a reload added.
-    fn add<'a>(&self, resolvers: impl IntoIterator<Item = &'a String>) {
-        let mut map = self.by_resolver.lock().unwrap_or_else(|e| e.into_inner());
-        for name in resolvers {
-            map.entry(name.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.in_flight)));
-        }
-    }
-
-    /// A place among `resolver`'s first actions; `None` (go anyway) for an
-    /// unknown resolver. The semaphores are never closed.
-    async fn admit(&self, resolver: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let semaphore = self.by_resolver.lock().unwrap_or_else(|e| e.into_inner()).get(resolver).cloned()?;
-        semaphore.acquire_owned().await.ok()
-    }
 }
 
 /// Raises the soft open-file limit to the hard one (at most 2^20), as Go's
@@ -257,7 +218,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     let (by_resolver, dns) = (Arc::new(by_resolver), Arc::new(dns));
     let parts = Arc::new(Parts {
         issuer: Issuer::new(
-            Arc::new(LiveCa { accounts: Arc::clone(&accounts), store: Arc::clone(&store) }),
+            Arc::new(LiveCa {
+                accounts: Arc::clone(&accounts),
+                store: Arc::clone(&store),
+                paces: Arc::new(pace::Paces::new(Arc::clone(&clock))),
+            }),
             Arc::clone(&store),
             Arc::clone(&accounts),
             by_resolver,
@@ -272,7 +237,6 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
         },
         reporter: Reporter::new(bus.clone(), readiness.clone()),
         clock: Arc::clone(&clock),
-        first_actions: FirstActions::new(config.resolvers.keys(), FIRST_ACTIONS_IN_FLIGHT),
         jitter: rand::random::<f64>,
         spread: spread_by_serial,
     });

@@ -93,14 +93,13 @@ impl CertTask {
     }
 
     /// Runs forever. A first action due at start-up (an order, or an ARI
-    /// poll) waits for its turn among the first actions in flight, so
-    /// thousands of certificates do not all ask the CA in the same second
-    /// after a restart, yet a start goes as fast as the CA answers.
+    /// poll) waits for its turn at its CA's pace (`daemon::pace`, as every
+    /// exchange with the CA does), so thousands of certificates do not all
+    /// ask the CA in the same second after a restart, yet a start goes as
+    /// fast as the CA answers.
     pub(super) async fn run(mut self) {
         let first = self.machine.next_action(self.parts.clock.now());
         if matches!(first, Action::Order | Action::PollAri) {
-            let parts = Arc::clone(&self.parts);
-            let _permit = parts.first_actions.admit(&self.certificate.resolver).await;
             self.act(first).await;
         }
         loop {

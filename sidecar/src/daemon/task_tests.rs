@@ -315,7 +315,6 @@ impl World {
             },
             reporter: Reporter::new(bus, Readiness::default()),
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            first_actions: super::super::FirstActions::new(&["le".to_owned()], 1),
             jitter: || 0.0,
             spread: |_| 0.0,
         });

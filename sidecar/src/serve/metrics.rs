@@ -7,6 +7,7 @@
 //! label: certificate names, resolver names, challenge types, Envoy node ids.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,6 +107,12 @@ pub struct ClosedLabels {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaLabels {
+    /// The CA's directory URL.
+    pub ca: String,
+}
+
 type Seconds = Family<ResolverLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the sidecar exports.
@@ -133,6 +140,10 @@ pub struct Metrics {
     pub connections_closed: Family<ClosedLabels, Counter>,
     pub issued_by: Family<IssuedByLabels, Gauge>,
     pub fallbacks: Family<FallbackLabels, Counter>,
+    pub ca_limit: Family<CaLabels, Gauge>,
+    pub ca_in_flight: Family<CaLabels, Gauge>,
+    pub ca_backoffs: Family<CaLabels, Counter>,
+    pub ca_gated_seconds: Family<CaLabels, Counter<f64, AtomicU64>>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
     renew_reasons: Mutex<HashMap<String, String>>,
@@ -177,6 +188,10 @@ impl Metrics {
             connections_closed: Family::default(),
             issued_by: Family::default(),
             fallbacks: Family::default(),
+            ca_limit: Family::default(),
+            ca_in_flight: Family::default(),
+            ca_backoffs: Family::default(),
+            ca_gated_seconds: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
             issuers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -251,6 +266,22 @@ impl Metrics {
             "resolver_fallbacks",
             "Orders that moved on from one resolver to the next, per certificate",
             metrics.fallbacks.clone(),
+        );
+        r.register(
+            "ca_limit",
+            "Exchanges (orders, ARI polls, revocations) the pace of this CA allows in flight now",
+            metrics.ca_limit.clone(),
+        );
+        r.register("ca_in_flight", "Exchanges with this CA in flight now", metrics.ca_in_flight.clone());
+        r.register(
+            "ca_backoffs",
+            "Times the CA's pace was halved (429, 503, time-out, a burst of refused nonces)",
+            metrics.ca_backoffs.clone(),
+        );
+        r.register(
+            "ca_gated_seconds",
+            "Time the CA was closed to new exchanges because it said Retry-After",
+            metrics.ca_gated_seconds.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -366,6 +397,26 @@ impl Metrics {
         self.fallbacks.get_or_create(&labels).inc();
     }
 
+    /// One CA's pace now: its limit and the exchanges in flight.
+    pub fn ca_pace(&self, ca: &str, limit: u32, in_flight: u32) {
+        let labels = CaLabels { ca: ca.to_owned() };
+        self.ca_limit.get_or_create(&labels).set(i64::from(limit));
+        self.ca_in_flight.get_or_create(&labels).set(i64::from(in_flight));
+        // Present from the start, so a dashboard sees 0, not nothing.
+        let _ = self.ca_backoffs.get_or_create(&labels);
+        let _ = self.ca_gated_seconds.get_or_create(&labels);
+    }
+
+    /// The CA's pace was halved.
+    pub fn ca_backoff(&self, ca: &str) {
+        self.ca_backoffs.get_or_create(&CaLabels { ca: ca.to_owned() }).inc();
+    }
+
+    /// The CA's gate closed for `for_` more.
+    pub fn ca_gated(&self, ca: &str, for_: Duration) {
+        self.ca_gated_seconds.get_or_create(&CaLabels { ca: ca.to_owned() }).inc_by(for_.as_secs_f64());
+    }
+
     pub fn on_demand(&self, decision: &str) {
         self.on_demand.get_or_create(&DecisionLabels { decision: decision.to_owned() }).inc();
     }
@@ -450,6 +501,9 @@ mod tests {
         m.sds("envoy-1").push();
         m.sds("envoy-1").nack();
         m.served("web", "127.0.0.1:8443", false);
+        m.ca_pace("https://ca.test/dir", 4, 1);
+        m.ca_backoff("https://ca.test/dir");
+        m.ca_gated("https://ca.test/dir", Duration::from_millis(1500));
         let text = m.encode();
         for line in [
             "proxy_acme_orders_total{resolver=\"pebble\",result=\"success\"} 1",
@@ -458,6 +512,10 @@ mod tests {
             "proxy_acme_sds_pushes_total{node=\"envoy-1\"} 1",
             "proxy_acme_sds_nacks_total{node=\"envoy-1\"} 1",
             "proxy_acme_certificate_served_match{certificate=\"web\",endpoint=\"127.0.0.1:8443\"} 0",
+            "proxy_acme_ca_limit{ca=\"https://ca.test/dir\"} 4",
+            "proxy_acme_ca_in_flight{ca=\"https://ca.test/dir\"} 1",
+            "proxy_acme_ca_backoffs_total{ca=\"https://ca.test/dir\"} 1",
+            "proxy_acme_ca_gated_seconds_total{ca=\"https://ca.test/dir\"} 1.5",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

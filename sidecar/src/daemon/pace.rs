@@ -1,0 +1,505 @@
+//! How fast one CA is asked (issue 23): one [`Controller`] per CA (keyed by
+//! its directory URL), shared by every resolver and certificate using it,
+//! admits new orders, order resumptions, ARI polls, revocations and the
+//! account calls inside them.
+//!
+//! - **Limit (AIMD).** At most `limit` exchanges in flight. It starts at
+//!   [`INITIAL_LIMIT`] and grows by one for each limit's worth of clean
+//!   completions, up to [`MAX_LIMIT`]; a 429, a 503, a time-out or a burst
+//!   of refused nonces halves it (floor 1), once per episode: exchanges
+//!   admitted before the last backoff do not halve it again.
+//! - **Gate.** A `Retry-After` the CA gave (on a 429 or a 503) closes the
+//!   CA until then: no exchange is admitted before it, whoever waits. A
+//!   gate further than [`MAX_GATE_WAIT`] away is not waited out: the
+//!   exchange fails at once with the CA's time, for the schedule to keep.
+//! - **Spacing.** A CA's limits are rates, which a concurrency limit alone
+//!   cannot express (short orders at a limit of 1 can still exceed 10 new
+//!   orders a second). On a rate limit (429) with `Retry-After`, the
+//!   exchanges this CA admitted within one `Retry-After` before it (n) say
+//!   what it allows: n − 1 per that window. Admissions are then spaced by
+//!   the window over n − 1, plus [`SPACING_MARGIN`], for
+//!   [`SPACING_MEMORY`] after the last 429. So a cold start pays one 429,
+//!   not one per sawtooth. (A CA's burst counts as rate here, so the first
+//!   spacing may be too narrow; the next 429 widens it.)
+//!
+//! The controller is pure (time is passed in); [`Pace`] is its async
+//! wrapper that hands out [`Permit`]s, and the release of a permit reports
+//! the exchange's [`Outcome`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::acme::AcmeError;
+use crate::schedule::Clock;
+
+/// Exchanges in flight per CA at start: modest, as for an unknown CA.
+pub(super) const INITIAL_LIMIT: u32 = 4;
+/// The most a CA is ever given at once.
+pub(super) const MAX_LIMIT: u32 = 64;
+/// Refused nonces within one exchange that count as the CA being
+/// overloaded. Each is already three refusals in a row (instant-acme sends
+/// a request again twice itself with the nonce the refusal carried), which
+/// at Pebble's default 5 % refusal rate happens once in 8,000 requests.
+pub(super) const BAD_NONCE_BURST: u32 = 2;
+/// How long a spacing learned from a throttle is kept after the last one.
+pub(super) const SPACING_MEMORY: Duration = Duration::from_secs(600);
+/// Added to a learned spacing: the CA's window is not ours to the millisecond.
+pub(super) const SPACING_MARGIN: f64 = 0.15;
+/// The widest spacing learned (a long `Retry-After` with two exchanges in it
+/// says little about a rate).
+pub(super) const MAX_SPACING: Duration = Duration::from_secs(60);
+/// The longest a closed gate is waited out inside an order. Beyond it the
+/// order fails at once with the CA's time, and the certificate's schedule
+/// backs off until then (shown by `certs`), rather than hold its task and
+/// its lock for minutes or hours.
+pub(super) const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
+/// Admission times kept for learning a spacing.
+const KEPT_STARTS: usize = 1024;
+
+/// How one admitted exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The CA answered and nothing said to slow down.
+    Success,
+    /// The CA's rate limit (429, `rateLimited`), with the time its
+    /// `Retry-After` named, if it did: also teaches the spacing.
+    RateLimited(Option<SystemTime>),
+    /// The CA is overloaded (503, a burst of refused nonces), with the time
+    /// its `Retry-After` named, if it did.
+    Busy(Option<SystemTime>),
+    /// No answer in time: a request's or the order's time limit.
+    Timeout,
+    /// Anything else (a refused challenge, a store error): no signal about
+    /// the CA's load, neither grows nor shrinks the limit.
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome of an exchange that ended with `result`, after `refused`
+    /// refused nonces; `now` is when it ended.
+    pub(super) fn of<T>(result: &Result<T, AcmeError>, refused: u32, now: SystemTime) -> Self {
+        if refused >= BAD_NONCE_BURST {
+            return Self::Busy(None);
+        }
+        let Err(error) = result else { return Self::Success };
+        if let AcmeError::RateLimited(_) = error.cause() {
+            // Our own budget or our own gate: nothing the CA said.
+            return Self::Failed;
+        }
+        let status = match error.cause() {
+            AcmeError::Protocol(instant_acme::Error::Api(problem)) => problem.status,
+            _ => None,
+        };
+        if error.is_rate_limited() || status == Some(429) {
+            return Self::RateLimited(error.retry_after(now));
+        }
+        if status == Some(503) {
+            return Self::Busy(error.retry_after(now));
+        }
+        match error.cause() {
+            AcmeError::Deadline { .. } => Self::Timeout,
+            AcmeError::Protocol(instant_acme::Error::Other(e)) if is_timeout(e.as_ref()) => Self::Timeout,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// Whether a transport error is [`bounds`](crate::acme::bounds)' time limit.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<crate::acme::bounds::CaRequestError>(),
+        Some(crate::acme::bounds::CaRequestError::Timeout { .. })
+    )
+}
+
+/// What [`Controller::admit`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Go: the exchange is counted in flight.
+    Go,
+    /// The CA's `Retry-After` closes it until then.
+    Gated(SystemTime),
+    /// The learned spacing allows the next exchange at this time.
+    Spaced(SystemTime),
+    /// `limit` exchanges are in flight: wait for one to end.
+    Full,
+}
+
+/// What a release changed, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Released {
+    /// The limit was halved.
+    pub(super) backed_off: bool,
+    /// How much longer the gate stays closed than before.
+    pub(super) gated_for: Duration,
+}
+
+/// One CA's pace: the pure state machine.
+#[derive(Debug, Clone)]
+pub(super) struct Controller {
+    limit: u32,
+    in_flight: u32,
+    /// Clean completions since the limit last changed.
+    clean: u32,
+    /// Closed until then (the CA's `Retry-After`).
+    gate: Option<SystemTime>,
+    /// The learned spacing and when the last throttle renewed it.
+    spacing: Option<(Duration, SystemTime)>,
+    /// When the last backoff happened: exchanges admitted before it
+    /// belong to the same episode.
+    backed_off_at: Option<SystemTime>,
+    /// Recent admissions, oldest first.
+    starts: VecDeque<SystemTime>,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Self {
+            limit: INITIAL_LIMIT,
+            in_flight: 0,
+            clean: 0,
+            gate: None,
+            spacing: None,
+            backed_off_at: None,
+            starts: VecDeque::new(),
+        }
+    }
+}
+
+impl Controller {
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// When the gate opens, if it is closed at `now`.
+    pub(super) fn gated_until(&self, now: SystemTime) -> Option<SystemTime> {
+        self.gate.filter(|until| *until > now)
+    }
+
+    /// The spacing in force at `now`, if one was learned recently.
+    pub(super) fn spacing(&self, now: SystemTime) -> Option<Duration> {
+        let (spacing, renewed) = self.spacing?;
+        let age = now.duration_since(renewed).unwrap_or_default();
+        (age < SPACING_MEMORY).then_some(spacing)
+    }
+
+    /// Whether an exchange may start at `now`; when it may, it is counted
+    /// in flight (and must be [`released`](Self::release)).
+    pub(super) fn admit(&mut self, now: SystemTime) -> Admission {
+        if let Some(until) = self.gated_until(now) {
+            return Admission::Gated(until);
+        }
+        self.gate = None;
+        if self.in_flight >= self.limit {
+            return Admission::Full;
+        }
+        if let (Some(spacing), Some(last)) = (self.spacing(now), self.starts.back()) {
+            let next = *last + spacing;
+            if next > now {
+                return Admission::Spaced(next);
+            }
+        }
+        self.in_flight += 1;
+        if self.starts.len() == KEPT_STARTS {
+            self.starts.pop_front();
+        }
+        self.starts.push_back(now);
+        Admission::Go
+    }
+
+    /// An exchange admitted at `admitted` ended at `now` with `outcome`.
+    pub(super) fn release(&mut self, admitted: SystemTime, outcome: Outcome, now: SystemTime) -> Released {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Success => {
+                self.clean += 1;
+                if self.clean >= self.limit {
+                    self.limit = (self.limit + 1).min(MAX_LIMIT);
+                    self.clean = 0;
+                }
+                Released::default()
+            }
+            Outcome::Failed => Released::default(),
+            Outcome::Timeout => Released { backed_off: self.back_off(admitted, now), gated_for: Duration::ZERO },
+            Outcome::RateLimited(retry_after) | Outcome::Busy(retry_after) => {
+                let backed_off = self.back_off(admitted, now);
+                let gated_for = match retry_after.filter(|at| *at > now) {
+                    Some(at) => {
+                        if matches!(outcome, Outcome::RateLimited(_)) {
+                            self.learn_spacing(at.duration_since(now).unwrap_or_default(), now);
+                        }
+                        self.close_until(at, now)
+                    }
+                    None => Duration::ZERO,
+                };
+                Released { backed_off, gated_for }
+            }
+        }
+    }
+
+    /// Halves the limit unless this exchange started before the last
+    /// backoff (the same episode). Returns whether it halved.
+    fn back_off(&mut self, admitted: SystemTime, now: SystemTime) -> bool {
+        if self.backed_off_at.is_some_and(|at| admitted < at) {
+            return false;
+        }
+        self.limit = (self.limit / 2).max(1);
+        self.clean = 0;
+        self.backed_off_at = Some(now);
+        true
+    }
+
+    /// Keeps the gate closed until `at` (never opens it earlier); returns
+    /// how much longer it is closed than before.
+    fn close_until(&mut self, at: SystemTime, now: SystemTime) -> Duration {
+        let was = self.gated_until(now).unwrap_or(now);
+        if at <= was {
+            return Duration::ZERO;
+        }
+        self.gate = Some(at);
+        at.duration_since(was).unwrap_or_default()
+    }
+
+    /// From the admissions within `window` before `now`: n − 1 per window
+    /// is what the CA allows. A spacing is only ever widened while kept.
+    fn learn_spacing(&mut self, window: Duration, now: SystemTime) {
+        let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        let admitted = self.starts.iter().filter(|t| **t > since).count();
+        let kept = self.spacing(now).unwrap_or_default();
+        let learned = match u32::try_from(admitted.saturating_sub(1)) {
+            Ok(allowed) if allowed > 0 => (window / allowed).mul_f64(1.0 + SPACING_MARGIN).min(MAX_SPACING),
+            _ => Duration::ZERO,
+        };
+        let spacing = kept.max(learned);
+        self.spacing = (!spacing.is_zero()).then_some((spacing, now));
+    }
+}
+
+// === impl Pace ===
+
+/// One CA's [`Controller`] behind a lock, handing out [`Permit`]s.
+///
+/// Waiters park on `turn` and are woken one at a time (FIFO): when a
+/// permit is released, or when one was admitted with room left. While the
+/// gate or the spacing holds everyone back, only one waiter (the sleeper)
+/// sleeps until it opens; the others stay parked, so ten thousand waiting
+/// certificates cost one timer, not ten thousand wake-ups per admission.
+#[derive(Debug)]
+pub(super) struct Pace {
+    /// The CA's directory URL: the metrics' `ca` label.
+    ca: String,
+    inner: Mutex<Inner>,
+    turn: Notify,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    controller: Controller,
+    /// A waiter sleeps until the gate or the spacing lets the next one go.
+    sleeper: bool,
+}
+
+/// Why no permit was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the CA asked not to be called before {}", crate::schedule::rfc3339(*.0))]
+pub(super) struct Gated(pub(super) SystemTime);
+
+impl Pace {
+    pub(super) fn new(ca: &str, clock: Arc<dyn Clock>) -> Self {
+        Self { ca: ca.to_owned(), inner: Mutex::default(), turn: Notify::new(), clock }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of the controller.
+    #[cfg(test)]
+    pub(super) fn controller(&self) -> Controller {
+        self.inner().controller.clone()
+    }
+
+    /// Waits for a place among the CA's exchanges. A gate that opens later
+    /// than `max_wait` from now is not waited for: `Err` says until when.
+    pub(super) async fn acquire(self: &Arc<Self>, max_wait: Duration) -> Result<Permit, Gated> {
+        let latest = self.clock.now() + max_wait;
+        // Whether this waiter is the sleeper; if it goes away while it is,
+        // another waiter is woken to take its place.
+        let mut sleeper = Sleeper { pace: self, on: false };
+        loop {
+            let now = self.clock.now();
+            let admission = {
+                let mut inner = self.inner();
+                inner.sleeper &= !std::mem::take(&mut sleeper.on);
+                let admission = inner.controller.admit(now);
+                let held_back = matches!(admission, Admission::Gated(until) if until <= latest)
+                    || matches!(admission, Admission::Spaced(_));
+                if held_back && !inner.sleeper {
+                    inner.sleeper = true;
+                    sleeper.on = true;
+                }
+                admission
+            };
+            self.export();
+            match admission {
+                Admission::Go => {
+                    if self.has_room() {
+                        self.turn.notify_one();
+                    }
+                    return Ok(Permit { pace: Arc::clone(self), admitted: now, outcome: None });
+                }
+                Admission::Gated(until) if until > latest => {
+                    // Another waiter may be willing to wait that long.
+                    self.turn.notify_one();
+                    return Err(Gated(until));
+                }
+                Admission::Gated(at) | Admission::Spaced(at) if sleeper.on => {
+                    tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
+                }
+                Admission::Gated(_) | Admission::Spaced(_) | Admission::Full => self.turn.notified().await,
+            }
+        }
+    }
+
+    /// Waits until the gate is open: for an exchange admitted before the
+    /// CA said `Retry-After` that has not yet sent its new order (it waited
+    /// for the account's registration, say). A gate that opens later than
+    /// [`MAX_GATE_WAIT`] from now is not waited for: `Err` says until when.
+    pub(super) async fn until_open(&self) -> Result<(), Gated> {
+        let latest = self.clock.now() + MAX_GATE_WAIT;
+        loop {
+            let now = self.clock.now();
+            let Some(at) = self.inner().controller.gated_until(now) else { return Ok(()) };
+            if at > latest {
+                return Err(Gated(at));
+            }
+            tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
+        }
+    }
+
+    pub(super) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Whether another exchange may be in flight besides those that are.
+    fn has_room(&self) -> bool {
+        let inner = self.inner();
+        inner.controller.in_flight < inner.controller.limit
+    }
+
+    fn release(&self, admitted: SystemTime, outcome: Outcome) {
+        let now = self.clock.now();
+        let (released, limit) = {
+            let mut inner = self.inner();
+            (inner.controller.release(admitted, outcome, now), inner.controller.limit)
+        };
+        let metrics = crate::serve::metrics::metrics();
+        if released.backed_off {
+            metrics.ca_backoff(&self.ca);
+            tracing::info!(ca = %self.ca, limit, ?outcome, "the CA is slowing us down: fewer exchanges at once");
+        }
+        if !released.gated_for.is_zero() {
+            metrics.ca_gated(&self.ca, released.gated_for);
+            tracing::info!(
+                ca = %self.ca,
+                wait_ms = released.gated_for.as_millis(),
+                "the CA asked to wait: no new exchange with it until then"
+            );
+        }
+        self.export();
+        self.turn.notify_one();
+    }
+
+    fn export(&self) {
+        let (limit, in_flight) = {
+            let inner = self.inner();
+            (inner.controller.limit, inner.controller.in_flight)
+        };
+        crate::serve::metrics::metrics().ca_pace(&self.ca, limit, in_flight);
+    }
+}
+
+/// The sleeper's place: given up (and another waiter woken to take it)
+/// when its waiter goes away while sleeping.
+struct Sleeper<'a> {
+    pace: &'a Pace,
+    on: bool,
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        if self.on {
+            self.pace.inner().sleeper = false;
+            self.pace.turn.notify_one();
+        }
+    }
+}
+
+/// A place among one CA's exchanges; [`Permit::finish`] reports how it
+/// went. Dropped unfinished (the order was stopped), it counts as
+/// [`Outcome::Failed`]: no signal either way.
+#[derive(Debug)]
+pub(super) struct Permit {
+    pace: Arc<Pace>,
+    admitted: SystemTime,
+    outcome: Option<Outcome>,
+}
+
+impl Permit {
+    pub(super) fn finish(mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+
+    /// Reports the outcome of an exchange that ended with `result` after
+    /// `refused` refused nonces, and returns it.
+    pub(super) fn finish_with<T>(self, result: &Result<T, AcmeError>, refused: u32) -> Outcome {
+        let outcome = Outcome::of(result, refused, self.pace.clock.now());
+        self.finish(outcome);
+        outcome
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.pace.release(self.admitted, self.outcome.unwrap_or(Outcome::Failed));
+    }
+}
+
+/// Every CA's [`Pace`], by directory URL, made on first use (so resolvers
+/// a reload adds get the pace of their CA, shared with the others using it).
+#[derive(Debug)]
+pub(super) struct Paces {
+    by_ca: Mutex<BTreeMap<String, Arc<Pace>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Paces {
+    pub(super) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { by_ca: Mutex::default(), clock }
+    }
+
+    /// The pace of the CA at `directory`.
+    pub(super) fn of(&self, directory: &str) -> Arc<Pace> {
+        let mut map = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
+        let pace = map.entry(directory.to_owned()).or_insert_with(|| {
+            let pace = Arc::new(Pace::new(directory, Arc::clone(&self.clock)));
+            pace.export();
+            pace
+        });
+        Arc::clone(pace)
+    }
+}
+
+#[cfg(test)]
+#[path = "pace_tests.rs"]
+mod tests;
