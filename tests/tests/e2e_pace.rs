@@ -3,7 +3,7 @@
 //!
 //! - `limited` lets 10 new orders a second through (a token bucket of 10
 //!   on `/order-plz`) and answers the rest 429 `rateLimited` with
-//!   `Retry-After`, as Let's Encrypt does. 200 certificates start cold on
+//!   `Retry-After`, as Let's Encrypt does. 400 certificates start cold on
 //!   it: every one is issued, no order fails, at most 1 % of the new-order
 //!   requests got a 429, and after each 429 no new order arrived before the
 //!   time its `Retry-After` named.
@@ -22,8 +22,10 @@ use proxy_acme_e2e::stack::{certificate, resolver, Stack};
 use proxy_acme_e2e::*;
 
 /// Certificates on the rate-limited CA: enough new orders that 1 % of them
-/// is two 429s (a cold start is allowed its first throttle or two).
-const LIMITED: usize = 200;
+/// is four 429s. The first throttle is a burst: the new orders already on
+/// the wire when the bucket runs dry are all refused (1 to 3 in 7 runs of
+/// 200), and 1 % of 200 left no room for the third.
+const LIMITED: usize = 400;
 /// New orders a second the limited CA lets through (and its burst).
 const PER_SECOND: u32 = 10;
 /// Certificates on the overloaded CA.
@@ -85,7 +87,9 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
     let busy = CaFront::start(pebble.acme_port, &root, cert, key).await;
     busy.fault("/order-plz", Fault::RetryAfter(BUSY_WAIT), Some(3));
     let direct = pebble.directory_url();
-    let mut tail = resolver(&pebble, "limited", "").replace(&direct, &limited.directory_url());
+    // 400 orders: more than the default budget of 300 in 3 h.
+    let mut tail =
+        resolver(&pebble, "limited", "rate_limit = { orders = 1000 }").replace(&direct, &limited.directory_url());
     tail += &resolver(&pebble, "busy", "").replace(&direct, &busy.directory_url());
     for i in 0..LIMITED {
         tail += &certificate(&format!("l{i}"), &[&format!("l{i}.pace.test")], "limited");
