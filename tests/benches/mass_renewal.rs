@@ -38,24 +38,6 @@ use rustls::pki_types::pem::PemObject;
 const RETRY_AFTER_SECS: u64 = 60;
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// CPU seconds (utime + stime) of `pid` so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// The sidecar's `/metrics` as `series -> value`.
-async fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let (_, body) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
-        .collect()
-}
-
 fn orders(metrics: &BTreeMap<String, f64>, result: &str) -> u64 {
     let series = format!("proxy_acme_orders_total{{resolver=\"pebble\",result=\"{result}\"}}");
     metrics.get(&series).copied().unwrap_or(0.0) as u64
@@ -152,7 +134,8 @@ async fn storm(n: usize) -> String {
         front.set_answer_for(&cert_id(&der), window);
     }
     let storm_started = Instant::now();
-    let (cpu_before, pebble_cpu_before) = (cpu_secs(sidecar.pid()), cpu_secs(pebble.pebble.pid()));
+    let ticks = clock_ticks();
+    let (cpu_before, pebble_cpu_before) = (cpu_secs(sidecar.pid(), ticks), cpu_secs(pebble.pebble.pid(), ticks));
     let stop = Arc::new(AtomicBool::new(false));
     let (handshakes, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let prober = tokio::spawn({
@@ -178,7 +161,7 @@ async fn storm(n: usize) -> String {
     let (ok, failed_orders) = loop {
         sidecar.assert_running();
         envoy.assert_running();
-        let metrics = scrape(ports.ops).await;
+        let metrics = scrape_metrics(ports.ops).await;
         let (ok, failed_orders) = (orders(&metrics, "success"), orders(&metrics, "failure"));
         if ok > 0 && first_renewed.is_none() {
             first_renewed = Some(storm_started.elapsed());
@@ -195,12 +178,12 @@ async fn storm(n: usize) -> String {
     let storm_time = storm_started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let first_failure = prober.await.unwrap_or_default();
-    let cpu = cpu_secs(sidecar.pid()) - cpu_before;
-    let pebble_cpu = cpu_secs(pebble.pebble.pid()) - pebble_cpu_before;
+    let cpu = cpu_secs(sidecar.pid(), ticks) - cpu_before;
+    let pebble_cpu = cpu_secs(pebble.pebble.pid(), ticks) - pebble_cpu_before;
     let (rss, hwm) = memory_mib(sidecar.pid());
     let early = front.early_requests(Duration::from_millis(500));
     let ari_requests = front.timed_requests().len();
-    let metrics = scrape(ports.ops).await;
+    let metrics = scrape_metrics(ports.ops).await;
     let pace: Vec<String> =
         metrics.iter().filter(|(k, _)| k.starts_with("proxy_acme_ca_")).map(|(k, v)| format!("`{k}` {v}")).collect();
     let (handshakes, failed) = (handshakes.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proxy_acme_e2e::scale::{cpu_model, envoy_bootstrap, fill_store, kernel, name, thousands};
+use proxy_acme_e2e::scale::{cpu_model, envoy_bootstrap, fill_store, kernel, loaded_at, name, thousands};
 use proxy_acme_e2e::*;
 
 const BASELINE: usize = 100;
@@ -214,15 +214,6 @@ impl Scale {
         let stored = link_rx.try_recv().unwrap_or_else(|_| panic!("{name}: live link did not move"));
         (served - stored, served.saturating_duration_since(cli_returned), cli_returned - cli_started)
     }
-}
-
-/// When the sidecar logged its `n`-th SDS snapshot update: every stored
-/// certificate loaded and ready to push (one update each at start-up).
-fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let line = text.lines().find(|l| l.contains("SDS snapshot updated") && l.ends_with(&format!(" version={n}")))?;
-    let stamp = line.split_whitespace().next()?;
-    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
 }
 
 fn count_in(path: &Path, needle: &str) -> usize {

@@ -20,27 +20,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proxy_acme_e2e::scale::{cpu_model, fill_store, kernel, name, thousands};
+use proxy_acme_e2e::scale::{cpu_model, fill_store, kernel, loaded_at, name, thousands};
 use proxy_acme_e2e::*;
-
-/// The timestamp of the sidecar's `n`-th SDS snapshot update, if logged yet.
-fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let line = text.lines().find(|l| l.contains("SDS snapshot updated") && l.ends_with(&format!(" version={n}")))?;
-    let stamp = line.split_whitespace().next()?;
-    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// CPU seconds (utime + stime) of `pid` so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 struct Run {
     loaded: Duration,
@@ -49,6 +30,7 @@ struct Run {
 }
 
 async fn cold_start(dir: &Path, config: &Path, n: usize) -> Run {
+    let ticks = clock_ticks();
     let spawned_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
     let mut sidecar = Proc::spawn(
@@ -70,7 +52,7 @@ async fn cold_start(dir: &Path, config: &Path, n: usize) -> Run {
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     sidecar.assert_running();
-    let run = Run { loaded, rss: memory_mib(sidecar.pid()), cpu: cpu_secs(sidecar.pid()) };
+    let run = Run { loaded, rss: memory_mib(sidecar.pid()), cpu: cpu_secs(sidecar.pid(), ticks) };
     sidecar.kill();
     run
 }

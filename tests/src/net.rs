@@ -436,3 +436,14 @@ pub async fn txt_values(server: std::net::SocketAddr, name: &str) -> Vec<String>
     values.sort();
     values
 }
+
+/// The sidecar's `/metrics` on `port` as `series -> value` (`name{labels}`
+/// exactly as exposed); panics unless it answers 200.
+pub async fn scrape_metrics(port: u16) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
+        .collect()
+}

@@ -387,3 +387,20 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
     };
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
 }
+
+/// The kernel's clock ticks a second (`getconf CLK_TCK`; 100 if unknown).
+pub fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+}
+
+/// utime + stime of `pid`, in seconds.
+pub fn cpu_secs(pid: u32, ticks: f64) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 here.
+    (field(11) + field(12)) as f64 / ticks
+}

@@ -165,3 +165,12 @@ pub fn envoy_bootstrap(n: usize, ports: &StackPorts, sds_socket: &Path) -> Strin
     })
     .to_string()
 }
+
+/// When the sidecar logged its `n`-th SDS snapshot update: every stored
+/// certificate loaded and ready to push (one update each at start-up).
+pub fn loaded_at(log: &Path, n: usize) -> Option<time::OffsetDateTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("SDS snapshot updated") && l.ends_with(&format!(" version={n}")))?;
+    let stamp = line.split_whitespace().next()?;
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}

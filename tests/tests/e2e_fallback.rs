@@ -6,7 +6,6 @@
 //! The first CA comes back: a renewal with `renewals = "prefer_first"`
 //! returns to it, one with `"stick"` stays with the second.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proxy_acme_e2e::stack::{resolver, with_secrets, Stack};
@@ -21,16 +20,6 @@ fn certificate(name: &str, domain: &str, renewals: &str) -> String {
         "[[certificates]]\nname = \"{name}\"\ndomains = [\"{domain}\"]\nresolvers = [\"pebble\", \"second\"]\n\
          fallback = {{ after_failures = 1, patience_secs = 60, renewals = \"{renewals}\" }}\n"
     )
-}
-
-/// `/metrics` as `series -> value`.
-async fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let (status, body) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
-        .collect()
 }
 
 /// The serial Envoy serves for `sni` once it verifies against `root` and
@@ -88,7 +77,7 @@ async fn a_certificate_comes_from_the_second_ca_while_the_first_is_down_and_goes
     assert!(block.contains("resolver:  pebble, second"), "{block}");
     assert!(block.contains("issued by: second"), "{block}");
     assert!(block.contains("fallback:  ") && block.contains("pebble"), "certs says why: {block}");
-    let metrics = scrape(stack.ports.ops).await;
+    let metrics = scrape_metrics(stack.ports.ops).await;
     assert_eq!(
         metrics.get("proxy_acme_certificate_issued_by{certificate=\"back\",resolver=\"second\"}"),
         Some(&1.0),
@@ -133,7 +122,7 @@ async fn a_certificate_comes_from_the_second_ca_while_the_first_is_down_and_goes
     assert!(block.contains("issued by: pebble") && !block.contains("fallback:"), "{block}");
     let block = certs_block(&stack, "stick");
     assert!(block.contains("issued by: second"), "{block}");
-    let metrics = scrape(stack.ports.ops).await;
+    let metrics = scrape_metrics(stack.ports.ops).await;
     assert_eq!(metrics.get("proxy_acme_certificate_issued_by{certificate=\"back\",resolver=\"pebble\"}"), Some(&1.0));
     assert_eq!(metrics.get("proxy_acme_certificate_issued_by{certificate=\"back\",resolver=\"second\"}"), None);
     let recorded = std::fs::read_to_string(stack.dir.join("state/certificates/back/ISSUER")).unwrap_or_default();

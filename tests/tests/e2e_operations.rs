@@ -18,16 +18,6 @@ use proxy_acme_e2e::*;
 
 const NAME: &str = "ops.proxy-acme.test";
 
-/// `/metrics` as `series -> value` (`name{labels}` exactly as exposed).
-async fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let (status, body) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
-        .collect()
-}
-
 fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
     *metrics.get(series).unwrap_or_else(|| panic!("no series {series} in {metrics:#?}"))
 }
@@ -99,7 +89,7 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     let served =
         |endpoint: &str| format!("proxy_acme_certificate_served_match{{certificate=\"demo\",endpoint=\"{endpoint}\"}}");
     let metrics = eventually(Duration::from_secs(20), || async {
-        let m = scrape(sidecar_port).await;
+        let m = scrape_metrics(sidecar_port).await;
         match (m.get(&served(&ours)), m.get(&served(&theirs))) {
             (Some(1.0), Some(0.0)) => Ok(m),
             other => Err(format!("served_match (ours, theirs) = {other:?}")),
@@ -148,5 +138,5 @@ async fn metrics_readyz_and_the_served_check_show_what_envoy_serves() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(ready.starts_with("ready\n") && ready.contains(&format!("ok served:demo@{theirs}")), "{ready}");
-    assert_eq!(value(&scrape(sidecar_port).await, &served(&theirs)), 1.0);
+    assert_eq!(value(&scrape_metrics(sidecar_port).await, &served(&theirs)), 1.0);
 }

@@ -14,7 +14,6 @@
 //! Each front has its own directory URL, so its own pace: `/metrics` shows
 //! both, the limited one having backed off and been gated.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use proxy_acme_e2e::ca_front::{CaFront, Fault, Seen};
@@ -38,16 +37,6 @@ const SLACK: Duration = Duration::from_millis(50);
 /// way before the sidecar could have read it (the first orders of a cold
 /// start go out together): they are not counted as too early.
 const IN_FLIGHT: Duration = Duration::from_millis(100);
-
-/// `/metrics` as `series -> value` (`name{labels}` exactly as exposed).
-async fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let (status, body) = http_get(("127.0.0.1", port), "localhost", "/metrics", &[]).await.unwrap_or_default();
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v))))
-        .collect()
-}
 
 /// Every new-order request that arrived before the `Retry-After` of an
 /// earlier answer (a 429 or a 503 that carried one) had passed, and after
@@ -156,7 +145,7 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
     assert!(early.is_empty(), "the busy CA was asked before it said: {early:#?}\n{log:#?}");
 
     // No failed order anywhere; each CA's pace is in /metrics.
-    let metrics = scrape(stack.ports.ops).await;
+    let metrics = scrape_metrics(stack.ports.ops).await;
     for resolver in ["limited", "busy"] {
         let failed = format!("proxy_acme_orders_total{{resolver=\"{resolver}\",result=\"failure\"}}");
         assert_eq!(metrics.get(&failed).copied().unwrap_or_default(), 0.0, "{failed}");
