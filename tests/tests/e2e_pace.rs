@@ -21,9 +21,8 @@ use proxy_acme_e2e::stack::{certificate, resolver, Stack};
 use proxy_acme_e2e::*;
 
 /// Certificates on the rate-limited CA: enough new orders that 1 % of them
-/// is four 429s. The first throttle is a burst: the new orders already on
-/// the wire when the bucket runs dry are all refused (1 to 3 in 7 runs of
-/// 200), and 1 % of 200 left no room for the third.
+/// is four 429s. A cold start pays one 429 per learning episode (two); new
+/// orders leave at least 10 ms apart, so the 429 is back before the next.
 const LIMITED: usize = 400;
 /// New orders a second the limited CA lets through (and its burst).
 const PER_SECOND: u32 = 10;
@@ -160,7 +159,22 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
         };
         assert!(series("proxy_acme_ca_limit") >= 1.0);
         assert_eq!(series("proxy_acme_ca_in_flight"), 0.0, "all done");
-        assert!(series("proxy_acme_ca_backoffs_total") >= 1.0, "{ca} backed off");
         assert!(series("proxy_acme_ca_gated_seconds_total") > 0.0, "{ca} was gated");
     }
+    // A 429 with Retry-After is a rate: it teaches the spacing of new
+    // orders (about 1 / PER_SECOND plus the margin) and leaves the number
+    // in flight; a 503 is a load, which halves it.
+    let series = |front: &CaFront, name: &str| {
+        let key = format!("{name}{{ca=\"{}\"}}", front.directory_url());
+        metrics.get(&key).copied().unwrap_or_else(|| panic!("no {key} in /metrics"))
+    };
+    let spacing = series(&limited, "proxy_acme_ca_order_spacing_seconds");
+    let per_order = 1.0 / f64::from(PER_SECOND);
+    assert!(
+        (per_order..per_order * 1.5).contains(&spacing),
+        "learned spacing {spacing} s, the CA allows one every {per_order} s"
+    );
+    assert_eq!(series(&limited, "proxy_acme_ca_backoffs_total"), 0.0, "429s with Retry-After halve nothing");
+    assert!(series(&busy, "proxy_acme_ca_backoffs_total") >= 1.0, "503s halve the limit");
+    assert_eq!(series(&busy, "proxy_acme_ca_order_spacing_seconds"), 0.0, "503s teach no rate");
 }

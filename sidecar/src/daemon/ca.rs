@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
-use super::pace::{Gated, Outcome, Paces, MAX_GATE_WAIT};
+use super::pace::{Gated, Kind, Outcome, Paces, MAX_GATE_WAIT};
 use crate::acme::bounds::{self, within};
 use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
@@ -92,7 +92,7 @@ impl LiveCa {
     async fn paced_at<T, Fut>(
         &self,
         resolver: &str,
-        directory: &str,
+        (directory, kind): (&str, Kind),
         first_step: &'static str,
         work: impl FnOnce() -> Fut,
     ) -> (Result<T, AcmeError>, Option<Outcome>)
@@ -100,7 +100,7 @@ impl LiveCa {
         Fut: Future<Output = Result<T, AcmeError>>,
     {
         let deadline = self.accounts.deadline(resolver);
-        let permit = match self.paces.of(directory).acquire(deadline.min(MAX_GATE_WAIT)).await {
+        let permit = match self.paces.of(directory).acquire(deadline.min(MAX_GATE_WAIT), kind).await {
             Ok(permit) => permit,
             Err(closed) => return (Err(gated(directory, closed)), None),
         };
@@ -115,13 +115,14 @@ impl LiveCa {
         (result, Some(outcome))
     }
 
-    /// [`Self::paced_at`] the resolver's own CA.
+    /// [`Self::paced_at`] the resolver's own CA, for an exchange that
+    /// creates no order (a resumed order, an ARI poll, a revocation).
     async fn paced<T, Fut>(&self, resolver: &str, work: impl FnOnce() -> Fut) -> Result<T, AcmeError>
     where
         Fut: Future<Output = Result<T, AcmeError>>,
     {
         let directory = self.accounts.resolver(resolver)?.ca_server;
-        self.paced_at(resolver, &directory, "loading the account", work).await.0
+        self.paced_at(resolver, (&directory, Kind::Other), "loading the account", work).await.0
     }
 }
 
@@ -157,7 +158,7 @@ impl Ca for LiveCa {
         loop {
             let noting = Noting { inner: checkpoint, created: AtomicBool::new(false) };
             let (result, outcome) = self
-                .paced_at(resolver, &directory, "loading the account", || async {
+                .paced_at(resolver, (&directory, Kind::Order), "loading the account", || async {
                     let account = self.accounts.get(self.store.as_ref(), resolver).await?;
                     // The CA may have said Retry-After since this was admitted.
                     pace.until_open().await.map_err(|closed| gated(&directory, closed))?;
@@ -224,7 +225,7 @@ impl Ca for LiveCa {
     ) -> Result<Bundle, AcmeError> {
         let mut staging = self.accounts.resolver(resolver)?;
         staging.ca_server = directory.to_owned();
-        self.paced_at(resolver, directory, "registering a throwaway account", || async {
+        self.paced_at(resolver, (directory, Kind::Order), "registering a throwaway account", || async {
             let account = acme::account(&crate::store::MemoryStore::new(), "dry-run", &staging).await?;
             acme::issue(&account, request, solver, &Discard).await
         })

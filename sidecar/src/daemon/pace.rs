@@ -4,23 +4,44 @@
 //! account calls inside them.
 //!
 //! - **Limit (AIMD).** At most `limit` exchanges in flight. It starts at
-//!   [`INITIAL_LIMIT`] and grows by one for each limit's worth of clean
-//!   completions, up to [`MAX_LIMIT`]; a 429, a 503, a time-out or a burst
-//!   of refused nonces halves it (floor 1), once per episode: exchanges
-//!   admitted before the last backoff do not halve it again.
+//!   [`INITIAL_LIMIT`] and, until the CA first slows us down, grows by one
+//!   with each clean completion (it doubles every round, as TCP's slow
+//!   start); after that by one for each limit's worth of clean
+//!   completions; never beyond [`MAX_LIMIT`]. A 503, a time-out, a burst
+//!   of refused nonces or a 429 without `Retry-After` halves it (floor 1),
+//!   once per episode: exchanges admitted before the last backoff do not
+//!   halve it again. A 429 with `Retry-After` is a rate, not a load: it
+//!   closes the gate and teaches the spacing, and leaves the limit.
+//! - **Gap.** Two admissions are at least [`MIN_GAP`] apart, so that
+//!   exchanges freed at the same instant (orders polled on one cadence end
+//!   together) do not reach the CA as one burst: when its limit is first
+//!   reached, its 429 comes back before the next new order leaves, instead
+//!   of a refusal for each of a dozen orders already on the wire.
 //! - **Gate.** A `Retry-After` the CA gave (on a 429 or a 503) closes the
 //!   CA until then: no exchange is admitted before it, whoever waits. A
 //!   gate further than [`MAX_GATE_WAIT`] away is not waited out: the
 //!   exchange fails at once with the CA's time, for the schedule to keep.
 //! - **Spacing.** A CA's limits are rates, which a concurrency limit alone
 //!   cannot express (short orders at a limit of 1 can still exceed 10 new
-//!   orders a second). On a rate limit (429) with `Retry-After`, the
-//!   exchanges this CA admitted within one `Retry-After` before it (n) say
-//!   what it allows: n − 1 per that window. Admissions are then spaced by
-//!   the window over n − 1, plus [`SPACING_MARGIN`], for
-//!   [`SPACING_MEMORY`] after the last 429. So a cold start pays one 429,
-//!   not one per sawtooth. (A CA's burst counts as rate here, so the first
-//!   spacing may be too narrow; the next 429 widens it.)
+//!   orders a second). A rate limit (429) with `Retry-After` on a new
+//!   order teaches one, once per episode, plus [`SPACING_MARGIN`]; new
+//!   orders are then spaced by it for [`SPACING_MEMORY`] after the last
+//!   429. Only new orders ([`Kind::Order`]): a CA limits each endpoint on
+//!   its own (Let's Encrypt's new-orders limit says nothing about renewal
+//!   information), and a certificate's first ARI poll right after its
+//!   issuance would otherwise halve the pace of new orders.
+//!   - The first 429: the exchanges admitted within one `Retry-After`
+//!     before it (n) say the CA allows n − 1 per that window. The CA's
+//!     burst counts as rate here, so this spacing is too narrow when the
+//!     CA has one.
+//!   - Each later 429: a 429 means the CA's budget is empty, so between
+//!     two of them the CA accepted exactly what it refilled. The exchanges
+//!     admitted since the previous 429, less this one, over the time
+//!     between the two, is its rate (a token bucket's, or Let's Encrypt's
+//!     GCRA), with no burst in it. The spacing becomes that.
+//!
+//!   So a cold start pays two refusals (one per episode), not one per
+//!   sawtooth, and then goes at the CA's rate plus the margin.
 //!
 //! The controller is pure (time is passed in); [`Pace`] is its async
 //! wrapper that hands out [`Permit`]s, and the release of a permit reports
@@ -47,10 +68,14 @@ pub(super) const MAX_LIMIT: u32 = 16;
 /// a request again twice itself with the nonce the refusal carried), which
 /// at Pebble's default 5 % refusal rate happens once in 8,000 requests.
 pub(super) const BAD_NONCE_BURST: u32 = 2;
+/// The least time between two admissions: at most 100 new exchanges a
+/// second, far beyond any CA's per-account rate, and long enough on a
+/// local network for a 429 to return before the next one leaves.
+pub(super) const MIN_GAP: Duration = Duration::from_millis(10);
 /// How long a spacing learned from a throttle is kept after the last one.
 pub(super) const SPACING_MEMORY: Duration = Duration::from_secs(600);
-/// Added to a learned spacing: the CA's window is not ours to the millisecond.
-pub(super) const SPACING_MARGIN: f64 = 0.15;
+/// Added to a learned spacing: the CA's clock is not ours to the millisecond.
+pub(super) const SPACING_MARGIN: f64 = 0.05;
 /// The widest spacing learned (a long `Retry-After` with two exchanges in it
 /// says little about a rate).
 pub(super) const MAX_SPACING: Duration = Duration::from_secs(60);
@@ -61,6 +86,15 @@ pub(super) const MAX_SPACING: Duration = Duration::from_secs(60);
 pub(super) const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
 /// Admission times kept for learning a spacing.
 const KEPT_STARTS: usize = 1024;
+
+/// What an exchange does, for the spacing: only new orders are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Creates an order (first issuance, renewal, on-demand, dry run).
+    Order,
+    /// Anything else: a resumed order, an ARI poll, a revocation.
+    Other,
+}
 
 /// How one admitted exchange ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,15 +181,22 @@ pub(super) struct Controller {
     in_flight: u32,
     /// Clean completions since the limit last changed.
     clean: u32,
+    /// Nothing has slowed us down yet: the limit grows per completion.
+    slow_start: bool,
     /// Closed until then (the CA's `Retry-After`).
     gate: Option<SystemTime>,
-    /// The learned spacing and when the last throttle renewed it.
+    /// The learned spacing and when the last throttle episode renewed it.
     spacing: Option<(Duration, SystemTime)>,
     /// When the last backoff happened: exchanges admitted before it
     /// belong to the same episode.
     backed_off_at: Option<SystemTime>,
-    /// Recent admissions, oldest first.
+    /// When the last rate limit taught a spacing: exchanges admitted
+    /// before it were on the wire already and teach nothing more.
+    throttled_at: Option<SystemTime>,
+    /// Recent admissions of new orders, oldest first.
     starts: VecDeque<SystemTime>,
+    /// The last admission of any kind (for [`MIN_GAP`]).
+    last: Option<SystemTime>,
 }
 
 impl Default for Controller {
@@ -164,10 +205,13 @@ impl Default for Controller {
             limit: INITIAL_LIMIT,
             in_flight: 0,
             clean: 0,
+            slow_start: true,
             gate: None,
             spacing: None,
             backed_off_at: None,
+            throttled_at: None,
             starts: VecDeque::new(),
+            last: None,
         }
     }
 }
@@ -195,9 +239,9 @@ impl Controller {
         (age < SPACING_MEMORY).then_some(spacing)
     }
 
-    /// Whether an exchange may start at `now`; when it may, it is counted
-    /// in flight (and must be [`released`](Self::release)).
-    pub(super) fn admit(&mut self, now: SystemTime) -> Admission {
+    /// Whether an exchange of `kind` may start at `now`; when it may, it is
+    /// counted in flight (and must be [`released`](Self::release)).
+    pub(super) fn admit(&mut self, now: SystemTime, kind: Kind) -> Admission {
         if let Some(until) = self.gated_until(now) {
             return Admission::Gated(until);
         }
@@ -205,27 +249,36 @@ impl Controller {
         if self.in_flight >= self.limit {
             return Admission::Full;
         }
-        if let (Some(spacing), Some(last)) = (self.spacing(now), self.starts.back()) {
-            let next = *last + spacing;
-            if next > now {
-                return Admission::Spaced(next);
-            }
+        let spaced = match (kind, self.spacing(now), self.starts.back()) {
+            (Kind::Order, Some(spacing), Some(order)) => Some(*order + spacing),
+            _ => None,
+        };
+        let next = self.last.map(|last| last + MIN_GAP).max(spaced);
+        if let Some(next) = next.filter(|next| *next > now) {
+            return Admission::Spaced(next);
         }
+        // Admitted at its slot, or a wake-up after it: counted at the slot,
+        // so that waking late does not add to every spacing.
+        let at = next.filter(|next| now.duration_since(*next).unwrap_or_default() < MIN_GAP).unwrap_or(now);
         self.in_flight += 1;
-        if self.starts.len() == KEPT_STARTS {
-            self.starts.pop_front();
+        self.last = Some(at);
+        if kind == Kind::Order {
+            if self.starts.len() == KEPT_STARTS {
+                self.starts.pop_front();
+            }
+            self.starts.push_back(at);
         }
-        self.starts.push_back(now);
         Admission::Go
     }
 
-    /// An exchange admitted at `admitted` ended at `now` with `outcome`.
-    pub(super) fn release(&mut self, admitted: SystemTime, outcome: Outcome, now: SystemTime) -> Released {
+    /// An exchange of `kind` admitted at `admitted` ended at `now` with
+    /// `outcome`.
+    pub(super) fn release(&mut self, admitted: SystemTime, kind: Kind, outcome: Outcome, now: SystemTime) -> Released {
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Success => {
                 self.clean += 1;
-                if self.clean >= self.limit {
+                if self.slow_start || self.clean >= self.limit {
                     self.limit = (self.limit + 1).min(MAX_LIMIT);
                     self.clean = 0;
                 }
@@ -233,15 +286,21 @@ impl Controller {
             }
             Outcome::Failed => Released::default(),
             Outcome::Timeout => Released { backed_off: self.back_off(admitted, now), gated_for: Duration::ZERO },
+            // A rate limit with a time: a rate to learn, not a load to
+            // shed. The spacing and the gate slow us; halving the limit
+            // too would leave too few exchanges in flight to reach the
+            // CA's rate once orders take longer than a spacing each.
+            Outcome::RateLimited(Some(at)) if at > now => {
+                if kind == Kind::Order && self.throttled_at.is_none_or(|last| admitted >= last) {
+                    self.learn_spacing(at.duration_since(now).unwrap_or_default(), now);
+                    self.throttled_at = Some(now);
+                }
+                Released { backed_off: false, gated_for: self.close_until(at, now) }
+            }
             Outcome::RateLimited(retry_after) | Outcome::Busy(retry_after) => {
                 let backed_off = self.back_off(admitted, now);
                 let gated_for = match retry_after.filter(|at| *at > now) {
-                    Some(at) => {
-                        if matches!(outcome, Outcome::RateLimited(_)) {
-                            self.learn_spacing(at.duration_since(now).unwrap_or_default(), now);
-                        }
-                        self.close_until(at, now)
-                    }
+                    Some(at) => self.close_until(at, now),
                     None => Duration::ZERO,
                 };
                 Released { backed_off, gated_for }
@@ -257,6 +316,7 @@ impl Controller {
         }
         self.limit = (self.limit / 2).max(1);
         self.clean = 0;
+        self.slow_start = false;
         self.backed_off_at = Some(now);
         true
     }
@@ -272,18 +332,34 @@ impl Controller {
         at.duration_since(was).unwrap_or_default()
     }
 
-    /// From the admissions within `window` before `now`: n − 1 per window
-    /// is what the CA allows. A spacing is only ever widened while kept.
+    /// Learns the spacing from a new episode's 429 at `now`, whose
+    /// `Retry-After` was `window` away (see the module's documentation).
     fn learn_spacing(&mut self, window: Duration, now: SystemTime) {
-        let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-        let admitted = self.starts.iter().filter(|t| **t > since).count();
-        let kept = self.spacing(now).unwrap_or_default();
-        let learned = match u32::try_from(admitted.saturating_sub(1)) {
-            Ok(allowed) if allowed > 0 => (window / allowed).mul_f64(1.0 + SPACING_MARGIN).min(MAX_SPACING),
-            _ => Duration::ZERO,
+        let kept = self.spacing(now);
+        let learned = match (kept, self.spacing) {
+            // Since the previous 429 (still remembered): the CA's rate.
+            (Some(_), Some((_, previous))) => self.per_admission(previous, now),
+            // The first: within one `Retry-After` before it, burst and all.
+            _ => self.per_admission(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH), now),
         };
-        let spacing = kept.max(learned);
-        self.spacing = (!spacing.is_zero()).then_some((spacing, now));
+        let learned = learned.map(|s| s.mul_f64(1.0 + SPACING_MARGIN).min(MAX_SPACING));
+        // With nothing learned (a lone exchange), what was is kept.
+        let spacing = learned.or(kept);
+        self.spacing = spacing.filter(|s| !s.is_zero()).map(|s| (s, now));
+    }
+
+    /// The time from `since` to `now` over the exchanges admitted in it,
+    /// less one (the one refused at `now`): what one admission is worth.
+    fn per_admission(&self, since: SystemTime, now: SystemTime) -> Option<Duration> {
+        // Admissions older than those kept are not counted: then only the
+        // time the kept ones span.
+        let since = match self.starts.front() {
+            Some(oldest) if self.starts.len() == KEPT_STARTS && *oldest > since => *oldest - Duration::from_nanos(1),
+            _ => since,
+        };
+        let admitted = self.starts.iter().filter(|t| **t > since).count();
+        let allowed = u32::try_from(admitted.saturating_sub(1)).ok().filter(|n| *n > 0)?;
+        Some(now.duration_since(since).unwrap_or_default() / allowed)
     }
 }
 
@@ -334,7 +410,7 @@ impl Pace {
 
     /// Waits for a place among the CA's exchanges. A gate that opens later
     /// than `max_wait` from now is not waited for: `Err` says until when.
-    pub(super) async fn acquire(self: &Arc<Self>, max_wait: Duration) -> Result<Permit, Gated> {
+    pub(super) async fn acquire(self: &Arc<Self>, max_wait: Duration, kind: Kind) -> Result<Permit, Gated> {
         let latest = self.clock.now() + max_wait;
         // Whether this waiter is the sleeper; if it goes away while it is,
         // another waiter is woken to take its place.
@@ -344,7 +420,7 @@ impl Pace {
             let admission = {
                 let mut inner = self.inner();
                 inner.sleeper &= !std::mem::take(&mut sleeper.on);
-                let admission = inner.controller.admit(now);
+                let admission = inner.controller.admit(now, kind);
                 let held_back = matches!(admission, Admission::Gated(until) if until <= latest)
                     || matches!(admission, Admission::Spaced(_));
                 if held_back && !inner.sleeper {
@@ -359,7 +435,7 @@ impl Pace {
                     if self.has_room() {
                         self.turn.notify_one();
                     }
-                    return Ok(Permit { pace: Arc::clone(self), admitted: now, outcome: None });
+                    return Ok(Permit { pace: Arc::clone(self), admitted: now, kind, outcome: None });
                 }
                 Admission::Gated(until) if until > latest => {
                     // Another waiter may be willing to wait that long.
@@ -400,11 +476,11 @@ impl Pace {
         inner.controller.in_flight < inner.controller.limit
     }
 
-    fn release(&self, admitted: SystemTime, outcome: Outcome) {
+    fn release(&self, admitted: SystemTime, kind: Kind, outcome: Outcome) {
         let now = self.clock.now();
         let (released, limit) = {
             let mut inner = self.inner();
-            (inner.controller.release(admitted, outcome, now), inner.controller.limit)
+            (inner.controller.release(admitted, kind, outcome, now), inner.controller.limit)
         };
         let metrics = crate::serve::metrics::metrics();
         if released.backed_off {
@@ -424,11 +500,12 @@ impl Pace {
     }
 
     fn export(&self) {
-        let (limit, in_flight) = {
+        let now = self.clock.now();
+        let (limit, in_flight, spacing) = {
             let inner = self.inner();
-            (inner.controller.limit, inner.controller.in_flight)
+            (inner.controller.limit, inner.controller.in_flight, inner.controller.spacing(now).unwrap_or_default())
         };
-        crate::serve::metrics::metrics().ca_pace(&self.ca, limit, in_flight);
+        crate::serve::metrics::metrics().ca_pace(&self.ca, limit, in_flight, spacing);
     }
 }
 
@@ -455,6 +532,7 @@ impl Drop for Sleeper<'_> {
 pub(super) struct Permit {
     pace: Arc<Pace>,
     admitted: SystemTime,
+    kind: Kind,
     outcome: Option<Outcome>,
 }
 
@@ -474,7 +552,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.pace.release(self.admitted, self.outcome.unwrap_or(Outcome::Failed));
+        self.pace.release(self.admitted, self.kind, self.outcome.unwrap_or(Outcome::Failed));
     }
 }
 

@@ -12,11 +12,25 @@ fn ms(n: u64) -> SystemTime {
     t0() + Duration::from_millis(n)
 }
 
-/// Admits `n` exchanges at `at`; panics unless each goes.
-fn admit_n(c: &mut Controller, n: u32, at: SystemTime) {
+/// The `i`-th admission time from `at`, one [`MIN_GAP`] apart.
+fn gap(at: SystemTime, i: u32) -> SystemTime {
+    at + MIN_GAP * i
+}
+
+/// Admits `n` exchanges from `at` on, one [`MIN_GAP`] apart; panics unless
+/// each goes. Returns the time of the last.
+fn admit_n(c: &mut Controller, n: u32, at: SystemTime) -> SystemTime {
     for i in 0..n {
-        assert_eq!(c.admit(at), Admission::Go, "exchange {i}");
+        assert_eq!(c.admit(gap(at, i), Kind::Order), Admission::Go, "exchange {i}");
     }
+    gap(at, n.saturating_sub(1))
+}
+
+/// Halves the limit once (a time-out), ending the slow start.
+fn slowed(c: &mut Controller, at: SystemTime) -> SystemTime {
+    assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+    assert!(c.release(at, Kind::Order, Outcome::Timeout, at).backed_off);
+    at + MIN_GAP
 }
 
 // === the limit ===
@@ -24,8 +38,8 @@ fn admit_n(c: &mut Controller, n: u32, at: SystemTime) {
 #[test]
 fn a_new_ca_gets_the_initial_limit_and_no_more() {
     let mut c = Controller::default();
-    admit_n(&mut c, INITIAL_LIMIT, t0());
-    assert_eq!(c.admit(t0()), Admission::Full);
+    let last = admit_n(&mut c, INITIAL_LIMIT, t0());
+    assert_eq!(c.admit(last + MIN_GAP, Kind::Order), Admission::Full);
     assert_eq!(c.in_flight(), INITIAL_LIMIT);
 }
 
@@ -33,35 +47,78 @@ fn a_new_ca_gets_the_initial_limit_and_no_more() {
 fn a_release_frees_a_place() {
     let mut c = Controller::default();
     admit_n(&mut c, INITIAL_LIMIT, t0());
-    c.release(t0(), Outcome::Failed, ms(10));
-    assert_eq!(c.admit(ms(10)), Admission::Go);
-    assert_eq!(c.admit(ms(10)), Admission::Full);
+    c.release(t0(), Kind::Order, Outcome::Failed, ms(100));
+    assert_eq!(c.admit(ms(100), Kind::Order), Admission::Go);
+    assert_eq!(c.admit(ms(200), Kind::Order), Admission::Full);
 }
 
 #[test]
-fn a_limits_worth_of_clean_completions_adds_one() {
+fn a_late_wake_up_keeps_the_cadence() {
     let mut c = Controller::default();
-    for i in 0..INITIAL_LIMIT {
-        assert_eq!(c.limit(), INITIAL_LIMIT, "after {i} completions");
-        assert_eq!(c.admit(ms(u64::from(i))), Admission::Go);
-        c.release(ms(u64::from(i)), Outcome::Success, ms(u64::from(i) + 1));
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Go);
+    // Woken 3 ms after its slot: the next slot is still two gaps from t0.
+    assert_eq!(c.admit(t0() + MIN_GAP + Duration::from_millis(3), Kind::Order), Admission::Go);
+    assert_eq!(
+        c.admit(t0() + MIN_GAP * 2 - Duration::from_millis(1), Kind::Order),
+        Admission::Spaced(t0() + MIN_GAP * 2)
+    );
+    // Much later than a gap: counted when it came.
+    let late = t0() + Duration::from_secs(1);
+    assert_eq!(c.admit(late, Kind::Order), Admission::Go);
+    assert_eq!(c.admit(late + MIN_GAP / 2, Kind::Order), Admission::Spaced(late + MIN_GAP));
+}
+
+#[test]
+fn admissions_are_a_gap_apart() {
+    let mut c = Controller::default();
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Go);
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Spaced(t0() + MIN_GAP), "freed at the same instant");
+    assert_eq!(c.admit(t0() + MIN_GAP / 2, Kind::Order), Admission::Spaced(t0() + MIN_GAP));
+    assert_eq!(c.admit(t0() + MIN_GAP, Kind::Order), Admission::Go);
+}
+
+#[test]
+fn until_slowed_down_each_clean_completion_adds_one() {
+    let mut c = Controller::default();
+    let mut at = t0();
+    for i in 0..(MAX_LIMIT - INITIAL_LIMIT) {
+        assert_eq!(c.limit(), INITIAL_LIMIT + i);
+        assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+        c.release(at, Kind::Order, Outcome::Success, at);
+        at += MIN_GAP;
     }
-    assert_eq!(c.limit(), INITIAL_LIMIT + 1);
+    assert_eq!(c.limit(), MAX_LIMIT);
+}
+
+#[test]
+fn once_slowed_down_a_limits_worth_of_clean_completions_adds_one() {
+    let mut c = Controller::default();
+    let mut at = slowed(&mut c, t0());
+    let limit = INITIAL_LIMIT / 2;
+    assert_eq!(c.limit(), limit);
+    for i in 0..limit {
+        assert_eq!(c.limit(), limit, "after {i} completions");
+        assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+        c.release(at, Kind::Order, Outcome::Success, at);
+        at += MIN_GAP;
+    }
+    assert_eq!(c.limit(), limit + 1);
     // The next step needs limit + 1 completions.
-    for i in 0..=INITIAL_LIMIT {
-        assert_eq!(c.limit(), INITIAL_LIMIT + 1);
-        assert_eq!(c.admit(ms(100)), Admission::Go);
-        c.release(ms(100), Outcome::Success, ms(101 + u64::from(i)));
+    for _ in 0..=limit {
+        assert_eq!(c.limit(), limit + 1);
+        assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+        c.release(at, Kind::Order, Outcome::Success, at);
+        at += MIN_GAP;
     }
-    assert_eq!(c.limit(), INITIAL_LIMIT + 2);
+    assert_eq!(c.limit(), limit + 2);
 }
 
 #[test]
 fn growth_stops_at_the_cap() {
     let mut c = Controller::default();
-    for i in 0..10_000_u64 {
-        assert_eq!(c.admit(ms(i)), Admission::Go);
-        c.release(ms(i), Outcome::Success, ms(i));
+    for i in 0..10_000_u32 {
+        assert_eq!(c.admit(gap(t0(), i), Kind::Order), Admission::Go);
+        c.release(gap(t0(), i), Kind::Order, Outcome::Success, gap(t0(), i));
     }
     assert_eq!(c.limit(), MAX_LIMIT);
 }
@@ -70,8 +127,8 @@ fn growth_stops_at_the_cap() {
 fn other_failures_neither_grow_nor_shrink_the_limit() {
     let mut c = Controller::default();
     for i in 0..100 {
-        assert_eq!(c.admit(ms(i)), Admission::Go);
-        assert_eq!(c.release(ms(i), Outcome::Failed, ms(i)), Released::default());
+        assert_eq!(c.admit(gap(t0(), i), Kind::Order), Admission::Go);
+        assert_eq!(c.release(gap(t0(), i), Kind::Order, Outcome::Failed, gap(t0(), i)), Released::default());
     }
     assert_eq!(c.limit(), INITIAL_LIMIT);
 }
@@ -81,8 +138,8 @@ fn a_throttle_halves_the_limit_down_to_one() {
     let mut c = Controller::default();
     let mut limits = Vec::new();
     for i in 0..4_u64 {
-        assert_eq!(c.admit(ms(i * 10)), Admission::Go);
-        let released = c.release(ms(i * 10), Outcome::Busy(None), ms(i * 10 + 1));
+        assert_eq!(c.admit(ms(i * 10), Kind::Order), Admission::Go);
+        let released = c.release(ms(i * 10), Kind::Order, Outcome::Busy(None), ms(i * 10 + 1));
         assert!(released.backed_off);
         limits.push(c.limit());
     }
@@ -90,10 +147,25 @@ fn a_throttle_halves_the_limit_down_to_one() {
 }
 
 #[test]
+fn a_rate_limit_with_retry_after_gates_and_leaves_the_limit() {
+    let mut c = Controller::default();
+    let last = admit_n(&mut c, INITIAL_LIMIT, t0());
+    let until = ms(2_000);
+    let released = c.release(last, Kind::Order, Outcome::RateLimited(Some(until)), ms(100));
+    assert_eq!(released, Released { backed_off: false, gated_for: Duration::from_millis(1_900) });
+    assert_eq!(c.limit(), INITIAL_LIMIT);
+    assert_eq!(c.admit(ms(1_999), Kind::Order), Admission::Gated(until));
+    // Without a time it says nothing of a rate: shed load.
+    assert_eq!(c.admit(until, Kind::Order), Admission::Go);
+    assert!(c.release(until, Kind::Order, Outcome::RateLimited(None), ms(2_001)).backed_off);
+    assert_eq!(c.limit(), INITIAL_LIMIT / 2);
+}
+
+#[test]
 fn a_time_out_halves_the_limit() {
     let mut c = Controller::default();
-    assert_eq!(c.admit(t0()), Admission::Go);
-    let released = c.release(t0(), Outcome::Timeout, ms(5));
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Go);
+    let released = c.release(t0(), Kind::Order, Outcome::Timeout, ms(5));
     assert_eq!(released, Released { backed_off: true, gated_for: Duration::ZERO });
     assert_eq!(c.limit(), INITIAL_LIMIT / 2);
 }
@@ -103,32 +175,35 @@ fn throttles_of_one_episode_halve_once() {
     let mut c = Controller::default();
     admit_n(&mut c, 4, t0());
     // All four were in flight when the CA started refusing.
-    assert!(c.release(t0(), Outcome::Busy(None), ms(10)).backed_off);
+    assert!(c.release(t0(), Kind::Order, Outcome::Busy(None), ms(100)).backed_off);
     for _ in 0..3 {
-        assert!(!c.release(t0(), Outcome::Busy(None), ms(20)).backed_off);
+        assert!(!c.release(t0(), Kind::Order, Outcome::Busy(None), ms(110)).backed_off);
     }
     assert_eq!(c.limit(), 2);
     // One admitted after the backoff halves it again.
-    assert_eq!(c.admit(ms(30)), Admission::Go);
-    assert!(c.release(ms(30), Outcome::Busy(None), ms(40)).backed_off);
+    assert_eq!(c.admit(ms(120), Kind::Order), Admission::Go);
+    assert!(c.release(ms(120), Kind::Order, Outcome::Busy(None), ms(130)).backed_off);
     assert_eq!(c.limit(), 1);
 }
 
 #[test]
 fn a_backoff_starts_the_count_of_clean_completions_over() {
     let mut c = Controller::default();
-    for i in 0..3 {
-        assert_eq!(c.admit(ms(i)), Admission::Go);
-        c.release(ms(i), Outcome::Success, ms(i));
-    }
-    assert_eq!(c.admit(ms(10)), Admission::Go);
-    c.release(ms(10), Outcome::Timeout, ms(11));
-    assert_eq!(c.limit(), 2);
-    assert_eq!(c.admit(ms(20)), Admission::Go);
-    c.release(ms(20), Outcome::Success, ms(21));
+    let at = slowed(&mut c, t0());
+    // Limit 2: one clean completion, then a time-out.
+    assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+    c.release(at, Kind::Order, Outcome::Success, at);
+    assert_eq!(c.admit(ms(100), Kind::Order), Admission::Go);
+    c.release(ms(100), Kind::Order, Outcome::Timeout, ms(101));
+    assert_eq!(c.limit(), 1);
+    assert_eq!(c.admit(ms(200), Kind::Order), Admission::Go);
+    c.release(ms(200), Kind::Order, Outcome::Success, ms(201));
+    assert_eq!(c.limit(), 2, "a limit's worth (one) of clean completions");
+    assert_eq!(c.admit(ms(300), Kind::Order), Admission::Go);
+    c.release(ms(300), Kind::Order, Outcome::Success, ms(301));
     assert_eq!(c.limit(), 2, "one clean completion is not a limit's worth");
-    assert_eq!(c.admit(ms(22)), Admission::Go);
-    c.release(ms(22), Outcome::Success, ms(23));
+    assert_eq!(c.admit(ms(400), Kind::Order), Admission::Go);
+    c.release(ms(400), Kind::Order, Outcome::Success, ms(401));
     assert_eq!(c.limit(), 3);
 }
 
@@ -140,15 +215,15 @@ fn retry_after_closes_the_gate_for_everyone_until_then() {
     let mut c = Controller::default();
     admit_n(&mut c, 2, t0());
     let until = ms(2_000);
-    let released = c.release(t0(), Outcome::Busy(Some(until)), ms(100));
+    let released = c.release(t0(), Kind::Order, Outcome::Busy(Some(until)), ms(100));
     assert_eq!(released, Released { backed_off: true, gated_for: Duration::from_millis(1_900) });
-    assert_eq!(c.admit(ms(100)), Admission::Gated(until));
-    assert_eq!(c.admit(ms(1_999)), Admission::Gated(until));
+    assert_eq!(c.admit(ms(100), Kind::Order), Admission::Gated(until));
+    assert_eq!(c.admit(ms(1_999), Kind::Order), Admission::Gated(until));
     assert_eq!(c.gated_until(ms(500)), Some(until));
     // The one still in flight finishes; the gate stays closed.
-    c.release(t0(), Outcome::Success, ms(1_500));
-    assert_eq!(c.admit(ms(1_500)), Admission::Gated(until));
-    assert_eq!(c.admit(until), Admission::Go, "open at the time it named");
+    c.release(t0(), Kind::Order, Outcome::Success, ms(1_500));
+    assert_eq!(c.admit(ms(1_500), Kind::Order), Admission::Gated(until));
+    assert_eq!(c.admit(until, Kind::Order), Admission::Go, "open at the time it named");
     assert_eq!(c.gated_until(until), None);
 }
 
@@ -156,106 +231,182 @@ fn retry_after_closes_the_gate_for_everyone_until_then() {
 fn a_later_retry_after_extends_the_gate_an_earlier_one_does_not_shorten_it() {
     let mut c = Controller::default();
     admit_n(&mut c, 3, t0());
-    c.release(t0(), Outcome::Busy(Some(ms(5_000))), ms(10));
-    let earlier = c.release(t0(), Outcome::Busy(Some(ms(3_000))), ms(20));
+    c.release(t0(), Kind::Order, Outcome::Busy(Some(ms(5_000))), ms(100));
+    let earlier = c.release(t0(), Kind::Order, Outcome::Busy(Some(ms(3_000))), ms(120));
     assert_eq!(earlier.gated_for, Duration::ZERO);
-    assert_eq!(c.admit(ms(3_000)), Admission::Gated(ms(5_000)));
-    let later = c.release(t0(), Outcome::Busy(Some(ms(8_000))), ms(30));
+    assert_eq!(c.admit(ms(3_000), Kind::Order), Admission::Gated(ms(5_000)));
+    let later = c.release(t0(), Kind::Order, Outcome::Busy(Some(ms(8_000))), ms(130));
     assert_eq!(later.gated_for, Duration::from_millis(3_000));
-    assert_eq!(c.admit(ms(7_999)), Admission::Gated(ms(8_000)));
+    assert_eq!(c.admit(ms(7_999), Kind::Order), Admission::Gated(ms(8_000)));
 }
 
 #[test]
 fn a_retry_after_in_the_past_closes_nothing() {
     let mut c = Controller::default();
-    assert_eq!(c.admit(t0()), Admission::Go);
-    let released = c.release(t0(), Outcome::Busy(Some(ms(50))), ms(100));
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Go);
+    let released = c.release(t0(), Kind::Order, Outcome::Busy(Some(ms(50))), ms(100));
     assert_eq!(released.gated_for, Duration::ZERO);
-    assert_eq!(c.admit(ms(100)), Admission::Go);
+    assert_eq!(c.admit(ms(100), Kind::Order), Admission::Go);
 }
 
 #[test]
 fn the_gate_comes_before_the_limit() {
     let mut c = Controller::default();
     admit_n(&mut c, INITIAL_LIMIT, t0());
-    c.release(t0(), Outcome::Busy(Some(ms(1_000))), ms(1));
-    // Two in flight of a limit of two (halved from four)... after the gate: full.
-    assert_eq!(c.admit(ms(2)), Admission::Gated(ms(1_000)));
-    assert_eq!(c.admit(ms(1_000)), Admission::Full);
+    c.release(t0(), Kind::Order, Outcome::Busy(Some(ms(1_000))), ms(100));
+    // Three in flight of a limit of two (halved from four)... after the gate: full.
+    assert_eq!(c.admit(ms(200), Kind::Order), Admission::Gated(ms(1_000)));
+    assert_eq!(c.admit(ms(1_000), Kind::Order), Admission::Full);
 }
 
 // === the spacing ===
 
+/// Admits one exchange every `every_ms` from `from_ms`, each released
+/// clean, until (not including) `until_ms`; returns how many.
+fn steady(c: &mut Controller, from_ms: u64, every_ms: u64, until_ms: u64) -> u32 {
+    let mut n = 0;
+    let mut at = from_ms;
+    while at < until_ms {
+        assert_eq!(c.admit(ms(at), Kind::Order), Admission::Go, "at {at} ms");
+        c.release(ms(at), Kind::Order, Outcome::Success, ms(at + 1));
+        at += every_ms;
+        n += 1;
+    }
+    n
+}
+
 #[test]
-fn a_throttle_with_retry_after_learns_the_cas_rate() {
+fn only_new_orders_are_spaced_and_teach_a_spacing() {
+    let mut c = Controller::default();
+    steady(&mut c, 0, 10, 500);
+    assert_eq!(c.admit(ms(500), Kind::Order), Admission::Go);
+    let now = ms(501);
+    c.release(ms(500), Kind::Order, Outcome::RateLimited(Some(ms(1_501))), now);
+    let spacing = c.spacing(now).unwrap_or_default();
+    assert!(spacing > MIN_GAP * 2, "{spacing:?}");
+    // After the gate: an order, then an ARI poll only a gap later...
+    assert_eq!(c.admit(ms(1_501), Kind::Order), Admission::Go);
+    let gap_later = ms(1_501) + MIN_GAP;
+    assert_eq!(c.admit(gap_later, Kind::Other), Admission::Go);
+    // ...but the next order a spacing after the last one.
+    assert_eq!(c.admit(gap_later + MIN_GAP, Kind::Order), Admission::Spaced(ms(1_501) + spacing));
+    // An ARI poll refused 429 with Retry-After closes the gate, and
+    // teaches nothing about orders.
+    let later = ms(1_600);
+    c.release(gap_later, Kind::Other, Outcome::RateLimited(Some(ms(2_600))), later);
+    assert_eq!(c.spacing(later), Some(spacing));
+    assert_eq!(c.admit(later, Kind::Other), Admission::Gated(ms(2_600)));
+}
+
+#[test]
+fn a_first_throttle_with_retry_after_learns_a_rate_from_its_window() {
     let mut c = Controller::default();
     // 11 exchanges in the second before the CA said "1 s": it allows 10
     // a second, so admissions are spaced by 100 ms plus the margin.
-    let mut at = 0;
-    for i in 0..11 {
-        at = 100 + i * 90;
-        assert_eq!(c.admit(ms(at)), Admission::Go);
-        c.release(ms(at), Outcome::Success, ms(at + 1));
-    }
-    assert_eq!(c.admit(ms(at + 2)), Admission::Go);
+    steady(&mut c, 100, 90, 1_090);
+    let at = 1_090;
+    assert_eq!(c.admit(ms(at), Kind::Order), Admission::Go);
     let now = ms(at + 3);
-    c.release(ms(at + 2), Outcome::RateLimited(Some(now + Duration::from_secs(1))), now);
+    c.release(ms(at), Kind::Order, Outcome::RateLimited(Some(now + Duration::from_secs(1))), now);
     let spacing = c.spacing(now).unwrap_or_default();
     // 12 admissions within the second before: 11 allowed.
     let expected = (Duration::from_secs(1) / 11).mul_f64(1.0 + SPACING_MARGIN);
     assert_eq!(spacing, expected);
     let open = now + Duration::from_secs(1);
-    assert_eq!(c.admit(open), Admission::Go);
-    assert_eq!(c.admit(open + spacing / 2), Admission::Spaced(open + spacing));
-    assert_eq!(c.admit(open + spacing), Admission::Go);
+    assert_eq!(c.admit(open, Kind::Order), Admission::Go);
+    assert_eq!(c.admit(open + spacing / 2, Kind::Order), Admission::Spaced(open + spacing));
+    assert_eq!(c.admit(open + spacing, Kind::Order), Admission::Go);
+}
+
+#[test]
+fn a_later_throttle_learns_the_rate_the_ca_refilled_since_the_previous() {
+    // A CA with a burst of 20 and 10 a second: the first 429 comes after
+    // 20 + 10 t at our 100 a second, and its window overstates the rate.
+    let mut c = Controller::default();
+    let n = steady(&mut c, 0, 10, 2_220);
+    assert_eq!(n, 222);
+    assert_eq!(c.admit(ms(2_220), Kind::Order), Admission::Go);
+    let first = ms(2_221);
+    c.release(ms(2_220), Kind::Order, Outcome::RateLimited(Some(first + Duration::from_secs(1))), first);
+    let too_narrow = c.spacing(first).unwrap_or_default();
+    assert!(too_narrow < Duration::from_millis(20), "{too_narrow:?}");
+    // After the gate, one every 20 ms (wider than that) for a second,
+    // until the CA's budget is empty again.
+    let open = first + Duration::from_secs(1);
+    let from = open.duration_since(t0()).unwrap_or_default().as_millis() as u64;
+    let accepted = steady(&mut c, from, 20, from + 1_000);
+    let at = from + 1_000;
+    assert_eq!(c.admit(ms(at), Kind::Order), Admission::Go);
+    let second = ms(at + 1);
+    c.release(ms(at), Kind::Order, Outcome::RateLimited(Some(second + Duration::from_secs(1))), second);
+    // `accepted` in the two seconds between the two 429s: the CA's rate,
+    // narrower or wider than what the first window said.
+    let between = second.duration_since(first).unwrap_or_default();
+    let expected = (between / accepted).mul_f64(1.0 + SPACING_MARGIN);
+    assert_eq!(c.spacing(second), Some(expected));
+}
+
+#[test]
+fn only_a_new_episode_teaches_a_spacing() {
+    let mut c = Controller::default();
+    steady(&mut c, 0, 10, 500);
+    let last = admit_n(&mut c, 3, ms(500));
+    let now = last + Duration::from_millis(1);
+    c.release(ms(500), Kind::Order, Outcome::RateLimited(Some(now + Duration::from_secs(1))), now);
+    let learned = c.spacing(now);
+    assert!(learned.is_some());
+    // The other two were on the wire already: the same episode.
+    let later = now + Duration::from_millis(2);
+    c.release(ms(500), Kind::Order, Outcome::RateLimited(Some(later + Duration::from_secs(1))), later);
+    c.release(ms(500), Kind::Order, Outcome::RateLimited(Some(later + Duration::from_secs(1))), later);
+    assert_eq!(c.spacing(later), learned);
 }
 
 #[test]
 fn the_spacing_is_forgotten_after_its_memory() {
     let mut c = Controller::default();
     admit_n(&mut c, 3, t0());
-    c.release(t0(), Outcome::RateLimited(Some(ms(1_000))), ms(1));
-    assert!(c.spacing(ms(2)).is_some());
-    assert!(c.spacing(ms(1) + SPACING_MEMORY - Duration::from_millis(1)).is_some());
-    assert_eq!(c.spacing(ms(1) + SPACING_MEMORY), None);
+    c.release(t0(), Kind::Order, Outcome::RateLimited(Some(ms(1_000))), ms(100));
+    assert!(c.spacing(ms(101)).is_some());
+    assert!(c.spacing(ms(100) + SPACING_MEMORY - Duration::from_millis(1)).is_some());
+    assert_eq!(c.spacing(ms(100) + SPACING_MEMORY), None);
 }
 
 #[test]
 fn a_lone_exchange_teaches_no_spacing() {
     let mut c = Controller::default();
-    assert_eq!(c.admit(t0()), Admission::Go);
-    c.release(t0(), Outcome::RateLimited(Some(ms(3_600_000))), ms(1));
+    assert_eq!(c.admit(t0(), Kind::Order), Admission::Go);
+    c.release(t0(), Kind::Order, Outcome::RateLimited(Some(ms(3_600_000))), ms(1));
     assert_eq!(c.spacing(ms(2)), None);
 }
 
 #[test]
-fn the_spacing_is_capped_and_only_widened() {
+fn the_spacing_is_capped() {
     let mut c = Controller::default();
     admit_n(&mut c, 2, t0());
     // Two exchanges within an hour's Retry-After: one an hour, capped.
-    c.release(t0(), Outcome::RateLimited(Some(ms(3_600_000))), ms(1));
-    assert_eq!(c.spacing(ms(2)), Some(MAX_SPACING));
-    // A later throttle suggesting a narrower spacing keeps the wider one.
-    let mut c = Controller::default();
-    admit_n(&mut c, 3, t0());
-    c.release(t0(), Outcome::RateLimited(Some(ms(1_000))), ms(1));
-    let wide = c.spacing(ms(1)).unwrap_or_default();
-    c.release(t0(), Outcome::RateLimited(Some(ms(1_000))), ms(2));
-    assert_eq!(c.spacing(ms(2)), Some(wide));
+    c.release(t0(), Kind::Order, Outcome::RateLimited(Some(ms(3_600_000))), ms(100));
+    assert_eq!(c.spacing(ms(101)), Some(MAX_SPACING));
 }
 
 #[test]
 fn only_a_rate_limit_with_retry_after_teaches_a_spacing() {
     let mut c = Controller::default();
-    admit_n(&mut c, 4, t0());
-    c.release(t0(), Outcome::Timeout, ms(1));
-    c.release(t0(), Outcome::RateLimited(None), ms(2));
-    assert_eq!(c.spacing(ms(3)), None);
-    assert_eq!(c.gated_until(ms(3)), None);
+    let last = admit_n(&mut c, 4, t0());
+    c.release(t0(), Kind::Order, Outcome::Timeout, last);
+    for _ in 0..3 {
+        c.release(t0(), Kind::Order, Outcome::Failed, last);
+    }
+    // Each of these was admitted after the last backoff: a new episode.
+    let mut at = last;
+    for outcome in [Outcome::RateLimited(None), Outcome::Busy(Some(ms(1_000)))] {
+        at += MIN_GAP;
+        assert_eq!(c.admit(at, Kind::Order), Admission::Go);
+        assert!(c.release(at, Kind::Order, outcome, at).backed_off);
+    }
+    assert_eq!(c.spacing(at), None);
     // An overloaded CA (503) closes the gate but says nothing of a rate.
-    c.release(t0(), Outcome::Busy(Some(ms(1_000))), ms(4));
-    assert_eq!(c.spacing(ms(5)), None);
-    assert_eq!(c.gated_until(ms(5)), Some(ms(1_000)));
+    assert_eq!(c.gated_until(at), Some(ms(1_000)));
 }
 
 // === outcomes of errors ===
@@ -315,11 +466,11 @@ async fn permits_are_released_with_their_outcome_and_wake_the_next_waiter() {
     let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
     let mut permits = Vec::new();
     for _ in 0..INITIAL_LIMIT {
-        permits.push(pace.acquire(Duration::from_secs(5)).await.unwrap());
+        permits.push(pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap());
     }
     let waiter = {
         let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5)).await.map(|_| ()) })
+        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "the limit holds it back");
@@ -333,16 +484,16 @@ async fn permits_are_released_with_their_outcome_and_wake_the_next_waiter() {
 #[tokio::test]
 async fn a_gate_holds_every_waiter_until_it_opens_or_fails_those_that_cannot_wait() {
     let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
-    let permit = pace.acquire(Duration::from_secs(5)).await.unwrap();
+    let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap();
     let until = SystemTime::now() + Duration::from_millis(300);
     permit.finish(Outcome::Busy(Some(until)));
     // Cannot wait that long: told until when, at once.
-    assert_eq!(pace.acquire(Duration::from_millis(10)).await.map(|_| ()), Err(Gated(until)));
+    assert_eq!(pace.acquire(Duration::from_millis(10), Kind::Order).await.map(|_| ()), Err(Gated(until)));
     let waiters: Vec<_> = (0..3)
         .map(|_| {
             let pace = Arc::clone(&pace);
             tokio::spawn(async move {
-                let permit = pace.acquire(Duration::from_secs(5)).await?;
+                let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await?;
                 let at = SystemTime::now();
                 permit.finish(Outcome::Success);
                 Ok::<_, Gated>(at)
@@ -360,16 +511,16 @@ async fn a_waiter_that_goes_away_passes_its_turn_on() {
     let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
     let mut permits = Vec::new();
     for _ in 0..INITIAL_LIMIT {
-        permits.push(pace.acquire(Duration::from_secs(5)).await.unwrap());
+        permits.push(pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap());
     }
     let first = {
         let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5)).await.map(|_| ()) })
+        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let second = {
         let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5)).await.map(|_| ()) })
+        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     first.abort();

@@ -144,6 +144,7 @@ pub struct Metrics {
     pub ca_in_flight: Family<CaLabels, Gauge>,
     pub ca_backoffs: Family<CaLabels, Counter>,
     pub ca_gated_seconds: Family<CaLabels, Counter<f64, AtomicU64>>,
+    pub ca_order_spacing: Family<CaLabels, Gauge<f64, AtomicU64>>,
     /// The reason label last set per certificate, so a changed reason
     /// replaces its series instead of adding one.
     renew_reasons: Mutex<HashMap<String, String>>,
@@ -192,6 +193,7 @@ impl Metrics {
             ca_in_flight: Family::default(),
             ca_backoffs: Family::default(),
             ca_gated_seconds: Family::default(),
+            ca_order_spacing: Family::default(),
             renew_reasons: Mutex::new(HashMap::new()),
             issuers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -275,13 +277,18 @@ impl Metrics {
         r.register("ca_in_flight", "Exchanges with this CA in flight now", metrics.ca_in_flight.clone());
         r.register(
             "ca_backoffs",
-            "Times the CA's pace was halved (429, 503, time-out, a burst of refused nonces)",
+            "Times the CA's pace was halved (503, time-out, a burst of refused nonces, 429 without Retry-After)",
             metrics.ca_backoffs.clone(),
         );
         r.register(
             "ca_gated_seconds",
             "Time the CA was closed to new exchanges because it said Retry-After",
             metrics.ca_gated_seconds.clone(),
+        );
+        r.register(
+            "ca_order_spacing_seconds",
+            "Least time between two new orders at this CA, learned from its 429s (0: none learned)",
+            metrics.ca_order_spacing.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -398,10 +405,11 @@ impl Metrics {
     }
 
     /// One CA's pace now: its limit and the exchanges in flight.
-    pub fn ca_pace(&self, ca: &str, limit: u32, in_flight: u32) {
+    pub fn ca_pace(&self, ca: &str, limit: u32, in_flight: u32, spacing: Duration) {
         let labels = CaLabels { ca: ca.to_owned() };
         self.ca_limit.get_or_create(&labels).set(i64::from(limit));
         self.ca_in_flight.get_or_create(&labels).set(i64::from(in_flight));
+        self.ca_order_spacing.get_or_create(&labels).set(spacing.as_secs_f64());
         // Present from the start, so a dashboard sees 0, not nothing.
         let _ = self.ca_backoffs.get_or_create(&labels);
         let _ = self.ca_gated_seconds.get_or_create(&labels);
@@ -501,7 +509,7 @@ mod tests {
         m.sds("envoy-1").push();
         m.sds("envoy-1").nack();
         m.served("web", "127.0.0.1:8443", false);
-        m.ca_pace("https://ca.test/dir", 4, 1);
+        m.ca_pace("https://ca.test/dir", 4, 1, Duration::from_millis(52));
         m.ca_backoff("https://ca.test/dir");
         m.ca_gated("https://ca.test/dir", Duration::from_millis(1500));
         let text = m.encode();
@@ -516,6 +524,7 @@ mod tests {
             "proxy_acme_ca_in_flight{ca=\"https://ca.test/dir\"} 1",
             "proxy_acme_ca_backoffs_total{ca=\"https://ca.test/dir\"} 1",
             "proxy_acme_ca_gated_seconds_total{ca=\"https://ca.test/dir\"} 1.5",
+            "proxy_acme_ca_order_spacing_seconds{ca=\"https://ca.test/dir\"} 0.052",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
