@@ -16,7 +16,7 @@ export PROXY_ACME_ENVOY PROXY_ACME_TRAEFIK PROXY_ACME_CADDY
 # When this make started: `make bench` reports its whole time (setup, build, benches).
 MAKE_STARTED := $(shell date +%s)
 
-.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale bench-mass chaos chaos-ci fuzz fuzz-ci fuzz-setup
+.PHONY: setup wasm build test lint unit e2e demo clean deb dist dist-files deb-setup image image-binary image-filter bench bench-build bench-deploy bench-hostile bench-issuance bench-scale bench-mass bench-rate chaos chaos-ci fuzz fuzz-ci fuzz-setup
 
 ## setup: install Pebble, nginx (with the stream module), BIND (and its nsupdate), PowerDNS (SQLite backend), certbot, etcd, tinyproxy, Envoy, Traefik, acme2certifier and the wasm target if missing (idempotent)
 setup:
@@ -179,6 +179,12 @@ bench-scale: setup wasm bench-build
 ## which the next `make bench` puts in docs/benchmarks.md.
 bench-mass: setup wasm bench-build
 	$(CARGO) bench -p proxy-acme-e2e --bench mass_renewal
+
+## bench-rate: 1,000 certificates at Pebble behind a front allowing 20 new
+## orders a second (issue 23; CA_RATE_N, CA_RATE_PER_SECOND): time against
+## N / rate, 429s, orders; target/bench/ca_rate.md.
+bench-rate: setup wasm bench-build
+	$(CARGO) bench -p proxy-acme-e2e --bench ca_rate
 
 ## chaos: crash trials (issue 21): 20 certificates renewing on short-lived
 ## Pebble certificates, the sidecar killed with SIGKILL CHAOS_TRIALS times

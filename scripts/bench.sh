@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=target/bench
 mkdir -p "$out"
 
-benches=${BENCHES:-"filter_cost deploy_latency issuance scale scale_alone"}
+benches=${BENCHES:-"filter_cost deploy_latency issuance ca_rate scale scale_alone"}
 # Rounds sized so the whole run, build included, stays under 20 minutes on 2
 # cores (Caddy's 200 certificates alone take over 3 minutes). The filter goals
 # are judged on callgrind's instruction counts; the wrk rounds show what a
@@ -71,7 +71,7 @@ same run, with runs of the compared things alternated.
 
 HEAD
   # Every section on record: a subset run (BENCHES=...) replaces only its own.
-  for bench in filter_cost deploy_latency issuance scale scale_alone mass_renewal; do
+  for bench in filter_cost deploy_latency issuance ca_rate scale scale_alone mass_renewal; do
     f="$out/$(section "$bench").md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done
