@@ -9,6 +9,7 @@ mod ca;
 mod coordinator;
 mod discovery;
 mod fleet;
+mod inbox;
 mod issuer;
 mod on_demand;
 mod pace;

@@ -12,10 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
-
 use super::bus::{CertCommand, OpError};
 use super::coordinator::Turn;
+use super::inbox::Receiver;
 use super::issuer::Issued;
 use super::reporter::View;
 use super::resume::{resume, Resumed};
@@ -47,7 +46,7 @@ pub(super) struct CertTask {
     last_success: Option<SystemTime>,
     /// Set while the current certificate waits to be written to the store.
     unsaved: Option<Unsaved>,
-    inbox: mpsc::Receiver<CertCommand>,
+    inbox: Receiver<CertCommand>,
 }
 
 impl CertTask {
@@ -56,7 +55,7 @@ impl CertTask {
         parts: Arc<Parts>,
         certificate: Certificate,
         resolvers: Vec<Option<Arc<Resolver>>>,
-        inbox: mpsc::Receiver<CertCommand>,
+        inbox: Receiver<CertCommand>,
     ) -> Result<Self, RunError> {
         let resolvers = resolvers
             .into_iter()
