@@ -9,6 +9,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbox::Sender;
+
 use crate::acme::AcmeError;
 use crate::cert::Bundle;
 use crate::serve::admin::{CertStatus, Operations, Outcome, Statuses};
@@ -73,7 +75,7 @@ pub(crate) struct Rollover {
 pub(crate) struct Bus {
     pub(crate) statuses: Statuses,
     /// Each certificate task's inbox; discovered certificates come and go.
-    certificates: Arc<RwLock<BTreeMap<String, mpsc::Sender<CertCommand>>>>,
+    certificates: Arc<RwLock<BTreeMap<String, Sender<CertCommand>>>>,
     accounts: Option<mpsc::Sender<Rollover>>,
     /// The reloader's inbox, once it runs.
     reloads: Arc<RwLock<Option<mpsc::Sender<Reply>>>>,
@@ -85,7 +87,7 @@ impl Bus {
     }
 
     /// Registers a certificate task's inbox.
-    pub(crate) fn add(&self, name: &str, inbox: mpsc::Sender<CertCommand>) {
+    pub(crate) fn add(&self, name: &str, inbox: Sender<CertCommand>) {
         self.certificates.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), inbox);
     }
 
@@ -108,7 +110,7 @@ impl Bus {
     }
 
     /// The inbox of certificate `name`, if it is managed.
-    pub(crate) fn inbox(&self, name: &str) -> Option<mpsc::Sender<CertCommand>> {
+    pub(crate) fn inbox(&self, name: &str) -> Option<Sender<CertCommand>> {
         self.certificates.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
@@ -175,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn commands_reach_the_named_task_and_its_answer_comes_back() {
         let bus = Bus::new(None);
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = super::super::inbox::inbox(1);
         bus.add("web", tx);
         tokio::spawn(async move {
             while let Some(command) = rx.recv().await {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::bus::Bus;
+use super::inbox::inbox;
 use super::task::CertTask;
 use super::{Parts, RunError};
 use crate::config::{Certificate, Resolver};
@@ -28,6 +28,11 @@ pub(super) enum Origin {
     /// `[on_demand]`: for the whole run.
     OnDemand,
 }
+
+/// Commands a certificate's task holds before senders wait (renew,
+/// revoke and dry runs from the admin API, the replicas' stored
+/// certificates, "the CA is back").
+const INBOX: usize = 4;
 
 /// Certificates loaded at once at start-up.
 const START_CONCURRENCY: usize = 16;
@@ -72,7 +77,7 @@ impl Fleet {
     /// Starts a certificate's task: loads and deploys what is stored (or a
     /// placeholder) at once, orders if due.
     pub(super) async fn start(&mut self, certificate: Certificate, origin: Origin) -> Result<(), RunError> {
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = inbox(INBOX);
         let resolvers = self.resolvers_of(&certificate);
         let name = certificate.name.clone();
         let domains = certificate.domains.clone();
@@ -96,7 +101,7 @@ impl Fleet {
         let permits = Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY));
         let mut loading = Vec::with_capacity(certificates.len());
         for certificate in certificates {
-            let (tx, rx) = mpsc::channel(4);
+            let (tx, rx) = inbox(INBOX);
             let resolvers = self.resolvers_of(&certificate);
             let (parts, permits) = (Arc::clone(&self.parts), Arc::clone(&permits));
             let domains = certificate.domains.clone();

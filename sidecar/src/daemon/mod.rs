@@ -9,6 +9,7 @@ mod ca;
 mod coordinator;
 mod discovery;
 mod fleet;
+mod inbox;
 mod issuer;
 mod on_demand;
 mod pace;
@@ -271,8 +272,16 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     };
     let mut fleet =
         fleet::Fleet::new(Arc::clone(&parts), bus.clone(), readiness.clone(), config.resolvers.clone(), listener);
-    let running = config.clone();
-    fleet.start_all(config.managed(), fleet::Origin::Configured).await?;
+    let managed = config.managed();
+    let discover = config.discover.clone().map(|d| {
+        let dns = config.resolvers.get(&d.resolver).is_some_and(|r| r.proves_wildcards());
+        (d, dns)
+    });
+    let on_demand = config.on_demand.clone();
+    // Moved, not copied: the reloader's is the only copy of the
+    // configuration kept (a copy held 250 B per certificate, heaptrack).
+    let running = config;
+    fleet.start_all(managed, fleet::Origin::Configured).await?;
     // Loading thousands of certificates frees as much as it keeps.
     crate::serve::door::release_memory();
     fleet.write_listener_at_start().await;
@@ -284,12 +293,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> 
     if let Some(etcd) = &etcd {
         tasks.push(tokio::spawn(replicas::follow(Arc::clone(etcd), bus.clone(), readiness.clone())));
     }
-    if let Some(discover) = config.discover {
-        let dns = config.resolvers.get(&discover.resolver).is_some_and(|r| r.proves_wildcards());
+    if let Some((discover, dns)) = discover {
         let policy = discover.policy(dns).map_err(|e| RunError::Discover(e.to_string()))?;
         tasks.push(tokio::spawn(discovery::run(Arc::clone(&fleet), discover, policy)));
     }
-    if let Some(settings) = config.on_demand {
+    if let Some(settings) = on_demand {
         let policy = settings.policy().map_err(|e| RunError::Discover(e.to_string()))?;
         tasks.push(tokio::spawn(on_demand::run(Arc::clone(&fleet), settings, policy, reports_rx, clock)));
     }

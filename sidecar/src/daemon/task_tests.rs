@@ -322,7 +322,7 @@ impl World {
     }
 
     async fn task(&self) -> CertTask {
-        let (_tx, rx) = mpsc::channel(1);
+        let (_tx, rx) = crate::daemon::inbox::inbox(1);
         CertTask::start(Arc::clone(&self.parts), certificate(), vec![Some(Arc::new(resolver()))], rx).await.unwrap()
     }
 

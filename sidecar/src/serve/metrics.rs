@@ -19,17 +19,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
-    pub certificate: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RenewLabels {
-    pub certificate: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServedLabels {
     pub certificate: String,
     pub endpoint: String,
@@ -118,10 +107,8 @@ type Seconds = Family<ResolverLabels, Histogram, fn() -> Histogram>;
 /// Every metric the sidecar exports.
 pub struct Metrics {
     registry: Registry,
-    pub not_after: Family<CertLabels, Gauge>,
-    pub renew_at: Family<RenewLabels, Gauge>,
-    pub failures: Family<CertLabels, Gauge>,
-    pub last_success: Family<CertLabels, Gauge>,
+    /// Expiry, next order, failures and last success of each certificate.
+    certificates: std::sync::Arc<super::cert_metrics::CertGauges>,
     pub served_match: Family<ServedLabels, Gauge>,
     pub orders: Family<OrderLabels, Counter>,
     pub order_seconds: Seconds,
@@ -145,9 +132,6 @@ pub struct Metrics {
     pub ca_backoffs: Family<CaLabels, Counter>,
     pub ca_gated_seconds: Family<CaLabels, Counter<f64, AtomicU64>>,
     pub ca_order_spacing: Family<CaLabels, Gauge<f64, AtomicU64>>,
-    /// The reason label last set per certificate, so a changed reason
-    /// replaces its series instead of adding one.
-    renew_reasons: Mutex<HashMap<String, String>>,
     /// Likewise the issuing resolver per certificate.
     issuers: Mutex<HashMap<String, String>>,
 }
@@ -167,10 +151,7 @@ impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("proxy_acme");
         let metrics = Self {
-            not_after: Family::default(),
-            renew_at: Family::default(),
-            failures: Family::default(),
-            last_success: Family::default(),
+            certificates: std::sync::Arc::default(),
             served_match: Family::default(),
             orders: Family::default(),
             order_seconds: Family::new_with_constructor(seconds_histogram),
@@ -194,27 +175,11 @@ impl Metrics {
             ca_backoffs: Family::default(),
             ca_gated_seconds: Family::default(),
             ca_order_spacing: Family::default(),
-            renew_reasons: Mutex::new(HashMap::new()),
             issuers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("certificate_not_after_seconds", "Expiry of the deployed certificate", metrics.not_after.clone());
-        r.register(
-            "certificate_renew_at_seconds",
-            "When the certificate will be ordered again, and why (reason)",
-            metrics.renew_at.clone(),
-        );
-        r.register(
-            "certificate_consecutive_failures",
-            "Orders failed in a row since the last success",
-            metrics.failures.clone(),
-        );
-        r.register(
-            "certificate_last_success_seconds",
-            "Time of the last successful order (after a restart: the stored certificate's notBefore)",
-            metrics.last_success.clone(),
-        );
+        r.register_collector(Box::new(std::sync::Arc::clone(&metrics.certificates)));
         r.register(
             "certificate_served_match",
             "1 when the endpoint serves the stored certificate for every name, 0 on a mismatch or failure",
@@ -304,28 +269,7 @@ impl Metrics {
 
     /// Records one certificate's state.
     pub fn certificate(&self, name: &str, state: &CertificateState) {
-        let labels = CertLabels { certificate: name.to_owned() };
-        match state.not_after {
-            Some(t) => {
-                self.not_after.get_or_create(&labels).set(unix(t));
-            }
-            None => {
-                self.not_after.remove(&labels);
-            }
-        }
-        self.failures.get_or_create(&labels).set(i64::from(state.failures));
-        if let Some(t) = state.last_success {
-            self.last_success.get_or_create(&labels).set(unix(t));
-        }
-        let mut reasons = self.renew_reasons.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = reasons.remove(name) {
-            self.renew_at.remove(&RenewLabels { certificate: name.to_owned(), reason: old });
-        }
-        if let Some((at, reason)) = &state.renew_at {
-            let labels = RenewLabels { certificate: name.to_owned(), reason: (*reason).to_owned() };
-            self.renew_at.get_or_create(&labels).set(unix(*at));
-            reasons.insert(name.to_owned(), (*reason).to_owned());
-        }
+        self.certificates.set(name, state);
     }
 
     /// One finished order.
@@ -464,7 +408,7 @@ pub struct CertificateState {
     pub last_success: Option<SystemTime>,
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub(super) fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
@@ -499,6 +443,18 @@ mod tests {
         assert!(text.contains("proxy_acme_certificate_not_after_seconds{certificate=\"web\"} 2000"), "{text}");
         assert!(text.contains("proxy_acme_certificate_consecutive_failures{certificate=\"web\"} 2"), "{text}");
         assert!(text.contains("proxy_acme_certificate_last_success_seconds{certificate=\"web\"} 500"), "{text}");
+    }
+
+    #[test]
+    fn a_certificate_without_expiry_or_success_shows_only_its_failures() {
+        let m = Metrics::new();
+        m.certificate("new", &CertificateState { failures: 1, ..CertificateState::default() });
+        let text = m.encode();
+        assert!(text.contains("proxy_acme_certificate_consecutive_failures{certificate=\"new\"} 1"), "{text}");
+        assert!(text.contains("# TYPE proxy_acme_certificate_consecutive_failures gauge"), "{text}");
+        assert!(!text.contains("certificate_not_after_seconds"), "{text}");
+        assert!(!text.contains("certificate_last_success_seconds"), "{text}");
+        assert!(!text.contains("certificate_renew_at_seconds"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+mod cert_metrics;
 pub mod door;
 pub mod health;
 pub mod metrics;
