@@ -138,6 +138,7 @@ enum AccountCommand {
 }
 
 fn main() -> ExitCode {
+    proxy_acme::serve::door::limit_arenas();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROXY_ACME_LOG")
         // notify says at info that it could not remove the inotify watch of
