@@ -12,11 +12,14 @@
 //!   once per episode: exchanges admitted before the last backoff do not
 //!   halve it again. A 429 with `Retry-After` is a rate, not a load: it
 //!   closes the gate and teaches the spacing, and leaves the limit.
-//! - **Gap.** Two admissions are at least [`MIN_GAP`] apart, so that
-//!   exchanges freed at the same instant (orders polled on one cadence end
+//! - **Gap.** Two new orders are at least [`MIN_GAP`] apart, so that
+//!   orders freed at the same instant (polled on one cadence, they end
 //!   together) do not reach the CA as one burst: when its limit is first
 //!   reached, its 429 comes back before the next new order leaves, instead
-//!   of a refusal for each of a dozen orders already on the wire.
+//!   of a refusal for each of a dozen orders already on the wire. Other
+//!   exchanges have no gap: 10,000 certificates polling renewal
+//!   information need more than 100 a second when the CA says
+//!   `Retry-After: 60`, and a gap shared with them slowed a mass renewal.
 //! - **Gate.** A `Retry-After` the CA gave (on a 429 or a 503) closes the
 //!   CA until then: no exchange is admitted before it, whoever waits. A
 //!   gate further than [`MAX_GATE_WAIT`] away is not waited out: the
@@ -68,9 +71,9 @@ pub(super) const MAX_LIMIT: u32 = 16;
 /// a request again twice itself with the nonce the refusal carried), which
 /// at Pebble's default 5 % refusal rate happens once in 8,000 requests.
 pub(super) const BAD_NONCE_BURST: u32 = 2;
-/// The least time between two admissions: at most 100 new exchanges a
-/// second, far beyond any CA's per-account rate, and long enough on a
-/// local network for a 429 to return before the next one leaves.
+/// The least time between two new orders: at most 100 a second, far
+/// beyond any CA's per-account rate, and long enough on a local network
+/// for a 429 to return before the next one leaves.
 pub(super) const MIN_GAP: Duration = Duration::from_millis(10);
 /// How long a spacing learned from a throttle is kept after the last one.
 pub(super) const SPACING_MEMORY: Duration = Duration::from_secs(600);
@@ -195,8 +198,6 @@ pub(super) struct Controller {
     throttled_at: Option<SystemTime>,
     /// Recent admissions of new orders, oldest first.
     starts: VecDeque<SystemTime>,
-    /// The last admission of any kind (for [`MIN_GAP`]).
-    last: Option<SystemTime>,
 }
 
 impl Default for Controller {
@@ -211,7 +212,6 @@ impl Default for Controller {
             backed_off_at: None,
             throttled_at: None,
             starts: VecDeque::new(),
-            last: None,
         }
     }
 }
@@ -249,11 +249,10 @@ impl Controller {
         if self.in_flight >= self.limit {
             return Admission::Full;
         }
-        let spaced = match (kind, self.spacing(now), self.starts.back()) {
-            (Kind::Order, Some(spacing), Some(order)) => Some(*order + spacing),
+        let next = match (kind, self.starts.back()) {
+            (Kind::Order, Some(order)) => Some(*order + self.spacing(now).unwrap_or_default().max(MIN_GAP)),
             _ => None,
         };
-        let next = self.last.map(|last| last + MIN_GAP).max(spaced);
         if let Some(next) = next.filter(|next| *next > now) {
             return Admission::Spaced(next);
         }
@@ -261,7 +260,6 @@ impl Controller {
         // so that waking late does not add to every spacing.
         let at = next.filter(|next| now.duration_since(*next).unwrap_or_default() < MIN_GAP).unwrap_or(now);
         self.in_flight += 1;
-        self.last = Some(at);
         if kind == Kind::Order {
             if self.starts.len() == KEPT_STARTS {
                 self.starts.pop_front();

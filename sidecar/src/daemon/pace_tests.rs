@@ -288,7 +288,8 @@ fn only_new_orders_are_spaced_and_teach_a_spacing() {
     assert_eq!(c.admit(ms(1_501), Kind::Order), Admission::Go);
     let gap_later = ms(1_501) + MIN_GAP;
     assert_eq!(c.admit(gap_later, Kind::Other), Admission::Go);
-    // ...but the next order a spacing after the last one.
+    assert_eq!(c.admit(gap_later, Kind::Other), Admission::Go, "no gap between other exchanges");
+    // ...but the next order a spacing after the last order.
     assert_eq!(c.admit(gap_later + MIN_GAP, Kind::Order), Admission::Spaced(ms(1_501) + spacing));
     // An ARI poll refused 429 with Retry-After closes the gate, and
     // teaches nothing about orders.
