@@ -334,13 +334,13 @@ impl Controller {
     /// `Retry-After` was `window` away (see the module's documentation).
     fn learn_spacing(&mut self, window: Duration, now: SystemTime) {
         let kept = self.spacing(now);
-        let learned = match (kept, self.spacing) {
-            // Since the previous 429 (still remembered): the CA's rate.
-            (Some(_), Some((_, previous))) => self.per_admission(previous, now),
+        let since = match self.spacing {
+            // Since the previous 429, while remembered: the CA's rate.
+            Some((_, previous)) if kept.is_some() => previous,
             // The first: within one `Retry-After` before it, burst and all.
-            _ => self.per_admission(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH), now),
+            _ => now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH),
         };
-        let learned = learned.map(|s| s.mul_f64(1.0 + SPACING_MARGIN).min(MAX_SPACING));
+        let learned = self.per_admission(since, now).map(|s| s.mul_f64(1.0 + SPACING_MARGIN).min(MAX_SPACING));
         // With nothing learned (a lone exchange), what was is kept.
         let spacing = learned.or(kept);
         self.spacing = spacing.filter(|s| !s.is_zero()).map(|s| (s, now));
