@@ -81,9 +81,6 @@ pub struct CertInfo {
     pub names: Vec<String>,
     /// The leaf key's type, when it is one we issue.
     pub key_type: Option<KeyType>,
-    /// Whether the leaf is self-signed: its issuer is its subject, or its
-    /// own key verifies its signature. No CA issued it.
-    pub self_signed: bool,
 }
 
 /// Why a certificate or key was refused.
@@ -133,12 +130,25 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         not_after: to_system_time(leaf.validity().not_after.timestamp()),
         names: subject_alt_names(&leaf),
         key_type: key_type_of(&leaf),
-        self_signed: leaf.subject().as_raw() == leaf.issuer().as_raw() || leaf.verify_signature(None).is_ok(),
     };
     if let Some(domains) = domains {
         info.covers(domains)?;
     }
     Ok(info)
+}
+
+/// Whether the leaf of `bundle` is self-signed: its issuer is its subject,
+/// or its own key verifies its signature (an issuer name that is not its
+/// subject does not hide a self-signature). No CA issued it. Apart from
+/// [`inspect`] because the signature check is an ECDSA or RSA verification,
+/// most of what checking a bundle would cost; only import asks.
+pub fn self_signed(bundle: &Bundle) -> Result<bool, CertError> {
+    let leaf_der = CertificateDer::pem_slice_iter(bundle.fullchain_pem.as_bytes())
+        .next()
+        .ok_or(CertError::Empty)?
+        .map_err(|e| CertError::Parse(e.to_string()))?;
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(leaf.subject().as_raw() == leaf.issuer().as_raw() || leaf.verify_signature(None).is_ok())
 }
 
 impl Bundle {

@@ -80,21 +80,20 @@ async fn certificates_no_ca_would_issue_for_use_now_are_skipped_and_the_good_one
 
 #[test]
 fn refusal_is_about_now_and_the_validity_period() {
-    let info = |not_before: i64, not_after: i64, self_signed: bool| CertInfo {
+    let info = |not_before: i64, not_after: i64| CertInfo {
         serial_hex: "01".into(),
         not_before: SystemTime::UNIX_EPOCH + Duration::from_secs(not_before as u64 * 86_400),
         not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after as u64 * 86_400),
         names: vec!["a.test".into()],
         key_type: Some(KeyType::Ec256),
-        self_signed,
     };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000 * 86_400);
-    assert_eq!(refusal(&info(990, 1080, false), now), None);
-    assert_eq!(refusal(&info(1000, 1398, false), now), None, "398 days is allowed");
-    assert!(refusal(&info(1000, 1399, false), now).is_some_and(|w| w.starts_with("valid for 399 days")));
-    assert!(refusal(&info(1001, 1080, false), now).is_some_and(|w| w.starts_with("not valid before")));
-    assert!(refusal(&info(900, 1000, false), now).is_some_and(|w| w.starts_with("expired on")));
-    assert!(refusal(&info(990, 1080, true), now).is_some_and(|w| w.starts_with("self-signed")));
+    assert_eq!(refusal(&info(990, 1080), false, now), None);
+    assert_eq!(refusal(&info(1000, 1398), false, now), None, "398 days is allowed");
+    assert!(refusal(&info(1000, 1399), false, now).is_some_and(|w| w.starts_with("valid for 399 days")));
+    assert!(refusal(&info(1001, 1080), false, now).is_some_and(|w| w.starts_with("not valid before")));
+    assert!(refusal(&info(900, 1000), false, now).is_some_and(|w| w.starts_with("expired on")));
+    assert!(refusal(&info(990, 1080), true, now).is_some_and(|w| w.starts_with("self-signed")));
 }
 
 // === certbot files that are not what they seem ===

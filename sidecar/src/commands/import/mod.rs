@@ -119,7 +119,8 @@ pub fn plan(config: &Config, found: Found, now: SystemTime) -> Plan {
                 continue;
             }
         };
-        if let Some(why) = refusal(&info, now) {
+        let self_signed = cert::self_signed(&c.bundle).unwrap_or(false);
+        if let Some(why) = refusal(&info, self_signed, now) {
             plan.skipped.push((c.origin, why));
             continue;
         }
@@ -185,14 +186,14 @@ pub const MAX_VALIDITY: Duration = Duration::from_secs(398 * 86_400);
 /// imported as of `now`: it is not valid now, no CA issued it, or it is
 /// valid longer than a CA issues (the renewal would be scheduled decades
 /// away).
-pub fn refusal(info: &CertInfo, now: SystemTime) -> Option<String> {
+pub fn refusal(info: &CertInfo, self_signed: bool, now: SystemTime) -> Option<String> {
     if info.not_after <= now {
         return Some(format!("expired on {}", rfc3339(info.not_after)));
     }
     if info.not_before > now {
         return Some(format!("not valid before {}", rfc3339(info.not_before)));
     }
-    if info.self_signed {
+    if self_signed {
         return Some("self-signed: no CA issued it".into());
     }
     let validity = info.not_after.duration_since(info.not_before).unwrap_or_default();
