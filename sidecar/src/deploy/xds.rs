@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-use super::snapshot::{secret_any, secret_resource, Entry, Snapshot, SECRET_TYPE_URL};
+use super::snapshot::{secret_any, secret_resource, Cursor, Entry, Snapshot, SECRET_TYPE_URL};
 
 /// At most this many secrets per response (about 3 KB each).
 pub const CHUNK: usize = 500;
@@ -34,21 +34,38 @@ pub struct Subscription {
     names: BTreeSet<String>,
     /// Name → digest of what Envoy has.
     sent: HashMap<String, Arc<str>>,
+    /// Subscribed names that changed since they were last sent or looked
+    /// at, in name order: the only ones that can be due.
+    backlog: BTreeSet<String>,
+    /// The snapshot `backlog` is up to date with; `None` after the
+    /// subscription changed, when every secret is looked at once.
+    cursor: Option<Cursor>,
+    /// Counts changes to the subscription.
+    generation: u64,
 }
 
 impl Subscription {
     /// SotW: `names` is the whole subscription; empty means every secret.
     pub fn replace(&mut self, names: Vec<String>) {
-        self.wildcard = names.is_empty();
-        self.names = names.into_iter().collect();
+        let wildcard = names.is_empty();
+        let names: BTreeSet<String> = names.into_iter().collect();
+        if wildcard == self.wildcard && names == self.names {
+            return;
+        }
+        self.wildcard = wildcard;
+        self.names = names;
         if !self.wildcard {
             let names = &self.names;
             self.sent.retain(|name, _| names.contains(name));
         }
+        self.changed();
     }
 
     /// Delta: adds names; `*` subscribes to every secret.
     pub fn subscribe(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
         for name in names {
             if name == "*" {
                 self.wildcard = true;
@@ -56,11 +73,15 @@ impl Subscription {
                 self.names.insert(name);
             }
         }
+        self.changed();
     }
 
     /// Delta: drops names (and what was sent for them, so a later
     /// subscription gets the secret again); `*` ends the wildcard.
     pub fn unsubscribe(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
         for name in names {
             if name == "*" {
                 self.wildcard = false;
@@ -72,25 +93,60 @@ impl Subscription {
             let names = &self.names;
             self.sent.retain(|name, _| names.contains(name));
         }
+        self.changed();
     }
 
     /// Delta: Envoy already holds `name` at `digest` (a reconnect).
     pub fn holds(&mut self, name: String, digest: &str) {
         self.sent.insert(name, digest.into());
+        self.changed();
+    }
+
+    fn changed(&mut self) {
+        self.cursor = None;
+        self.generation += 1;
+    }
+
+    /// Counts changes to the subscription: when it moved, names it asks for
+    /// may be missing.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
     }
 
     /// Up to `limit` subscribed secrets whose content differs from what this
     /// stream was sent, in name order. Names the snapshot lacks are skipped
-    /// (Envoy waits for them, or its `initial_fetch_timeout`).
-    pub fn due(&self, snapshot: &Snapshot, limit: usize) -> Vec<(String, Entry)> {
-        let stale = |(name, entry): (&String, &Entry)| {
-            (self.sent.get(name) != Some(&entry.digest)).then(|| (name.clone(), entry.clone()))
-        };
-        if self.wildcard {
-            snapshot.secrets.iter().filter_map(stale).take(limit).collect()
-        } else {
-            self.names.iter().filter_map(|n| snapshot.secrets.get_key_value(n)).filter_map(stale).take(limit).collect()
+    /// (Envoy waits for them, or its `initial_fetch_timeout`). Looks only at
+    /// what changed since the last call, unless the subscription changed or
+    /// the snapshot no longer remembers that far back.
+    pub fn due(&mut self, snapshot: &Snapshot, limit: usize) -> Vec<(String, Entry)> {
+        match self.cursor.and_then(|c| snapshot.changed_since(c)) {
+            Some(changed) => {
+                let changed: Vec<String> = changed.filter(|n| self.wants(n)).cloned().collect();
+                self.backlog.extend(changed);
+            }
+            None if self.wildcard => self.backlog = snapshot.secrets.keys().cloned().collect(),
+            None => self.backlog = self.names.iter().filter(|n| snapshot.secrets.contains_key(*n)).cloned().collect(),
         }
+        self.cursor = Some(snapshot.cursor());
+        let mut due = Vec::new();
+        let mut done = Vec::new();
+        for name in &self.backlog {
+            if due.len() == limit {
+                break;
+            }
+            match snapshot.secrets.get(name) {
+                Some(entry) if self.sent.get(name) != Some(&entry.digest) => due.push((name.clone(), entry.clone())),
+                _ => done.push(name.clone()),
+            }
+        }
+        for name in done {
+            self.backlog.remove(&name);
+        }
+        due
     }
 
     /// Subscribed names the snapshot lacks (none for a wildcard).
@@ -101,6 +157,7 @@ impl Subscription {
     /// Records that `due` went out.
     pub fn sent(&mut self, due: &[(String, Entry)]) {
         for (name, entry) in due {
+            self.backlog.remove(name);
             self.sent.insert(name.clone(), Arc::clone(&entry.digest));
         }
     }
@@ -264,6 +321,11 @@ impl<P: Protocol> Default for Stream<P> {
 }
 
 impl<P: Protocol> Stream<P> {
+    /// Counts changes to what this stream subscribed to.
+    pub fn generation(&self) -> u64 {
+        self.sub.generation()
+    }
+
     /// The node id Envoy gave (`?` until it did).
     pub fn node(&self) -> &str {
         &self.node
@@ -295,7 +357,7 @@ impl<P: Protocol> Stream<P> {
 
     /// Up to `limit` secrets to send now from `snapshot` (none before
     /// Envoy asked).
-    pub fn due(&self, snapshot: &Snapshot, limit: usize) -> Vec<(String, Entry)> {
+    pub fn due(&mut self, snapshot: &Snapshot, limit: usize) -> Vec<(String, Entry)> {
         if self.asked {
             self.sub.due(snapshot, limit)
         } else {
@@ -377,9 +439,12 @@ pub async fn drive<P: Protocol>(
             biased;
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
+                    let generation = stream.generation();
                     let (inbound, received) = stream.receive(request);
                     report::<P>(stream.node(), &inbound, &received);
-                    recheck = true;
+                    // An ACK leaves the subscription alone: nothing new
+                    // can be missing.
+                    recheck |= stream.generation() != generation;
                 }
                 Ok(None) => break,
                 Err(status) => {

@@ -51,7 +51,8 @@ fn sotw_resubscription_resends_and_empty_list_is_wildcard() {
     let snap = snapshot(&[("a", "1"), ("b", "1")]);
     let mut sub = Subscription::default();
     sub.replace(vec!["a".into()]);
-    sub.sent(&sub.due(&snap, CHUNK));
+    let due = sub.due(&snap, CHUNK);
+    sub.sent(&due);
     sub.replace(vec!["b".into()]);
     assert_eq!(names(&sub.due(&snap, CHUNK)), ["b"]);
     sub.replace(vec!["a".into(), "b".into()]);
@@ -185,4 +186,35 @@ fn a_secret_envoy_asks_for_and_nobody_manages_is_reported_once_after_the_grace()
     late.receive(sotw(SECRET_TYPE_URL, &["new"], "", None));
     assert!(late.unknown(&snap, t0).0.is_empty());
     assert!(late.unknown(&snapshot(&[("new", "b")]), t0 + UNKNOWN_GRACE).0.is_empty());
+}
+
+#[test]
+fn due_follows_changes_and_a_stream_too_far_behind_looks_at_everything() {
+    let bundle = |tag: &str| Arc::new(Bundle { fullchain_pem: tag.into(), key_pem: SecretPem::new(tag.into()) });
+    let mut snap = snapshot(&[("a", "1"), ("b", "1"), ("c", "1")]);
+    let mut sub = Subscription::default();
+    sub.replace(vec!["a".into(), "c".into()]);
+    let due = sub.due(&snap, CHUNK);
+    sub.sent(&due);
+
+    // One change: only it is due (found through the snapshot's change log).
+    snap.set("c", &bundle("2"));
+    snap.set("b", &bundle("2"));
+    let due = sub.due(&snap, CHUNK);
+    assert_eq!(names(&due), ["c"]);
+    sub.sent(&due);
+
+    // More changes than the snapshot remembers: the early one is not lost.
+    snap.set("a", &bundle("3"));
+    for i in 0..crate::deploy::snapshot::CHANGES_KEPT + 5 {
+        snap.set("b", &bundle(&format!("b{i}")));
+    }
+    assert_eq!(names(&sub.due(&snap, CHUNK)), ["a"]);
+
+    // A change put back before the stream looked is not due.
+    let due = sub.due(&snap, CHUNK);
+    sub.sent(&due);
+    snap.set("c", &bundle("9"));
+    snap.set("c", &bundle("2"));
+    assert!(sub.due(&snap, CHUNK).is_empty());
 }
