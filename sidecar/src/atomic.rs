@@ -286,8 +286,12 @@ pub fn replace_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<(), FileE
 
 /// Writes `files` (name, contents, mode) into a new directory
 /// `<parent>/<version>` (mode 0700): built under a temp name, each file and
-/// the directory fsynced, then renamed into place and `parent` fsynced.
-/// On failure the temp directory is removed.
+/// the directory fsynced, then renamed into place. On failure the temp
+/// directory is removed. `parent` is not fsynced here: [`point_link`] in
+/// the same `parent`, which every caller makes next, fsyncs both renames
+/// with one call (one fsync fewer per certificate). A power loss between
+/// the two keeps the previous link, or a link to a version that did not
+/// survive, which readers skip for the newest complete one.
 pub fn write_version(parent: &Path, version: &str, files: &[(&str, &[u8], u32)]) -> Result<PathBuf, FileError> {
     let tmp = parent.join(temp_name(version));
     let target = parent.join(version);
@@ -303,7 +307,6 @@ pub fn write_version(parent: &Path, version: &str, files: &[(&str, &[u8], u32)])
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    sync_dir(parent)?;
     Ok(target)
 }
 
