@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::Connect;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
+use super::poll::FirstLooks;
 use super::AcmeError;
 
 /// Longest wait for a TCP connection to the CA.
@@ -136,6 +138,8 @@ struct Context {
     /// Requests sent again because the CA refused their nonce (each after
     /// instant-acme's own two tries): a CA that refuses many is overloaded.
     refused: u32,
+    /// What the CA's first looks were learned to be (none: the defaults).
+    looks: Option<Arc<FirstLooks>>,
 }
 
 tokio::task_local! {
@@ -170,6 +174,12 @@ pub(crate) fn refused_nonces() -> u32 {
     ORDER.try_with(|c| c.borrow().refused).unwrap_or_default()
 }
 
+/// The first looks learned for this order's CA (outside [`within`], or
+/// when none were given, fresh defaults).
+pub(crate) fn first_looks() -> Arc<FirstLooks> {
+    ORDER.try_with(|c| c.borrow().looks.clone()).ok().flatten().unwrap_or_default()
+}
+
 /// The `Retry-After` of the last answer in this order, if it had one.
 pub(crate) fn last_retry_after() -> Option<SystemTime> {
     ORDER.try_with(|c| c.borrow().said).ok().flatten()
@@ -179,12 +189,14 @@ pub(crate) fn last_retry_after() -> Option<SystemTime> {
 /// Past it, `work` is dropped (a solver's answers are withdrawn by their
 /// guards) and the error names the step it was at. An error that followed
 /// an answer with `Retry-After` carries it (see [`AcmeError::retry_after`]).
+/// `looks` are the CA's learned first looks, shared by its orders.
 pub(crate) async fn within<T>(
     deadline: Duration,
     first_step: &'static str,
+    looks: Option<Arc<FirstLooks>>,
     work: impl Future<Output = Result<T, AcmeError>>,
 ) -> Result<T, AcmeError> {
-    let context = RefCell::new(Context { step: first_step, ..Context::default() });
+    let context = RefCell::new(Context { step: first_step, looks, ..Context::default() });
     ORDER
         .scope(context, async {
             let Ok(result) = tokio::time::timeout(deadline, work).await else {

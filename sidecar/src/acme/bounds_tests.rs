@@ -106,7 +106,7 @@ async fn an_error_answer_with_retry_after_is_carried_by_the_orders_error() {
     })
     .await;
     let http = client(Duration::from_secs(10), MAX_BODY);
-    let result: Result<(), AcmeError> = within(Duration::from_secs(10), "creating the order", async {
+    let result: Result<(), AcmeError> = within(Duration::from_secs(10), "creating the order", None, async {
         let rsp = http.request(post(&url)).await?;
         assert_eq!(rsp.parts.status, 503);
         Err(AcmeError::Protocol(instant_acme::Error::Str("the CA is down")))
@@ -129,7 +129,7 @@ async fn a_later_good_answer_forgets_the_retry_after() {
     })
     .await;
     let http = client(Duration::from_secs(10), MAX_BODY);
-    let result: Result<(), AcmeError> = within(Duration::from_secs(10), "polling", async {
+    let result: Result<(), AcmeError> = within(Duration::from_secs(10), "polling", None, async {
         http.request(post(&url)).await?;
         Err(AcmeError::NoChallenge("http-01", "a.test".into()))
     })
@@ -140,7 +140,7 @@ async fn a_later_good_answer_forgets_the_retry_after() {
 
 #[tokio::test]
 async fn the_deadline_names_the_step_it_stopped() {
-    let result: Result<(), AcmeError> = within(Duration::from_secs(1), "loading the account", async {
+    let result: Result<(), AcmeError> = within(Duration::from_secs(1), "loading the account", None, async {
         set_step("waiting for the CA to validate");
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok(())

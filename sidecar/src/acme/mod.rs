@@ -14,6 +14,7 @@ mod prove;
 pub(crate) use account::imported_account;
 pub use account::{account, directory, directory_reachable, rollover, AcmeAccount};
 pub use order::{issue, renewal_info, resume, revoke, Checkpoint, OrderRequest, Reopened, Window};
+pub(crate) use poll::FirstLooks;
 
 use std::time::SystemTime;
 

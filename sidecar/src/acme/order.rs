@@ -203,28 +203,37 @@ async fn finalize_and_download(
     Ok(bundle)
 }
 
-/// The first wait for an order still `processing` when the CA gave no
-/// `Retry-After`; it doubles up to [`PROCESSING_MAX_WAIT`] (`acme::poll`).
-/// Short, as the first look at a challenge: Pebble answers `processing`
-/// and issues within milliseconds, and at 500 ms this wait was half of
-/// every order's time there.
-const PROCESSING_FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The waits for an order still `processing` when the CA gave no
+/// `Retry-After`, after the first (learned per CA, `acme::poll`): this,
+/// doubling up to [`PROCESSING_MAX_WAIT`].
+const PROCESSING_NEXT_WAIT: Duration = Duration::from_millis(250);
 const PROCESSING_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The certificate of a finalized order. A CA that issues at once (Let's
 /// Encrypt mostly does; Pebble within milliseconds) is asked once; one that
 /// finalizes asynchronously (the order stays `processing`) is asked again
-/// when its `Retry-After` says, never sooner, else after a short first
-/// wait doubling to 10 s. The order's deadline bounds it all.
+/// when its `Retry-After` says, never sooner, else first when the CA had
+/// issued the last times (learned per CA), then after waits doubling from
+/// 250 ms to 10 s. The order's deadline bounds it all.
 async fn download_when_issued(order: &mut instant_acme::Order) -> Result<String, AcmeError> {
-    let mut looks = super::poll::Looks::new(PROCESSING_FIRST_WAIT, PROCESSING_MAX_WAIT);
+    let learned = super::bounds::first_looks();
+    let mut looks = super::poll::Looks::new(PROCESSING_NEXT_WAIT, PROCESSING_MAX_WAIT);
+    let mut first = true;
     loop {
-        if order.state().status == OrderStatus::Processing {
-            let wait = looks.next(SystemTime::now());
+        let processing = order.state().status == OrderStatus::Processing;
+        if processing {
+            let wait = match super::bounds::last_retry_after() {
+                None if first => learned.issuance.wait(),
+                _ => looks.next(SystemTime::now()),
+            };
             tracing::debug!(order = order.url(), wait_ms = wait.as_millis(), "the CA is still issuing the certificate");
             tokio::time::sleep(wait).await;
         }
-        if let Some(chain) = step!("downloading the certificate", order.certificate().await)? {
+        let chain = step!("downloading the certificate", order.certificate().await)?;
+        if processing && std::mem::take(&mut first) {
+            learned.issuance.learn(chain.is_some());
+        }
+        if let Some(chain) = chain {
             return Ok(chain);
         }
     }

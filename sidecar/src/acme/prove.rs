@@ -18,9 +18,6 @@ use super::bounds::{is_bad_nonce, set_step, step, MAX_NONCE_REFUSALS};
 use super::{AcmeAccount, AcmeError};
 use crate::solvers::{Challenge, Presented, Solver, SolverError};
 
-/// The first look at the order after the CA was told to validate: short,
-/// as a CA that validates at once (Pebble, often Let's Encrypt) is done by then.
-const FIRST_LOOK: Duration = Duration::from_millis(100);
 /// Later looks without `Retry-After`: this, doubling up to [`MAX_WAIT`].
 const NEXT_WAIT: Duration = Duration::from_millis(250);
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -127,14 +124,17 @@ async fn prove_inner(
 }
 
 /// Looks at `order` until the CA is done validating (`Ready` or
-/// `Invalid`): a short first look, then when the CA's `Retry-After` says,
+/// `Invalid`): a first look when the CA was done the last times, then when the CA's `Retry-After` says,
 /// else after a wait doubling from 250 ms to 5 s (`acme::poll`). An order
 /// still pending after [`POLL_TIMEOUT`], or whose `Retry-After` points past
 /// it, ends in instant-acme's time-out, as its own polling did.
 async fn poll_ready(order: &mut Order) -> Result<OrderStatus, instant_acme::Error> {
     let started = std::time::Instant::now();
     let mut looks = super::poll::Looks::new(NEXT_WAIT, MAX_WAIT);
-    let mut wait = FIRST_LOOK;
+    // The first look is learned per CA (`acme::poll::FirstLook`).
+    let learned = super::bounds::first_looks();
+    let mut wait = learned.validation.wait();
+    let mut first = true;
     loop {
         let next = started.elapsed() + wait;
         if next > POLL_TIMEOUT {
@@ -148,7 +148,11 @@ async fn poll_ready(order: &mut Order) -> Result<OrderStatus, instant_acme::Erro
         if let Some(error) = &state.error {
             return Err(instant_acme::Error::Api(error.clone()));
         }
-        if let OrderStatus::Ready | OrderStatus::Invalid = state.status {
+        let done = matches!(state.status, OrderStatus::Ready | OrderStatus::Invalid);
+        if std::mem::take(&mut first) {
+            learned.validation.learn(done);
+        }
+        if done {
             return Ok(state.status);
         }
         wait = looks.next(std::time::SystemTime::now());

@@ -257,7 +257,7 @@ impl Accounts {
     pub(super) async fn rollover(&self, store: &dyn Store, name: &str) -> Result<String, AcmeError> {
         let entry = self.entry(name)?;
         let mut slot = entry.account.write().await;
-        acme::bounds::within(self.deadline(name), "rolling the account key over", async {
+        acme::bounds::within(self.deadline(name), "rolling the account key over", None, async {
             let id = acme::rollover(store, name, &entry.resolver).await?;
             // The cached account still signs with the old key: reload from the store.
             *slot = Some(acme::account(store, name, &entry.resolver).await?);

@@ -100,12 +100,13 @@ impl LiveCa {
         Fut: Future<Output = Result<T, AcmeError>>,
     {
         let deadline = self.accounts.deadline(resolver);
-        let permit = match self.paces.of(directory).acquire(deadline.min(MAX_GATE_WAIT), kind).await {
+        let pace = self.paces.of(directory);
+        let permit = match pace.acquire(deadline.min(MAX_GATE_WAIT), kind).await {
             Ok(permit) => permit,
             Err(closed) => return (Err(gated(directory, closed)), None),
         };
         let refused = AtomicU32::new(0);
-        let result = within(deadline, first_step, async {
+        let result = within(deadline, first_step, Some(pace.looks()), async {
             let result = work().await;
             refused.store(bounds::refused_nonces(), Ordering::Relaxed);
             result

@@ -56,7 +56,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::acme::AcmeError;
+use crate::acme::{AcmeError, FirstLooks};
 use crate::schedule::Clock;
 
 /// Exchanges in flight per CA at start: modest, as for an unknown CA.
@@ -71,10 +71,11 @@ pub(super) const MAX_LIMIT: u32 = 16;
 /// a request again twice itself with the nonce the refusal carried), which
 /// at Pebble's default 5 % refusal rate happens once in 8,000 requests.
 pub(super) const BAD_NONCE_BURST: u32 = 2;
-/// The least time between two new orders: at most 100 a second, far
+/// The least time between two new orders: at most 250 a second, far
 /// beyond any CA's per-account rate, and long enough on a local network
-/// for a 429 to return before the next one leaves.
-pub(super) const MIN_GAP: Duration = Duration::from_millis(10);
+/// for a 429 to return before the next one leaves. (At 10 ms it was what
+/// bounded 1,000 first orders at Pebble: 10.4 s, every run.)
+pub(super) const MIN_GAP: Duration = Duration::from_millis(4);
 /// How long a spacing learned from a throttle is kept after the last one.
 pub(super) const SPACING_MEMORY: Duration = Duration::from_secs(600);
 /// Added to a learned spacing: the CA's clock is not ours to the millisecond.
@@ -377,6 +378,9 @@ pub(super) struct Pace {
     inner: Mutex<Inner>,
     turn: Notify,
     clock: Arc<dyn Clock>,
+    /// When the CA is first looked at again after being told to validate
+    /// or to issue, learned by its orders.
+    looks: Arc<FirstLooks>,
 }
 
 #[derive(Debug, Default)]
@@ -393,7 +397,12 @@ pub(super) struct Gated(pub(super) SystemTime);
 
 impl Pace {
     pub(super) fn new(ca: &str, clock: Arc<dyn Clock>) -> Self {
-        Self { ca: ca.to_owned(), inner: Mutex::default(), turn: Notify::new(), clock }
+        Self { ca: ca.to_owned(), inner: Mutex::default(), turn: Notify::new(), clock, looks: Arc::default() }
+    }
+
+    /// The CA's learned first looks, shared by its orders.
+    pub(super) fn looks(&self) -> Arc<FirstLooks> {
+        Arc::clone(&self.looks)
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
