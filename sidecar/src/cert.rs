@@ -107,6 +107,18 @@ pub enum CertError {
 /// block is refused: the chain goes to files and places others may read
 /// (`fullchain.pem` is 0644), the key only to 0600 ones.
 pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, CertError> {
+    inspect_with(bundle, domains, true)
+}
+
+/// [`inspect`] without parsing the private key to check it belongs to the
+/// leaf: for a bundle known to be byte for byte one that passed
+/// [`inspect`] (the key check is an elliptic-curve multiplication, most of
+/// what loading a stored certificate costs).
+pub fn inspect_known_pair(bundle: &Bundle) -> Result<CertInfo, CertError> {
+    inspect_with(bundle, None, false)
+}
+
+fn inspect_with(bundle: &Bundle, domains: Option<&[String]>, check_key: bool) -> Result<CertInfo, CertError> {
     if bundle.fullchain_pem.contains("PRIVATE KEY-----") {
         return Err(CertError::KeyInChain);
     }
@@ -119,9 +131,11 @@ pub fn inspect(bundle: &Bundle, domains: Option<&[String]>) -> Result<CertInfo, 
         X509Certificate::from_der(der).map_err(|e| CertError::Parse(format!("chain: {e}")))?;
     }
 
-    let key = KeyPair::from_pem(bundle.key_pem.expose()).map_err(|e| CertError::Key(e.to_string()))?;
-    if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(CertError::KeyMismatch);
+    if check_key {
+        let key = KeyPair::from_pem(bundle.key_pem.expose()).map_err(|e| CertError::Key(e.to_string()))?;
+        if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CertError::KeyMismatch);
+        }
     }
 
     let info = CertInfo {

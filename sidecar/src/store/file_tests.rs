@@ -96,6 +96,27 @@ async fn a_torn_live_version_falls_back_to_the_last_good_one() {
 }
 
 #[tokio::test]
+async fn a_key_swapped_by_hand_is_checked_again_and_refused() {
+    // A version's name carries a digest of what passed the key check when
+    // it was written; files that no longer hash to it are checked in full.
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let first = bundle("a.example");
+    store.save_certificate("web", &first).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = bundle("b.example");
+    store.save_certificate("web", &second).await.unwrap_or_else(|e| panic!("{e}"));
+    let live = fs::read_link(dir.path().join("certificates/web/live")).unwrap_or_else(|e| panic!("{e}"));
+    let live = live.to_string_lossy().into_owned();
+    assert!(live.rsplit_once('-').is_some_and(|(_, check)| check.len() == 16), "{live}");
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(second));
+
+    // Another (valid) key in the live version: it does not match the leaf.
+    let other = bundle("c.example");
+    fs::write(store.live_dir("web").join("privkey.pem"), other.key_pem.expose()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load_certificate("web").await.unwrap_or_else(|e| panic!("{e}")), Some(first));
+}
+
+#[tokio::test]
 async fn an_interrupted_write_is_invisible() {
     // A crash before the rename leaves only a temp directory behind.
     let dir = private_dir();

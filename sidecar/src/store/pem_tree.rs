@@ -5,6 +5,13 @@
 //! <root>/<name>/v<nanos>/{cert,chain,fullchain,privkey}.pem
 //! ```
 //!
+//! A version's name is `v<nanos>-<check>`: `<check>` is a digest of the
+//! chain and key as they were when they passed the key check before being
+//! written. A version whose files still hash to it is loaded without
+//! parsing the key again (at start-up, 10,000 elliptic-curve
+//! multiplications); any other (edited by hand, torn, or named `v<nanos>`
+//! by an older version) is checked in full.
+//!
 //! A new version is written into a temporary directory (files fsynced,
 //! `privkey.pem` 0600), renamed into place, then `live` is swapped with one
 //! `rename(2)` of a fresh symlink and the directory fsynced. A crash at any
@@ -66,7 +73,7 @@ impl PemTree {
         let cert_dir = self.root.join(name);
         atomic::own_dir(&cert_dir, 0o700)?;
         let previous = self.live_version(name)?;
-        let version = atomic::version_name("v");
+        let version = format!("{}-{}", atomic::version_name("v"), check_of(bundle));
         let files: [(&str, &[u8], u32); 4] = [
             ("cert.pem", leaf_pem.as_bytes(), 0o644),
             ("chain.pem", chain_pem.as_bytes(), 0o644),
@@ -147,13 +154,29 @@ fn usable(name: &str, dir: &Path) -> Option<(Bundle, CertInfo)> {
             return None;
         }
     };
-    match cert::inspect(&bundle, None) {
+    let known = dir
+        .file_name()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.rsplit_once('-'))
+        .is_some_and(|(_, check)| check == check_of(&bundle));
+    let inspected = if known { cert::inspect_known_pair(&bundle) } else { cert::inspect(&bundle, None) };
+    match inspected {
         Ok(info) => Some((bundle, info)),
         Err(e) => {
             tracing::warn!(certificate = name, dir = %dir.display(), error = %e, "skipping unusable stored version");
             None
         }
     }
+}
+
+/// The check part of a version's name: the first 8 bytes of SHA-256 over
+/// the chain, a zero byte and the key, in hex.
+fn check_of(bundle: &Bundle) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(bundle.fullchain_pem.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(bundle.key_pem.expose().as_bytes());
+    ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
