@@ -60,6 +60,12 @@ impl Coordinator {
         self.store.load_stored(name).await
     }
 
+    /// [`stored`](Self::stored) for each of `names`, in order, read in one
+    /// go where the store can.
+    pub(super) async fn stored_many(&self, names: Vec<String>) -> Vec<Result<Stored, StoreError>> {
+        self.store.load_stored_many(names).await
+    }
+
     /// Takes the certificate's lock.
     pub(super) async fn take_turn(&self, certificate: &Certificate) -> Turn {
         let id = format!("certificates/{}", certificate.name);

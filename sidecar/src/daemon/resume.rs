@@ -11,6 +11,7 @@ use super::{Parts, RunError};
 use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{Machine, Policy};
+use crate::store::Stored;
 
 #[derive(Debug)]
 pub(super) struct Resumed {
@@ -23,14 +24,15 @@ pub(super) struct Resumed {
     pub(super) issued_by: Option<usize>,
 }
 
-/// `resolvers`: the certificate's, in order (at least one).
+/// `resolvers`: the certificate's, in order (at least one); `stored`:
+/// what the store holds for it.
 pub(super) async fn resume(
     parts: &Parts,
     certificate: &Certificate,
     resolvers: &[Arc<Resolver>],
+    stored: Stored,
 ) -> Result<Resumed, RunError> {
     let (name, now) = (&certificate.name, parts.clock.now());
-    let stored = parts.coordinator.stored(name).await?;
     let issued_by = match resolvers.len() {
         1 => Some(0),
         _ => stored.issuer.as_deref().and_then(|r| certificate.resolvers.iter().position(|n| n == r)),

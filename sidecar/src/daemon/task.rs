@@ -23,6 +23,7 @@ use crate::acme::AcmeError;
 use crate::cert::{Bundle, CertInfo};
 use crate::config::{Certificate, Resolver};
 use crate::schedule::{self, Action, AfterFailure, Fallback, Machine};
+use crate::store::{StoreError, Stored};
 use unsaved::Unsaved;
 
 /// Longest sleep between two looks, so a changed wall clock is noticed.
@@ -57,6 +58,19 @@ impl CertTask {
         resolvers: Vec<Option<Arc<Resolver>>>,
         inbox: Receiver<CertCommand>,
     ) -> Result<Self, RunError> {
+        let stored = parts.coordinator.stored(&certificate.name).await;
+        Self::start_loaded(parts, certificate, resolvers, inbox, stored).await
+    }
+
+    /// [`start`](Self::start) with what the store holds, read already
+    /// (`Fleet::start_all` reads many in one go).
+    pub(super) async fn start_loaded(
+        parts: Arc<Parts>,
+        certificate: Certificate,
+        resolvers: Vec<Option<Arc<Resolver>>>,
+        inbox: Receiver<CertCommand>,
+        stored: Result<Stored, StoreError>,
+    ) -> Result<Self, RunError> {
         let resolvers = resolvers
             .into_iter()
             .zip(&certificate.resolvers)
@@ -65,7 +79,8 @@ impl CertTask {
         if resolvers.is_empty() {
             return Err(RunError::UnknownResolver(certificate.resolver.clone()));
         }
-        let Resumed { machine, current, revoked, issued_by } = resume(&parts, &certificate, &resolvers).await?;
+        let Resumed { machine, current, revoked, issued_by } =
+            resume(&parts, &certificate, &resolvers, stored?).await?;
         let fallback = Fallback::new(certificate.fallback.clone(), resolvers.len(), issued_by);
         // Until a new order: the stored certificate's notBefore.
         let last_success = current.as_ref().map(|(_, info)| info.not_before);

@@ -387,3 +387,29 @@ async fn one_start_up_read_gives_what_the_four_reads_give() {
     assert_eq!(stored.bundle.map(|(b, _)| b), Some(first));
     assert!(stored.renewal.is_none() && stored.pending);
 }
+
+#[tokio::test]
+async fn many_certificates_read_in_one_go_are_what_each_read_alone_gives() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    store.save_certificate("a", &bundle("a.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    store.save_certificate("c", &bundle("c.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    store.mark_revoked("c", "01").await.unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = ["c", "missing", "../x", "a"].map(String::from).to_vec();
+    let many = store.load_stored_many(names.clone()).await;
+    assert_eq!(many.len(), 4);
+    for (name, together) in names.iter().zip(many) {
+        let alone = store.load_stored(name).await;
+        match (together, alone) {
+            (Ok(together), Ok(alone)) => {
+                assert_eq!(together.bundle.map(|(b, _)| b), alone.bundle.map(|(b, _)| b), "{name}");
+                assert_eq!(together.revoked, alone.revoked, "{name}");
+            }
+            (Err(together), Err(alone)) => assert_eq!(together.to_string(), alone.to_string()),
+            (together, alone) => panic!("{name}: {:?} vs {:?}", together.is_ok(), alone.is_ok()),
+        }
+    }
+    let first = store.load_stored("c").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.revoked.as_deref(), Some("01"));
+    assert!(store.load_stored("a").await.unwrap_or_else(|e| panic!("{e}")).bundle.is_some());
+}

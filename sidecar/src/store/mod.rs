@@ -173,6 +173,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let bundle = bundle.and_then(|b| cert::inspect(&b, None).ok().map(|info| (b, info)));
         Ok(Stored { bundle, revoked, pending, renewal, issuer })
     }
+    /// [`load_stored`](Self::load_stored) for each of `names`, in order:
+    /// at start-up, thousands at once. A store that can do them in one go
+    /// (the file store: one blocking call for all) does.
+    async fn load_stored_many(&self, names: Vec<String>) -> Vec<Result<Stored, StoreError>> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in &names {
+            out.push(self.load_stored(name).await);
+        }
+        out
+    }
     /// The resolver that issued the certificate stored under `name`, when
     /// the certificate has several ([`crate::config::Certificate::resolvers`]):
     /// its renewal information and revocation go there.
