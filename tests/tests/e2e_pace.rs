@@ -177,4 +177,14 @@ async fn orders_go_as_fast_as_the_ca_allows_and_never_faster() {
     assert_eq!(series(&limited, "proxy_acme_ca_backoffs_total"), 0.0, "429s with Retry-After halve nothing");
     assert!(series(&busy, "proxy_acme_ca_backoffs_total") >= 1.0, "503s halve the limit");
     assert_eq!(series(&busy, "proxy_acme_ca_order_spacing_seconds"), 0.0, "503s teach no rate");
+    // The first looks were learned from the orders (they start at 100 ms)
+    // and stay within their bounds.
+    for after in ["validation", "issuance"] {
+        let key = format!("proxy_acme_ca_first_look_seconds{{ca=\"{}\",after=\"{after}\"}}", limited.directory_url());
+        let look = metrics.get(&key).copied().unwrap_or_else(|| panic!("no {key} in /metrics"));
+        assert!((0.01..=2.0).contains(&look), "{key} = {look}");
+        if after == "validation" {
+            assert!((look - 0.1).abs() > 1e-6, "{key} never learned: {look}");
+        }
+    }
 }

@@ -220,17 +220,17 @@ async fn download_when_issued(order: &mut instant_acme::Order) -> Result<String,
     let mut looks = super::poll::Looks::new(PROCESSING_NEXT_WAIT, PROCESSING_MAX_WAIT);
     let mut first = true;
     loop {
-        let processing = order.state().status == OrderStatus::Processing;
-        if processing {
-            let wait = match super::bounds::last_retry_after() {
-                None if first => learned.issuance.wait(),
-                _ => looks.next(SystemTime::now()),
-            };
+        // Whether this look is at the learned time (the first, when the
+        // CA said nothing): only such looks teach it.
+        let mut at_learned = false;
+        if order.state().status == OrderStatus::Processing {
+            at_learned = std::mem::take(&mut first) && super::bounds::last_retry_after().is_none();
+            let wait = if at_learned { learned.issuance.wait() } else { looks.next(SystemTime::now()) };
             tracing::debug!(order = order.url(), wait_ms = wait.as_millis(), "the CA is still issuing the certificate");
             tokio::time::sleep(wait).await;
         }
         let chain = step!("downloading the certificate", order.certificate().await)?;
-        if processing && std::mem::take(&mut first) {
+        if at_learned {
             learned.issuance.learn(chain.is_some());
         }
         if let Some(chain) = chain {

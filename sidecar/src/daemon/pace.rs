@@ -512,7 +512,9 @@ impl Pace {
             let inner = self.inner();
             (inner.controller.limit, inner.controller.in_flight, inner.controller.spacing(now).unwrap_or_default())
         };
-        crate::serve::metrics::metrics().ca_pace(&self.ca, limit, in_flight, spacing);
+        let metrics = crate::serve::metrics::metrics();
+        metrics.ca_pace(&self.ca, limit, in_flight, spacing);
+        metrics.ca_first_looks(&self.ca, self.looks.validation.wait(), self.looks.issuance.wait());
     }
 }
 

@@ -102,6 +102,14 @@ pub struct CaLabels {
     pub ca: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FirstLookLabels {
+    /// The CA's directory URL.
+    pub ca: String,
+    /// `validation` or `issuance`.
+    pub after: &'static str,
+}
+
 type Seconds = Family<ResolverLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the sidecar exports.
@@ -132,6 +140,7 @@ pub struct Metrics {
     pub ca_backoffs: Family<CaLabels, Counter>,
     pub ca_gated_seconds: Family<CaLabels, Counter<f64, AtomicU64>>,
     pub ca_order_spacing: Family<CaLabels, Gauge<f64, AtomicU64>>,
+    pub ca_first_look: Family<FirstLookLabels, Gauge<f64, AtomicU64>>,
     /// Likewise the issuing resolver per certificate.
     issuers: Mutex<HashMap<String, String>>,
 }
@@ -175,6 +184,7 @@ impl Metrics {
             ca_backoffs: Family::default(),
             ca_gated_seconds: Family::default(),
             ca_order_spacing: Family::default(),
+            ca_first_look: Family::default(),
             issuers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -254,6 +264,11 @@ impl Metrics {
             "ca_order_spacing_seconds",
             "Least time between two new orders at this CA, learned from its 429s (0: none learned)",
             metrics.ca_order_spacing.clone(),
+        );
+        r.register(
+            "ca_first_look_seconds",
+            "Wait before the first look at an order after this CA was told to validate or to issue, learned from its answers",
+            metrics.ca_first_look.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -357,6 +372,14 @@ impl Metrics {
         // Present from the start, so a dashboard sees 0, not nothing.
         let _ = self.ca_backoffs.get_or_create(&labels);
         let _ = self.ca_gated_seconds.get_or_create(&labels);
+    }
+
+    /// One CA's learned first looks.
+    pub fn ca_first_looks(&self, ca: &str, validation: Duration, issuance: Duration) {
+        for (after, wait) in [("validation", validation), ("issuance", issuance)] {
+            let labels = FirstLookLabels { ca: ca.to_owned(), after };
+            self.ca_first_look.get_or_create(&labels).set(wait.as_secs_f64());
+        }
     }
 
     /// The CA's pace was halved.
