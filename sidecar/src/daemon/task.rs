@@ -412,13 +412,17 @@ impl CertTask {
 
     /// Asks the CA for renewal information (RFC 9773) about the current certificate.
     async fn poll_ari(&mut self) {
-        let now = self.parts.clock.now();
         // Renewal information comes from the CA that issued the certificate.
         let (issuer_side, _) = self.at(self.fallback.issued_by());
         let answer = match &self.current {
             Some((bundle, _)) => self.parts.issuer.poll_ari(&issuer_side, bundle).await,
             None => None,
         };
+        // The answer's time, not the ask's: its Retry-After counts from
+        // the answer, and the ask may have waited its turn at the CA's
+        // pace (in a mass renewal, for tens of seconds: polls then came
+        // that much before the Retry-After).
+        let now = self.parts.clock.now();
         // The same spread as the rule's: a restart lands on the same time.
         let spread = self.current.as_ref().map_or_else(|| self.parts.jitter(), |(_, info)| self.parts.spread(info));
         let Some(answer) = answer else { return self.machine.set_ari(false, now, spread) };

@@ -102,6 +102,8 @@ struct TestCa {
     open: Mutex<BTreeMap<String, u64>>,
     /// The directories dry runs ordered from.
     dry_runs: Mutex<Vec<String>>,
+    /// How long an ARI poll waits its turn before the CA answers.
+    ari_wait: Mutex<Duration>,
 }
 
 impl TestCa {
@@ -175,6 +177,7 @@ impl Ca for TestCa {
         })
     }
     async fn renewal_info(&self, _: &str, _: &Bundle) -> Result<Option<Window>, AcmeError> {
+        self.clock.advance(*self.ari_wait.lock().unwrap());
         Ok(self.windows.lock().unwrap().pop_front())
     }
     async fn revoke(&self, _: &str, bundle: &Bundle, _: Option<u8>) -> Result<(), AcmeError> {
@@ -291,6 +294,7 @@ impl World {
             reopened: Mutex::default(),
             open: Mutex::default(),
             dry_runs: Mutex::default(),
+            ari_wait: Mutex::default(),
         });
         let sink = Arc::new(TestSink::default());
         let resolvers = BTreeMap::from([("le".to_owned(), resolver())]);
@@ -519,6 +523,26 @@ async fn an_ari_window_that_moves_earlier_moves_the_renewal() {
     let (second, _) = task.machine.next_order(world.clock.now()).unwrap();
     assert!(second >= t0() + 20 * DAY && second < t0() + 21 * DAY, "{}", world.status().state);
     assert!(world.ca.windows.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_next_ari_poll_counts_the_retry_after_from_the_answer_not_the_ask() {
+    // In a mass renewal an ARI poll waits its turn at the CA's pace for
+    // tens of seconds; the Retry-After is counted from the answer.
+    let world = World::new(Arc::new(MemoryStore::new()), None);
+    world.script(Next::Issue { days: 90 });
+    let ahead = Window {
+        start: t0() + 50 * DAY,
+        end: t0() + 52 * DAY,
+        retry_after: Duration::from_secs(60),
+        explanation_url: None,
+    };
+    world.ca.windows.lock().unwrap().push_back(ahead);
+    *world.ca.ari_wait.lock().unwrap() = Duration::from_secs(30);
+    let mut task = world.task().await;
+    let poll = settle(&mut task).await;
+    assert_eq!(world.clock.now(), t0() + Duration::from_secs(30), "the answer came 30 s after the ask");
+    assert_eq!(poll, world.clock.now() + Duration::from_secs(60), "60 s after the answer");
 }
 
 #[path = "resume_tests.rs"]
