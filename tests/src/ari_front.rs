@@ -165,6 +165,29 @@ impl AriFront {
         early
     }
 
+    /// Up to `k` certIDs with an early request ([`Self::early_requests`]),
+    /// each with its requests' times (seconds since the first request of
+    /// all) and the `Retry-After` each got: what a reader needs to tell why.
+    pub fn early_examples(&self, slack: Duration, k: usize) -> Vec<String> {
+        let timed = self.timed_requests();
+        let Some(first) = timed.first().map(|(_, at, _)| *at) else { return Vec::new() };
+        let mut by_id: HashMap<&str, Vec<(SystemTime, u64)>> = HashMap::new();
+        for (id, at, retry_after) in &timed {
+            by_id.entry(id.as_str()).or_default().push((*at, *retry_after));
+        }
+        let mut out = Vec::new();
+        for (id, requests) in by_id {
+            let early = requests.windows(2).any(|w| w[1].0 + slack < w[0].0 + Duration::from_secs(w[0].1));
+            if early && out.len() < k {
+                let since = |at: SystemTime| at.duration_since(first).unwrap_or_default().as_secs_f64();
+                let times: Vec<String> =
+                    requests.iter().map(|(at, ra)| format!("{:.2} s (Retry-After {ra})", since(*at))).collect();
+                out.push(format!("{id}: {}", times.join(", ")));
+            }
+        }
+        out
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.state)
     }

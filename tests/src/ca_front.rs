@@ -168,6 +168,9 @@ struct Shared {
     /// TLS handshake per request added about 45 ms to each, which the
     /// issuance behind the front measured as the CA's slowness.
     idle: Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    /// At most this many requests at Pebble at once, when set
+    /// ([`CaFront::upstream_limit`]).
+    upstream: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 /// The running front; the server and its connections stop on drop.
@@ -193,6 +196,7 @@ impl CaFront {
             pebble: ("127.0.0.1".to_owned(), pebble_port),
             client: super::net::tls_config(trust_root_pem, &["http/1.1"]),
             idle: Mutex::new(Vec::new()),
+            upstream: Mutex::new(None),
         });
         let server = tokio::spawn(serve(listener, acceptor, Arc::clone(&shared)));
         Self { port, shared, server }
@@ -234,6 +238,15 @@ impl CaFront {
     /// rules (`strict_csr`) and refuse it with `badCSR` as Boulder does.
     pub fn strict_csr(&self, on: bool) {
         self.shared.strict.store(on, Ordering::SeqCst);
+    }
+
+    /// Passes at most `requests` requests to Pebble at once; the others
+    /// wait their turn at the front, as behind a CA's own load balancer.
+    /// Pebble 2.4's in-memory store deadlocks under a long storm of
+    /// concurrent orders (benchmarks.md, mass renewal); a CA does not.
+    pub fn upstream_limit(&self, requests: usize) {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(requests.max(1)));
+        *self.shared.upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(semaphore);
     }
 
     pub fn refuse_connections(&self, on: bool) {
@@ -487,6 +500,11 @@ where
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let body = body.collect().await.map_err(|e| format!("reading the request: {e}"))?.to_bytes();
+    let upstream = shared.upstream.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let _turn = match upstream {
+        Some(semaphore) => Some(semaphore.acquire_owned().await.map_err(|e| format!("upstream limit: {e}"))?),
+        None => None,
+    };
     let mut sender = match idle_sender(shared) {
         Some(sender) => sender,
         None => connect(shared).await?,
