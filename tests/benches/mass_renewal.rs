@@ -5,7 +5,10 @@
 //! - The store is filled as in the scale bench (local test CA, ECDSA P-256,
 //!   90 days, AKI set so ARI can name each); Envoy has one filter chain and
 //!   SDS secret per certificate.
-//! - The resolver's directory is an ARI front before Pebble: renewal
+//! - The resolver's directory is an ARI front before a CA front before
+//!   Pebble (the CA front passes `MASS_BENCH_UPSTREAM` requests, default
+//!   2, at once: Pebble 2.4's in-memory store deadlocks under a long
+//!   storm of concurrent orders). Renewal
 //!   information answers a window 60 days ahead with `Retry-After: 60`, the least the sidecar heeds; once
 //!   every certificate has been asked about, the window of every stored
 //!   certificate moves into the past (the storm); the renewed ones are
