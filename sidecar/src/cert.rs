@@ -166,6 +166,18 @@ pub fn self_signed(bundle: &Bundle) -> Result<bool, CertError> {
 }
 
 impl Bundle {
+    /// The first `bytes` bytes (at most 32) of SHA-256 over the chain, a
+    /// zero byte and the key, in hex: what tells two bundles apart by
+    /// content (the SDS resource version, a stored version's check).
+    pub fn fingerprint(&self, bytes: usize) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(self.fullchain_pem.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(self.key_pem.expose().as_bytes());
+        let digest = ctx.finish();
+        digest.as_ref().iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The leaf alone (`cert.pem`) and the intermediates (`chain.pem`, may be
     /// empty), re-encoded from the full chain. Computed when files are
     /// written rather than kept: thousands of certificates in memory would

@@ -124,8 +124,9 @@ async fn prove_inner(
 }
 
 /// Looks at `order` until the CA is done validating (`Ready` or
-/// `Invalid`): a first look when the CA was done the last times, then when the CA's `Retry-After` says,
-/// else after a wait doubling from 250 ms to 5 s (`acme::poll`). An order
+/// `Invalid`): a first look at the wait learned for this CA, then when
+/// the CA's `Retry-After` says, else after a wait doubling from 250 ms to
+/// 5 s (`acme::poll`). An order
 /// still pending after [`POLL_TIMEOUT`], or whose `Retry-After` points past
 /// it, ends in instant-acme's time-out, as its own polling did.
 async fn poll_ready(order: &mut Order) -> Result<OrderStatus, instant_acme::Error> {

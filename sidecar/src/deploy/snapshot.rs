@@ -167,12 +167,7 @@ pub fn secret_resource(name: &str, entry: &Entry) -> Resource {
 }
 
 fn digest(bundle: &Bundle) -> Arc<str> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(bundle.fullchain_pem.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(bundle.key_pem.expose().as_bytes());
-    let hex: String = ctx.finish().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    hex.into()
+    bundle.fingerprint(16).into()
 }
 
 /// One entry as an `Any`-wrapped SDS `Secret` with chain and key inline.

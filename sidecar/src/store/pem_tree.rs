@@ -169,14 +169,10 @@ fn usable(name: &str, dir: &Path) -> Option<(Bundle, CertInfo)> {
     }
 }
 
-/// The check part of a version's name: the first 8 bytes of SHA-256 over
-/// the chain, a zero byte and the key, in hex.
+/// The check part of a version's name: 8 bytes of the bundle's
+/// fingerprint.
 fn check_of(bundle: &Bundle) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(bundle.fullchain_pem.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(bundle.key_pem.expose().as_bytes());
-    ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    bundle.fingerprint(8)
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
