@@ -21,8 +21,9 @@ use proxy_acme_e2e::stack::{certificate, resolver, Stack};
 use proxy_acme_e2e::*;
 
 /// Certificates on the rate-limited CA: enough new orders that 1 % of them
-/// is four 429s. A cold start pays one 429 per learning episode (two); new
-/// orders leave at least 10 ms apart, so the 429 is back before the next.
+/// is four 429s. A cold start pays two learning episodes, and each at most
+/// two 429s: the one that found the budget empty and at most one more new
+/// order on the wire (the pace waits for an answer after two).
 const LIMITED: usize = 400;
 /// New orders a second the limited CA lets through (and its burst).
 const PER_SECOND: u32 = 10;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::accounts::Accounts;
-use super::pace::{Gated, Kind, Outcome, Paces, MAX_GATE_WAIT};
+use super::pace::{Answer, Gated, Kind, Outcome, Paces, MAX_GATE_WAIT};
 use crate::acme::bounds::{self, within};
 use crate::acme::{self, AcmeError, Checkpoint, OrderRequest, Reopened, Window};
 use crate::cert::Bundle;
@@ -85,7 +85,8 @@ pub(super) struct LiveCa {
 
 impl LiveCa {
     /// `work` (one exchange with `directory`, the CA of `resolver`) once
-    /// that CA's pace admits it, within the resolver's order deadline; its
+    /// that CA's pace admits it (given where to report the answer to its
+    /// new order, if it makes one), within the resolver's order deadline; its
     /// outcome goes back to the pace. The outcome is `None` when the CA's
     /// gate stays closed longer than the deadline: nothing was sent, and
     /// the error says until when.
@@ -94,7 +95,7 @@ impl LiveCa {
         resolver: &str,
         (directory, kind): (&str, Kind),
         first_step: &'static str,
-        work: impl FnOnce() -> Fut,
+        work: impl FnOnce(Answer) -> Fut,
     ) -> (Result<T, AcmeError>, Option<Outcome>)
     where
         Fut: Future<Output = Result<T, AcmeError>>,
@@ -106,8 +107,9 @@ impl LiveCa {
             Err(closed) => return (Err(gated(directory, closed)), None),
         };
         let refused = AtomicU32::new(0);
+        let answer = permit.answer();
         let result = within(deadline, first_step, Some(pace.looks()), async {
-            let result = work().await;
+            let result = work(answer).await;
             refused.store(bounds::refused_nonces(), Ordering::Relaxed);
             result
         })
@@ -123,20 +125,25 @@ impl LiveCa {
         Fut: Future<Output = Result<T, AcmeError>>,
     {
         let directory = self.accounts.resolver(resolver)?.ca_server;
-        self.paced_at(resolver, (&directory, Kind::Other), "loading the account", work).await.0
+        self.paced_at(resolver, (&directory, Kind::Other), "loading the account", |_| work()).await.0
     }
 }
 
-/// Passes the order on to the real checkpoint, noting that it exists.
+/// Passes the order on to the real checkpoint, noting that it exists and
+/// telling the CA's pace that the new order was answered.
 struct Noting<'a> {
     inner: &'a dyn Checkpoint,
     created: AtomicBool,
+    answer: std::sync::OnceLock<Answer>,
 }
 
 #[async_trait]
 impl Checkpoint for Noting<'_> {
     async fn record(&self, order_url: &str, key_pem: &crate::cert::SecretPem) {
         self.created.store(true, Ordering::Relaxed);
+        if let Some(answer) = self.answer.get() {
+            answer.given();
+        }
         self.inner.record(order_url, key_pem).await;
     }
 }
@@ -157,9 +164,11 @@ impl Ca for LiveCa {
         let pace = self.paces.of(&directory);
         let mut retries = 0;
         loop {
-            let noting = Noting { inner: checkpoint, created: AtomicBool::new(false) };
+            let noting =
+                Noting { inner: checkpoint, created: AtomicBool::new(false), answer: std::sync::OnceLock::new() };
             let (result, outcome) = self
-                .paced_at(resolver, (&directory, Kind::Order), "loading the account", || async {
+                .paced_at(resolver, (&directory, Kind::Order), "loading the account", |answer| async {
+                    let _ = noting.answer.set(answer);
                     let account = self.accounts.get(self.store.as_ref(), resolver).await?;
                     // The CA may have said Retry-After since this was admitted.
                     pace.until_open().await.map_err(|closed| gated(&directory, closed))?;
@@ -226,7 +235,7 @@ impl Ca for LiveCa {
     ) -> Result<Bundle, AcmeError> {
         let mut staging = self.accounts.resolver(resolver)?;
         staging.ca_server = directory.to_owned();
-        self.paced_at(resolver, (directory, Kind::Order), "registering a throwaway account", || async {
+        self.paced_at(resolver, (directory, Kind::Order), "registering a throwaway account", |_| async {
             let account = acme::account(&crate::store::MemoryStore::new(), "dry-run", &staging).await?;
             acme::issue(&account, request, solver, &Discard).await
         })

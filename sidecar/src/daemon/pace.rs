@@ -20,6 +20,15 @@
 //!   exchanges have no gap: 10,000 certificates polling renewal
 //!   information need more than 100 a second when the CA says
 //!   `Retry-After: 60`, and a gap shared with them slowed a mass renewal.
+//! - **Unanswered new orders.** At most [`UNANSWERED_ORDERS`] new-order
+//!   requests are on the wire at once: an order is admitted, then waits
+//!   for its account and key, then sends its new order; until the CA has
+//!   answered that one (created the order or refused it), the next is not
+//!   admitted. When the CA's budget runs out, what it refuses is the one
+//!   that found it empty and at most one more already sent, however slow
+//!   the way back is (a gap alone let four through in a test on a loaded
+//!   machine, where a 429 took 20 ms to return). The rest of an order
+//!   (validation, finalize) is not bounded by this, only by the limit.
 //! - **Gate.** A `Retry-After` the CA gave (on a 429 or a 503) closes the
 //!   CA until then: no exchange is admitted before it, whoever waits. A
 //!   gate further than [`MAX_GATE_WAIT`] away is not waited out: the
@@ -50,14 +59,14 @@
 //! wrapper that hands out [`Permit`]s, and the release of a permit reports
 //! the exchange's [`Outcome`].
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use crate::acme::AcmeError;
 
-use crate::acme::{AcmeError, FirstLooks};
-use crate::schedule::Clock;
+mod permit;
+
+pub(super) use permit::{Answer, Gated, Paces};
 
 /// Exchanges in flight per CA at start: modest, as for an unknown CA.
 pub(super) const INITIAL_LIMIT: u32 = 4;
@@ -76,6 +85,11 @@ pub(super) const BAD_NONCE_BURST: u32 = 2;
 /// for a 429 to return before the next one leaves. (At 10 ms it was what
 /// bounded 1,000 first orders at Pebble: 10.4 s, every run.)
 pub(super) const MIN_GAP: Duration = Duration::from_millis(4);
+/// New-order requests on the wire at once, per CA: what one exhausted
+/// budget can cost in refusals (see the module's documentation). Two, not
+/// one: one would make every new order wait for the previous one's round
+/// trip; two overlap a round trip with the next order's account and key.
+pub(super) const UNANSWERED_ORDERS: u32 = 2;
 /// How long a spacing learned from a throttle is kept after the last one.
 pub(super) const SPACING_MEMORY: Duration = Duration::from_secs(600);
 /// Added to a learned spacing: the CA's clock is not ours to the millisecond.
@@ -167,6 +181,8 @@ pub(super) enum Admission {
     Spaced(SystemTime),
     /// `limit` exchanges are in flight: wait for one to end.
     Full,
+    /// [`UNANSWERED_ORDERS`] new orders are on the wire: wait for an answer.
+    Unanswered,
 }
 
 /// What a release changed, for the metrics.
@@ -183,6 +199,8 @@ pub(super) struct Released {
 pub(super) struct Controller {
     limit: u32,
     in_flight: u32,
+    /// New orders admitted whose request the CA has not answered yet.
+    unanswered: u32,
     /// Clean completions since the limit last changed.
     clean: u32,
     /// Nothing has slowed us down yet: the limit grows per completion.
@@ -206,6 +224,7 @@ impl Default for Controller {
         Self {
             limit: INITIAL_LIMIT,
             in_flight: 0,
+            unanswered: 0,
             clean: 0,
             slow_start: true,
             gate: None,
@@ -257,17 +276,27 @@ impl Controller {
         if let Some(next) = next.filter(|next| *next > now) {
             return Admission::Spaced(next);
         }
+        if kind == Kind::Order && self.unanswered >= UNANSWERED_ORDERS {
+            return Admission::Unanswered;
+        }
         // Admitted at its slot, or a wake-up after it: counted at the slot,
         // so that waking late does not add to every spacing.
         let at = next.filter(|next| now.duration_since(*next).unwrap_or_default() < MIN_GAP).unwrap_or(now);
         self.in_flight += 1;
         if kind == Kind::Order {
+            self.unanswered += 1;
             if self.starts.len() == KEPT_STARTS {
                 self.starts.pop_front();
             }
             self.starts.push_back(at);
         }
         Admission::Go
+    }
+
+    /// The CA answered the new-order request of an admitted
+    /// [`Kind::Order`] (once per order: at its answer, else at its release).
+    pub(super) fn answered(&mut self) {
+        self.unanswered = self.unanswered.saturating_sub(1);
     }
 
     /// An exchange of `kind` admitted at `admitted` ended at `now` with
@@ -359,234 +388,6 @@ impl Controller {
         let admitted = self.starts.iter().filter(|t| **t > since).count();
         let allowed = u32::try_from(admitted.saturating_sub(1)).ok().filter(|n| *n > 0)?;
         Some(now.duration_since(since).unwrap_or_default() / allowed)
-    }
-}
-
-// === impl Pace ===
-
-/// One CA's [`Controller`] behind a lock, handing out [`Permit`]s.
-///
-/// Waiters park on `turn` and are woken one at a time (FIFO): when a
-/// permit is released, or when one was admitted with room left. While the
-/// gate or the spacing holds everyone back, only one waiter (the sleeper)
-/// sleeps until it opens; the others stay parked, so ten thousand waiting
-/// certificates cost one timer, not ten thousand wake-ups per admission.
-#[derive(Debug)]
-pub(super) struct Pace {
-    /// The CA's directory URL: the metrics' `ca` label.
-    ca: String,
-    inner: Mutex<Inner>,
-    turn: Notify,
-    clock: Arc<dyn Clock>,
-    /// When the CA is first looked at again after being told to validate
-    /// or to issue, learned by its orders.
-    looks: Arc<FirstLooks>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    controller: Controller,
-    /// A waiter sleeps until the gate or the spacing lets the next one go.
-    sleeper: bool,
-}
-
-/// Why no permit was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the CA asked not to be called before {}", crate::schedule::rfc3339(*.0))]
-pub(super) struct Gated(pub(super) SystemTime);
-
-impl Pace {
-    pub(super) fn new(ca: &str, clock: Arc<dyn Clock>) -> Self {
-        Self { ca: ca.to_owned(), inner: Mutex::default(), turn: Notify::new(), clock, looks: Arc::default() }
-    }
-
-    /// The CA's learned first looks, shared by its orders.
-    pub(super) fn looks(&self) -> Arc<FirstLooks> {
-        Arc::clone(&self.looks)
-    }
-
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A snapshot of the controller.
-    #[cfg(test)]
-    pub(super) fn controller(&self) -> Controller {
-        self.inner().controller.clone()
-    }
-
-    /// Waits for a place among the CA's exchanges. A gate that opens later
-    /// than `max_wait` from now is not waited for: `Err` says until when.
-    pub(super) async fn acquire(self: &Arc<Self>, max_wait: Duration, kind: Kind) -> Result<Permit, Gated> {
-        let latest = self.clock.now() + max_wait;
-        // Whether this waiter is the sleeper; if it goes away while it is,
-        // another waiter is woken to take its place.
-        let mut sleeper = Sleeper { pace: self, on: false };
-        loop {
-            let now = self.clock.now();
-            let admission = {
-                let mut inner = self.inner();
-                inner.sleeper &= !std::mem::take(&mut sleeper.on);
-                let admission = inner.controller.admit(now, kind);
-                let held_back = matches!(admission, Admission::Gated(until) if until <= latest)
-                    || matches!(admission, Admission::Spaced(_));
-                if held_back && !inner.sleeper {
-                    inner.sleeper = true;
-                    sleeper.on = true;
-                }
-                admission
-            };
-            self.export();
-            match admission {
-                Admission::Go => {
-                    if self.has_room() {
-                        self.turn.notify_one();
-                    }
-                    return Ok(Permit { pace: Arc::clone(self), admitted: now, kind, outcome: None });
-                }
-                Admission::Gated(until) if until > latest => {
-                    // Another waiter may be willing to wait that long.
-                    self.turn.notify_one();
-                    return Err(Gated(until));
-                }
-                Admission::Gated(at) | Admission::Spaced(at) if sleeper.on => {
-                    tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
-                }
-                Admission::Gated(_) | Admission::Spaced(_) | Admission::Full => self.turn.notified().await,
-            }
-        }
-    }
-
-    /// Waits until the gate is open: for an exchange admitted before the
-    /// CA said `Retry-After` that has not yet sent its new order (it waited
-    /// for the account's registration, say). A gate that opens later than
-    /// [`MAX_GATE_WAIT`] from now is not waited for: `Err` says until when.
-    pub(super) async fn until_open(&self) -> Result<(), Gated> {
-        let latest = self.clock.now() + MAX_GATE_WAIT;
-        loop {
-            let now = self.clock.now();
-            let Some(at) = self.inner().controller.gated_until(now) else { return Ok(()) };
-            if at > latest {
-                return Err(Gated(at));
-            }
-            tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
-        }
-    }
-
-    pub(super) fn now(&self) -> SystemTime {
-        self.clock.now()
-    }
-
-    /// Whether another exchange may be in flight besides those that are.
-    fn has_room(&self) -> bool {
-        let inner = self.inner();
-        inner.controller.in_flight < inner.controller.limit
-    }
-
-    fn release(&self, admitted: SystemTime, kind: Kind, outcome: Outcome) {
-        let now = self.clock.now();
-        let (released, limit) = {
-            let mut inner = self.inner();
-            (inner.controller.release(admitted, kind, outcome, now), inner.controller.limit)
-        };
-        let metrics = crate::serve::metrics::metrics();
-        if released.backed_off {
-            metrics.ca_backoff(&self.ca);
-            tracing::info!(ca = %self.ca, limit, ?outcome, "the CA is slowing us down: fewer exchanges at once");
-        }
-        if !released.gated_for.is_zero() {
-            metrics.ca_gated(&self.ca, released.gated_for);
-            tracing::info!(
-                ca = %self.ca,
-                wait_ms = released.gated_for.as_millis(),
-                "the CA asked to wait: no new exchange with it until then"
-            );
-        }
-        self.export();
-        self.turn.notify_one();
-    }
-
-    fn export(&self) {
-        let now = self.clock.now();
-        let (limit, in_flight, spacing) = {
-            let inner = self.inner();
-            (inner.controller.limit, inner.controller.in_flight, inner.controller.spacing(now).unwrap_or_default())
-        };
-        let metrics = crate::serve::metrics::metrics();
-        metrics.ca_pace(&self.ca, limit, in_flight, spacing);
-        metrics.ca_first_looks(&self.ca, self.looks.validation.wait(), self.looks.issuance.wait());
-    }
-}
-
-/// The sleeper's place: given up (and another waiter woken to take it)
-/// when its waiter goes away while sleeping.
-struct Sleeper<'a> {
-    pace: &'a Pace,
-    on: bool,
-}
-
-impl Drop for Sleeper<'_> {
-    fn drop(&mut self) {
-        if self.on {
-            self.pace.inner().sleeper = false;
-            self.pace.turn.notify_one();
-        }
-    }
-}
-
-/// A place among one CA's exchanges; [`Permit::finish`] reports how it
-/// went. Dropped unfinished (the order was stopped), it counts as
-/// [`Outcome::Failed`]: no signal either way.
-#[derive(Debug)]
-pub(super) struct Permit {
-    pace: Arc<Pace>,
-    admitted: SystemTime,
-    kind: Kind,
-    outcome: Option<Outcome>,
-}
-
-impl Permit {
-    pub(super) fn finish(mut self, outcome: Outcome) {
-        self.outcome = Some(outcome);
-    }
-
-    /// Reports the outcome of an exchange that ended with `result` after
-    /// `refused` refused nonces, and returns it.
-    pub(super) fn finish_with<T>(self, result: &Result<T, AcmeError>, refused: u32) -> Outcome {
-        let outcome = Outcome::of(result, refused, self.pace.clock.now());
-        self.finish(outcome);
-        outcome
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.pace.release(self.admitted, self.kind, self.outcome.unwrap_or(Outcome::Failed));
-    }
-}
-
-/// Every CA's [`Pace`], by directory URL, made on first use (so resolvers
-/// a reload adds get the pace of their CA, shared with the others using it).
-#[derive(Debug)]
-pub(super) struct Paces {
-    by_ca: Mutex<BTreeMap<String, Arc<Pace>>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl Paces {
-    pub(super) fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { by_ca: Mutex::default(), clock }
-    }
-
-    /// The pace of the CA at `directory`.
-    pub(super) fn of(&self, directory: &str) -> Arc<Pace> {
-        let mut map = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
-        let pace = map.entry(directory.to_owned()).or_insert_with(|| {
-            let pace = Arc::new(Pace::new(directory, Arc::clone(&self.clock)));
-            pace.export();
-            pace
-        });
-        Arc::clone(pace)
     }
 }
 
