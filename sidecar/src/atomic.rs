@@ -109,6 +109,16 @@ fn temp_name(name: &str) -> String {
     format!(".{name}.tmp-{}-{n}", std::process::id())
 }
 
+/// A fresh temp name for `path`, in its directory.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.join(temp_name(&name))
+}
+
 /// A fresh version name, `<prefix><nanoseconds since the epoch>`, zero
 /// padded so names sort by time.
 pub fn version_name(prefix: &str) -> String {
@@ -261,12 +271,7 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> 
 /// killed process leaves the old contents or the new, whole; a power loss
 /// may lose the change (for records that do not outlive one).
 pub fn replace_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(temp_name(&name));
+    let tmp = temp_beside(path);
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -172,7 +172,11 @@ struct Run {
 }
 
 impl Run {
-    async fn once(&self, contender: Contender) -> Sample {
+    /// One run; its directory goes to `spent`, removed when the bench ends:
+    /// removing thousands of files just before the next run would tax that
+    /// run's file creation (on ext4 without a journal, the kernel skips and
+    /// reads every inode freed in the last minutes when it allocates one).
+    async fn once(&self, contender: Contender, spent: &mut Vec<tempfile::TempDir>) -> Sample {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dir = tmp.path().to_owned();
         let (http, https) = (free_port(), free_port());
@@ -194,6 +198,8 @@ impl Run {
         sample.pebble_cpu = cpu_secs(pebble.pebble.pid(), self.ticks);
         if std::env::var_os("ISSUANCE_BENCH_KEEP").is_some() {
             eprintln!("issuance: kept {}", tmp.keep().display());
+        } else {
+            spent.push(tmp);
         }
         sample
     }
@@ -383,12 +389,13 @@ fn main() {
     let began = Instant::now();
     // (contender, n, run) -> sample
     let mut samples: Vec<(Contender, usize, usize, Sample)> = Vec::new();
+    let mut spent = Vec::new();
     runtime.block_on(async {
         for (index, &n) in ns.iter().enumerate() {
             let run = Run { n, ticks, timeout: Duration::from_secs(120) + Duration::from_secs(2) * n as u32 };
             for rep in 0..runs_for(index) {
                 for &contender in &contenders {
-                    let sample = run.once(contender).await;
+                    let sample = run.once(contender, &mut spent).await;
                     eprintln!(
                         "issuance: {} N={n} run {}: {:.2} s, CPU {:.2} s, peak RSS {:.1} MiB",
                         contender.label(),
@@ -402,6 +409,7 @@ fn main() {
             }
         }
     });
+    drop(spent);
     let report = report(&ns, &contenders, &samples, began.elapsed());
     println!("{report}");
     let out = workspace_root().join("target/bench");

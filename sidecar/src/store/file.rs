@@ -8,6 +8,7 @@
 //! <dir>/certificates/<name>/PENDING   0600, JSON: the open order and its CSR key
 //! <dir>/certificates/<name>/RENEWAL   0600, JSON: the backoff after failed orders
 //! <dir>/certificates/<name>/ISSUER    0600, the resolver that issued it (with several)
+//! <dir>/spares/s<pid>-<n>             0600, empty: spent files kept for reuse ([`Spares`])
 //! ```
 //!
 //! Certificates are versioned PEM trees (see [`PemTree`]): a crash at any
@@ -26,11 +27,13 @@
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::pem_tree::{io, PemTree};
+use super::spares::Spares;
 use super::{check_key, unreadable, PendingOrder, RenewalState, Store, StoreError, Stored};
 use crate::atomic;
 use crate::cert::Bundle;
@@ -54,6 +57,8 @@ const REVOKED_CAP: u64 = 4096;
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Where pending-order records go when they are done, for reuse.
+    spares: Arc<Spares>,
 }
 
 impl FileStore {
@@ -70,7 +75,12 @@ impl FileStore {
         for sub in [ACCOUNTS, CERTIFICATES] {
             atomic::own_dir(&root.join(sub), 0o700)?;
         }
-        Ok(Self { root: root.to_owned() })
+        Ok(Self { root: root.to_owned(), spares: Arc::new(Spares::open(root)?) })
+    }
+
+    /// The spare files, shared with the store's challenge board.
+    pub fn spares(&self) -> Arc<Spares> {
+        Arc::clone(&self.spares)
     }
 
     /// `<dir>/<sub>`, checked to be a real directory (created if missing).
@@ -263,7 +273,7 @@ impl Store for FileStore {
             // newOrder and the first challenge, where a kill costs an extra
             // order; what it must survive is a killed process (the page
             // cache stays). A power loss may lose it: one extra order.
-            Ok(atomic::replace_unsynced(&dir.join(PENDING), &json, 0o600)?)
+            Ok(this.spares.write(&dir.join(PENDING), &json, 0o600)?)
         })
         .await
     }
@@ -345,10 +355,7 @@ impl Store for FileStore {
             // brings the record back costs one download of the same
             // certificate.
             let path = dir.join(PENDING);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
-                _ => Ok(()),
-            }
+            this.spares.retire(&path).map_err(|source| StoreError::Io { path, source })
         })
         .await
     }

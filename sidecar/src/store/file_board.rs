@@ -16,12 +16,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 use super::board::ChallengeBoard;
+use super::spares::Spares;
 use super::StoreError;
 use crate::atomic;
 
@@ -37,6 +38,8 @@ type Posts = HashMap<(String, String), (Vec<u8>, u64)>;
 pub struct FileBoard {
     dir: PathBuf,
     posts: Mutex<Posts>,
+    /// Where taken-down posts go, for reuse (shared with the file store).
+    spares: Arc<Spares>,
 }
 
 fn now_secs() -> u64 {
@@ -56,7 +59,13 @@ fn unhex(name: &str) -> Option<String> {
 impl FileBoard {
     /// Opens (creating, 0700) `<root>/challenges` and loads the posts that
     /// have not expired; expired and unreadable ones are removed.
+    #[cfg(test)]
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with(root, Arc::new(Spares::open(root)?))
+    }
+
+    /// [`Self::open`], retiring spent posts into the store's `spares`.
+    pub fn open_with(root: &Path, spares: Arc<Spares>) -> Result<Self, StoreError> {
         let dir = root.join("challenges");
         atomic::own_dir(&dir, 0o700)?;
         let mut posts = Posts::new();
@@ -88,7 +97,7 @@ impl FileBoard {
                 "challenge answers of orders in flight before a restart are served again"
             );
         }
-        Ok(Self { dir, posts: Mutex::new(posts) })
+        Ok(Self { dir, posts: Mutex::new(posts), spares })
     }
 
     fn posts(&self) -> std::sync::MutexGuard<'_, Posts> {
@@ -115,9 +124,10 @@ impl ChallengeBoard for FileBoard {
         let (dir, path) = (self.dir.join(kind), self.path(kind, key));
         let mut data = format!("{expires}\n").into_bytes();
         data.extend_from_slice(value);
+        let spares = Arc::clone(&self.spares);
         let written = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             atomic::own_dir(&dir, 0o700)?;
-            Ok(atomic::replace_unsynced(&path, &data, 0o600)?)
+            Ok(spares.write(&path, &data, 0o600)?)
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string())));
@@ -129,8 +139,8 @@ impl ChallengeBoard for FileBoard {
 
     async fn take_down(&self, kind: &'static str, key: &str) {
         self.posts().remove(&(kind.to_owned(), key.to_owned()));
-        let path = self.path(kind, key);
-        let _ = tokio::task::spawn_blocking(move || fs::remove_file(path)).await;
+        let (path, spares) = (self.path(kind, key), Arc::clone(&self.spares));
+        let _ = tokio::task::spawn_blocking(move || spares.retire(&path)).await;
     }
 
     async fn read(&self, kind: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

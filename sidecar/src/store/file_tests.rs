@@ -274,6 +274,39 @@ async fn planted_files_are_not_read_through() {
     assert_eq!(err_text(store.revoked("web").await), format!("{}: is a FIFO, not a regular file", revoked.display()));
 }
 
+/// Every regular file under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(root).unwrap().flatten() {
+        let (path, kind) = (entry.path(), entry.file_type().unwrap());
+        if kind.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if kind.is_file() && fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_cleared_order_leaves_no_key_behind_and_the_next_reuses_its_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    let first = bundle("web.example").key_pem;
+    let order = |key_pem| PendingOrder { url: "https://ca.test/order/7".into(), key_pem, resolver: None };
+    store.save_pending("web", &order(first.clone())).await.unwrap();
+    let inode = fs::metadata(dir.path().join("certificates/web/PENDING")).unwrap().ino();
+    store.clear_pending("web").await.unwrap();
+    let key = first.expose().lines().nth(1).unwrap().as_bytes().to_vec();
+    assert_eq!(files_containing(dir.path(), &key), Vec::<PathBuf>::new(), "the order's key is gone from disk");
+    // The next order elsewhere is written into the same inode, whole.
+    let second = order(bundle("api.example").key_pem);
+    store.save_pending("api", &second).await.unwrap();
+    assert_eq!(fs::metadata(dir.path().join("certificates/api/PENDING")).unwrap().ino(), inode);
+    assert_eq!(FileStore::open(dir.path()).unwrap().load_pending("api").await.unwrap(), Some(second));
+}
+
 #[tokio::test]
 async fn a_pending_order_is_kept_0600_beside_the_certificate_until_cleared() {
     let dir = private_dir();

@@ -13,6 +13,7 @@ pub mod mirror;
 mod pem_tree;
 pub mod seal;
 pub mod settings;
+pub mod spares;
 
 pub use etcd::EtcdStore;
 pub use file::FileStore;
@@ -65,7 +66,7 @@ pub async fn open(settings: &Storage) -> Result<Opened, StoreError> {
     match (settings.store, &settings.etcd) {
         (StoreKind::File, _) => {
             let store = Arc::new(FileStore::open(&settings.directory)?);
-            let files = Some(Arc::new(file_board::FileBoard::open(&settings.directory)?));
+            let files = Some(Arc::new(file_board::FileBoard::open_with(&settings.directory, store.spares())?));
             Ok(Opened { store, etcd: None, files })
         }
         (StoreKind::Etcd, Some(etcd)) => {
