@@ -107,9 +107,12 @@ impl LiveCa {
             Err(closed) => return (Err(gated(directory, closed)), None),
         };
         let refused = AtomicU32::new(0);
-        let answer = permit.answer();
+        // Boxed: an order's state is about 12 KiB, and inline it would
+        // make every certificate waiting for the pace above hold that much
+        // (1,000 waiting: 11.6 MiB of a 20 MiB heap, heaptrack).
+        let work = Box::pin(work(permit.answer()));
         let result = within(deadline, first_step, Some(pace.looks()), async {
-            let result = work(answer).await;
+            let result = work.await;
             refused.store(bounds::refused_nonces(), Ordering::Relaxed);
             result
         })
