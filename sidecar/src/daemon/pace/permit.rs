@@ -278,3 +278,7 @@ impl Paces {
         Arc::clone(pace)
     }
 }
+
+#[cfg(test)]
+#[path = "permit_tests.rs"]
+mod tests;
