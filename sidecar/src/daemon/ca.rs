@@ -136,17 +136,15 @@ impl LiveCa {
 /// telling the CA's pace that the new order was answered.
 struct Noting<'a> {
     inner: &'a dyn Checkpoint,
-    created: AtomicBool,
-    answer: std::sync::OnceLock<Answer>,
+    created: &'a AtomicBool,
+    answer: Answer,
 }
 
 #[async_trait]
 impl Checkpoint for Noting<'_> {
     async fn record(&self, order_url: &str, key_pem: &crate::cert::SecretPem) {
         self.created.store(true, Ordering::Relaxed);
-        if let Some(answer) = self.answer.get() {
-            answer.given();
-        }
+        self.answer.given();
         self.inner.record(order_url, key_pem).await;
     }
 }
@@ -167,11 +165,10 @@ impl Ca for LiveCa {
         let pace = self.paces.of(&directory);
         let mut retries = 0;
         loop {
-            let noting =
-                Noting { inner: checkpoint, created: AtomicBool::new(false), answer: std::sync::OnceLock::new() };
+            let created = AtomicBool::new(false);
             let (result, outcome) = self
                 .paced_at(resolver, (&directory, Kind::Order), "loading the account", |answer| async {
-                    let _ = noting.answer.set(answer);
+                    let noting = Noting { inner: checkpoint, created: &created, answer };
                     let account = self.accounts.get(self.store.as_ref(), resolver).await?;
                     // The CA may have said Retry-After since this was admitted.
                     pace.until_open().await.map_err(|closed| gated(&directory, closed))?;
@@ -184,7 +181,7 @@ impl Ca for LiveCa {
                 _ => false,
             };
             match result {
-                Err(e) if throttled && !noting.created.load(Ordering::Relaxed) && retries < THROTTLED_ORDER_RETRIES => {
+                Err(e) if throttled && !created.load(Ordering::Relaxed) && retries < THROTTLED_ORDER_RETRIES => {
                     retries += 1;
                     tracing::info!(resolver, error = %e, retries, "the CA throttled the new order; sending it again when it says");
                 }
