@@ -166,6 +166,7 @@ impl Pace {
             );
         }
         self.export();
+        self.export_looks();
         self.turn.notify_one();
     }
 
@@ -175,8 +176,13 @@ impl Pace {
             let inner = self.inner();
             (inner.controller.limit, inner.controller.in_flight, inner.controller.spacing(now).unwrap_or_default())
         };
+        crate::serve::metrics::metrics().ca_pace(&self.ca, limit, in_flight, spacing);
+    }
+
+    /// The first looks change only within an exchange: exported when one
+    /// ends (and at creation), not at every admission.
+    fn export_looks(&self) {
         let metrics = crate::serve::metrics::metrics();
-        metrics.ca_pace(&self.ca, limit, in_flight, spacing);
         metrics.ca_first_looks(&self.ca, self.looks.validation.wait(), self.looks.issuance.wait());
     }
 }
@@ -273,6 +279,7 @@ impl Paces {
         let pace = map.entry(directory.to_owned()).or_insert_with(|| {
             let pace = Arc::new(Pace::new(directory, Arc::clone(&self.clock)));
             pace.export();
+            pace.export_looks();
             pace
         });
         Arc::clone(pace)
