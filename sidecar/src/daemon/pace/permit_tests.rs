@@ -6,6 +6,28 @@ use std::time::{Duration, SystemTime};
 use super::super::{Kind, Outcome, INITIAL_LIMIT, UNANSWERED_ORDERS};
 use super::*;
 
+/// A pace on the wall clock, for a CA no one has asked yet.
+fn new_pace() -> Arc<Pace> {
+    Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)))
+}
+
+/// Every place of a new CA's initial limit, each new order answered.
+async fn all_places(pace: &Arc<Pace>) -> Vec<Permit> {
+    let mut permits = Vec::new();
+    for _ in 0..INITIAL_LIMIT {
+        let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap();
+        permit.answer().given();
+        permits.push(permit);
+    }
+    permits
+}
+
+/// A new order waiting for its place, in a task of its own.
+fn waiter(pace: &Arc<Pace>) -> tokio::task::JoinHandle<Result<Permit, Gated>> {
+    let pace = Arc::clone(pace);
+    tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await })
+}
+
 #[derive(Debug)]
 struct Wall;
 
@@ -17,17 +39,9 @@ impl Clock for Wall {
 
 #[tokio::test]
 async fn permits_are_released_with_their_outcome_and_wake_the_next_waiter() {
-    let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
-    let mut permits = Vec::new();
-    for _ in 0..INITIAL_LIMIT {
-        let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap();
-        permit.answer().given();
-        permits.push(permit);
-    }
-    let waiter = {
-        let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
-    };
+    let pace = new_pace();
+    let mut permits = all_places(&pace).await;
+    let waiter = waiter(&pace);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "the limit holds it back");
     permits.pop().unwrap().finish(Outcome::Success);
@@ -39,7 +53,7 @@ async fn permits_are_released_with_their_outcome_and_wake_the_next_waiter() {
 
 #[tokio::test]
 async fn a_gate_holds_every_waiter_until_it_opens_or_fails_those_that_cannot_wait() {
-    let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
+    let pace = new_pace();
     let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap();
     let until = SystemTime::now() + Duration::from_millis(300);
     permit.finish(Outcome::Busy(Some(until)));
@@ -64,16 +78,12 @@ async fn a_gate_holds_every_waiter_until_it_opens_or_fails_those_that_cannot_wai
 
 #[tokio::test]
 async fn an_answered_new_order_lets_the_next_go_and_an_unanswered_one_at_its_release() {
-    let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
+    let pace = new_pace();
     let mut on_the_wire = Vec::new();
     for _ in 0..UNANSWERED_ORDERS {
         on_the_wire.push(pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap());
     }
-    let next = || {
-        let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await })
-    };
-    let mut waiting = vec![next(), next()];
+    let mut waiting = vec![waiter(&pace), waiter(&pace)];
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(waiting.iter().all(|w| !w.is_finished()), "both wait for an answer");
     // The CA created the first order: its validation goes on, the next goes.
@@ -95,22 +105,11 @@ async fn an_answered_new_order_lets_the_next_go_and_an_unanswered_one_at_its_rel
 
 #[tokio::test]
 async fn a_waiter_that_goes_away_passes_its_turn_on() {
-    let pace = Arc::new(Pace::new("https://ca.test/dir", Arc::new(Wall)));
-    let mut permits = Vec::new();
-    for _ in 0..INITIAL_LIMIT {
-        let permit = pace.acquire(Duration::from_secs(5), Kind::Order).await.unwrap();
-        permit.answer().given();
-        permits.push(permit);
-    }
-    let first = {
-        let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
-    };
+    let pace = new_pace();
+    let mut permits = all_places(&pace).await;
+    let first = waiter(&pace);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let second = {
-        let pace = Arc::clone(&pace);
-        tokio::spawn(async move { pace.acquire(Duration::from_secs(5), Kind::Order).await.map(|_| ()) })
-    };
+    let second = waiter(&pace);
     tokio::time::sleep(Duration::from_millis(20)).await;
     first.abort();
     permits.pop().unwrap().finish(Outcome::Success);
