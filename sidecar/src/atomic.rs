@@ -7,7 +7,8 @@
 //! - [`write_version`] writes a directory of files under a temp name and
 //!   renames it into place as one version; [`point_link`] then swaps a
 //!   symlink onto it with one `rename(2)`. Readers following the link see
-//!   the old version or the new one, never a mix.
+//!   the old version or the new one, never a mix. Both make their writes
+//!   durable through [`flush`]: writers waiting at once share one syncfs(2).
 //!
 //! A failed write removes what it left behind, so no `.tmp-*` piles up on a
 //! full disk. A crash can still leave a temp (nothing runs after `kill -9`);
@@ -29,6 +30,8 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+
+use crate::flush;
 
 /// A file operation that failed, and on which path.
 #[derive(Debug, thiserror::Error)]
@@ -238,11 +241,16 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, FileError> {
 
 /// Writes a new file with exactly `mode` and fsyncs it. The file must not exist.
 pub fn create_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> {
+    create(path, data, mode)?.sync_all().map_err(on(path))
+}
+
+/// Writes a new file with exactly `mode`, not synced. The file must not exist.
+fn create(path: &Path, data: &[u8], mode: u32) -> Result<File, FileError> {
     let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(on(path))?;
     // `mode` is filtered by the umask at creation: set it exactly.
     file.set_permissions(fs::Permissions::from_mode(mode)).map_err(on(path))?;
     file.write_all(data).map_err(on(path))?;
-    file.sync_all().map_err(on(path))
+    Ok(file)
 }
 
 /// Fsyncs a directory, so the renames in it survive a power loss.
@@ -290,22 +298,24 @@ pub fn replace_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<(), FileE
 }
 
 /// Writes `files` (name, contents, mode) into a new directory
-/// `<parent>/<version>` (mode 0700): built under a temp name, each file and
-/// the directory fsynced, then renamed into place. On failure the temp
-/// directory is removed. `parent` is not fsynced here: [`point_link`] in
-/// the same `parent`, which every caller makes next, fsyncs both renames
-/// with one call (one fsync fewer per certificate). A power loss between
-/// the two keeps the previous link, or a link to a version that did not
-/// survive, which readers skip for the newest complete one.
+/// `<parent>/<version>` (mode 0700): built under a temp name, the files
+/// and the directory made durable (see [`flush`]), then renamed into
+/// place. On failure the temp directory is removed. `parent` is not synced
+/// here: [`point_link`] in the same `parent`, which every caller makes
+/// next, makes both renames durable at once. A power loss between the two
+/// keeps the previous link, or a link to a version that did not survive,
+/// which readers skip for the newest complete one.
 pub fn write_version(parent: &Path, version: &str, files: &[(&str, &[u8], u32)]) -> Result<PathBuf, FileError> {
     let tmp = parent.join(temp_name(version));
     let target = parent.join(version);
     let written = (|| {
         DirBuilder::new().mode(0o700).create(&tmp).map_err(on(&tmp))?;
+        let anchor = flush::Anchor::open(&tmp).map_err(on(&tmp))?;
+        let mut written = Vec::with_capacity(files.len());
         for (name, contents, mode) in files {
-            create_synced(&tmp.join(name), contents, *mode)?;
+            written.push(create(&tmp.join(name), contents, *mode)?);
         }
-        sync_dir(&tmp)?;
+        anchor.durable(&written).map_err(on(&tmp))?;
         fs::rename(&tmp, &target).map_err(on(&target))
     })();
     if let Err(e) = written {
@@ -316,8 +326,10 @@ pub fn write_version(parent: &Path, version: &str, files: &[(&str, &[u8], u32)])
 }
 
 /// Points the symlink `<parent>/<link>` at `target` (relative to `parent`)
-/// with one `rename(2)` of a fresh link, then fsyncs `parent`.
+/// with one `rename(2)` of a fresh link, then makes `parent` durable (see
+/// [`flush`]).
 pub fn point_link(parent: &Path, link: &str, target: &Path) -> Result<(), FileError> {
+    let anchor = flush::Anchor::open(parent).map_err(on(parent))?;
     let tmp = parent.join(temp_name(link));
     let made = std::os::unix::fs::symlink(target, &tmp)
         .map_err(on(&tmp))
@@ -326,7 +338,7 @@ pub fn point_link(parent: &Path, link: &str, target: &Path) -> Result<(), FileEr
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(parent)
+    anchor.durable(&[]).map_err(on(parent))
 }
 
 /// Whether `name` is a temp left by this module (a crashed write's).

@@ -18,6 +18,7 @@ pub mod discover;
 pub mod dns;
 pub mod egress;
 pub mod fetch;
+pub mod flush;
 pub mod names;
 pub mod notify;
 pub mod process;

@@ -169,7 +169,7 @@ impl Issuer {
 
     /// Stores an issued certificate (fenced by `lock`), then forgets the
     /// revocation mark and the pending order. With several resolvers, the
-    /// one that issued it (`certificate.resolver`) is recorded too.
+    /// one that issued it (`certificate.resolver`) is recorded next.
     pub(super) async fn persist(
         &self,
         certificate: &Certificate,
@@ -177,14 +177,13 @@ impl Issuer {
         lock: &Lock,
     ) -> Result<(), StoreError> {
         let name = &certificate.name;
-        self.store.save_certificate_fenced(name, bundle, lock).await?;
-        if certificate.resolvers.len() > 1 {
-            self.store.save_issuer(name, &certificate.resolver).await?;
-        }
-        self.store.clear_revoked(name).await?;
-        if let Err(e) = self.store.clear_pending(name).await {
+        let unforgotten = self.store.save_issued(name, bundle, lock).await?;
+        if let Some(e) = unforgotten {
             // Harmless: the next order downloads the same certificate once.
             tracing::warn!(certificate = name, error = %e, "cannot forget the pending order");
+        }
+        if certificate.resolvers.len() > 1 {
+            self.store.save_issuer(name, &certificate.resolver).await?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 use super::pem_tree::{io, PemTree};
 use super::spares::Spares;
-use super::{check_key, unreadable, PendingOrder, RenewalState, Store, StoreError, Stored};
+use super::{check_key, unreadable, Lock, PendingOrder, RenewalState, Store, StoreError, Stored};
 use crate::atomic;
 use crate::cert::Bundle;
 
@@ -229,6 +229,21 @@ impl Store for FileStore {
         .await
     }
 
+    async fn save_issued(&self, name: &str, bundle: &Bundle, lock: &Lock) -> Result<Option<StoreError>, StoreError> {
+        check_key(name)?;
+        let _ = lock;
+        let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
+        blocking(move || {
+            this.own(CERTIFICATES)?;
+            this.tree().write(&name, &bundle)?;
+            let dir = this.own_certificate_dir(&name)?;
+            remove_if_there(&dir.join(REVOKED))?;
+            let pending = dir.join(PENDING);
+            Ok(this.spares.retire(&pending).map_err(|source| StoreError::Io { path: pending, source }).err())
+        })
+        .await
+    }
+
     async fn mark_revoked(&self, name: &str, serial: &str) -> Result<(), StoreError> {
         check_key(name)?;
         let (this, name, serial) = (self.clone(), name.to_owned(), format!("{serial}\n"));
@@ -254,11 +269,7 @@ impl Store for FileStore {
         let (this, name) = (self.clone(), name.to_owned());
         blocking(move || {
             let Some(dir) = this.existing_certificate_dir(&name)? else { return Ok(()) };
-            let path = dir.join(REVOKED);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
-                _ => Ok(()),
-            }
+            remove_if_there(&dir.join(REVOKED))
         })
         .await
     }
@@ -362,6 +373,14 @@ impl Store for FileStore {
 }
 
 // === helpers ===
+
+/// Removes `path`; one that is not there is not an error.
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io { path: path.to_owned(), source: e }),
+        _ => Ok(()),
+    }
+}
 
 impl FileStore {
     /// What is stored for `name`, read at once (see [`Store::load_stored`]).

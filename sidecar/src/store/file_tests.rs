@@ -446,3 +446,24 @@ async fn many_certificates_read_in_one_go_are_what_each_read_alone_gives() {
     assert_eq!(first.revoked.as_deref(), Some("01"));
     assert!(store.load_stored("a").await.unwrap_or_else(|e| panic!("{e}")).bundle.is_some());
 }
+
+#[tokio::test]
+async fn an_issued_certificate_is_stored_and_its_mark_and_order_forgotten_in_one_call() {
+    let dir = private_dir();
+    let store = FileStore::open(dir.path()).unwrap();
+    let issued = bundle("web.example");
+    let order = PendingOrder { url: "https://ca.test/order/7".into(), key_pem: issued.key_pem.clone(), resolver: None };
+    store.save_pending("web", &order).await.unwrap();
+    store.mark_revoked("web", "0a1b").await.unwrap();
+    let unforgotten = store.save_issued("web", &issued, &Lock::local()).await.unwrap();
+    assert!(unforgotten.is_none(), "{unforgotten:?}");
+    // What a restart reads: the certificate, no mark, no order.
+    let reopened = FileStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.load_certificate("web").await.unwrap().unwrap().fullchain_pem, issued.fullchain_pem);
+    assert_eq!(reopened.revoked("web").await.unwrap(), None);
+    assert_eq!(reopened.load_pending("web").await.unwrap(), None);
+    let live = fs::read_to_string(dir.path().join("certificates/web/live/fullchain.pem")).unwrap();
+    assert_eq!(live, issued.fullchain_pem);
+    // Nothing to forget the second time is not an error.
+    assert!(store.save_issued("web", &issued, &Lock::local()).await.unwrap().is_none());
+}
