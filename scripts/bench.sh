@@ -57,10 +57,13 @@ cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
   cat <<HEAD
 # Benchmarks
 
-Every figure here comes from one real run of \`make bench\` on the machine
-below; nothing is typed in by hand. Absolute times on a shared 2-core machine
-drift, so each figure is a ratio against a peer or a baseline measured in the
-same run, with runs of the compared things alternated.
+Every table here is a bench's own report, from a real run on the machine
+below, with the command that produced it. Absolute times on a shared 2-core
+machine drift, so each figure is a ratio against a peer or a baseline
+measured in the same run, with runs of the compared things alternated.
+Notes under a table may be written by hand (earlier runs, what changed),
+each naming its commit and command; this script writes the reports only, so
+notes in a section it rewrites are carried over from git by hand.
 
 - Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset and keeps the other sections), ${elapsed} s for the benches run last (${timings}).${whole}
 - Machine: $(nproc) × ${cpu}, $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, Linux $(uname -r).

@@ -140,3 +140,19 @@ fn kernel_releases_are_compared_by_major_and_minor() {
     assert!(!release_at_least("4.18.0-513.el8.x86_64", (5, 8)));
     assert!(!release_at_least("garbage", (5, 8)));
 }
+
+#[test]
+fn where_syncfs_is_not_trusted_each_file_and_the_directory_are_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    // As `Anchor::open` makes it on NFS, FUSE or an older kernel.
+    let anchor = Anchor { dir: Arc::new(File::open(dir.path()).unwrap()), opened: 0, group: None };
+    let path = dir.path().join("f");
+    std::fs::write(&path, b"kept").unwrap();
+    anchor.durable(&[File::open(&path).unwrap()]).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+    // A descriptor fsync refuses (a socket is not a file) is an error, not
+    // a silent success.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let not_a_file = File::from(std::os::fd::OwnedFd::from(a));
+    assert!(anchor.durable(&[not_a_file]).is_err(), "fsync of a socket must fail");
+}
