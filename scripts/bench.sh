@@ -39,6 +39,27 @@ for bench in $benches; do
   timings="$timings, $bench $(( $(date +%s) - bench_started )) s"
 done
 elapsed=$(( $(date +%s) - started ))
+
+# Whether `$1` ran now.
+ran() { case " $benches " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# The section `$1` (by its headings) of benchmarks.md as it was.
+kept_section() {
+  [ -f docs/benchmarks.md ] || return 0
+  awk -v want="$1" '
+    function key_of(h) {
+      if (h ~ /^## (Filter cost|Challenge answer latency)/) return "filter"
+      if (h ~ /^## Deploy latency/) return "deploy"
+      if (h ~ /^## Issuance of/) return "issuance"
+      if (h ~ /^## Behind a CA allowing/) return "ca_rate"
+      if (h ~ /^## Scale:/) return "scale"
+      if (h ~ /^## Start-up:/) return "scale_alone"
+      if (h ~ /^## Mass renewal/) return "mass_renewal"
+      return "?"
+    }
+    /^## / { cur = key_of($0) }
+    cur == want { print }
+  ' docs/benchmarks.md
+}
 whole=""
 if [ -n "${BENCH_STARTED:-}" ]; then
   total=$(( $(date +%s) - BENCH_STARTED ))
@@ -73,10 +94,16 @@ notes in a section it rewrites are carried over from git by hand.
 - Run on $(date -u +%Y-%m-%d).
 
 HEAD
-  # Every section on record: a subset run (BENCHES=...) replaces only its own.
+  # Every section on record: a subset run (BENCHES=...) replaces only its
+  # own; the others stay as benchmarks.md had them (notes included), or,
+  # where it had none, as an earlier run on this machine left them.
   for bench in filter_cost deploy_latency issuance ca_rate scale scale_alone mass_renewal; do
     f="$out/$(section "$bench").md"
-    if [ -f "$f" ]; then cat "$f"; echo; fi
+    kept=$(kept_section "$(section "$bench")")
+    if [ -f "$f" ] && { ran "$bench" || [ -z "$kept" ]; }; then cat "$f"; echo
+    elif [ -n "$kept" ]; then printf '%s\n\n' "$kept"
+    fi
   done
-} > docs/benchmarks.md
+} > "$out/benchmarks.md"
+mv "$out/benchmarks.md" docs/benchmarks.md
 echo "wrote docs/benchmarks.md"
