@@ -150,6 +150,32 @@ async fn one_record_made_once_proves_names_at_acme2certifier_without_dns_credent
     let value = demo.split_once(" IN TXT ").map(|(_, v)| v.trim_matches('"').to_owned()).unwrap_or_default();
     assert_eq!(txt_values(bind.address, "_validation-persist.app.persist.test.").await, [value]);
 
+    // `check --online` looks at them once, for the stored account: one
+    // line per certificate, a FAIL naming the record to create.
+    let (code, out, err) = cli(&config_path, &["check", "--online"]);
+    assert_eq!(code, 1, "FAIL lines make check --online exit 1:\n{out}{err}");
+    let checked = |certificate: &str, resolver: &str| {
+        let prefix = format!("dns-persist:{resolver}: {certificate}: ");
+        let found = out.lines().find(|l| l.contains(&prefix)).map(str::to_owned);
+        found.unwrap_or_else(|| panic!("no check of {certificate}:\n{out}{err}"))
+    };
+    assert_eq!(
+        checked("demo", "a2c"),
+        format!("ok   dns-persist:a2c: demo: every nameserver has the record for {account}")
+    );
+    let other_line = checked("other", "a2c");
+    assert!(other_line.starts_with("FAIL") && other_line.contains("names another ACME account"), "{other_line}");
+    assert!(other_line.contains(&format!("Create, once: {other}")), "{other_line}");
+    let missing_line = checked("missing", "a2c");
+    assert!(missing_line.starts_with("FAIL") && missing_line.contains("NXDOMAIN"), "{missing_line}");
+    assert!(missing_line.contains(&format!("Create, once: {missing}")), "{missing_line}");
+    assert!(!missing_line.contains("within 0s"), "looked at once, not waited for: {missing_line}");
+    let expired_line = checked("expired", "a2c");
+    assert!(expired_line.contains(&format!("expired (persistUntil={PAST}")), "{expired_line}");
+    // Orders there skip the check; asked to look, the command looks.
+    let unchecked_line = checked("expired-at-ca", "unchecked");
+    assert!(unchecked_line.starts_with("FAIL") && unchecked_line.contains("expired"), "{unchecked_line}");
+
     // 3. The sidecar, with no DNS credentials at all.
     assert!(!config.contains("dns_challenge"), "{config}");
     let mut sidecar = start_sidecar(&dir, &config);

@@ -117,6 +117,28 @@ pub async fn account(store: &dyn Store, name: &str, resolver: &Resolver) -> Resu
     Ok(AcmeAccount { account, downloads, challenges })
 }
 
+/// The URL of the account stored for resolver `name` at its CA, read from
+/// the store without asking the CA: `None` when none is stored yet, or the
+/// stored one is for another CA (the next order registers a new one).
+pub async fn stored_account_uri(
+    store: &dyn Store,
+    name: &str,
+    resolver: &Resolver,
+) -> Result<Option<String>, AcmeError> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    #[derive(Deserialize)]
+    struct Stored {
+        ca_server: String,
+        credentials: Id,
+    }
+    let Some(data) = store.load_account(name).await? else { return Ok(None) };
+    let stored: Stored = serde_json::from_slice(&data).map_err(AcmeError::StoredAccount)?;
+    Ok((stored.ca_server == resolver.ca_server).then_some(stored.credentials.id))
+}
+
 /// Replaces the account's key with a new one at the CA (RFC 8555 §7.3.5) and
 /// stores the new credentials. The old key stops working at once.
 pub async fn rollover(store: &dyn Store, name: &str, resolver: &Resolver) -> Result<String, AcmeError> {

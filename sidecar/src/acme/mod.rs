@@ -12,7 +12,7 @@ mod poll;
 mod prove;
 
 pub(crate) use account::imported_account;
-pub use account::{account, directory, directory_reachable, rollover, AcmeAccount};
+pub use account::{account, directory, directory_reachable, rollover, stored_account_uri, AcmeAccount};
 pub use order::{issue, renewal_info, resume, revoke, Checkpoint, OrderRequest, Reopened, Window};
 pub(crate) use poll::FirstLooks;
 

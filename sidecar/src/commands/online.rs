@@ -10,12 +10,16 @@
 //! - the store: opened and written (`Store::health`);
 //! - the sockets' directories: they exist and can be written.
 //!
-//! DNS provider credentials are not tried: the providers have no read-only
-//! call here yet, and a write would change the zone (said on its line).
+//! - each DNS provider, read-only, for the zones its certificates need
+//!   (where the provider has such a call; a write would change the zone);
+//! - dns-persist-01: for each certificate of a resolver with `dns_persist`,
+//!   whether every nameserver answers the record proving its names for the
+//!   stored account, looked at once; a `FAIL` names the record to create.
 
 use std::path::Path;
 
 use crate::config::{Config, Resolver};
+use crate::dns::DnsPersist;
 
 /// One check's outcome, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,9 @@ pub async fn check(config: &Config) -> Vec<Line> {
             let domains =
                 config.certificates.iter().filter(|c| c.resolvers.contains(name)).flat_map(|c| c.domains.iter());
             lines.extend(dns_provider(name, dns, domains).await);
+        }
+        if let Some(settings) = &resolver.dns_persist {
+            lines.extend(dns_persist(config, name, resolver, settings).await);
         }
     }
     lines.push(match crate::store::open(&config.storage).await {
@@ -105,6 +112,59 @@ async fn dns_provider<'a>(
     }
     if lines.is_empty() {
         lines.push(line(true, what, format!("{provider}: no certificate uses this resolver; nothing to look up")));
+    }
+    lines
+}
+
+/// dns-persist-01: the records the operator made, looked at once for each
+/// certificate of resolver `name`, for the account stored for it (none
+/// stored: said, with the command that registers it and prints them).
+async fn dns_persist(config: &Config, name: &str, resolver: &Resolver, settings: &DnsPersist) -> Vec<Line> {
+    let what = format!("dns-persist:{name}");
+    let certificates: Vec<_> = config.certificates.iter().filter(|c| c.resolvers.iter().any(|r| r == name)).collect();
+    let Some(first) = certificates.first() else {
+        return vec![line(true, what, "no certificate uses this resolver; nothing to look up")];
+    };
+    let account = match crate::store::open(&config.storage).await {
+        Ok(opened) => crate::acme::stored_account_uri(opened.store.as_ref(), name, resolver).await,
+        Err(e) => return vec![line(false, what, format!("cannot read the account: {e}"))],
+    };
+    let account = match account {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            let advice = format!(
+                "no account stored for {} yet: `proxy-acme dns-persist-record {}` registers it and prints the records \
+                 to create",
+                resolver.ca_server, first.name
+            );
+            return vec![line(false, what, advice)];
+        }
+        Err(e) => return vec![line(false, what, format!("cannot read the account: {e}"))],
+    };
+    let issuer = match settings.issuer() {
+        Some(issuer) => issuer,
+        None => match crate::acme::directory(resolver, &resolver.ca_server).await {
+            Ok(directory) => match super::persist_record::first_caa_identity(&directory) {
+                Some(issuer) => issuer,
+                None => {
+                    let advice = "the CA's directory names no caaIdentities: set `dns_persist.issuer_domain`";
+                    return vec![line(false, what, advice)];
+                }
+            },
+            Err(e) => return vec![line(false, what, e.to_string())],
+        },
+    };
+    let mut lines = Vec::new();
+    for c in certificates {
+        if c.domains.iter().all(|d| crate::solvers::is_ip(d)) {
+            continue; // an IP address has no record to look at
+        }
+        let look = crate::solvers::dns_persist::look_once(settings, &c.domains, &issuer, &account);
+        lines.push(match tokio::time::timeout(ONLINE_TIMEOUT, look).await {
+            Ok(Ok(())) => line(true, &what, format!("{}: every nameserver has the record for {account}", c.name)),
+            Ok(Err(e)) => line(false, &what, format!("{}: {e}", c.name)),
+            Err(_) => line(false, &what, format!("{}: no answer within {}s", c.name, ONLINE_TIMEOUT.as_secs())),
+        });
     }
     lines
 }

@@ -39,7 +39,7 @@ pub async fn records(config: &Config, name: &str) -> Result<Vec<String>, Command
 
 /// The first of the directory's `meta.caaIdentities` (RFC 8555 §7.1.1),
 /// the CA's issuer domain names, lower case.
-fn first_caa_identity(directory: &serde_json::Value) -> Option<String> {
+pub(crate) fn first_caa_identity(directory: &serde_json::Value) -> Option<String> {
     let first = directory.get("meta")?.get("caaIdentities")?.as_array()?.first()?.as_str()?;
     let first = first.trim().trim_end_matches('.').to_ascii_lowercase();
     (!first.is_empty()).then_some(first)

@@ -37,7 +37,7 @@ pub enum PersistError {
     IssuerNotOffered { configured: String, offered: String },
     /// No nameserver answered a record that proves the name: it may be
     /// created (or fixed) later, so worth retrying.
-    #[error("dns-persist-01: {problem} within {waited_secs}s: {detail}. Create, once: {}", .create.join(" and "))]
+    #[error("dns-persist-01: {problem}{}: {detail}. Create, once: {}", within(*.waited_secs), .create.join(" and "))]
     NotVisible { problem: &'static str, waited_secs: u64, detail: String, create: Vec<String> },
 }
 
@@ -45,6 +45,47 @@ impl PersistError {
     pub fn is_permanent(&self) -> bool {
         !matches!(self, Self::NotVisible { .. })
     }
+}
+
+/// How long the record was waited for, unless it was looked at once.
+fn within(waited_secs: u64) -> String {
+    if waited_secs == 0 {
+        String::new()
+    } else {
+        format!(" within {waited_secs}s")
+    }
+}
+
+/// Whether every nameserver answers a record proving each of `names` for
+/// `account_uri` under `issuer`, looked at once without waiting (what
+/// `check --online` shows; an order waits `timeout_secs` for a record just
+/// made). The error is the one an order would fail with, naming the
+/// records to create. IP addresses are skipped: they have no record.
+pub async fn look_once(
+    settings: &DnsPersist,
+    names: &[String],
+    issuer: &str,
+    account_uri: &str,
+) -> Result<(), SolverError> {
+    let mut once = settings.clone();
+    once.check.delay_before_check_secs = 0;
+    once.check.timeout_secs = 0;
+    // Asked to look, it looks, even where orders do not.
+    once.check.disable_checks = false;
+    let solver = DnsPersistSolver::new(once);
+    let offered = [issuer.to_owned()];
+    let mut presented = Vec::new();
+    for name in names.iter().filter(|n| solver.supports(n)) {
+        let challenge = Challenge {
+            identifier: name,
+            token: "",
+            key_authorization: "",
+            account_uri,
+            issuer_domain_names: &offered,
+        };
+        presented.push(solver.present(challenge).await?);
+    }
+    solver.wait_visible(&presented).await
 }
 
 /// dns-persist-01 for one resolver.
