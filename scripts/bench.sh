@@ -42,10 +42,11 @@ elapsed=$(( $(date +%s) - started ))
 
 # Whether `$1` ran now.
 ran() { case " $benches " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-# The section `$1` (by its headings) of benchmarks.md as it was.
+# The section `$1` (by its headings) of benchmarks.md as it was; with `notes`
+# as $2, only its hand-written notes (from the `<!-- notes` marker on).
 kept_section() {
   [ -f docs/benchmarks.md ] || return 0
-  awk -v want="$1" '
+  awk -v want="$1" -v only_notes="${2:-}" '
     function key_of(h) {
       if (h ~ /^## (Filter cost|Challenge answer latency)/) return "filter"
       if (h ~ /^## Deploy latency/) return "deploy"
@@ -56,8 +57,9 @@ kept_section() {
       if (h ~ /^## Mass renewal/) return "mass_renewal"
       return "?"
     }
-    /^## / { cur = key_of($0) }
-    cur == want { print }
+    /^## / { cur = key_of($0); notes = 0 }
+    /^<!-- notes/ { notes = 1 }
+    cur == want && (only_notes == "" || notes) { print }
   ' docs/benchmarks.md
 }
 whole=""
@@ -82,9 +84,10 @@ Every table here is a bench's own report, from a real run on the machine
 below, with the command that produced it. Absolute times on a shared 2-core
 machine drift, so each figure is a ratio against a peer or a baseline
 measured in the same run, with runs of the compared things alternated.
-Notes under a table may be written by hand (earlier runs, what changed),
-each naming its commit and command; this script writes the reports only, so
-notes in a section it rewrites are carried over from git by hand.
+Notes written by hand (earlier runs, what changed, each naming its commit
+and command) follow a \`notes\` marker in their section; \`make bench\` writes
+the reports and keeps those notes, and keeps a section it does not run as
+it is.
 
 - Command: \`make bench\` (scripts/bench.sh; \`BENCHES="filter_cost scale"\` runs a subset and keeps the other sections), ${elapsed} s for the benches run last (${timings}).${whole}
 - Machine: $(nproc) × ${cpu}, $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, Linux $(uname -r).
@@ -100,7 +103,10 @@ HEAD
   for bench in filter_cost deploy_latency issuance ca_rate scale scale_alone mass_renewal; do
     f="$out/$(section "$bench").md"
     kept=$(kept_section "$(section "$bench")")
-    if [ -f "$f" ] && { ran "$bench" || [ -z "$kept" ]; }; then cat "$f"; echo
+    if [ -f "$f" ] && { ran "$bench" || [ -z "$kept" ]; }; then
+      cat "$f"; echo
+      notes=$(kept_section "$(section "$bench")" notes)
+      if [ -n "$notes" ]; then printf '%s\n\n' "$notes"; fi
     elif [ -n "$kept" ]; then printf '%s\n\n' "$kept"
     fi
   done
