@@ -234,9 +234,10 @@ impl Store for FileStore {
         let _ = lock;
         let (this, name, bundle) = (self.clone(), name.to_owned(), bundle.clone());
         blocking(move || {
-            this.own(CERTIFICATES)?;
+            let certificates = this.own(CERTIFICATES)?;
             this.tree().write(&name, &bundle)?;
-            let dir = this.own_certificate_dir(&name)?;
+            // The write checked (or made) `<name>` as its own directory.
+            let dir = certificates.join(&name);
             remove_if_there(&dir.join(REVOKED))?;
             let pending = dir.join(PENDING);
             Ok(this.spares.retire(&pending).map_err(|source| StoreError::Io { path: pending, source }).err())
