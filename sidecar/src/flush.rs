@@ -54,7 +54,7 @@ impl Anchor {
     pub fn open(dir: &Path) -> io::Result<Self> {
         let file = File::open(dir)?;
         let opened = OPENED.fetch_add(1, Ordering::Relaxed);
-        let group = if groupable(&file) { Some(group_of(file.metadata()?.dev())) } else { None };
+        let group = group_of(&file)?;
         Ok(Self { dir: Arc::new(file), opened, group })
     }
 
@@ -101,11 +101,15 @@ fn release_at_least(release: &str, want: (u32, u32)) -> bool {
     matches!((major, minor), (Some(major), Some(minor)) if (major, minor) >= want)
 }
 
-/// The group of the filesystem on device `dev`, one per process.
-fn group_of(dev: u64) -> Arc<Group<SyncFs>> {
-    static GROUPS: LazyLock<Mutex<HashMap<u64, Arc<Group<SyncFs>>>>> = LazyLock::new(Mutex::default);
+/// The group of the filesystem `file` is on, one per process; `None` where
+/// syncfs may not stand for fsync (decided once per filesystem).
+fn group_of(file: &File) -> io::Result<Option<Arc<Group<SyncFs>>>> {
+    type Groups = HashMap<u64, Option<Arc<Group<SyncFs>>>>;
+    static GROUPS: LazyLock<Mutex<Groups>> = LazyLock::new(Mutex::default);
+    let dev = file.metadata()?.dev();
     let mut groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
-    groups.entry(dev).or_insert_with(|| Arc::new(Group::new(SyncFs))).clone()
+    let group = groups.entry(dev).or_insert_with(|| groupable(file).then(|| Arc::new(Group::new(SyncFs))));
+    Ok(group.clone())
 }
 
 /// Syncing a whole filesystem through one of its descriptors.
