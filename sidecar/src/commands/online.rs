@@ -46,6 +46,7 @@ const ONLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn check(config: &Config) -> Vec<Line> {
     crate::egress::configure(&config.network);
     let mut lines = Vec::new();
+    let opened = crate::store::open(&config.storage).await.map(|o| o.store);
     for (name, resolver) in &config.resolvers {
         lines.extend(ca(name, resolver).await);
         if let Some(dns) = &resolver.dns_challenge {
@@ -54,11 +55,11 @@ pub async fn check(config: &Config) -> Vec<Line> {
             lines.extend(dns_provider(name, dns, domains).await);
         }
         if let Some(settings) = &resolver.dns_persist {
-            lines.extend(dns_persist(config, name, resolver, settings).await);
+            lines.extend(dns_persist(config, opened.as_deref().ok(), name, resolver, settings).await);
         }
     }
-    lines.push(match crate::store::open(&config.storage).await {
-        Ok(opened) => match opened.store.health().await {
+    lines.push(match &opened {
+        Ok(store) => match store.health().await {
             Ok(()) => line(true, "store", "opened and written"),
             Err(e) => line(false, "store", e.to_string()),
         },
@@ -119,17 +120,23 @@ async fn dns_provider<'a>(
 /// dns-persist-01: the records the operator made, looked at once for each
 /// certificate of resolver `name`, for the account stored for it (none
 /// stored: said, with the command that registers it and prints them).
-async fn dns_persist(config: &Config, name: &str, resolver: &Resolver, settings: &DnsPersist) -> Vec<Line> {
+/// `store` is `None` when it did not open (its own line says why).
+async fn dns_persist(
+    config: &Config,
+    store: Option<&dyn crate::store::Store>,
+    name: &str,
+    resolver: &Resolver,
+    settings: &DnsPersist,
+) -> Vec<Line> {
     let what = format!("dns-persist:{name}");
     let certificates: Vec<_> = config.certificates.iter().filter(|c| c.resolvers.iter().any(|r| r == name)).collect();
     let Some(first) = certificates.first() else {
         return vec![line(true, what, "no certificate uses this resolver; nothing to look up")];
     };
-    let account = match crate::store::open(&config.storage).await {
-        Ok(opened) => crate::acme::stored_account_uri(opened.store.as_ref(), name, resolver).await,
-        Err(e) => return vec![line(false, what, format!("cannot read the account: {e}"))],
+    let Some(store) = store else {
+        return vec![line(false, what, "cannot read the account: the store did not open (see `store`)")];
     };
-    let account = match account {
+    let account = match crate::acme::stored_account_uri(store, name, resolver).await {
         Ok(Some(account)) => account,
         Ok(None) => {
             let advice = format!(
